@@ -1,0 +1,1 @@
+"""MoleCLIP processing: molecules, rendering, augmentation, the SMILES image processor, fingerprints, data."""

@@ -1,0 +1,121 @@
+"""Turning user input (SMILES strings or RDKit molecules) into RDKit molecules, with errors that say what went wrong.
+
+Every part of the package that reads molecules goes through :func:`to_mol`, so bad input is reported the same way
+everywhere: the offending SMILES, its position in the batch, and RDKit's reason.
+
+This module uses only flat relative imports (none, here) so that it can travel as Hugging Face remote code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from rdkit import Chem, RDLogger
+
+# Molecules above this many heavy atoms are refused before drawing: RDKit can spend minutes laying out a protein-sized
+# SMILES, and a 224 px picture of it carries no readable structure anyway.
+MAX_HEAVY_ATOMS = 250
+
+
+class InvalidMoleculeError(ValueError):
+    """A SMILES string (or molecule) that cannot be used, with its position in the input and the reason."""
+
+    def __init__(self, smiles: str, index: int | None = None, reason: str = "could not be parsed"):
+        self.smiles = smiles
+        self.index = index
+        self.reason = reason
+        where = f" at position {index}" if index is not None else ""
+        super().__init__(f"Invalid molecule{where}: {smiles!r} {reason}")
+
+
+@dataclass(frozen=True)
+class SkippedMolecule:
+    """One entry left out of a batch, reported back to the caller instead of vanishing."""
+
+    index: int
+    smiles: str
+    reason: str
+
+
+@contextlib.contextmanager
+def quiet_rdkit():
+    """Silence RDKit's own stderr chatter; our exceptions carry the message instead."""
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        yield
+    finally:
+        RDLogger.EnableLog("rdApp.*")
+
+
+def _rdkit_reason(smiles: str) -> str:
+    """RDKit's explanation for a parse failure (it only logs it), captured from the log stream."""
+    import io
+
+    from rdkit import rdBase
+
+    stream = io.StringIO()
+    with contextlib.redirect_stderr(stream):
+        rdBase.LogToPythonStderr()
+        Chem.MolFromSmiles(smiles)
+    rdBase.LogToCppStreams()
+    lines = [line.split("SMILES Parse Error:", 1)[-1].strip() for line in stream.getvalue().splitlines() if line.strip()]
+    return lines[0] if lines else "could not be parsed"
+
+
+def to_mol(item, index: int | None = None, max_heavy_atoms: int = MAX_HEAVY_ATOMS) -> Chem.Mol:
+    """Return an RDKit molecule for a SMILES string or molecule, or raise :class:`InvalidMoleculeError`."""
+    if isinstance(item, Chem.Mol):
+        mol = item
+        smiles = Chem.MolToSmiles(mol) if mol.GetNumAtoms() else ""
+    elif isinstance(item, str):
+        smiles = item.strip()
+        if not smiles:
+            raise InvalidMoleculeError(item, index, "is empty")
+        with quiet_rdkit():
+            mol = Chem.MolFromSmiles(smiles)
+        if mol is None:
+            raise InvalidMoleculeError(smiles, index, f"could not be parsed ({_rdkit_reason(smiles)})")
+    else:
+        raise TypeError(
+            f"Expected a SMILES string or an RDKit Mol at position {index}, got {type(item).__name__}"
+        )
+    if mol.GetNumAtoms() == 0:
+        raise InvalidMoleculeError(smiles, index, "has no atoms")
+    if mol.GetNumHeavyAtoms() > max_heavy_atoms:
+        raise InvalidMoleculeError(
+            smiles, index, f"has {mol.GetNumHeavyAtoms()} heavy atoms, more than the {max_heavy_atoms} this package draws"
+        )
+    return mol
+
+
+def parse_many(
+    items: Iterable, on_error: str = "raise", max_heavy_atoms: int = MAX_HEAVY_ATOMS
+) -> tuple[list[Chem.Mol], list[int], list[SkippedMolecule]]:
+    """Parse a batch. Returns (molecules, indices of the kept inputs, skipped entries).
+
+    ``on_error="raise"`` stops at the first bad entry with an error naming it; ``on_error="skip"`` leaves bad entries
+    out and reports each one in the third return value, so nothing is dropped silently.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    mols, kept, skipped = [], [], []
+    for i, item in enumerate(items):
+        try:
+            mols.append(to_mol(item, index=i, max_heavy_atoms=max_heavy_atoms))
+            kept.append(i)
+        except InvalidMoleculeError as err:
+            if on_error == "raise":
+                raise
+            skipped.append(SkippedMolecule(i, err.smiles, err.reason))
+    return mols, kept, skipped
+
+
+def describe_skipped(skipped: Sequence[SkippedMolecule], limit: int = 5) -> str:
+    """One readable line about skipped entries, for warnings and CLI output."""
+    if not skipped:
+        return "no molecules skipped"
+    shown = "; ".join(f"#{s.index} {s.smiles!r} ({s.reason})" for s in skipped[:limit])
+    more = f" and {len(skipped) - limit} more" if len(skipped) > limit else ""
+    return f"{len(skipped)} molecule(s) skipped: {shown}{more}"

@@ -1,0 +1,1 @@
+"""MoleCLIP training: the shared accelerate loop, pretraining, finetuning, evaluation and the command line."""
