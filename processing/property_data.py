@@ -1,0 +1,476 @@
+"""Labelled molecule tables for finetuning and evaluation: the paper's named sets and any user CSV/Parquet file.
+
+A property table is a file with one SMILES column and one or more numeric target columns; an empty cell is a
+missing label (NaN), which the losses and metrics mask. :func:`load_property_dataset` reads such a file, validates
+it with errors that name the offending column and value, leaves out (and reports, with file line numbers) rows whose
+SMILES cannot be used, and returns a :class:`PropertyDataset` holding plain arrays plus the same data as a
+Hugging Face :class:`datasets.Dataset`.
+
+The named sets of the MoleCLIP paper live under a data directory (``data_dir=`` or ``$MOLECLIP_DATA_DIR``) in the
+normalised layout of ``DATASETS``; the MoleculeNet ones can also be fetched from the DeepChem mirror when online.
+
+Flat relative imports only (see processing/molecules.py for why).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .molecules import MAX_HEAVY_ATOMS, SkippedMolecule, parse_many
+
+__all__ = [
+    "DATASETS",
+    "DATA_DIR_ENV",
+    "DEFAULT_METRIC",
+    "TASKS",
+    "DatasetSpec",
+    "PropertyDataset",
+    "SkippedRow",
+    "load_property_dataset",
+    "resolve_data_dir",
+]
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR_ENV = "MOLECLIP_DATA_DIR"
+TASKS = ("regression", "classification")
+# Metric used to pick the best epoch / hyperparameters when a file is not one of the named sets. Regression defaults
+# to MAE because the finetuning loss is L1 and the paper reports MAE on its own (non-MoleculeNet) sets.
+DEFAULT_METRIC = {"classification": "roc_auc", "regression": "mae"}
+
+# Cell contents read as a missing label, besides the empty cell (written by pandas, R and spreadsheets).
+_MISSING_TOKENS = frozenset({"", "nan", "na", "n/a", "null", "none"})
+_SMILES_COLUMN_GUESSES = ("smiles", "canonical_smiles", "smi", "mol")
+_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet", ".pq")
+# Parsing below this many rows is quick enough that a progress bar would only be noise.
+_PROGRESS_MIN_ROWS = 20_000
+
+_DEEPCHEM = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a named set lives and how it is evaluated.
+
+    ``path`` is relative to the data directory and points at the normalised file (a ``smiles`` column and the
+    ``target_columns``). ``url`` is the public MoleculeNet copy, whose column names differ: ``source_smiles_column``
+    and ``source_target_columns`` say which raw columns become ``smiles`` and the targets after download.
+    """
+
+    name: str
+    path: str
+    target_columns: tuple[str, ...]
+    task: str
+    default_split: str
+    metric: str
+    smiles_column: str = "smiles"
+    url: str | None = None
+    source_smiles_column: str | None = None
+    source_target_columns: tuple[str, ...] | None = None
+    description: str = ""
+
+
+_TOX21_TASKS = (
+    "NR-AR", "NR-AR-LBD", "NR-AhR", "NR-Aromatase", "NR-ER", "NR-ER-LBD", "NR-PPAR-gamma",
+    "SR-ARE", "SR-ATAD5", "SR-HSE", "SR-MMP", "SR-p53",
+)  # fmt: skip
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec("bace", "moleculenet/bace.csv", ("Class",), "classification", "scaffold", "roc_auc",
+                    url=_DEEPCHEM + "bace.csv", source_smiles_column="mol", source_target_columns=("Class",),
+                    description="BACE-1 inhibitors, binary"),
+        DatasetSpec("bbbp", "moleculenet/bbbp.csv", ("p_np",), "classification", "scaffold", "roc_auc",
+                    url=_DEEPCHEM + "BBBP.csv", source_smiles_column="smiles", source_target_columns=("p_np",),
+                    description="blood-brain barrier penetration, binary"),
+        DatasetSpec("esol", "moleculenet/esol.csv", ("log_solubility",), "regression", "scaffold", "rmse",
+                    url=_DEEPCHEM + "delaney-processed.csv", source_smiles_column="smiles",
+                    source_target_columns=("measured log solubility in mols per litre",),
+                    description="aqueous solubility, log mol/L"),
+        DatasetSpec("freesolv", "moleculenet/freesolv.csv", ("hydration_free_energy",), "regression", "scaffold",
+                    "rmse", url=_DEEPCHEM + "SAMPL.csv", source_smiles_column="smiles",
+                    source_target_columns=("expt",), description="hydration free energy, kcal/mol"),
+        DatasetSpec("clintox", "moleculenet/clintox.csv", ("FDA_APPROVED", "CT_TOX"), "classification", "scaffold",
+                    "roc_auc", url=_DEEPCHEM + "clintox.csv.gz", source_smiles_column="smiles",
+                    source_target_columns=("FDA_APPROVED", "CT_TOX"), description="clinical toxicity, 2 tasks"),
+        DatasetSpec("tox21", "moleculenet/tox21.csv", _TOX21_TASKS, "classification", "scaffold", "roc_auc",
+                    url=_DEEPCHEM + "tox21.csv.gz", source_smiles_column="smiles", source_target_columns=_TOX21_TASKS,
+                    description="toxicity assays, 12 tasks with missing labels"),
+        DatasetSpec("lipophilicity", "moleculenet/lipophilicity.csv", ("lipo",), "regression", "scaffold", "rmse",
+                    url=_DEEPCHEM + "Lipophilicity.csv", source_smiles_column="smiles", source_target_columns=("exp",),
+                    description="octanol/water logD at pH 7.4"),
+        DatasetSpec("hiv", "moleculenet/hiv.csv.gz", ("HIV_active",), "classification", "scaffold", "roc_auc",
+                    url=_DEEPCHEM + "HIV.csv", source_smiles_column="smiles", source_target_columns=("HIV_active",),
+                    description="HIV replication inhibition, binary"),
+        DatasetSpec("dhbds", "catalysis/dhbds.csv", ("homo_lumo_gap_ev",), "regression", "random", "mae",
+                    description="dual H-bond donors (OSCAR), HOMO-LUMO gap in eV"),
+        DatasetSpec("nhcs", "catalysis/nhcs.csv", tuple(f"npa_charge_{i}" for i in range(1, 5)), "regression",
+                    "random", "mae", description="NHC pre-catalysts, 4 NPA charges"),
+        DatasetSpec("phosphines_yield", "catalysis/phosphines_yield.csv", tuple(f"yield_{i}" for i in range(1, 6)),
+                    "regression", "random", "mae", description="Ni-Suzuki HTE yields, 5 conditions, fractions 0..1"),
+        DatasetSpec("phosphines_selectivity", "catalysis/phosphines_selectivity.csv", ("ddg_kcal_mol",),
+                    "regression", "random", "mae", description="Pd-Suzuki selectivity, ddG in kcal/mol"),
+        DatasetSpec("kraken_buried_volume", "catalysis/kraken_buried_volume.csv",
+                    ("buried_volume_1", "buried_volume_2"), "regression", "random", "mae",
+                    description="Kraken phosphine buried volumes, for domain-focused pretraining"),
+    )
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SkippedRow(SkippedMolecule):
+    """A table row left out because its SMILES could not be used.
+
+    ``index`` is the 0-based data row, ``line`` the 1-based line of the file (the header is line 1, so for a CSV
+    written one record per line it is ``index + 2``; for Parquet it is the 1-based row number).
+    """
+
+    line: int = 0
+
+
+@dataclass
+class PropertyDataset:
+    """Valid molecules of a property table with their targets.
+
+    ``targets`` is float32 ``[N, T]`` with NaN for a missing label. ``hf_dataset`` holds the same rows as a
+    :class:`datasets.Dataset` with columns ``smiles`` and one per target, for ``.map``/``.with_transform`` pipelines.
+    """
+
+    name: str
+    smiles: list[str]
+    targets: np.ndarray
+    target_names: list[str]
+    task: str
+    skipped: list[SkippedRow] = field(default_factory=list)
+    default_split: str = "random"
+    metric: str = "mae"
+    source: Path | None = None
+    hf_dataset: object = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.targets = np.asarray(self.targets, dtype=np.float32)
+        if self.targets.ndim == 1:
+            self.targets = self.targets[:, None]
+        if self.targets.shape != (len(self.smiles), len(self.target_names)):
+            raise ValueError(
+                f"targets have shape {self.targets.shape}, expected ({len(self.smiles)}, {len(self.target_names)}) "
+                "for the given smiles and target_names"
+            )
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.hf_dataset is None:
+            self.hf_dataset = _to_hf_dataset(self.smiles, self.targets, self.target_names)
+
+    def __len__(self) -> int:
+        return len(self.smiles)
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.target_names)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> PropertyDataset:
+        """The rows at ``indices`` (positions in this dataset), e.g. one part of a split."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
+            raise IndexError(f"subset index out of range for a dataset of {len(self)} rows")
+        idx = np.where(idx < 0, idx + len(self), idx)
+        return PropertyDataset(
+            name=self.name,
+            smiles=[self.smiles[i] for i in idx],
+            targets=self.targets[idx],
+            target_names=list(self.target_names),
+            task=self.task,
+            skipped=list(self.skipped),
+            default_split=self.default_split,
+            metric=self.metric,
+            source=self.source,
+            hf_dataset=self.hf_dataset.select(idx),
+        )
+
+
+def _to_hf_dataset(smiles: list[str], targets: np.ndarray, target_names: list[str]):
+    import datasets
+
+    features = datasets.Features(
+        {"smiles": datasets.Value("string"), **{name: datasets.Value("float32") for name in target_names}}
+    )
+    columns = {"smiles": list(smiles)}
+    for j, name in enumerate(target_names):
+        columns[name] = targets[:, j]  # numpy keeps NaN as NaN in Arrow (a list of floats would too)
+    return datasets.Dataset.from_dict(columns, features=features)
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data directory: ``data_dir`` if given, else ``$MOLECLIP_DATA_DIR``; an error explaining both otherwise."""
+    source = "data_dir argument"
+    if data_dir is None:
+        data_dir = os.environ.get(DATA_DIR_ENV) or None
+        source = f"${DATA_DIR_ENV}"
+    if data_dir is None:
+        raise FileNotFoundError(
+            f"No data directory given: pass data_dir=... or set the environment variable {DATA_DIR_ENV} to the "
+            "folder holding moleculenet/ and catalysis/ (e.g. export MOLECLIP_DATA_DIR=/path/to/data)."
+        )
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"The data directory from the {source} does not exist or is not a folder: {path}")
+    return path
+
+
+def _is_offline() -> bool:
+    flags = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+    if any(os.environ.get(f, "").strip().lower() in {"1", "true", "yes", "on"} for f in flags):
+        return True
+    try:
+        import datasets
+
+        return bool(datasets.config.HF_DATASETS_OFFLINE)
+    except (ImportError, AttributeError):
+        return False
+
+
+def _download(url: str, name: str) -> Path:
+    """Fetch a public file into the Hugging Face datasets download cache (reused on later calls)."""
+    import datasets
+
+    return Path(datasets.DownloadManager(dataset_name=name).download(url))
+
+
+def _locate_named(spec: DatasetSpec, data_dir) -> tuple[Path, bool]:
+    """Path of a named set and whether it is a raw download (whose columns still need renaming)."""
+    try:
+        root = resolve_data_dir(data_dir)
+    except FileNotFoundError as err:
+        root, root_problem = None, str(err)
+    else:
+        candidate = root / spec.path
+        if candidate.is_file():
+            return candidate, False
+        root_problem = f"it is not at {candidate}"
+    if spec.url is None:
+        raise FileNotFoundError(
+            f"Dataset {spec.name!r} not found: {root_problem}. Put the normalised file (a smiles column and "
+            f"{', '.join(spec.target_columns)}) at <data dir>/{spec.path}; it comes from the MoleCLIP repository "
+            "(github.com/Milo-group/MoleCLIP, folder Datasets/)."
+        )
+    if _is_offline():
+        raise FileNotFoundError(
+            f"Dataset {spec.name!r} not found: {root_problem}, and downloading is off (HF_DATASETS_OFFLINE or "
+            f"HF_HUB_OFFLINE is set). Put the file at <data dir>/{spec.path} with a smiles column and "
+            f"{', '.join(spec.target_columns)}, or allow the download from {spec.url}."
+        )
+    logger.info("Dataset %r not in the data directory (%s); downloading %s", spec.name, root_problem, spec.url)
+    try:
+        return _download(spec.url, spec.name), True
+    except Exception as err:  # network errors come in many types; all mean the same to the user
+        raise FileNotFoundError(
+            f"Dataset {spec.name!r} not found ({root_problem}) and the download from {spec.url} failed: {err}. "
+            f"Put the file at <data dir>/{spec.path} instead."
+        ) from err
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """Every column as text (CSV) so that validation, not pandas' guessing, decides what a cell means."""
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        return pd.read_parquet(path)
+    if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
+        sep = "\t" if ".tsv" in name else ","
+        # skip_blank_lines=False keeps row positions aligned with file lines for the skipped-row report
+        try:
+            return pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False, sep=sep)
+        except pd.errors.EmptyDataError as err:
+            raise ValueError(f"{path} is empty: expected a header line with a SMILES column and target columns") from err
+    raise ValueError(f"Unsupported file type for {path}: expected one of {', '.join(_SUFFIXES)}")
+
+
+def _find_column(df: pd.DataFrame, wanted: str | None, path: Path, what: str) -> str:
+    available = ", ".join(map(repr, df.columns))
+    if wanted is not None:
+        if wanted in df.columns:
+            return wanted
+        raise KeyError(f"{path} has no {what} column {wanted!r}; available columns: {available}")
+    lowered = {str(c).lower(): c for c in df.columns}
+    for guess in _SMILES_COLUMN_GUESSES:
+        if guess in lowered:
+            return lowered[guess]
+    raise KeyError(f"Could not find a SMILES column in {path}; pass smiles_column=... (available columns: {available})")
+
+
+def _first_line(path: Path) -> int:
+    """File line of data row 0: 2 under a CSV header, 1 for Parquet (where 'line' means the 1-based row)."""
+    return 1 if path.name.lower().endswith((".parquet", ".pq")) else 2
+
+
+def _to_float(column: pd.Series, name: str, path: Path) -> np.ndarray:
+    """A target column as float64 with NaN for missing cells; an error naming the first non-numeric cell."""
+    if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
+        values = column.astype("float64").to_numpy()
+    else:
+        text = column.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip())
+        missing = text.str.lower().isin(_MISSING_TOKENS)
+        numbers = pd.to_numeric(text.where(~missing, None), errors="coerce")
+        bad = numbers.isna() & ~missing
+        if bad.any():
+            first = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValueError(
+                f"Target column {name!r} in {path} is not numeric: line {first + _first_line(path)} holds "
+                f"{text.iloc[first]!r}. Targets must be numbers, with an empty cell for a missing label; pass "
+                "target_columns=... to leave out non-target columns."
+            )
+        values = numbers.astype("float64").to_numpy()
+    if np.isinf(values).any():
+        first = int(np.flatnonzero(np.isinf(values))[0])
+        raise ValueError(
+            f"Target column {name!r} in {path} holds an infinite value at line {first + _first_line(path)}"
+        )
+    return values
+
+
+def _infer_task(targets: np.ndarray) -> str:
+    labelled = targets[~np.isnan(targets)]
+    return "classification" if labelled.size and np.isin(labelled, (0.0, 1.0)).all() else "regression"
+
+
+def _check_classification(targets: np.ndarray, names: list[str], path: Path) -> None:
+    for j, name in enumerate(names):
+        col = targets[:, j]
+        labelled = col[~np.isnan(col)]
+        off = labelled[~np.isin(labelled, (0.0, 1.0))]
+        if off.size:
+            raise ValueError(
+                f"Classification targets must be 0 or 1 (empty for missing), but column {name!r} in {path} holds "
+                f"{off[0]!r}. Pass task='regression' if this is a continuous property."
+            )
+
+
+def _report_skipped(skipped: list[SkippedRow], total: int, path: Path, limit: int = 5) -> None:
+    shown = "; ".join(f"line {s.line} {s.smiles!r} ({s.reason})" for s in skipped[:limit])
+    more = f" and {len(skipped) - limit} more" if len(skipped) > limit else ""
+    warnings.warn(
+        f"{len(skipped)} of {total} rows in {path} left out because their SMILES could not be used: {shown}{more}",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def load_property_dataset(
+    path_or_name: str | os.PathLike,
+    smiles_column: str | None = None,
+    target_columns: Sequence[str] | None = None,
+    task: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    max_heavy_atoms: int = MAX_HEAVY_ATOMS,
+) -> PropertyDataset:
+    """Load a property table: a named set (see ``DATASETS``) or a CSV / CSV.gz / Parquet file.
+
+    Args:
+        path_or_name: a file path, or the name of one of the paper's sets (``"bace"``, ``"esol"``, ...).
+        smiles_column: column holding SMILES; guessed (``smiles``, any case) when not given.
+        target_columns: target columns; by default the registry's for a named set, else every other column.
+        task: ``"regression"`` or ``"classification"``; inferred (all labels 0/1 means classification) when not
+            given, validated when given.
+        data_dir: folder holding the named sets; defaults to ``$MOLECLIP_DATA_DIR``. Named MoleculeNet sets that are
+            not there are downloaded from the DeepChem mirror when online.
+        max_heavy_atoms: molecules larger than this are left out like unparsable ones (they cannot be drawn).
+
+    Rows whose SMILES do not parse are left out, reported in a warning and in ``.skipped`` with their file lines.
+    """
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS} or None, got {task!r}")
+    spec = None
+    path = Path(os.fspath(path_or_name)).expanduser()
+    key = str(path_or_name).strip().lower()
+    if not path.is_file():
+        if key in DATASETS:
+            spec = DATASETS[key]
+        elif path.exists():
+            raise IsADirectoryError(f"{path} is a folder; expected a CSV or Parquet file")
+        else:
+            raise FileNotFoundError(
+                f"No file at {path}, and {str(path_or_name)!r} is not a named dataset "
+                f"(named: {', '.join(DATASETS)})"
+            )
+
+    rename: dict[str, str] = {}
+    if spec is not None:
+        path, raw = _locate_named(spec, data_dir)
+        if raw:
+            rename = {spec.source_smiles_column: "smiles", **dict(zip(spec.source_target_columns, spec.target_columns))}
+        smiles_column = smiles_column or spec.smiles_column
+        target_columns = list(target_columns) if target_columns is not None else list(spec.target_columns)
+
+    df = _read_table(path)
+    if rename:
+        df = df.rename(columns=rename)
+    if len(df.columns) != len(set(df.columns)):
+        dupes = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
+        raise ValueError(f"{path} has duplicate column names: {dupes}")
+    smiles_column = _find_column(df, smiles_column, path, "SMILES")
+    if target_columns is None:
+        target_columns = [c for c in df.columns if c != smiles_column]
+    else:
+        if isinstance(target_columns, str):
+            target_columns = [target_columns]
+        target_columns = [_find_column(df, c, path, "target") for c in target_columns]
+    if not target_columns:
+        raise ValueError(f"{path} has no target columns besides the SMILES column {smiles_column!r}")
+    if smiles_column in target_columns:
+        raise ValueError(f"Column {smiles_column!r} cannot be both the SMILES column and a target")
+    if "smiles" in target_columns:
+        raise ValueError("A target column may not be called 'smiles': that name is reserved for the molecules")
+    if len(df) == 0:
+        raise ValueError(f"{path} has a header but no data rows")
+
+    targets = np.stack([_to_float(df[c], c, path) for c in target_columns], axis=1)
+    for j, name in enumerate(target_columns):
+        if np.isnan(targets[:, j]).all():
+            raise ValueError(f"Target column {name!r} in {path} has no labels at all (every cell is empty)")
+    if task is None:
+        task = spec.task if spec is not None else _infer_task(targets)
+    if task == "classification":
+        _check_classification(targets, target_columns, path)
+
+    raw_smiles = ["" if s is None or (isinstance(s, float) and np.isnan(s)) else str(s) for s in df[smiles_column]]
+    progress = None
+    items: Sequence[str] = raw_smiles
+    if len(raw_smiles) >= _PROGRESS_MIN_ROWS:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(raw_smiles, desc=f"Parsing {path.name}", unit="mol")
+        items = progress
+    _, kept, bad = parse_many(items, on_error="skip", max_heavy_atoms=max_heavy_atoms)
+    if progress is not None:
+        progress.close()
+    skipped = [SkippedRow(index=s.index, smiles=s.smiles, reason=s.reason, line=s.index + _first_line(path)) for s in bad]
+    if not kept:
+        first = skipped[0] if skipped else None
+        raise ValueError(
+            f"No valid molecules in {path}: all {len(raw_smiles)} SMILES in column {smiles_column!r} failed "
+            f"(first: line {first.line} {first.smiles!r}, {first.reason})"
+        )
+    if skipped:
+        _report_skipped(skipped, len(raw_smiles), path)
+
+    kept_idx = np.asarray(kept, dtype=np.int64)
+    name = spec.name if spec is not None else path.name.split(".")[0]
+    return PropertyDataset(
+        name=name,
+        smiles=[raw_smiles[i].strip() for i in kept_idx],
+        targets=targets[kept_idx].astype(np.float32),
+        target_names=[str(c) for c in target_columns],
+        task=task,
+        skipped=skipped,
+        default_split=spec.default_split if spec is not None else "random",
+        metric=spec.metric if spec is not None and task == spec.task else DEFAULT_METRIC[task],
+        source=path,
+    )
