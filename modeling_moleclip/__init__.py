@@ -1,1 +1,53 @@
-from .configuration_moleclip import MoleCLIPConfig
+"""MoleCLIP: molecular representations from images of molecules, as a Hugging Face model package.
+
+Importing `moleclip` registers the `moleclip` model type with the `transformers` auto classes, so
+`AutoConfig`, `AutoModel`, `AutoModelForImageClassification` and `AutoImageProcessor` load MoleCLIP checkpoints
+without `trust_remote_code`. Checkpoints saved by this package also carry the model and processor code, so they load
+with `trust_remote_code=True` where the package is not installed.
+"""
+
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
+
+from .configuration_moleclip import PRESETS, MoleCLIPConfig
+from .modeling_moleclip import (
+    MoleCLIPForPropertyPrediction,
+    MoleCLIPModel,
+    MoleCLIPOutput,
+    MoleCLIPPreTrainedModel,
+    MoleCLIPPropertyOutput,
+    PropertyHead,
+)
+# TEMP until rendering lands
+try:
+    from .processing.image_processing_moleclip import MoleCLIPImageProcessor
+except ImportError:
+    MoleCLIPImageProcessor = None
+from .processing.molecules import InvalidMoleculeError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "InvalidMoleculeError",
+    "MoleCLIPConfig",
+    "MoleCLIPForPropertyPrediction",
+    "MoleCLIPImageProcessor",
+    "MoleCLIPModel",
+    "MoleCLIPOutput",
+    "MoleCLIPPreTrainedModel",
+    "MoleCLIPPropertyOutput",
+    "PropertyHead",
+]
+
+AutoConfig.register(MoleCLIPConfig.model_type, MoleCLIPConfig, exist_ok=True)
+AutoModel.register(MoleCLIPConfig, MoleCLIPModel, exist_ok=True)
+AutoModelForImageClassification.register(MoleCLIPConfig, MoleCLIPForPropertyPrediction, exist_ok=True)
+if MoleCLIPImageProcessor is not None:
+    AutoImageProcessor.register(MoleCLIPConfig, slow_image_processor_class=MoleCLIPImageProcessor, exist_ok=True)
+
+# `save_pretrained` / `push_to_hub` copy the code files next to the weights and record them in `auto_map`.
+MoleCLIPConfig.register_for_auto_class()
+MoleCLIPModel.register_for_auto_class("AutoModel")
+MoleCLIPForPropertyPrediction.register_for_auto_class("AutoModelForImageClassification")
+if MoleCLIPImageProcessor is not None:
+    MoleCLIPImageProcessor.register_for_auto_class("AutoImageProcessor")

@@ -1,1 +1,138 @@
-X=1
+"""Configuration of MoleCLIP models.
+
+This file travels to the Hugging Face Hub as remote code next to ``modeling_moleclip.py``: it may only use flat
+relative imports and libraries that a plain ``transformers`` install has.
+"""
+
+
+from transformers import CLIPVisionConfig, PreTrainedConfig
+
+__all__ = ["MoleCLIPConfig", "PRESETS", "TASK_TYPES", "REGRESSION_LOSSES"]
+
+# "classification" covers binary and multi-label (one sigmoid per target, missing labels masked);
+# "multiclass" is one softmax over `num_targets` classes for a single integer target.
+TASK_TYPES = ("regression", "classification", "multiclass")
+REGRESSION_LOSSES = ("l1", "mse")
+
+# Randomly initialised shapes. `tiny` is small enough for every command and test to run in seconds on a laptop CPU;
+# `base` is the ViT-B/16 shape of OpenAI CLIP (what the paper starts from), for benchmarks without downloaded weights.
+PRESETS = {
+    "tiny": dict(
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=224,
+            patch_size=32,
+            projection_dim=32,
+        ),
+        projection_dim=32,
+        head_hidden_size=32,
+    ),
+    "base": dict(
+        vision_config=dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            image_size=224,
+            patch_size=16,
+            projection_dim=512,
+        ),
+        projection_dim=512,
+        head_hidden_size=512,
+    ),
+}
+
+# Written into every saved config so that `AutoConfig/AutoModel/AutoModelForImageClassification.from_pretrained(...,
+# trust_remote_code=True)` all work in an environment without this package (transformers records only the class being
+# saved otherwise).
+DEFAULT_AUTO_MAP = {
+    "AutoConfig": "configuration_moleclip.MoleCLIPConfig",
+    "AutoModel": "modeling_moleclip.MoleCLIPModel",
+    "AutoModelForImageClassification": "modeling_moleclip.MoleCLIPForPropertyPrediction",
+}
+
+
+class MoleCLIPConfig(PreTrainedConfig):
+    r"""Configuration for [`MoleCLIPModel`] and [`MoleCLIPForPropertyPrediction`].
+
+    Args:
+        vision_config (`dict` or `CLIPVisionConfig`): the CLIP vision tower (default: ViT-B/16 as in OpenAI CLIP).
+        projection_dim (`int`, 512): size of the projected image embedding (`image_embeds`), as CLIP's `encode_image`.
+        pseudo_label_classes (`list[int]`, [300, 3000]): class counts of the structural classification heads used in
+            pretraining, one per K-means label set (empty list: no heads).
+        logit_scale_init_value (`float`, 15.0): the contrastive logit scale (1 / temperature; the paper's 15 = T 0.067).
+        learnable_logit_scale (`bool`, False): learn the scale (stored as a log) instead of keeping it fixed.
+        task (`str`, "regression"): "regression", "classification" (binary or multi-label, missing labels masked) or
+            "multiclass" (one integer target, softmax over `num_targets` classes).
+        num_targets (`int`, 1): regression/classification targets, or classes for "multiclass".
+        target_names (`list[str]`, optional): names of the targets, kept for predictions and model cards.
+        regression_loss (`str`, "l1"): "l1" (the paper) or "mse".
+        target_mean / target_std (`list[float]`, optional): regression targets are learnt standardised; predictions
+            (`logits`) are returned in the original units.
+        head_hidden_size (`int`, 512), head_num_layers (`int`, 3), head_dropout (`float`, 0.1): the MLP head
+            `num_layers x [Linear, ReLU, Dropout]` then `Linear(hidden, num_targets)`.
+    """
+
+    model_type = "moleclip"
+    sub_configs_defaults = {"vision_config": CLIPVisionConfig}
+
+    vision_config: dict | PreTrainedConfig | None = None
+    projection_dim: int = 512
+    pseudo_label_classes: list[int] | None = None
+    logit_scale_init_value: float = 15.0
+    learnable_logit_scale: bool = False
+    task: str = "regression"
+    num_targets: int = 1
+    target_names: list[str] | None = None
+    regression_loss: str = "l1"
+    target_mean: list[float] | None = None
+    target_std: list[float] | None = None
+    head_hidden_size: int = 512
+    head_num_layers: int = 3
+    head_dropout: float = 0.1
+    initializer_factor: float = 1.0
+
+    def __post_init__(self, **kwargs):
+        if self.pseudo_label_classes is None:
+            self.pseudo_label_classes = [300, 3000]
+        self.pseudo_label_classes = [int(k) for k in self.pseudo_label_classes]
+        if getattr(self, "auto_map", None) is None:
+            self.auto_map = dict(DEFAULT_AUTO_MAP)
+        super().__post_init__(**kwargs)
+        self._validate_moleclip()
+
+    def _validate_moleclip(self):
+        if self.task not in TASK_TYPES:
+            raise ValueError(f"task must be one of {TASK_TYPES}, got {self.task!r}")
+        if self.regression_loss not in REGRESSION_LOSSES:
+            raise ValueError(f"regression_loss must be one of {REGRESSION_LOSSES}, got {self.regression_loss!r}")
+        if self.num_targets < 1:
+            raise ValueError(f"num_targets must be >= 1, got {self.num_targets}")
+        if self.task == "multiclass" and self.num_targets < 2:
+            raise ValueError("a multiclass task needs num_targets >= 2 classes")
+        if any(k < 2 for k in self.pseudo_label_classes):
+            raise ValueError(f"every pseudo-label class count must be >= 2, got {self.pseudo_label_classes}")
+        if self.target_names is not None and self.task != "multiclass" and len(self.target_names) != self.num_targets:
+            raise ValueError(f"{len(self.target_names)} target_names given for num_targets={self.num_targets}")
+        for name in ("target_mean", "target_std"):
+            values = getattr(self, name)
+            if values is not None and len(values) != self.num_targets:
+                raise ValueError(f"{name} has {len(values)} values for num_targets={self.num_targets}")
+        if self.target_std is not None and any(s <= 0 for s in self.target_std):
+            raise ValueError(f"target_std must be positive, got {self.target_std}")
+        if self.head_num_layers < 0 or not 0.0 <= self.head_dropout < 1.0:
+            raise ValueError("head_num_layers must be >= 0 and head_dropout in [0, 1)")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "MoleCLIPConfig":
+        """A randomly initialised shape: ``"tiny"`` (seconds on a CPU) or ``"base"`` (ViT-B/16)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        settings = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS[name].items()}
+        vision_overrides = overrides.pop("vision_config", None) or {}
+        settings["vision_config"].update(vision_overrides)
+        settings.update(overrides)
+        return cls(**settings)

@@ -1,0 +1,389 @@
+"""MoleCLIP models: a CLIP vision tower that reads pictures of molecules.
+
+* [`MoleCLIPModel`]: the encoder (CLIP vision transformer + bias-free visual projection to the 512-d `image_embeds`
+  that OpenAI CLIP's `encode_image` returns) plus the pretraining objective of the paper: a symmetric contrastive loss
+  between a plain and an augmented rendering, and one structural classification head per K-means label set.
+* [`MoleCLIPForPropertyPrediction`]: the encoder plus an MLP head for regression or classification.
+
+This file travels to the Hugging Face Hub as remote code: flat relative imports only.
+"""
+
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPVisionModel, CLIPVisionModelWithProjection, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_moleclip import MoleCLIPConfig
+
+__all__ = [
+    "MoleCLIPPreTrainedModel",
+    "MoleCLIPModel",
+    "MoleCLIPForPropertyPrediction",
+    "MoleCLIPOutput",
+    "MoleCLIPPropertyOutput",
+    "PropertyHead",
+    "contrastive_loss",
+    "property_loss",
+]
+
+
+@dataclass
+class MoleCLIPOutput(ModelOutput):
+    """Output of [`MoleCLIPModel`].
+
+    loss: contrastive_loss + sum(classification_losses), when both views or pseudo-labels are given.
+    contrastive_loss: symmetric cross-entropy between the two views' embeddings (global batch under data parallelism).
+    classification_losses: one cross-entropy per pseudo-label set, shape (n_label_sets,).
+    image_embeds: projected embedding of `pixel_values` (view 1), (batch, projection_dim), not normalised.
+    augmented_image_embeds: projected embedding of `augmented_pixel_values` (view 2), when given.
+    logits_per_view: (batch, global batch) contrastive logits of view 1 against view 2.
+    label_logits: one (batch, K) tensor per pseudo-label set, computed on view 1.
+    pooler_output / last_hidden_state / hidden_states / attentions: from the CLIP vision tower on view 1.
+    """
+
+    loss: torch.FloatTensor | None = None
+    contrastive_loss: torch.FloatTensor | None = None
+    classification_losses: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    augmented_image_embeds: torch.FloatTensor | None = None
+    logits_per_view: torch.FloatTensor | None = None
+    label_logits: tuple[torch.FloatTensor, ...] | None = None
+    pooler_output: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class MoleCLIPPropertyOutput(ModelOutput):
+    """Output of [`MoleCLIPForPropertyPrediction`].
+
+    loss: masked L1/MSE (regression, on standardised targets), masked BCE (classification) or CE (multiclass).
+    logits: (batch, num_targets). Regression: predictions in the targets' original units. Classification: one logit per
+        target (sigmoid gives the probability). Multiclass: one logit per class.
+    image_embeds: the 512-d encoder embedding the head read.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def _gather_with_grad(embeds: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """All embeddings of the global batch, keeping the autograd graph, and this process's offset in it.
+
+    `accelerate.gather` (and `dist.all_gather`) cut gradients; the functional all_gather passes them back to the
+    process that owns each row, so the other processes' rows act as real negatives.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return embeds, 0
+    world = torch.distributed.get_world_size()
+    if world == 1:
+        return embeds, 0
+    import torch.distributed.nn.functional as dist_fn
+
+    parts = dist_fn.all_gather(embeds.contiguous())
+    rank = torch.distributed.get_rank()
+    return torch.cat(parts, dim=0), rank * embeds.shape[0]
+
+
+def contrastive_loss(
+    view1: torch.Tensor, view2: torch.Tensor, logit_scale: torch.Tensor | float, gather: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric InfoNCE between two views: row i of `view1` should match row i of `view2` among the whole batch.
+
+    Embeddings are L2-normalised and compared by cosine times `logit_scale` (15 in the paper). Under
+    `torch.distributed`, each process scores its own rows against the gathered global batch, so negatives come from
+    every process, and gradients reach every process's encoder. Returns (loss, logits of view1 vs the global view2).
+    """
+    view1 = F.normalize(view1, dim=-1)
+    view2 = F.normalize(view2, dim=-1)
+    if gather:
+        all1, offset = _gather_with_grad(view1)
+        all2, _ = _gather_with_grad(view2)
+    else:
+        all1, all2, offset = view1, view2, 0
+    targets = torch.arange(view1.shape[0], device=view1.device) + offset
+    logits_1to2 = logit_scale * view1 @ all2.t()
+    logits_2to1 = logit_scale * view2 @ all1.t()
+    loss = 0.5 * (F.cross_entropy(logits_1to2, targets) + F.cross_entropy(logits_2to1, targets))
+    return loss, logits_1to2
+
+
+def property_loss(
+    predictions: torch.Tensor, labels: torch.Tensor, task: str, regression_loss: str = "l1"
+) -> torch.Tensor:
+    """The finetuning loss for one task type, ignoring missing labels (NaN; -100 for multiclass).
+
+    Regression and classification average over the observed (molecule, target) entries only, so a multi-task set
+    with many gaps (Tox21) trains on what it has. A batch with no observed label gives a zero loss that still has a
+    graph (so data-parallel processes stay in step).
+    """
+    if task == "multiclass":
+        labels = labels.reshape(-1)
+        labels = torch.where(torch.isnan(labels), torch.full_like(labels, -100), labels) if labels.is_floating_point() else labels
+        labels = labels.long()
+        if (labels != -100).sum() == 0:
+            return predictions.sum() * 0.0
+        return F.cross_entropy(predictions, labels, ignore_index=-100)
+    labels = labels.to(predictions.dtype).reshape(predictions.shape)
+    observed = ~torch.isnan(labels)
+    if observed.sum() == 0:
+        return predictions.sum() * 0.0
+    filled = torch.where(observed, labels, torch.zeros_like(labels))
+    if task == "classification":
+        per_entry = F.binary_cross_entropy_with_logits(predictions, filled, reduction="none")
+    elif regression_loss == "mse":
+        per_entry = (predictions - filled) ** 2
+    else:
+        per_entry = (predictions - filled).abs()
+    return (per_entry * observed).sum() / observed.sum()
+
+
+class PropertyHead(nn.Module):
+    """`num_layers x [Linear(., hidden), ReLU, Dropout]` then `Linear(hidden, out_features)`: the paper's head.
+
+    Used on the 512-d MoleCLIP embedding and, unchanged, on 2048-bit fingerprints for the baseline.
+    """
+
+    def __init__(self, in_features: int, out_features: int, hidden_size: int = 512, num_layers: int = 3, dropout: float = 0.1):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for _ in range(num_layers):
+            layers += [nn.Linear(width, hidden_size), nn.ReLU(), nn.Dropout(dropout)]
+            width = hidden_size
+        layers.append(nn.Linear(width, out_features))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.layers(features)
+
+
+class MoleCLIPPreTrainedModel(PreTrainedModel):
+    config: MoleCLIPConfig
+    base_model_prefix = "moleclip"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["CLIPEncoderLayer", "CLIPVisionEmbeddings"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        # The CLIP tower is a PreTrainedModel of its own and initialises itself; this covers our added layers.
+        # `transformers.initialization` functions skip tensors that were loaded from a checkpoint.
+        factor = self.config.initializer_factor
+        if isinstance(module, MoleCLIPModel):
+            init.normal_(module.visual_projection.weight, std=module.vision_model.config.hidden_size**-0.5 * factor)
+            init.constant_(module.logit_scale, math.log(self.config.logit_scale_init_value))
+        elif isinstance(module, MoleCLIPForPropertyPrediction):
+            # Non-persistent buffers are not in the checkpoint; from_pretrained builds on the meta device and relies
+            # on this method to give them values.
+            n = self.config.num_targets
+            init.copy_(module.target_mean, torch.tensor(self.config.target_mean or [0.0] * n, dtype=torch.float32))
+            init.copy_(module.target_std, torch.tensor(self.config.target_std or [1.0] * n, dtype=torch.float32))
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, std=module.in_features**-0.5 * factor)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+    @classmethod
+    def from_clip(cls, name_or_path: str = "openai/clip-vit-base-patch16", **config_overrides):
+        """Build a MoleCLIP model whose vision tower and visual projection come from a CLIP checkpoint.
+
+        Accepts a full `CLIPModel` checkpoint (text weights are ignored) or a vision-only one, by Hub name or local
+        path. Extra keyword arguments set fields of [`MoleCLIPConfig`] (e.g. `pseudo_label_classes=[300, 3000]`,
+        or the head settings for [`MoleCLIPForPropertyPrediction`]). Heads are freshly initialised.
+        """
+        clip, info = CLIPVisionModelWithProjection.from_pretrained(name_or_path, output_loading_info=True, dtype=torch.float32)
+        if any(key.startswith("visual_projection") for key in info.get("missing_keys", [])):
+            raise ValueError(
+                f"{name_or_path!r} has no trained visual projection (a vision tower saved without it). MoleCLIP's "
+                "embedding is the projected one; start from a full CLIP checkpoint such as openai/clip-vit-base-patch16."
+            )
+        vision_config = clip.config.to_dict()
+        config = MoleCLIPConfig(
+            vision_config=vision_config, projection_dim=clip.config.projection_dim, **config_overrides
+        )
+        model = cls(config)
+        encoder = model if isinstance(model, MoleCLIPModel) else model.moleclip
+        encoder.vision_model.load_state_dict(clip.vision_model.state_dict())
+        encoder.visual_projection.load_state_dict(clip.visual_projection.state_dict())
+        model.config._name_or_path = str(name_or_path)
+        return model
+
+
+class MoleCLIPModel(MoleCLIPPreTrainedModel):
+    """The MoleCLIP encoder with its pretraining heads. `AutoModel` maps `moleclip` checkpoints here.
+
+    `model(pixel_values).image_embeds` is the molecule embedding. Given a second view (`augmented_pixel_values`) and/or
+    `pseudo_labels` (batch, n_label_sets), it also returns the pretraining loss and its parts.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^head\."]
+
+    def __init__(self, config: MoleCLIPConfig, with_pretraining_heads: bool = True):
+        super().__init__(config)
+        self.vision_model = CLIPVisionModel._from_config(config.vision_config)
+        self.visual_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
+        classes = config.pseudo_label_classes if with_pretraining_heads else []
+        self.label_heads = nn.ModuleList([nn.Linear(config.projection_dim, k) for k in classes])
+        # Stored as a log so a learnable scale stays positive; fixed (no gradient) by default as in the paper.
+        self.logit_scale = nn.Parameter(
+            torch.tensor(math.log(config.logit_scale_init_value)), requires_grad=config.learnable_logit_scale
+        )
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.vision_model.embeddings.patch_embedding
+
+    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> torch.Tensor:
+        """The projected 512-d embedding (OpenAI CLIP's `encode_image`)."""
+        return self.visual_projection(self.vision_model(pixel_values=pixel_values, **kwargs).pooler_output)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        augmented_pixel_values: torch.Tensor | None = None,
+        pseudo_labels: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MoleCLIPOutput | tuple:
+        if pixel_values is None:
+            raise ValueError("pixel_values is required (use MoleCLIPImageProcessor to turn SMILES into pixel_values)")
+        tower = self.vision_model(
+            pixel_values=pixel_values,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+        )
+        image_embeds = self.visual_projection(tower.pooler_output)
+
+        augmented_embeds = logits_per_view = contrastive = None
+        if augmented_pixel_values is not None:
+            augmented_embeds = self.get_image_features(augmented_pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+            contrastive, logits_per_view = contrastive_loss(image_embeds, augmented_embeds, self.logit_scale.exp())
+
+        label_logits = tuple(head(image_embeds) for head in self.label_heads) or None
+        classification = None
+        if pseudo_labels is not None:
+            if not self.label_heads:
+                raise ValueError("pseudo_labels were given but this model has no pseudo-label heads (pseudo_label_classes=[])")
+            pseudo_labels = pseudo_labels.reshape(pseudo_labels.shape[0], -1).long()
+            if pseudo_labels.shape[1] != len(self.label_heads):
+                raise ValueError(
+                    f"pseudo_labels has {pseudo_labels.shape[1]} label sets, the model has {len(self.label_heads)} heads "
+                    f"(pseudo_label_classes={self.config.pseudo_label_classes})"
+                )
+            classification = torch.stack(
+                [F.cross_entropy(logits, pseudo_labels[:, i]) for i, logits in enumerate(label_logits)]
+            )
+
+        loss = None
+        if return_loss is not False and (contrastive is not None or classification is not None):
+            loss = (contrastive if contrastive is not None else 0.0) + (
+                classification.sum() if classification is not None else 0.0
+            )
+        output = MoleCLIPOutput(
+            loss=loss,
+            contrastive_loss=contrastive,
+            classification_losses=classification,
+            image_embeds=image_embeds,
+            augmented_image_embeds=augmented_embeds,
+            logits_per_view=logits_per_view,
+            label_logits=label_logits,
+            pooler_output=tower.pooler_output,
+            last_hidden_state=tower.last_hidden_state,
+            hidden_states=tower.hidden_states,
+            attentions=tower.attentions,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+class MoleCLIPForPropertyPrediction(MoleCLIPPreTrainedModel):
+    """MoleCLIP encoder + MLP head for molecular property prediction (`AutoModelForImageClassification`).
+
+    Loading from a [`MoleCLIPModel`] checkpoint keeps the encoder and initialises a fresh head (the pretraining heads
+    are dropped); a [`MoleCLIPModel`] can be loaded back from this model's checkpoint. Pass `image_embeds` instead of
+    `pixel_values` to train or run the head alone on precomputed embeddings (the frozen-encoder mode).
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"label_heads\."]
+
+    def __init__(self, config: MoleCLIPConfig):
+        super().__init__(config)
+        self.moleclip = MoleCLIPModel(config, with_pretraining_heads=False)
+        self.head = PropertyHead(
+            config.projection_dim,
+            config.num_targets,
+            hidden_size=config.head_hidden_size,
+            num_layers=config.head_num_layers,
+            dropout=config.head_dropout,
+        )
+        mean = torch.tensor(config.target_mean or [0.0] * config.num_targets, dtype=torch.float32)
+        std = torch.tensor(config.target_std or [1.0] * config.num_targets, dtype=torch.float32)
+        # Non-persistent: the config is the single source of the scaling, so it cannot disagree with the weights.
+        self.register_buffer("target_mean", mean, persistent=False)
+        self.register_buffer("target_std", std, persistent=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.moleclip.get_input_embeddings()
+
+    def set_target_scaling(self, mean, std) -> None:
+        """Record regression target statistics (from the training split) in the config and the model."""
+        self.config.target_mean = [float(m) for m in mean]
+        self.config.target_std = [float(s) if s > 0 else 1.0 for s in std]
+        self.target_mean.copy_(torch.tensor(self.config.target_mean))
+        self.target_std.copy_(torch.tensor(self.config.target_std))
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MoleCLIPPropertyOutput | tuple:
+        hidden_states = attentions = None
+        if image_embeds is None:
+            if pixel_values is None:
+                raise ValueError("give pixel_values (images) or image_embeds (precomputed MoleCLIP embeddings)")
+            encoded = self.moleclip(
+                pixel_values=pixel_values, output_hidden_states=output_hidden_states, output_attentions=output_attentions
+            )
+            image_embeds, hidden_states, attentions = encoded.image_embeds, encoded.hidden_states, encoded.attentions
+        raw = self.head(image_embeds)
+        regression = self.config.task == "regression"
+        logits = raw * self.target_std + self.target_mean if regression else raw
+        loss = None
+        if labels is not None:
+            labels = labels.to(raw.device)
+            if regression:
+                labels = (labels.to(raw.dtype).reshape(raw.shape) - self.target_mean) / self.target_std
+            loss = property_loss(raw, labels, self.config.task, self.config.regression_loss)
+        output = MoleCLIPPropertyOutput(
+            loss=loss, logits=logits, image_embeds=image_embeds, hidden_states=hidden_states, attentions=attentions
+        )
+        return output if return_dict is not False else output.to_tuple()
