@@ -1,0 +1,168 @@
+"""Train / validation / test splits of a molecule set: Bemis-Murcko scaffold, random, and seeded random-scaffold.
+
+The scaffold split follows the convention used by the MoleCLIP paper and most MoleculeNet work: molecules are grouped
+by their Bemis-Murcko scaffold (chirality kept), the groups are taken largest first, and each fills train until train
+would overflow its share, then validation, then test. It is deterministic, so repeats differ only by model seed, and
+the test set holds the rare scaffolds - an out-of-distribution test by construction.
+
+The random split draws one permutation from ``numpy.random.RandomState(seed)`` and takes test, then validation, from
+its front, which reproduces the paper's catalysis splits for the same seed.
+
+Flat relative imports only (see processing/molecules.py for why).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from rdkit import Chem
+from rdkit.Chem.Scaffolds import MurckoScaffold
+
+from .molecules import to_mol
+
+__all__ = [
+    "SPLIT_KINDS",
+    "Split",
+    "make_split",
+    "murcko_scaffold",
+    "random_scaffold_split",
+    "random_split",
+    "scaffold_groups",
+    "scaffold_split",
+]
+
+SPLIT_KINDS = ("scaffold", "random", "random_scaffold")
+DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+# Below this many molecules scaffold computation is instant and a progress bar would only clutter logs.
+_PROGRESS_MIN = 20_000
+
+
+@dataclass(frozen=True)
+class Split:
+    """Positions (int64) of the training, validation and test molecules; together they cover every input once."""
+
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+
+    def __iter__(self):
+        return iter((self.train, self.valid, self.test))
+
+    @property
+    def sizes(self) -> tuple[int, int, int]:
+        return len(self.train), len(self.valid), len(self.test)
+
+
+def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(f) for f in fractions)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"fractions must be three numbers (train, valid, test), got {fractions!r}") from err
+    if len(values) != 3:
+        raise ValueError(f"fractions must be three numbers (train, valid, test), got {len(values)}: {fractions!r}")
+    if any(not np.isfinite(f) or f < 0 for f in values):
+        raise ValueError(f"fractions must be non-negative, got {fractions!r}")
+    if abs(sum(values) - 1.0) > 1e-6:
+        raise ValueError(f"fractions must sum to 1, got {fractions!r} (sum {sum(values):.6g})")
+    return values
+
+
+def _as_split(train, valid, test) -> Split:
+    return Split(*(np.asarray(part, dtype=np.int64) for part in (train, valid, test)))
+
+
+def murcko_scaffold(item, index: int | None = None) -> str:
+    """Canonical Bemis-Murcko scaffold SMILES with stereo kept; ``""`` for acyclic molecules."""
+    mol = to_mol(item, index=index)
+    return MurckoScaffold.MurckoScaffoldSmiles(mol=Chem.Mol(mol), includeChirality=True)
+
+
+def scaffold_groups(smiles: Sequence, progress: bool | None = None) -> dict[str, list[int]]:
+    """Positions of the molecules sharing each scaffold, scaffolds in order of first appearance."""
+    items = smiles
+    if progress if progress is not None else len(smiles) >= _PROGRESS_MIN:
+        from tqdm.auto import tqdm
+
+        items = tqdm(smiles, desc="Scaffolds", unit="mol")
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(murcko_scaffold(item, index=i), []).append(i)
+    return groups
+
+
+def scaffold_split(smiles: Sequence, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> Split:
+    """Deterministic Bemis-Murcko scaffold split; no scaffold appears in two parts.
+
+    Scaffold sets are ordered by size, largest first; among equal sizes the set whose first molecule comes later in
+    the input goes first (the tie-break of the DeepChem/PaddleHelix code the paper used, kept so the splits match).
+    """
+    frac_train, frac_valid, _ = _check_fractions(fractions)
+    n = len(smiles)
+    if n == 0:
+        raise ValueError("Cannot split an empty set of molecules")
+    sets = sorted(scaffold_groups(smiles).values(), key=lambda s: (len(s), s[0]), reverse=True)
+    train_cut, valid_cut = frac_train * n, (frac_train + frac_valid) * n
+    train, valid, test = [], [], []
+    for group in sets:
+        if len(train) + len(group) <= train_cut:
+            train.extend(group)
+        elif len(train) + len(valid) + len(group) <= valid_cut:
+            valid.extend(group)
+        else:
+            test.extend(group)
+    return _as_split(sorted(train), sorted(valid), sorted(test))
+
+
+def random_split(n: int, fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0) -> Split:
+    """Seeded random split of ``n`` items: test and validation get ``floor(fraction * n)`` each, train the rest."""
+    _, frac_valid, frac_test = _check_fractions(fractions)
+    n = int(n)
+    if n <= 0:
+        raise ValueError(f"Cannot split {n} items")
+    order = np.random.RandomState(seed).permutation(n)
+    n_test, n_valid = int(np.floor(frac_test * n)), int(np.floor(frac_valid * n))
+    test, valid, train = order[:n_test], order[n_test : n_test + n_valid], order[n_test + n_valid :]
+    return _as_split(np.sort(train), np.sort(valid), np.sort(test))
+
+
+def random_scaffold_split(smiles: Sequence, fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0) -> Split:
+    """Scaffold split with the scaffold sets in a seeded random order.
+
+    Sets fill validation, then test, up to ``floor(fraction * n)`` each, and the rest go to train, so different
+    seeds give different scaffold-disjoint splits (for repeats that vary the split, not only the model).
+    """
+    _, frac_valid, frac_test = _check_fractions(fractions)
+    n = len(smiles)
+    if n == 0:
+        raise ValueError("Cannot split an empty set of molecules")
+    sets = list(scaffold_groups(smiles).values())
+    order = np.random.RandomState(seed).permutation(len(sets))
+    n_valid, n_test = int(np.floor(frac_valid * n)), int(np.floor(frac_test * n))
+    train, valid, test = [], [], []
+    for k in order:
+        group = sets[k]
+        if len(valid) + len(group) <= n_valid:
+            valid.extend(group)
+        elif len(test) + len(group) <= n_test:
+            test.extend(group)
+        else:
+            train.extend(group)
+    return _as_split(sorted(train), sorted(valid), sorted(test))
+
+
+def make_split(
+    kind: str, smiles: Sequence, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS
+) -> Split:
+    """Split ``smiles`` by ``kind`` (``"scaffold"``, ``"random"`` or ``"random_scaffold"``).
+
+    ``seed`` is ignored by the deterministic ``"scaffold"`` split; ``"random"`` only uses ``len(smiles)``.
+    """
+    if kind == "scaffold":
+        return scaffold_split(smiles, fractions)
+    if kind == "random":
+        return random_split(len(smiles), fractions, seed)
+    if kind == "random_scaffold":
+        return random_scaffold_split(smiles, fractions, seed)
+    raise ValueError(f"Unknown split kind {kind!r}; valid kinds: {', '.join(SPLIT_KINDS)}")
