@@ -1,0 +1,40 @@
+"""Convert the paper's released encoder (`MoleCLIP - Primary.pth`, Zenodo record 13826016) to a Hugging Face folder.
+
+The file is read with torch.load(weights_only=True): tensors only, no code from the pickle runs. The result loads with
+`AutoModel.from_pretrained(folder)` (and, pushed to the Hub, with trust_remote_code=True anywhere).
+
+Example:
+  moleclip convert-original --input "MoleCLIP - Primary.pth" --output-dir moleclip-primary
+"""
+
+from __future__ import annotations
+
+NAME = "convert-original"
+HELP = "convert the paper's MoleCLIP .pth weights to a Hugging Face checkpoint"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--input", required=True, help="path of the released .pth file")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--pseudo-label-classes", type=int, nargs="*", default=None,
+                        help="heads to add for further pretraining (default 300 3000, freshly initialised)")
+    parser.add_argument("--push-to-hub", default=None, metavar="REPO")
+
+
+def run(args) -> int:
+    from moleclip import MoleCLIPImageProcessor
+    from moleclip.convert_original import convert_original_checkpoint
+
+    from ..hub import push_model_dir, save_model_dir
+
+    overrides = {}
+    if args.pseudo_label_classes is not None:
+        overrides["pseudo_label_classes"] = args.pseudo_label_classes
+    model = convert_original_checkpoint(args.input, **overrides)
+    card = {"title": "MoleCLIP (paper's primary encoder, converted)", "backbone": f"`{args.input}` (Harnik et al. 2025)",
+            "training_summary": "ChEMBL-25 pretraining by the paper's authors (4 epochs)", "repo_id": args.push_to_hub}
+    folder = save_model_dir(args.output_dir, model, MoleCLIPImageProcessor(), card=card)
+    print(f"wrote {folder}")
+    if args.push_to_hub:
+        print(f"pushed: {push_model_dir(folder, args.push_to_hub)}")
+    return 0

@@ -1,0 +1,56 @@
+"""Embed molecules: a file of SMILES in, a file of MoleCLIP embeddings out (batched, with a progress bar).
+
+The output keeps the input's columns and adds `emb_0..emb_<d-1>` (.csv or .parquet), or is a float32 matrix (.npy,
+with the kept input rows in `<name>.rows.npy`). Molecules that cannot be drawn are reported and left out.
+
+Examples:
+  moleclip embed --model tiny --input molecules.smi --output embeddings.parquet
+  moleclip embed --model my-moleclip/ --input data.csv --smiles-column SMILES --output data_emb.npy --batch-size 128
+"""
+
+from __future__ import annotations
+
+NAME = "embed"
+HELP = "compute MoleCLIP embeddings for a file of SMILES"
+
+
+def add_arguments(parser) -> None:
+    from ._common import add_input_arguments
+
+    parser.add_argument("--model", required=True, help="MoleCLIP/CLIP checkpoint (folder or Hub name), .pth, or preset")
+    add_input_arguments(parser)
+    parser.add_argument("--output", required=True, help=".parquet, .csv or .npy")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best available)")
+    parser.add_argument("--r-groups", action="store_true", help="draw terminal atoms as R-group labels")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from ..hub import load_backbone, load_processor
+    from ..inference import embed_smiles
+    from ._common import embedding_columns, read_table, report_skipped, write_table
+
+    frame, column = read_table(args.input, args.smiles_column)
+    model = load_backbone(args.model)
+    processor = load_processor(args.model)
+    extra = {"r_groups": True} if args.r_groups else {}
+    embeddings, kept, skipped = embed_smiles(model, processor, frame[column].tolist(), batch_size=args.batch_size,
+                                             device=args.device, progress=not args.no_progress, **extra)
+    report_skipped(skipped, len(frame))
+    out = Path(args.output)
+    if out.suffix == ".npy":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, embeddings.astype(np.float32))
+        np.save(out.with_suffix(".rows.npy"), kept)
+    else:
+        table = frame.iloc[kept].reset_index(drop=True)
+        table = pd.concat([table, pd.DataFrame(embedding_columns(embeddings))], axis=1)
+        write_table(table, args.output)
+    print(f"wrote {len(kept)} embeddings of size {embeddings.shape[1]} to {out}")
+    return 0 if len(kept) else 2

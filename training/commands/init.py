@@ -1,0 +1,47 @@
+"""Create a MoleCLIP checkpoint folder from a backbone, ready to pretrain, finetune, embed or share.
+
+The backbone is a CLIP checkpoint (default openai/clip-vit-base-patch16, fetched from the Hub), a local folder, the
+paper's released `MoleCLIP - Primary.pth`, or a randomly initialised preset: `tiny` (runs anywhere in seconds) or
+`base` (the ViT-B/16 shape, for benchmarks). The folder holds config, safetensors weights, the image processor's
+settings, the model code (for trust_remote_code loading) and a model card.
+
+Examples:
+  moleclip init --backbone openai/clip-vit-base-patch16 --output-dir moleclip-init
+  moleclip init --backbone tiny --output-dir tiny-model
+"""
+
+from __future__ import annotations
+
+NAME = "init"
+HELP = "build a MoleCLIP checkpoint from CLIP, a .pth file or a preset"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--backbone", default="openai/clip-vit-base-patch16",
+                        help="CLIP name or path, a MoleCLIP checkpoint, a .pth file, or a preset: tiny | base")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--pseudo-label-classes", type=int, nargs="*", default=None,
+                        help="K of each structural classification head (default 300 3000; none: no heads)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for randomly initialised weights")
+    parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="also upload the folder to this Hub repo")
+
+
+def run(args) -> int:
+    import torch
+
+    from ..hub import describe_backbone, load_backbone, load_processor, push_model_dir, save_model_dir
+
+    torch.manual_seed(args.seed)
+    overrides = {}
+    if args.pseudo_label_classes is not None:
+        overrides["pseudo_label_classes"] = args.pseudo_label_classes
+    model = load_backbone(args.backbone, **overrides)
+    processor = load_processor(args.backbone)
+    card = {"title": f"MoleCLIP encoder initialised from {args.backbone}", "backbone": describe_backbone(args.backbone),
+            "training_summary": "none yet (initial weights)", "repo_id": args.push_to_hub}
+    folder = save_model_dir(args.output_dir, model, processor, card=card)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"wrote {folder} ({n_params / 1e6:.2f}M parameters, embedding size {model.config.projection_dim})")
+    if args.push_to_hub:
+        print(f"pushed: {push_model_dir(folder, args.push_to_hub)}")
+    return 0

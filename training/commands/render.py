@@ -1,0 +1,69 @@
+"""Draw molecules the way MoleCLIP sees them and save PNG files.
+
+Examples:
+  moleclip render "c1ccccc1O" --output phenol.png
+  moleclip render "CCO" "CCN" --output-dir drawings/ --randomize --augmentation default --seed 0
+  moleclip render --input molecules.smi --output-dir drawings/ --r-groups
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+NAME = "render"
+HELP = "draw SMILES as the model sees them (PNG)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("smiles", nargs="*", help="SMILES strings to draw")
+    parser.add_argument("--input", help="or a .smi/.csv/.parquet file of SMILES")
+    parser.add_argument("--smiles-column", default=None)
+    parser.add_argument("--output", help="PNG path, for a single molecule")
+    parser.add_argument("--output-dir", help="folder for one PNG per molecule (mol_<position>.png)")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--randomize", action="store_true", help="random drawing style (pretraining's second view)")
+    parser.add_argument("--augmentation", default="none", help="none | default | intense")
+    parser.add_argument("--r-groups", action="store_true", help="draw terminal C/O/N/S/F/Cl/Br/I atoms as R1..R8")
+    parser.add_argument("--seed", type=int, default=None, help="seed for --randomize/--augmentation")
+    parser.add_argument("--model", default=None, help="use the processor settings saved with this checkpoint")
+
+
+def run(args) -> int:
+    from moleclip import MoleCLIPImageProcessor
+
+    from ._common import read_table, report_skipped
+
+    smiles = list(args.smiles)
+    if args.input:
+        frame, column = read_table(args.input, args.smiles_column)
+        smiles += frame[column].tolist()
+    if not smiles:
+        raise ValueError("give SMILES on the command line or an --input file")
+    if bool(args.output) == bool(args.output_dir):
+        raise ValueError("give exactly one of --output (one molecule) or --output-dir")
+    if args.output and len(smiles) != 1:
+        raise ValueError(f"--output takes one molecule, got {len(smiles)}: use --output-dir")
+    if args.model:
+        from ..hub import load_processor
+
+        processor = load_processor(args.model)
+    else:
+        processor = MoleCLIPImageProcessor(size=args.size)
+    images, kept, skipped = processor.render_images(
+        smiles, randomize_drawing=args.randomize or None, r_groups=args.r_groups or None,
+        augmentation=args.augmentation, seed=args.seed, on_error="raise" if args.output else "skip",
+    )
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[0]).save(args.output)
+        print(f"wrote {args.output}")
+        return 0
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for index, image in zip(kept, images):
+        Image.fromarray(image).save(out / f"mol_{index}.png")
+    report_skipped(skipped, len(smiles))
+    print(f"wrote {len(images)} PNG files to {out}")
+    return 0 if images else 2

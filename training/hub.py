@@ -1,0 +1,178 @@
+"""Where models come from and where they go: backbones, checkpoint directories, model cards, the Hub.
+
+* `load_backbone(spec)` accepts a preset (`tiny`, `base`), a MoleCLIP checkpoint (local folder or Hub name), any CLIP
+  checkpoint (`openai/clip-vit-base-patch16`, full or vision-only), or the paper's released `.pth` file.
+* `save_model_dir(...)` writes a complete, shareable folder: config, safetensors weights, preprocessor config, the
+  remote-code files and a model card.
+* `push_model_dir(...)` uploads such a folder in one commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from huggingface_hub import HfApi
+
+from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPImageProcessor, MoleCLIPModel, __version__
+from moleclip.configuration_moleclip import PRESETS
+from moleclip.model_cards import render_model_card
+
+__all__ = ["HubUnavailableError", "load_backbone", "load_processor", "save_model_dir", "push_model_dir", "describe_backbone"]
+
+DEFAULT_BACKBONE = "openai/clip-vit-base-patch16"
+
+
+class HubUnavailableError(OSError):
+    """A model could not be fetched (no network, no such repository, or offline mode) and is not cached."""
+
+
+def _hub_help(spec: str, err: Exception) -> HubUnavailableError:
+    return HubUnavailableError(
+        f"Could not load {spec!r} from the Hugging Face Hub or the local cache ({type(err).__name__}: "
+        f"{str(err).splitlines()[0] if str(err) else ''}).\n"
+        "Ways forward:\n"
+        "  - online: check the name, and `hf auth login` for private repositories;\n"
+        "  - offline: pass a local folder (a saved MoleCLIP or CLIP checkpoint), the paper's `MoleCLIP - Primary.pth`,\n"
+        "    or a randomly initialised preset: `tiny` (seconds on a CPU) or `base` (ViT-B/16 shape);\n"
+        "  - to use a model already in your cache without network access, set HF_HUB_OFFLINE=1."
+    )
+
+
+def _model_type_of(spec: str) -> str | None:
+    """`model_type` of a local folder or Hub repo's config.json (None when it cannot be read)."""
+    path = Path(spec)
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face checkpoint folder")
+        return json.loads(config_file.read_text()).get("model_type")
+    from transformers.utils import cached_file
+
+    try:
+        resolved = cached_file(spec, "config.json")
+    except Exception as err:
+        raise _hub_help(spec, err) from err
+    return json.loads(Path(resolved).read_text()).get("model_type")
+
+
+def describe_backbone(spec: str) -> str:
+    if spec in PRESETS:
+        return f"the randomly initialised `{spec}` preset"
+    return f"`{spec}`"
+
+
+def load_backbone(spec: str = DEFAULT_BACKBONE, model_class=MoleCLIPModel, **config_overrides):
+    """Build `model_class` (MoleCLIPModel or MoleCLIPForPropertyPrediction) from a backbone specification.
+
+    `config_overrides` set fields of the MoleCLIP config (heads, targets...). For a MoleCLIP checkpoint they are
+    applied on top of the saved config; head weights whose shape changes are re-initialised.
+    """
+    if model_class not in (MoleCLIPModel, MoleCLIPForPropertyPrediction):
+        raise TypeError("model_class must be MoleCLIPModel or MoleCLIPForPropertyPrediction")
+    spec = str(spec)
+    if spec in PRESETS:
+        return model_class(MoleCLIPConfig.from_preset(spec, **config_overrides))
+    if spec.endswith((".pth", ".pt")):
+        from moleclip.convert_original import convert_original_checkpoint
+
+        encoder = convert_original_checkpoint(spec, **config_overrides)
+        return encoder if model_class is MoleCLIPModel else _encoder_to(model_class, encoder, config_overrides)
+    model_type = _model_type_of(spec)
+    try:
+        if model_type == MoleCLIPConfig.model_type:
+            config = MoleCLIPConfig.from_pretrained(spec)
+            for key, value in config_overrides.items():
+                setattr(config, key, value)
+            config._validate_moleclip()
+            return model_class.from_pretrained(spec, config=config, dtype="float32", ignore_mismatched_sizes=True)
+        if model_type in ("clip", "clip_vision_model"):
+            return model_class.from_clip(spec, **config_overrides)
+    except HubUnavailableError:
+        raise
+    except OSError as err:
+        raise _hub_help(spec, err) from err
+    raise ValueError(
+        f"{spec!r} is a {model_type!r} checkpoint; MoleCLIP starts from a CLIP or MoleCLIP checkpoint, the paper's "
+        f".pth file, or a preset ({', '.join(PRESETS)})"
+    )
+
+
+def _encoder_to(model_class, encoder: MoleCLIPModel, overrides: dict):
+    config = MoleCLIPConfig(**{**encoder.config.to_dict(), **overrides})
+    model = model_class(config)
+    model.moleclip.load_state_dict(encoder.state_dict(), strict=False)
+    return model
+
+
+def load_processor(spec: str, **overrides) -> MoleCLIPImageProcessor:
+    """The image processor saved with a checkpoint, or the default one (presets, CLIP checkpoints, .pth files)."""
+    path = Path(spec)
+    if path.is_dir() and (path / "preprocessor_config.json").is_file():
+        processor = MoleCLIPImageProcessor.from_pretrained(spec)
+        for key, value in overrides.items():
+            setattr(processor, key, value)
+        return processor
+    if not path.exists() and spec not in PRESETS and not spec.endswith((".pth", ".pt")):
+        try:
+            if _model_type_of(spec) == MoleCLIPConfig.model_type:
+                return MoleCLIPImageProcessor.from_pretrained(spec, **overrides)
+        except Exception:
+            pass  # a CLIP checkpoint: its own processor is for photos; ours draws molecules with CLIP's statistics
+    return MoleCLIPImageProcessor(**overrides)
+
+
+def save_model_dir(
+    output_dir: str | Path,
+    model,
+    processor: MoleCLIPImageProcessor,
+    card: dict | None = None,
+    extra_files: dict[str, str] | None = None,
+) -> Path:
+    """Write a complete checkpoint folder: weights, config, processor, remote code, README model card, extras."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    card = dict(card or {})
+    kind = "property" if isinstance(model, MoleCLIPForPropertyPrediction) else "encoder"
+    vc = model.config.vision_config
+    card.setdefault("title", output_dir.name)
+    card.setdefault("repo_id", card.get("repo_id") or f"<your-name>/{output_dir.name}")
+    card.setdefault("projection_dim", model.config.projection_dim)
+    card.setdefault("vision_shape", f"{vc.num_hidden_layers} layers, width {vc.hidden_size}, patch {vc.patch_size}, {vc.image_size} px")
+    card.setdefault("pseudo_label_classes", ", ".join(map(str, model.config.pseudo_label_classes)) or "none")
+    card.setdefault("head_summary", f"{model.config.head_num_layers} x {model.config.head_hidden_size} hidden units")
+    card.setdefault("targets", ", ".join(model.config.target_names or [f"target_{i}" for i in range(model.config.num_targets)]))
+    card.setdefault("task", model.config.task)
+    card.setdefault(
+        "prediction_note",
+        {"regression": "predicted values in the targets' units", "classification": "one logit per target; sigmoid for probabilities",
+         "multiclass": "one logit per class"}[model.config.task],
+    )
+    card.setdefault("package_version", __version__)
+    (output_dir / "README.md").write_text(render_model_card(kind, **card), encoding="utf-8")
+    for name, text in (extra_files or {}).items():
+        (output_dir / name).write_text(text, encoding="utf-8")
+    return output_dir
+
+
+def push_model_dir(
+    folder: str | Path, repo_id: str, private: bool | None = None, token: str | None = None,
+    commit_message: str = "Upload MoleCLIP model", api: HfApi | None = None,
+) -> str:
+    """Upload a folder written by `save_model_dir` to `repo_id` in one commit; returns the commit URL."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a saved model folder (no config.json)")
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise HubUnavailableError("HF_HUB_OFFLINE is set: unset it to push to the Hub")
+    api = api or HfApi()
+    repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+    # Checkpoints and logs stay local: the Hub repo gets the model, processor, code, card and results.
+    commit = api.upload_folder(
+        repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, token=token,
+        ignore_patterns=["checkpoints/*", "tensorboard/*", "*.tmp/*"],
+    )
+    return str(getattr(commit, "commit_url", commit))

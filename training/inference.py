@@ -1,0 +1,80 @@
+"""Batched inference over lists of SMILES: embeddings and property predictions, with progress bars.
+
+Used by `moleclip embed`, `moleclip predict` and the frozen-encoder finetuning mode, so molecules are drawn and
+encoded the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from moleclip import MoleCLIPForPropertyPrediction, MoleCLIPImageProcessor
+from moleclip.processing.molecules import SkippedMolecule
+
+__all__ = ["default_device", "embed_smiles", "predict_smiles"]
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def _run(model, processor, smiles, batch_size, device, progress, fn, desc, on_error, **render_kwargs):
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    device = torch.device(device) if device is not None else default_device()
+    model = model.to(device).eval()
+    outputs, kept, skipped = [], [], []
+    for start in tqdm(range(0, len(smiles), batch_size), desc=desc, unit="batch", disable=not progress):
+        chunk = list(smiles[start : start + batch_size])
+        batch = processor(chunk, return_tensors="pt", on_error=on_error, **render_kwargs)
+        skipped += [SkippedMolecule(s.index + start, s.smiles, s.reason) for s in batch.skipped]
+        if len(batch["kept_indices"]) == 0:
+            continue
+        kept += (batch["kept_indices"] + start).tolist()
+        pixel_values = batch["pixel_values"].to(device=device, dtype=next(model.parameters()).dtype)
+        outputs.append(fn(model, pixel_values).float().cpu().numpy())
+    width = outputs[0].shape[1] if outputs else 0
+    stacked = np.concatenate(outputs) if outputs else np.zeros((0, width), dtype=np.float32)
+    return stacked, np.asarray(kept, dtype=np.int64), skipped
+
+
+def embed_smiles(
+    model, processor: MoleCLIPImageProcessor, smiles: Sequence[str], batch_size: int = 64, device=None,
+    progress: bool = True, on_error: str = "skip", **render_kwargs,
+) -> tuple[np.ndarray, np.ndarray, list[SkippedMolecule]]:
+    """Projected MoleCLIP embeddings (n_kept, projection_dim), the input positions kept, and the skipped entries.
+
+    `model` is a MoleCLIPModel or MoleCLIPForPropertyPrediction (its encoder is used). Extra keyword arguments go to
+    the processor (e.g. `r_groups=True`, `augmentation="default", seed=0`).
+    """
+    encoder = model.moleclip if isinstance(model, MoleCLIPForPropertyPrediction) else model
+    return _run(encoder, processor, smiles, batch_size, device, progress,
+                lambda m, x: m(pixel_values=x).image_embeds, "embedding", on_error, **render_kwargs)
+
+
+def predict_smiles(
+    model: MoleCLIPForPropertyPrediction, processor: MoleCLIPImageProcessor, smiles: Sequence[str],
+    batch_size: int = 64, device=None, progress: bool = True, on_error: str = "skip", **render_kwargs,
+) -> tuple[np.ndarray, np.ndarray, list[SkippedMolecule]]:
+    """Model outputs: regression values in the targets' units, probabilities for classification (sigmoid per target,
+    softmax for multiclass); with the kept input positions and skipped entries."""
+    task = model.config.task
+
+    def fn(m, x):
+        logits = m(pixel_values=x).logits
+        if task == "classification":
+            return torch.sigmoid(logits)
+        if task == "multiclass":
+            return torch.softmax(logits, dim=-1)
+        return logits
+
+    return _run(model, processor, smiles, batch_size, device, progress, fn, "predicting", on_error, **render_kwargs)
