@@ -1,0 +1,161 @@
+"""The shipped evaluate metric modules and the scoring helpers, checked against scikit-learn, offline."""
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score, roc_auc_score
+
+from moleclip.training import scoring
+from moleclip.training.scoring import compute_metrics, higher_is_better, load_metric, mean_std_ci
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    # Any attempt to reach the Hub for a metric script would fail under these flags.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_EVALUATE_OFFLINE", "1")
+    # the libraries read those flags at import time, which may have happened in an earlier test
+    import datasets
+    import evaluate
+
+    monkeypatch.setattr(evaluate.config, "HF_EVALUATE_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    scoring._cached_metric.cache_clear()
+
+
+@pytest.fixture
+def classification_data():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=(80, 3)).astype(np.float64)
+    y[rng.random((80, 3)) < 0.25] = np.nan
+    scores = y * 0.8 + rng.normal(size=y.shape)  # informative but imperfect
+    scores = np.where(np.isnan(scores), rng.normal(size=y.shape), scores)
+    return y, scores
+
+
+@pytest.fixture
+def regression_data():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(60, 2)) * [1.0, 5.0]
+    pred = y + rng.normal(size=y.shape) * [0.3, 2.0]
+    y[rng.random(y.shape) < 0.2] = np.nan
+    return y, pred
+
+
+def test_metric_scripts_are_local_files():
+    for name in scoring.METRICS:
+        assert (scoring.METRICS_DIR / name / f"{name}.py").is_file()
+    with pytest.raises(ValueError, match="roc_auc, r2, rmse, mae"):
+        load_metric("accuracy")
+
+
+def test_roc_auc_masks_missing_labels_per_task(classification_data):
+    y, scores = classification_data
+    out = load_metric("roc_auc").compute(predictions=scores, references=y)
+    expected = []
+    for j in range(y.shape[1]):
+        mask = ~np.isnan(y[:, j])
+        expected.append(roc_auc_score(y[mask, j], scores[mask, j]))
+    np.testing.assert_allclose(out["per_task"], expected)
+    assert out["roc_auc"] == pytest.approx(np.mean(expected))
+    assert out["skipped_tasks"] == []
+
+
+def test_roc_auc_single_task_1d_matches_sklearn():
+    y = np.array([0, 1, 1, 0, 1, 0, 1], dtype=float)
+    s = np.array([0.1, 0.9, 0.3, 0.4, 0.8, 0.2, 0.35])
+    assert compute_metrics("classification", y, s)["roc_auc"] == pytest.approx(roc_auc_score(y, s))
+
+
+def test_roc_auc_skips_single_class_task_with_note(classification_data):
+    y, scores = classification_data
+    y = y.copy()
+    y[:, 1] = np.where(np.isnan(y[:, 1]), np.nan, 1.0)
+    with pytest.warns(UserWarning, match="skipped 1 of 3 task.*tox"):
+        out = load_metric("roc_auc").compute(predictions=scores, references=y, target_names=["a", "tox", "c"])
+    assert out["skipped_tasks"] == [1] and math.isnan(out["per_task"][1])
+    kept = [out["per_task"][0], out["per_task"][2]]
+    assert out["roc_auc"] == pytest.approx(np.mean(kept))
+
+
+def test_roc_auc_rejects_bad_input():
+    with pytest.raises(ValueError, match="0, 1 or NaN"):
+        compute_metrics("classification", [0, 2, 1], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="diverge"):
+        compute_metrics("classification", [0, 1, 1], [0.1, np.nan, 0.3])
+
+
+@pytest.mark.parametrize(
+    "name, reference",
+    [
+        ("rmse", lambda t, p: math.sqrt(mean_squared_error(t, p))),
+        ("mae", mean_absolute_error),
+        ("r2", r2_score),
+    ],
+)
+def test_regression_metrics_match_sklearn_with_masking(regression_data, name, reference):
+    y, pred = regression_data
+    out = load_metric(name).compute(predictions=pred, references=y)
+    expected = [reference(y[~np.isnan(y[:, j]), j], pred[~np.isnan(y[:, j]), j]) for j in range(y.shape[1])]
+    np.testing.assert_allclose(out["per_target"], expected, rtol=1e-10)
+    assert out[name] == pytest.approx(np.mean(expected))
+
+
+def test_regression_without_missing_equals_sklearn_uniform_average():
+    rng = np.random.default_rng(2)
+    y, p = rng.normal(size=(30, 3)), rng.normal(size=(30, 3))
+    got = compute_metrics("regression", y, p)
+    assert got["mae"] == pytest.approx(mean_absolute_error(y, p))
+    assert got["r2"] == pytest.approx(r2_score(y, p))
+    assert set(got) == {"rmse", "mae", "r2"}
+
+
+def test_compute_metrics_per_target_keys(regression_data):
+    y, pred = regression_data
+    got = compute_metrics("regression", y, pred, target_names=["a", "b"], per_target=True)
+    assert {"rmse/a", "rmse/b", "mae/a", "r2/b"} <= set(got)
+    assert got["mae"] == pytest.approx((got["mae/a"] + got["mae/b"]) / 2)
+
+
+def test_compute_metrics_validation():
+    with pytest.raises(ValueError, match="task must be"):
+        compute_metrics("ranking", [1.0], [1.0])
+    with pytest.raises(ValueError, match="shape"):
+        compute_metrics("regression", np.zeros((4, 2)), np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="target names"):
+        compute_metrics("regression", np.zeros((4, 2)), np.zeros((4, 2)), target_names=["a"])
+
+
+def test_target_with_no_labels_is_left_out_of_average():
+    y = np.array([[1.0, np.nan], [2.0, np.nan], [4.0, np.nan]])
+    p = np.array([[1.5, 0.0], [2.0, 0.0], [3.0, 0.0]])
+    got = compute_metrics("regression", y, p, per_target=True)
+    assert got["mae"] == pytest.approx(0.5) and math.isnan(got["mae/1"])
+
+
+def test_higher_is_better_and_primary():
+    assert higher_is_better("roc_auc") and higher_is_better("r2")
+    assert not higher_is_better("rmse") and not higher_is_better("mae")
+    assert scoring.PRIMARY_METRIC["classification"] == "roc_auc"
+    assert scoring.PRIMARY_METRIC["regression"] in ("rmse", "mae")
+    with pytest.raises(ValueError):
+        higher_is_better("accuracy")
+
+
+def test_mean_std_ci_t_distribution():
+    from scipy import stats
+
+    values = [0.81, 0.83, 0.82, 0.86, 0.80]
+    mean, std, half = mean_std_ci(values)
+    assert mean == pytest.approx(np.mean(values)) and std == pytest.approx(np.std(values, ddof=1))
+    lo, hi = stats.t.interval(0.95, df=4, loc=np.mean(values), scale=stats.sem(values))
+    assert half == pytest.approx((hi - lo) / 2)
+    one = mean_std_ci([1.0])
+    assert one[0] == 1.0 and math.isnan(one[1]) and math.isnan(one[2])
+    with pytest.raises(ValueError):
+        mean_std_ci([])
+    with pytest.raises(ValueError, match="non-finite"):
+        mean_std_ci([1.0, float("nan")])

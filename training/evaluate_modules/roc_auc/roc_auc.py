@@ -1,0 +1,111 @@
+"""Multi-task ROC-AUC with missing labels, as an offline `evaluate` module.
+
+Shipped with the package because ``evaluate.load("roc_auc")`` fetches its script from the Hugging Face Hub, which
+fails offline and can change under a fixed package version. Load it with
+``moleclip.training.scoring.load_metric("roc_auc")``.
+"""
+
+import warnings
+
+import datasets
+import evaluate
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+_DESCRIPTION = """
+Area under the ROC curve for one or more binary tasks, averaged over tasks (the MoleculeNet convention). Missing
+labels (NaN in the references) are left out task by task. A task whose present labels are all of one class has no
+defined ROC-AUC: it is skipped, reported in `skipped_tasks` and in a warning, and left out of the average.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (`list` of `float` or of `list` of `float`): scores for the positive class, shape [N] or [N, T].
+        Probabilities, logits or any monotone score give the same value.
+    references (`list` of `float` or of `list` of `float`): 0/1 labels of the same shape, NaN (or None) = missing.
+    target_names (`list` of `str`, optional): task names used in the warning about skipped tasks.
+Returns:
+    roc_auc (`float`): mean ROC-AUC over the scored tasks (NaN if no task could be scored).
+    per_task (`list` of `float`): ROC-AUC of each task, NaN for skipped tasks.
+    skipped_tasks (`list` of `int`): positions of the tasks left out (one class or no labels).
+Examples:
+    >>> metric = moleclip.training.scoring.load_metric("roc_auc")
+    >>> metric.compute(predictions=[0.1, 0.8, 0.4], references=[0, 1, 1])["roc_auc"]
+    1.0
+"""
+
+_CITATION = """
+@article{wu2018moleculenet,
+  title={MoleculeNet: a benchmark for molecular machine learning},
+  author={Wu, Zhenqin and Ramsundar, Bharath and Feinberg, Evan N and Gomes, Joseph and Geniesse, Caleb and
+          Pappu, Aneesh S and Leswing, Karl and Pande, Vijay},
+  journal={Chemical Science}, volume={9}, number={2}, pages={513--530}, year={2018}
+}
+"""
+
+
+def _as_2d(values, what):
+    # None (an Arrow null) becomes NaN here, so missing labels arrive the same either way
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{what} must be 1-D [N] or 2-D [N, T], got shape {arr.shape}")
+    return arr
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class RocAuc(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=[
+                datasets.Features(
+                    {
+                        "predictions": datasets.Sequence(datasets.Value("float64")),
+                        "references": datasets.Sequence(datasets.Value("float64")),
+                    }
+                ),
+                datasets.Features(
+                    {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
+                ),
+            ],
+            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.roc_auc_score.html"],
+        )
+
+    def _compute(self, predictions, references, target_names=None):
+        y_score = _as_2d(predictions, "predictions")
+        y_true = _as_2d(references, "references")
+        if y_score.shape != y_true.shape:
+            raise ValueError(f"predictions have shape {y_score.shape} but references {y_true.shape}")
+        labelled = ~np.isnan(y_true)
+        if not np.isin(y_true[labelled], (0.0, 1.0)).all():
+            bad = y_true[labelled][~np.isin(y_true[labelled], (0.0, 1.0))][0]
+            raise ValueError(f"ROC-AUC references must be 0, 1 or NaN (missing), found {bad!r}")
+        if not np.isfinite(y_score[labelled]).all():
+            raise ValueError("predictions hold NaN or infinite scores for labelled molecules (did training diverge?)")
+        names = list(target_names) if target_names is not None else [f"task {j}" for j in range(y_true.shape[1])]
+        per_task, skipped = [], []
+        for j in range(y_true.shape[1]):
+            mask = labelled[:, j]
+            classes = np.unique(y_true[mask, j])
+            if classes.size < 2:
+                per_task.append(float("nan"))
+                skipped.append(j)
+                continue
+            per_task.append(float(roc_auc_score(y_true[mask, j], y_score[mask, j])))
+        if skipped:
+            warnings.warn(
+                f"ROC-AUC skipped {len(skipped)} of {y_true.shape[1]} task(s) whose labels here are all one class "
+                f"(or missing): {', '.join(str(names[j]) for j in skipped[:10])}",
+                UserWarning,
+                stacklevel=2,
+            )
+        scored = [v for v in per_task if not np.isnan(v)]
+        return {
+            "roc_auc": float(np.mean(scored)) if scored else float("nan"),
+            "per_task": per_task,
+            "skipped_tasks": skipped,
+        }
