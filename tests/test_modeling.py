@@ -1,0 +1,201 @@
+"""MoleCLIP models on tiny random configs: outputs, losses, save/load round trips, CLIP starting points."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, CLIPConfig, CLIPModel, CLIPVisionConfig
+
+from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPModel
+from moleclip.modeling_moleclip import contrastive_loss, property_loss
+
+TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=64,
+                   patch_size=16, projection_dim=16)
+
+
+def tiny_config(**overrides) -> MoleCLIPConfig:
+    return MoleCLIPConfig(vision_config=TINY_VISION, projection_dim=16, head_hidden_size=8,
+                          **{"pseudo_label_classes": [3, 5], **overrides})
+
+
+def images(n=4, seed=0):
+    return torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+
+
+def test_embedding_is_projected_pooled_output():
+    torch.manual_seed(0)
+    model = MoleCLIPModel(tiny_config()).eval()
+    out = model(pixel_values=images())
+    assert out.image_embeds.shape == (4, 16)
+    torch.testing.assert_close(out.image_embeds, model.visual_projection(out.pooler_output))
+    torch.testing.assert_close(model.get_image_features(images()), out.image_embeds)
+    assert out.loss is None and out.contrastive_loss is None
+
+
+def test_pretraining_loss_is_contrastive_plus_one_ce_per_k():
+    torch.manual_seed(0)
+    model = MoleCLIPModel(tiny_config()).eval()
+    x1, x2 = images(seed=1), images(seed=2)
+    labels = torch.tensor([[0, 1], [1, 4], [2, 0], [0, 3]])
+    out = model(pixel_values=x1, augmented_pixel_values=x2, pseudo_labels=labels)
+    e1, e2 = F.normalize(out.image_embeds, dim=-1), F.normalize(out.augmented_image_embeds, dim=-1)
+    logits = 15.0 * e1 @ e2.t()
+    target = torch.arange(4)
+    expected_contrastive = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+    torch.testing.assert_close(out.contrastive_loss, expected_contrastive)
+    expected_ce = torch.stack([F.cross_entropy(out.label_logits[i], labels[:, i]) for i in range(2)])
+    torch.testing.assert_close(out.classification_losses, expected_ce)
+    torch.testing.assert_close(out.loss, expected_contrastive + expected_ce.sum())
+    assert [t.shape[1] for t in out.label_logits] == [3, 5]
+
+
+def test_logit_scale_fixed_by_default_and_learnable_on_request():
+    fixed = MoleCLIPModel(tiny_config())
+    assert math.isclose(fixed.logit_scale.exp().item(), 15.0, rel_tol=1e-6) and not fixed.logit_scale.requires_grad
+    learnable = MoleCLIPModel(tiny_config(learnable_logit_scale=True, logit_scale_init_value=20.0))
+    assert learnable.logit_scale.requires_grad and math.isclose(learnable.logit_scale.exp().item(), 20.0, rel_tol=1e-6)
+
+
+def test_contrastive_loss_is_low_for_matching_views():
+    a = torch.eye(8)
+    low, _ = contrastive_loss(a, a, 15.0)
+    high, _ = contrastive_loss(a, a.roll(1, dims=0), 15.0)
+    assert low < 0.01 < 5.0 < high
+
+
+def test_wrong_pseudo_label_count_is_explained():
+    model = MoleCLIPModel(tiny_config())
+    with pytest.raises(ValueError, match="1 label sets, the model has 2 heads"):
+        model(pixel_values=images(), pseudo_labels=torch.zeros(4, 1, dtype=torch.long))
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_property_loss_ignores_missing_labels(task):
+    predictions = torch.tensor([[0.5, -1.0], [2.0, 0.3], [0.1, 0.9]], requires_grad=True)
+    labels = torch.tensor([[1.0, float("nan")], [float("nan"), 0.0], [0.0, 1.0]])
+    loss = property_loss(predictions, labels, task)
+    observed = ~torch.isnan(labels)
+    if task == "regression":
+        expected = (predictions[observed] - labels[observed]).abs().mean()
+    else:
+        expected = F.binary_cross_entropy_with_logits(predictions[observed], labels[observed])
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert torch.all(predictions.grad[~observed] == 0)
+    all_missing = property_loss(predictions, torch.full_like(labels, float("nan")), task)
+    assert all_missing.item() == 0.0 and all_missing.requires_grad
+
+
+def test_multiclass_loss():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    labels = torch.tensor([0, -100])
+    torch.testing.assert_close(property_loss(logits, labels, "multiclass"), F.cross_entropy(logits[:1], labels[:1]))
+
+
+def test_regression_head_predicts_in_target_units():
+    torch.manual_seed(0)
+    model = MoleCLIPForPropertyPrediction(tiny_config(num_targets=2, target_mean=[10.0, -5.0], target_std=[2.0, 0.5])).eval()
+    embeds = torch.randn(3, 16)
+    out = model(image_embeds=embeds, labels=torch.tensor([[10.0, -5.0], [12.0, -4.5], [8.0, float("nan")]]))
+    raw = model.head(embeds)
+    torch.testing.assert_close(out.logits, raw * torch.tensor([2.0, 0.5]) + torch.tensor([10.0, -5.0]))
+    standardised = torch.tensor([[0.0, 0.0], [1.0, 1.0], [-1.0, float("nan")]])
+    torch.testing.assert_close(out.loss, property_loss(raw, standardised, "regression"))
+
+
+def test_base_round_trip_and_auto_classes(tmp_path):
+    torch.manual_seed(0)
+    model = MoleCLIPModel(tiny_config()).eval()
+    model.save_pretrained(tmp_path)
+    for loader in (MoleCLIPModel, AutoModel):
+        again = loader.from_pretrained(tmp_path).eval()
+        assert type(again) is MoleCLIPModel
+        x1, x2 = images(seed=1), images(seed=2)
+        labels = torch.tensor([[0, 1], [1, 4], [2, 0], [0, 3]])
+        a = model(pixel_values=x1, augmented_pixel_values=x2, pseudo_labels=labels)
+        b = again(pixel_values=x1, augmented_pixel_values=x2, pseudo_labels=labels)
+        torch.testing.assert_close(a.loss, b.loss)
+        torch.testing.assert_close(a.image_embeds, b.image_embeds)
+    config = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(config, MoleCLIPConfig) and config.pseudo_label_classes == [3, 5]
+
+
+def test_property_model_from_encoder_checkpoint_and_back(tmp_path):
+    torch.manual_seed(0)
+    encoder = MoleCLIPModel(tiny_config()).eval()
+    encoder.save_pretrained(tmp_path / "encoder")
+    config = MoleCLIPConfig.from_pretrained(tmp_path / "encoder", num_targets=3, task="classification")
+    predictor, info = AutoModelForImageClassification.from_pretrained(tmp_path / "encoder", config=config, output_loading_info=True)
+    assert type(predictor) is MoleCLIPForPropertyPrediction
+    assert info["missing_keys"] and all(k.startswith("head.") for k in info["missing_keys"])
+    predictor.eval()
+    torch.testing.assert_close(predictor(pixel_values=images()).image_embeds, encoder(pixel_values=images()).image_embeds)
+    assert predictor(pixel_values=images()).logits.shape == (4, 3)
+
+    predictor.save_pretrained(tmp_path / "predictor")
+    reloaded = MoleCLIPForPropertyPrediction.from_pretrained(tmp_path / "predictor").eval()
+    torch.testing.assert_close(reloaded(pixel_values=images()).logits, predictor(pixel_values=images()).logits)
+    back = MoleCLIPModel.from_pretrained(tmp_path / "predictor").eval()
+    torch.testing.assert_close(back(pixel_values=images()).image_embeds, encoder(pixel_values=images()).image_embeds)
+
+
+def test_regression_scaling_survives_save_and_load(tmp_path):
+    model = MoleCLIPForPropertyPrediction(tiny_config()).eval()
+    model.set_target_scaling([3.0], [0.25])
+    model.save_pretrained(tmp_path)
+    again = MoleCLIPForPropertyPrediction.from_pretrained(tmp_path).eval()
+    assert again.target_mean.tolist() == [3.0] and again.target_std.tolist() == [0.25]
+    torch.testing.assert_close(again(pixel_values=images()).logits, model(pixel_values=images()).logits)
+
+
+def _tiny_clip_vision():
+    return CLIPVisionConfig(**TINY_VISION)
+
+
+@pytest.mark.parametrize("kind", ["full", "vision_with_projection"])
+def test_from_clip_keeps_tower_and_projection(tmp_path, kind):
+    from transformers import CLIPTextConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    if kind == "full":
+        text = CLIPTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                              vocab_size=99, max_position_embeddings=16, projection_dim=16)
+        clip = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=_tiny_clip_vision().to_dict(), projection_dim=16)).eval()
+        # transformers 5 returns the projected embedding as `pooler_output` of get_image_features
+        reference = lambda x: clip.get_image_features(pixel_values=x).pooler_output  # noqa: E731
+    else:
+        clip = CLIPVisionModelWithProjection(_tiny_clip_vision()).eval()
+        reference = lambda x: clip(pixel_values=x).image_embeds  # noqa: E731
+    clip.save_pretrained(tmp_path)
+    model = MoleCLIPModel.from_clip(str(tmp_path), pseudo_label_classes=[4]).eval()
+    assert model.config.pseudo_label_classes == [4]
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixel_values=images()).image_embeds, reference(images()))
+    predictor = MoleCLIPForPropertyPrediction.from_clip(str(tmp_path), num_targets=2).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(predictor(pixel_values=images()).image_embeds, reference(images()))
+
+
+def test_from_clip_refuses_a_tower_without_projection(tmp_path):
+    from transformers import CLIPVisionModel
+
+    CLIPVisionModel(_tiny_clip_vision()).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="no trained visual projection"):
+        MoleCLIPModel.from_clip(str(tmp_path))
+
+
+@pytest.mark.parametrize("bad", [dict(task="ranking"), dict(num_targets=0), dict(task="multiclass", num_targets=1),
+                                 dict(pseudo_label_classes=[1]), dict(target_std=[0.0])])
+def test_invalid_config_is_refused(bad):
+    with pytest.raises(ValueError):
+        tiny_config(**bad)
+
+
+def test_presets():
+    tiny = MoleCLIPConfig.from_preset("tiny")
+    base = MoleCLIPConfig.from_preset("base")
+    assert tiny.vision_config.num_hidden_layers == 2 and base.vision_config.patch_size == 16
+    assert base.vision_config.hidden_size == 768 and base.projection_dim == 512
+    with pytest.raises(ValueError, match="unknown preset"):
+        MoleCLIPConfig.from_preset("huge")
