@@ -150,7 +150,8 @@ def test_resolve_data_dir(monkeypatch, tmp_path):
 
 def test_named_set_from_data_dir(tmp_path):
     (tmp_path / "catalysis").mkdir()
-    (tmp_path / "catalysis" / "phosphines_selectivity.csv").write_text("smiles,ddg_kcal_mol\nCCP(CC)CC,3.75\nCP(C)C,1\n")
+    csv = "smiles,ddg_kcal_mol\nCCP(CC)CC,3.75\nCP(C)C,1\n"
+    (tmp_path / "catalysis" / "phosphines_selectivity.csv").write_text(csv)
     ds = load_property_dataset("phosphines_selectivity", data_dir=tmp_path)
     assert ds.name == "phosphines_selectivity" and ds.metric == "mae" and ds.default_split == "random"
     assert ds.target_names == ["ddg_kcal_mol"] and len(ds) == 2
