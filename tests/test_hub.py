@@ -1,0 +1,205 @@
+"""Sharing: saved and pushed checkpoints load through the auto classes in a fresh process without this package.
+
+The Hub cannot be reached here, so pushes go to a recording stand-in for the Hub API that writes what it receives
+into a local Hub cache (the layout `huggingface_hub` reads: models--org--name/refs/main + snapshots/<commit>/...).
+Pulls then run in a new Python process with HF_HUB_OFFLINE=1, reading that cache, with `import moleclip` blocked.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPImageProcessor, MoleCLIPModel
+
+SMILES = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1"]
+
+# Runs first in the fresh process: any attempt to import this package fails, as on a machine without it.
+BLOCK_PACKAGE = textwrap.dedent(
+    """
+    import importlib.abc, sys
+    class _NoMoleclip(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "moleclip" or name.startswith("moleclip."):
+                raise ModuleNotFoundError(f"{name} is blocked in this test", name=name)
+            return None
+    sys.meta_path.insert(0, _NoMoleclip())
+    """
+)
+
+LOAD_AND_EMBED = textwrap.dedent(
+    """
+    import json, sys, torch
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
+    source, smiles = sys.argv[1], json.loads(sys.argv[2])
+    kw = dict(trust_remote_code=True)
+    config = AutoConfig.from_pretrained(source, **kw)
+    processor = AutoImageProcessor.from_pretrained(source, **kw)
+    encoder = AutoModel.from_pretrained(source, **kw).eval()
+    predictor = AutoModelForImageClassification.from_pretrained(source, **kw).eval()
+    pixels = processor(smiles, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        result = {
+            "config": type(config).__name__, "processor": type(processor).__name__,
+            "encoder": type(encoder).__name__, "predictor": type(predictor).__name__,
+            "pixels": pixels.tolist(), "embeds": encoder(pixel_values=pixels).image_embeds.tolist(),
+            "logits": predictor(pixel_values=pixels).logits.tolist(),
+        }
+    print("RESULT" + json.dumps(result))
+    """
+)
+
+
+def run_fresh(source: str, env_extra: dict, cwd: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "PYTHONPATH"))}
+    env.update(env_extra)
+    env["HF_MODULES_CACHE"] = str(cwd / "modules")
+    code = BLOCK_PACKAGE + LOAD_AND_EMBED
+    proc = subprocess.run([sys.executable, "-c", code, source, json.dumps(SMILES)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))
+    return json.loads(line[len("RESULT"):])
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    torch.manual_seed(0)
+    config = MoleCLIPConfig.from_preset("tiny", num_targets=2, task="regression", target_names=["a", "b"])
+    model = MoleCLIPForPropertyPrediction(config).eval()
+    model.set_target_scaling([1.0, -2.0], [0.5, 3.0])
+    return model
+
+
+def expected_outputs(model):
+    processor = MoleCLIPImageProcessor()
+    pixels = processor(SMILES, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        return pixels, model.moleclip(pixel_values=pixels).image_embeds, model(pixel_values=pixels).logits
+
+
+def assert_matches(result, model):
+    pixels, embeds, logits = expected_outputs(model)
+    assert result["config"] == "MoleCLIPConfig" and result["processor"] == "MoleCLIPImageProcessor"
+    assert result["encoder"] == "MoleCLIPModel" and result["predictor"] == "MoleCLIPForPropertyPrediction"
+    torch.testing.assert_close(torch.tensor(result["pixels"]), pixels)
+    torch.testing.assert_close(torch.tensor(result["embeds"]), embeds, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(result["logits"]), logits, rtol=1e-4, atol=1e-5)
+
+
+def test_saved_folder_loads_with_remote_code_in_fresh_process(tmp_path, predictor):
+    from moleclip.training.hub import save_model_dir
+
+    folder = save_model_dir(tmp_path / "model", predictor, MoleCLIPImageProcessor(), card={"dataset": "toy"})
+    files = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "configuration_moleclip.py",
+            "modeling_moleclip.py", "image_processing_moleclip.py", "rendering.py", "augment.py", "molecules.py"} <= files
+    auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
+    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForImageClassification"}
+    assert "AutoImageProcessor" in json.loads((folder / "preprocessor_config.json").read_text())["auto_map"]
+    result = run_fresh(str(folder), {"HF_HUB_OFFLINE": "1"}, tmp_path)
+    assert_matches(result, predictor)
+
+
+class RecordingHub:
+    """Stands in for `huggingface_hub.HfApi`: records calls and writes commits into a local Hub cache."""
+
+    def __init__(self, cache: Path):
+        self.cache = cache
+        self.calls = []
+
+    def _snapshot(self, repo_id: str) -> Path:
+        repo = self.cache / ("models--" + repo_id.replace("/", "--"))
+        ref = repo / "refs" / "main"
+        if ref.is_file():
+            return repo / "snapshots" / ref.read_text().strip()
+        return None
+
+    def _commit(self, repo_id: str, files: dict[str, Path]) -> SimpleNamespace:
+        repo = self.cache / ("models--" + repo_id.replace("/", "--"))
+        previous = self._snapshot(repo_id)
+        digest = hashlib.sha1(repr(sorted((k, v.read_bytes()) for k, v in files.items())).encode()).hexdigest()
+        snapshot = repo / "snapshots" / digest
+        if previous is not None and previous != snapshot:
+            shutil.copytree(previous, snapshot, dirs_exist_ok=True)  # a commit adds to what the repo had
+        for path_in_repo, source in files.items():
+            target = snapshot / path_in_repo
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(digest)
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/{digest}", oid=digest)
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id))
+        return SimpleNamespace(repo_id=repo_id)
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        self.calls.append(("create_commit", repo_id, sorted(op.path_in_repo for op in operations)))
+        return self._commit(repo_id, {op.path_in_repo: Path(op.path_or_fileobj) for op in operations})
+
+    def upload_folder(self, repo_id, folder_path, ignore_patterns=(), **kwargs):
+        import fnmatch
+
+        folder = Path(folder_path)
+        files = {str(p.relative_to(folder)): p for p in folder.rglob("*") if p.is_file()}
+        files = {k: v for k, v in files.items() if not any(fnmatch.fnmatch(k, pat) for pat in ignore_patterns)}
+        self.calls.append(("upload_folder", repo_id, sorted(files)))
+        return self._commit(repo_id, files)
+
+
+def test_push_model_dir_then_pull_offline(tmp_path, predictor):
+    from moleclip.training.hub import push_model_dir, save_model_dir
+
+    folder = save_model_dir(tmp_path / "model", predictor, MoleCLIPImageProcessor(), card={"repo_id": "lab/esol-moleclip"})
+    (folder / "checkpoints" / "step_5").mkdir(parents=True)
+    (folder / "checkpoints" / "step_5" / "optimizer.bin").write_bytes(b"x")
+    hub = RecordingHub(tmp_path / "hub")
+    url = push_model_dir(folder, "lab/esol-moleclip", api=hub)
+    assert url.startswith("https://huggingface.co/lab/esol-moleclip/commit/")
+    uploaded = hub.calls[-1][2]
+    assert "model.safetensors" in uploaded and not any(name.startswith("checkpoints") for name in uploaded)
+    result = run_fresh("lab/esol-moleclip", {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}, tmp_path)
+    assert_matches(result, predictor)
+
+
+def test_model_and_processor_push_to_hub(tmp_path, predictor, monkeypatch):
+    import transformers.utils.hub as transformers_hub
+
+    hub = RecordingHub(tmp_path / "hub")
+    monkeypatch.setattr(transformers_hub, "hf_api", lambda: hub)
+    monkeypatch.setattr(transformers_hub, "create_and_tag_model_card", lambda *a, **k: SimpleNamespace(save=lambda path: Path(path).write_text("card")))
+    predictor.push_to_hub("lab/pushed")
+    MoleCLIPImageProcessor().push_to_hub("lab/pushed")
+    assert [c[0] for c in hub.calls] == ["create_repo", "create_commit", "create_repo", "create_commit"]
+    assert "modeling_moleclip.py" in hub.calls[1][2] and "image_processing_moleclip.py" in hub.calls[3][2]
+    result = run_fresh("lab/pushed", {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}, tmp_path)
+    assert_matches(result, predictor)
+
+
+def test_push_refuses_offline_mode(tmp_path, predictor, monkeypatch):
+    from moleclip.training.hub import HubUnavailableError, push_model_dir, save_model_dir
+
+    folder = save_model_dir(tmp_path / "m", predictor, MoleCLIPImageProcessor())
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE"):
+        push_model_dir(folder, "lab/x", api=RecordingHub(tmp_path / "hub"))
+
+
+def test_unreachable_backbone_error_says_what_to_do(tmp_path, monkeypatch):
+    from moleclip.training.hub import HubUnavailableError, load_backbone
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(HubUnavailableError) as info:
+        load_backbone("openai/clip-vit-base-patch16")
+    message = str(info.value)
+    assert "tiny" in message and "local folder" in message and "HF_HUB_OFFLINE" in message
