@@ -190,6 +190,10 @@ def _to_device(batch, device):
 
 
 def _batch_size(batch) -> int:
+    """Images in a batch: all `*pixel_values` tensors (two views in pretraining), else the leading dimension."""
+    images = sum(v.shape[0] for k, v in batch.items() if k.endswith("pixel_values") and isinstance(v, torch.Tensor))
+    if images:
+        return images
     for value in batch.values():
         if isinstance(value, torch.Tensor):
             return value.shape[0]
@@ -238,6 +242,10 @@ class TrainingLoop:
         if scheduler is None:
             scheduler = build_scheduler(optimizer, "constant")
         self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
+        # accelerate steps a prepared scheduler once per process per optimizer step (it assumes schedules counted in
+        # per-process batches); ours count optimizer steps, so one scheduler step per optimizer step on any world size.
+        if hasattr(self.scheduler, "split_batches"):
+            self.scheduler.split_batches = True
         self.evaluate = evaluate
         self.on_best = on_best
         self.compute_loss = compute_loss
