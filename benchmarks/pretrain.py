@@ -1,0 +1,357 @@
+"""Pretraining benchmarks: pseudo-labels, the two-view data pipeline, and training throughput on CPU and GPU.
+
+Sections (all by default; choose with --sections):
+  pseudo_labels  time and peak memory (the whole process tree) of MACCS keys + K-means (K = 300, 3000) for the sizes
+                 given with --pseudo-label-sizes (150k: ChEMBL-31 subset; larger: the 1.58M ZINC/MOSES set); without
+                 sizes, the figures of benchmarks/results/pseudo_labels.json are reported when that file exists.
+  data           two views per molecule through DataLoader workers: images/s and images/s per core, first pass
+                 (2D layouts computed) and second pass (layouts cached), and from a pre-rendered store.
+  train_cpu      training step throughput (forward + backward + AdamW, both views) of the `tiny` preset on CPU.
+  gpu            only with CUDA: the ViT-B/16 shape (`base` preset) at batch 256 molecules (512 images) in bf16:
+                 images/s, achieved FLOP/s and the fraction of the GPU's dense bf16 peak; then the data pipeline with
+                 --gpu-workers workers (drawing, and reading a pre-rendered store) against the training step rate.
+
+FLOPs of a ViT training step are counted analytically (2 FLOPs per multiply-add; backward = 2 x forward, so a
+training step is 3 x forward). With N = (image/patch)^2 + 1 tokens, width d, MLP width m, L layers, patch p:
+  forward = 2 (N-1) d 3p^2                      patch embedding
+          + L [2 N 4 d^2 + 2 N 2 d m + 4 N^2 d]   q, k, v, out projections; MLP; scores and weighted sum
+          + 2 d e                               visual projection to e dims
+ViT-B/16 at 224 px: 35.1 GFLOPs forward, 105.4 GFLOPs per image per training step.
+
+Results are printed and written to benchmarks/results/pretrain.json (merged with what is already there, so sections
+can be run on different machines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "pretrain.json"
+DATA_DIR = Path(os.environ.get("MOLECLIP_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+# Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from the vendors' data sheets.
+BF16_PEAK = [("H100 PCIe", 756e12), ("H100", 989.4e12), ("H200", 989.4e12), ("GH200", 989.4e12), ("A100", 312e12),
+             ("L40S", 362e12), ("A10G", 70e12)]
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def machine() -> dict:
+    info = {"cpu_cores": cores(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__}
+    if hasattr(os, "getloadavg"):
+        info["load_average_1min_at_start"] = round(os.getloadavg()[0], 2)  # other work on the machine skews timings
+    return info
+
+
+def read_smiles_file(name: str, n: int | None = None) -> list[str]:
+    from moleclip.processing.smiles_files import read_smiles
+
+    path = DATA_DIR / "pretraining" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: set MOLECLIP_DATA_DIR to the shared data folder")
+    if n is not None and name.endswith(".smi.gz"):
+        with gzip.open(path, "rt") as fh:  # no need to read 150k lines for a 2k sample
+            return [line.split()[0] for _, line in zip(range(n), fh) if line.strip()]
+    smiles = read_smiles(path)
+    return smiles[:n] if n else smiles
+
+
+# ---------------------------------------------------------------------------------------------------- pseudo-labels
+class PeakMemory:
+    """Samples the resident memory of this process and all its children (worker pools included)."""
+
+    def __init__(self, pid: int, interval: float = 0.2):
+        import psutil
+
+        self.process, self.interval, self.peak = psutil.Process(pid), interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import psutil
+
+        while not self._stop.is_set():
+            total = 0
+            try:
+                for p in [self.process, *self.process.children(recursive=True)]:
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+            except psutil.Error:
+                break
+            self.peak = max(self.peak, total)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+_PSEUDO_CHILD = """
+import json, sys, time
+from moleclip.processing.pseudo_labels import compute_pseudo_labels
+sys.path.insert(0, {bench!r})
+from pretrain import read_smiles_file
+smiles = read_smiles_file({name!r}, {n!r})
+start = time.perf_counter()
+table, info = compute_pseudo_labels(smiles, [300, 3000], seed=0)
+print("RESULT" + json.dumps({{"molecules": len(smiles), "labelled": len(table), "seconds": time.perf_counter() - start}}))
+"""
+
+
+def bench_pseudo_labels(sizes: list[int]) -> dict:
+    out = {}
+    existing = ROOT / "benchmarks" / "results" / "pseudo_labels.json"
+    if existing.is_file():
+        out["from_pseudo_labels_benchmark"] = json.loads(existing.read_text())
+        print(f"pseudo-labels: figures of {existing.relative_to(ROOT)} included")
+    for n in sizes:
+        name = "chembl31_150k.smi.gz" if n <= 150_000 else "zinc_moses_1.58m.csv.gz"
+        code = _PSEUDO_CHILD.format(bench=str(Path(__file__).parent), name=name, n=n)
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        with PeakMemory(proc.pid) as memory:
+            stdout, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"pseudo-label benchmark for {n} molecules failed (exit {proc.returncode})")
+        result = json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT"))[6:])
+        result.update(source=name, peak_rss_gib=memory.peak / 2**30, ks=[300, 3000], cores=cores())
+        out[f"n{n}"] = result
+        print(f"pseudo-labels for {result['molecules']:,} molecules ({name}), K = 300, 3000: {result['seconds']:.1f} s, "
+              f"peak memory {result['peak_rss_gib']:.2f} GiB (process tree), {cores()} cores")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- data pipeline
+class _Batches:
+    """Consecutive batches of a fixed order, with the loop's sampler protocol."""
+
+    def __init__(self, n: int, batch_size: int):
+        self.n, self.batch_size, self.start = n, batch_size, 0
+
+    def set_epoch(self, epoch, start_batch=0):
+        self.start = start_batch
+
+    def __len__(self):
+        return self.n // self.batch_size
+
+    def __iter__(self):
+        for b in range(self.start, len(self)):
+            yield list(range(b * self.batch_size, (b + 1) * self.batch_size))
+
+
+def loader_throughput(dataset, workers: int, batch_size: int = 32, passes: int = 2) -> list[float]:
+    """Images/s (two per molecule) of each pass over `dataset` through persistent workers."""
+    from torch.utils.data import DataLoader
+
+    from moleclip.processing.pretraining_data import EpochBatches, collate_two_views
+
+    sampler = EpochBatches(_Batches(len(dataset), batch_size))
+    kwargs = dict(persistent_workers=True, prefetch_factor=4) if workers else {}
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_two_views, **kwargs)
+    rates = []
+    for epoch in range(passes):
+        sampler.set_epoch(epoch)
+        start, images = time.perf_counter(), 0
+        for batch in loader:
+            images += 2 * batch["pixel_values"].shape[0]
+        rates.append(images / (time.perf_counter() - start))
+    del loader
+    return rates
+
+
+def bench_data(n_molecules: int, worker_counts: list[int], store_dir: Path) -> dict:
+    from moleclip.processing.pretraining_data import PrerenderedImages, TwoViewDataset, prerender
+
+    smiles = read_smiles_file("chembl25_3k.smi", n_molecules)
+    labels = np.zeros((len(smiles), 1), dtype=np.int64)
+    out = {"molecules": len(smiles), "augmentation": "default", "image_size": 224, "drawing": {}, "prerendered": {}}
+    for workers in worker_counts:
+        first, second = loader_throughput(TwoViewDataset(smiles, labels, seed=0), workers)
+        used = max(1, workers)
+        out["drawing"][f"workers_{workers}"] = {
+            "first_pass_images_per_s": first, "cached_layout_images_per_s": second,
+            "first_pass_images_per_s_per_core": first / used, "cached_layout_images_per_s_per_core": second / used}
+        print(f"data, drawing, {workers} worker(s): {first:.0f} images/s first pass ({first / used:.0f}/core), "
+              f"{second:.0f} images/s with cached 2D layouts ({second / used:.0f}/core)")
+    start = time.perf_counter()
+    n_jobs = max(worker_counts) or 1
+    store = prerender(smiles, store_dir, n_variants=2, n_jobs=n_jobs, overwrite=True, progress=False)
+    seconds = time.perf_counter() - start
+    out["prerendered"]["write"] = {
+        "molecules_per_s": len(smiles) / seconds, "molecules_per_s_per_core": len(smiles) / seconds / n_jobs,
+        "processes": n_jobs, "variants": 2, "kb_per_picture": store.meta["bytes"] / (3 * len(smiles)) / 1e3}
+    print(f"pre-render: {len(smiles) / seconds:.0f} molecules/s with {n_jobs} processes (3 drawings each), "
+          f"{out['prerendered']['write']['kb_per_picture']:.1f} kB a picture")
+    for workers in worker_counts:
+        dataset = TwoViewDataset(smiles, labels, seed=0, prerendered=PrerenderedImages(store_dir))
+        rate = loader_throughput(dataset, workers, passes=1)[0]
+        out["prerendered"][f"workers_{workers}"] = {"images_per_s": rate, "images_per_s_per_core": rate / max(1, workers)}
+        print(f"data, pre-rendered store, {workers} worker(s): {rate:.0f} images/s ({rate / max(1, workers):.0f}/core)")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- training
+def vit_forward_flops(vision_config, projection_dim: int) -> float:
+    """Forward FLOPs of one image through a CLIP ViT plus projection (formula in the module docstring)."""
+    p, d, m, layers = vision_config.patch_size, vision_config.hidden_size, vision_config.intermediate_size, vision_config.num_hidden_layers
+    n = (vision_config.image_size // p) ** 2 + 1
+    patch = 2 * (n - 1) * d * 3 * p * p
+    per_layer = 2 * n * 4 * d * d + 2 * n * 2 * d * m + 4 * n * n * d
+    return float(patch + layers * per_layer + 2 * d * projection_dim)
+
+
+def synthetic_batch(batch: int, size: int, ks: list[int], device) -> dict:
+    g = torch.Generator().manual_seed(0)
+    images = lambda: torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g)  # noqa: E731
+    labels = torch.stack([torch.randint(0, k, (batch,), generator=g) for k in ks], dim=1)
+    return {k: v.to(device) for k, v in
+            {"pixel_values": images(), "augmented_pixel_values": images(), "pseudo_labels": labels}.items()}
+
+
+def train_throughput(preset: str, batch: int, steps: int, warmup: int, device: str, bf16: bool, compile_model: bool) -> dict:
+    """Images/s of full training steps (both views forward + backward + AdamW) on a fixed synthetic batch."""
+    from moleclip import MoleCLIPConfig, MoleCLIPModel
+    from moleclip.processing.pretraining_data import normalize_pixels
+    from moleclip.training.loop import build_optimizer
+    from moleclip.training.pretrain import PretrainConfig, build_param_groups
+
+    ks = [300, 3000]
+    model = MoleCLIPModel(MoleCLIPConfig.from_preset(preset, pseudo_label_classes=ks)).to(device).train()
+    optimizer = build_optimizer(build_param_groups(model, PretrainConfig(input="-", output_dir="-")))
+    forward = torch.compile(model) if compile_model else model
+    size = model.config.vision_config.image_size
+    data = synthetic_batch(batch, size, ks, device)
+    cuda = device.startswith("cuda")
+
+    def step():
+        with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = forward(pixel_values=normalize_pixels(data["pixel_values"]),
+                          augmented_pixel_values=normalize_pixels(data["augmented_pixel_values"]),
+                          pseudo_labels=data["pseudo_labels"])
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    images_per_s = 2 * batch * steps / seconds
+    flops = 3 * vit_forward_flops(model.config.vision_config, model.config.projection_dim)
+    result = {"preset": preset, "batch_molecules": batch, "images_per_step": 2 * batch, "steps": steps,
+              "step_seconds": seconds / steps, "images_per_s": images_per_s, "molecules_per_s": images_per_s / 2,
+              "train_flops_per_image": flops, "achieved_flops_per_s": flops * images_per_s, "bf16": bf16,
+              "compiled": compile_model, "device": device}
+    if cuda:
+        result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return result
+
+
+def bench_train_cpu(batch: int, steps: int) -> dict:
+    torch.manual_seed(0)
+    result = train_throughput("tiny", batch, steps, warmup=2, device="cpu", bf16=False, compile_model=False)
+    result["threads"] = torch.get_num_threads()
+    print(f"training, tiny preset on CPU ({result['threads']} threads), batch {batch} molecules: "
+          f"{result['images_per_s']:.0f} images/s ({result['step_seconds'] * 1e3:.0f} ms a step)")
+    return result
+
+
+def bench_gpu(steps: int, workers: int, store_dir: Path, compile_model: bool) -> dict:
+    name = torch.cuda.get_device_name(0)
+    peak = next((value for key, value in BF16_PEAK if key in name), None)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    result = train_throughput("base", 256, steps, warmup=5, device="cuda", bf16=True, compile_model=compile_model)
+    result.update(gpu=name, bf16_peak_flops_per_s=peak,
+                  fraction_of_peak=result["achieved_flops_per_s"] / peak if peak else None)
+    fraction = f"{100 * result['fraction_of_peak']:.1f}% of the {peak / 1e12:.0f} TFLOP/s bf16 peak" if peak else "peak unknown"
+    print(f"GPU training ({name}), ViT-B/16 shape, batch 256 molecules (512 images), bf16: {result['images_per_s']:.0f} "
+          f"images/s, {result['achieved_flops_per_s'] / 1e12:.0f} TFLOP/s = {fraction}")
+
+    # Can the workers feed it? Molecules/s of the loader alone against molecules/s of the training step.
+    from moleclip.processing.pretraining_data import PrerenderedImages, TwoViewDataset, prerender
+
+    n = max(4000, 40 * workers)
+    smiles = read_smiles_file("chembl31_150k.smi.gz", n)
+    labels = np.zeros((len(smiles), 1), dtype=np.int64)
+    drawing = loader_throughput(TwoViewDataset(smiles, labels), workers, batch_size=256, passes=1)[0]
+    prerender(smiles, store_dir, n_variants=2, n_jobs=workers, overwrite=True, progress=False)
+    stored = loader_throughput(TwoViewDataset(smiles, labels, prerendered=PrerenderedImages(store_dir)), workers,
+                               batch_size=256, passes=1)[0]
+    need = result["images_per_s"]
+    result["data_pipeline"] = {
+        "workers": workers, "molecules": len(smiles), "drawing_images_per_s": drawing, "prerendered_images_per_s": stored,
+        "training_images_per_s": need, "drawing_keeps_up": drawing >= need, "prerendered_keeps_up": stored >= need}
+    print(f"data pipeline, {workers} workers: drawing {drawing:.0f} images/s, pre-rendered {stored:.0f} images/s, "
+          f"training needs {need:.0f} images/s -> drawing {'keeps up' if drawing >= need else 'starves the GPU'}, "
+          f"pre-rendered {'keeps up' if stored >= need else 'starves the GPU'}")
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", nargs="+", default=["pseudo_labels", "data", "train_cpu", "gpu"],
+                        choices=["pseudo_labels", "data", "train_cpu", "gpu"])
+    parser.add_argument("--pseudo-label-sizes", type=int, nargs="*", default=[150_000],
+                        help="molecules to label (150000: ChEMBL subset; 1580000: the ZINC/MOSES set)")
+    parser.add_argument("--data-molecules", type=int, default=512, help="molecules through the data pipeline")
+    parser.add_argument("--workers", type=int, nargs="+", default=None, help="worker counts (default: 1 and all cores)")
+    parser.add_argument("--train-batch", type=int, default=16, help="molecules a step for the CPU training benchmark")
+    parser.add_argument("--train-steps", type=int, default=10)
+    parser.add_argument("--gpu-steps", type=int, default=20)
+    parser.add_argument("--gpu-workers", type=int, default=16)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model for the GPU benchmark")
+    parser.add_argument("--scratch", default="/tmp/moleclip_bench_store", help="folder for the pre-rendered stores")
+    parser.add_argument("--output", default=str(RESULTS))
+    args = parser.parse_args(argv)
+
+    output = Path(args.output)
+    results = json.loads(output.read_text()) if output.is_file() else {}
+    results["machine"] = machine()
+    workers = args.workers or sorted({1, cores()})
+    if "pseudo_labels" in args.sections:
+        results["pseudo_labels"] = bench_pseudo_labels(args.pseudo_label_sizes)
+    if "data" in args.sections:
+        results["data"] = bench_data(args.data_molecules, workers, Path(args.scratch) / "cpu")
+    if "train_cpu" in args.sections:
+        results["train_cpu"] = bench_train_cpu(args.train_batch, args.train_steps)
+    if "gpu" in args.sections:
+        if torch.cuda.is_available():
+            results["gpu"] = bench_gpu(args.gpu_steps, args.gpu_workers, Path(args.scratch) / "gpu", args.compile)
+        else:
+            print("gpu: skipped (torch.cuda.is_available() is False); run this script on an H100/H200 machine with "
+                  "--sections gpu to fill it in")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2))
+    print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,470 @@
+"""The pretraining data pipeline: two views of every molecule, drawn in DataLoader workers, reproducible per sample.
+
+View 1 is the plain RDKit drawing, view 2 a drawing with a random style (line width, font, font size, bond length,
+multiple-bond offset, rotation); both then go through the same classical augmentation preset (`default` in the paper).
+
+Reproducibility: every random choice for a sample comes from a generator seeded by ``(seed, epoch, index)``, never
+from a worker's global state. A run resumed mid-epoch, or run with a different number of workers, therefore draws
+exactly the same pictures. The epoch travels with each index: :class:`EpochBatches` wraps the batch sampler and
+yields ``(epoch, index)`` keys, so the dataset holds no mutable epoch that worker copies could disagree on.
+
+Cost: computing 2D coordinates is the slow part of drawing (about 3x a Cairo draw). Each worker keeps a
+:class:`~rendering.CoordinateCache`, so the two views of a sample share one layout and a molecule seen again in a
+later epoch by the same worker skips it too (bounded by ``coordinate_cache_size`` molecules per worker).
+
+Where drawing cannot keep up with the accelerator, :func:`prerender` draws every molecule once ahead of time (the
+plain drawing and ``n_variants`` random-style drawings) into a :class:`PrerenderedImages` store: PNG bytes packed in one
+file, read through a memory map. Training then only decodes and augments; the random-style view of a sample is one
+of the stored variants, chosen by the same per-sample generator. PNG keeps the store about 15x smaller than raw
+pixels (about 10 kB instead of 150 kB per 224 px drawing), which is what makes a ChEMBL-sized store fit on one disk.
+
+Images leave the workers as uint8 ``[B, 3, H, W]`` tensors (4x less inter-process traffic than float32);
+:func:`normalize_pixels` turns them into CLIP-normalised floats on the accelerator.
+
+Flat relative imports only, like the rest of ``processing/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from .augment import CLIP_MEAN, CLIP_STD, PRESETS, augment
+from .molecules import quiet_rdkit
+from .rendering import CoordinateCache, DrawingStyle, random_style, render
+
+__all__ = [
+    "PackedStrings",
+    "TwoViewDataset",
+    "EpochBatches",
+    "FixedBatches",
+    "collate_two_views",
+    "normalize_pixels",
+    "sample_rng",
+    "PrerenderedImages",
+    "prerender",
+    "smiles_digest",
+    "VALID_STREAM",
+    "TRAIN_STREAM",
+]
+
+# Separate random streams for training samples and the fixed validation views, so the two can never coincide.
+TRAIN_STREAM = 0
+VALID_STREAM = 1
+
+PRERENDER_FORMAT = "moleclip-prerendered-png-v1"
+
+
+def sample_rng(seed: int, stream: int, epoch: int, index: int, purpose: int = 0) -> np.random.Generator:
+    """The generator for one sample: a pure function of its coordinates, identical in any process or worker.
+
+    `purpose` separates the drawing-style draws (0) from the augmentation draws (1), so the augmentation of a
+    sample does not depend on how its drawings were obtained (drawn now or read from a pre-rendered store).
+    """
+    for name, value in (("seed", seed), ("epoch", epoch), ("index", index)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0 for per-sample seeding, got {value}")
+    return np.random.default_rng([int(seed), int(stream), int(epoch), int(index), int(purpose)])
+
+
+class PackedStrings(Sequence):
+    """A read-only list of strings stored as one byte buffer plus offsets.
+
+    Millions of Python strings, forked into every DataLoader worker, are slowly copied page by page as reference
+    counts change; two numpy arrays are shared for good.
+    """
+
+    def __init__(self, strings: Sequence[str]):
+        encoded = [s.encode("utf-8") for s in strings]
+        self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=self._offsets[1:])
+        self._data = np.frombuffer(b"".join(encoded), dtype=np.uint8) if encoded else np.zeros(0, dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} strings")
+        return self._data[self._offsets[index] : self._offsets[index + 1]].tobytes().decode("utf-8")
+
+
+def smiles_digest(smiles: Sequence[str]) -> str:
+    """A short fingerprint of an ordered list of SMILES (to check that a store matches a dataset)."""
+    digest = hashlib.sha1()
+    for s in smiles:
+        digest.update(s.encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _to_chw(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+class TwoViewDataset(Dataset):
+    """Molecules as pairs of pictures plus their pseudo-labels.
+
+    Args:
+        smiles: the molecules.
+        labels: ``[n, n_label_sets]`` integer pseudo-labels (None: no classification targets).
+        seed: base of the per-sample seeds.
+        size: picture side in pixels.
+        augmentation: classical augmentation preset applied to both views (`default` in the paper).
+        stream: ``TRAIN_STREAM`` or ``VALID_STREAM`` (validation uses fixed views: pass epoch 0 always).
+        ids: an id per molecule returned with each sample (default: its position), e.g. the row in the input file.
+        coordinate_cache_size: molecules whose 2D layout each worker keeps.
+        prerendered: a :class:`PrerenderedImages` store to read drawings from instead of drawing.
+        store_slots: for each molecule, its slot in ``prerendered`` (-1: not in the store, draw it); default: the
+            store holds exactly these molecules in this order.
+
+    Items are dicts of ``pixel_values`` / ``augmented_pixel_values`` (uint8 ``[3, H, W]``), ``pseudo_labels``
+    (int64 ``[n_label_sets]``, when labels are given) and ``index``. Keys are ``(epoch, index)`` pairs (see
+    :class:`EpochBatches`) or plain indices (epoch 0). A molecule that cannot be drawn comes back as two white pictures
+    with pseudo-labels -100 (ignored by the cross-entropy), with a warning, so that batches keep their size.
+    """
+
+    def __init__(
+        self,
+        smiles: Sequence[str],
+        labels: np.ndarray | None = None,
+        seed: int = 0,
+        size: int = 224,
+        augmentation: str = "default",
+        stream: int = TRAIN_STREAM,
+        ids: np.ndarray | None = None,
+        coordinate_cache_size: int = 50_000,
+        prerendered: "PrerenderedImages | None" = None,
+        store_slots: np.ndarray | None = None,
+    ):
+        if augmentation not in PRESETS:
+            raise ValueError(f"unknown augmentation preset {augmentation!r}; choose one of {list(PRESETS)}")
+        self.smiles = smiles if isinstance(smiles, PackedStrings) else PackedStrings(list(smiles))
+        n = len(self.smiles)
+        if labels is not None:
+            labels = np.asarray(labels, dtype=np.int64)
+            if labels.ndim == 1:
+                labels = labels[:, None]
+            if labels.shape[0] != n:
+                raise ValueError(f"{labels.shape[0]} label rows for {n} molecules")
+        self.labels = labels
+        self.ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+        if len(self.ids) != n:
+            raise ValueError(f"{len(self.ids)} ids for {n} molecules")
+        self.seed, self.size, self.augmentation, self.stream = int(seed), int(size), augmentation, int(stream)
+        self.coordinate_cache_size = int(coordinate_cache_size)
+        self.prerendered = prerendered
+        if prerendered is not None:
+            if prerendered.size != self.size:
+                raise ValueError(f"the pre-rendered store at {prerendered.path} holds {prerendered.size} px drawings; "
+                                 f"the model reads {self.size} px")
+            if store_slots is None:
+                if len(prerendered) != n:
+                    raise ValueError(f"the pre-rendered store holds {len(prerendered)} molecules, the data {n}: "
+                                     "pass store_slots (see PrerenderedImages.slots_for)")
+                store_slots = np.arange(n, dtype=np.int64)
+            store_slots = np.asarray(store_slots, dtype=np.int64)
+            if len(store_slots) != n:
+                raise ValueError(f"{len(store_slots)} store slots for {n} molecules")
+        self.store_slots = store_slots
+        self._cache: CoordinateCache | None = None
+        self._warned = False
+
+    def __getstate__(self):
+        # Each worker builds its own coordinate cache; nothing drawn in the parent is worth pickling.
+        state = dict(self.__dict__)
+        state["_cache"] = None
+        return state
+
+    def __len__(self) -> int:
+        return len(self.smiles)
+
+    @property
+    def n_label_sets(self) -> int:
+        return 0 if self.labels is None else self.labels.shape[1]
+
+    def _draw_pair(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        if self.prerendered is not None and self.store_slots[index] >= 0:
+            pair = self.prerendered.read_pair(int(self.store_slots[index]), rng)
+            if pair is not None:
+                return pair
+        if self._cache is None:
+            self._cache = CoordinateCache(max_size=self.coordinate_cache_size)
+        mol = self._cache.get(self.smiles[index], index=index)
+        plain = render(mol, size=self.size, style=DrawingStyle())
+        styled = render(mol, size=self.size, style=random_style(rng))
+        return plain, styled
+
+    def __getitem__(self, key) -> dict[str, torch.Tensor | int]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        index = int(index)
+        style_rng = sample_rng(self.seed, self.stream, epoch, index, purpose=0)
+        augment_rng = sample_rng(self.seed, self.stream, epoch, index, purpose=1)
+        labels = None if self.labels is None else self.labels[index]
+        try:
+            with quiet_rdkit():
+                plain, styled = self._draw_pair(index, style_rng)
+            view1 = augment(plain, self.augmentation, augment_rng)
+            view2 = augment(styled, self.augmentation, augment_rng)
+        except Exception as err:  # RDKit raises assorted C++ errors; one bad molecule must not end a long run
+            if not self._warned:
+                warnings.warn(f"molecule {int(self.ids[index])} ({self.smiles[index]!r}) could not be drawn ({err}); "
+                              "it is replaced by a blank picture with ignored labels (further failures not reported)")
+                self._warned = True
+            view1 = view2 = np.full((self.size, self.size, 3), 255, dtype=np.uint8)
+            labels = None if labels is None else np.full_like(labels, -100)
+        item = {"pixel_values": _to_chw(view1), "augmented_pixel_values": _to_chw(view2), "index": int(self.ids[index])}
+        if labels is not None:
+            item["pseudo_labels"] = torch.from_numpy(np.array(labels, dtype=np.int64))
+        return item
+
+
+def collate_two_views(items: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack samples of :class:`TwoViewDataset` into a batch (uint8 pictures; ``indices`` for bookkeeping)."""
+    batch = {
+        "pixel_values": torch.stack([it["pixel_values"] for it in items]),
+        "augmented_pixel_values": torch.stack([it["augmented_pixel_values"] for it in items]),
+        "indices": torch.tensor([it["index"] for it in items], dtype=torch.int64),
+    }
+    if "pseudo_labels" in items[0]:
+        batch["pseudo_labels"] = torch.stack([it["pseudo_labels"] for it in items])
+    return batch
+
+
+def normalize_pixels(
+    images: torch.Tensor, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD
+) -> torch.Tensor:
+    """uint8 ``[B, 3, H, W]`` (0..255) to float32 normalised with per-channel mean/std, on the images' device."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 pictures, got {images.dtype}")
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    return (images.float().div_(255.0) - mean_t) / std_t
+
+
+class EpochBatches:
+    """Wraps a batch sampler that has ``set_epoch(epoch, start_batch)`` and tags every index with the epoch.
+
+    The training loop talks to this object as it would to the wrapped sampler; the dataset receives ``(epoch, i)``.
+    """
+
+    def __init__(self, sampler):
+        if not hasattr(sampler, "set_epoch"):
+            raise TypeError("the wrapped batch sampler needs set_epoch(epoch, start_batch)")
+        self.sampler = sampler
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch = int(epoch)
+        self.sampler.set_epoch(epoch, start_batch=start_batch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch = self.epoch
+        for batch in self.sampler:
+            yield [(epoch, int(i)) for i in batch]
+
+
+class FixedBatches:
+    """The same batches every time (validation): ``indices`` cut into this process's equal-sized batches.
+
+    Every process gets the same number of batches of the same size, which the global-batch contrastive loss needs
+    (an all-gather of unequal shapes would hang). Leftover molecules that cannot fill a batch on every process are
+    dropped.
+    """
+
+    def __init__(self, indices: Sequence[int], batch_size: int, num_replicas: int = 1, rank: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        indices = list(indices)
+        global_size = batch_size * num_replicas
+        n_batches = len(indices) // global_size
+        self.batches = [
+            indices[b * global_size + rank * batch_size : b * global_size + (rank + 1) * batch_size] for b in range(n_batches)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter([list(b) for b in self.batches])
+
+
+# ---------------------------------------------------------------------------------------------------------- prerender
+class PrerenderedImages:
+    """A folder of drawings made by :func:`prerender`: per molecule the plain drawing and ``n_variants`` random ones.
+
+    Files: ``meta.json``, ``smiles.txt`` (one a line, store order), ``offsets.npy`` (int64, ``n*(1+n_variants)+1``
+    byte offsets) and ``images.bin`` (concatenated PNG files; an empty entry marks a molecule that could not be drawn).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        meta_file = self.path / "meta.json"
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"{self.path} is not a pre-rendered store (no meta.json); make one with `moleclip prerender`")
+        self.meta = json.loads(meta_file.read_text())
+        if self.meta.get("format") != PRERENDER_FORMAT:
+            raise ValueError(f"{self.path}: unknown store format {self.meta.get('format')!r} (expected {PRERENDER_FORMAT})")
+        self.size = int(self.meta["size"])
+        self.n_variants = int(self.meta["n_variants"])
+        self.offsets = np.load(self.path / "offsets.npy", mmap_mode="r")
+        self._n = int(self.meta["n_molecules"])
+        if len(self.offsets) != self._n * (1 + self.n_variants) + 1:
+            raise ValueError(f"{self.path}: offsets.npy does not match meta.json (incomplete store?)")
+        self._data: np.memmap | None = None
+
+    def __getstate__(self):
+        # Workers open their own memory map (cheap) rather than inheriting one through pickling.
+        state = dict(self.__dict__)
+        state["_data"] = None
+        state["offsets"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.offsets = np.load(self.path / "offsets.npy", mmap_mode="r")
+
+    def __len__(self) -> int:
+        return self._n
+
+    def smiles(self) -> list[str]:
+        return (self.path / "smiles.txt").read_text(encoding="utf-8").splitlines()
+
+    def slots_for(self, smiles: Sequence[str]) -> np.ndarray:
+        """The store slot of each of ``smiles`` (-1 where the store lacks a molecule)."""
+        stored = self.smiles()
+        if len(stored) == len(smiles) and self.meta.get("smiles_sha1") == smiles_digest(smiles):
+            return np.arange(len(smiles), dtype=np.int64)
+        where = {s: i for i, s in enumerate(stored)}
+        return np.array([where.get(s, -1) for s in smiles], dtype=np.int64)
+
+    def _bytes(self, slot: int, j: int) -> bytes:
+        if self._data is None:
+            self._data = np.memmap(self.path / "images.bin", dtype=np.uint8, mode="r")
+        k = slot * (1 + self.n_variants) + j
+        start, end = int(self.offsets[k]), int(self.offsets[k + 1])
+        return self._data[start:end].tobytes()
+
+    def read(self, slot: int, variant: int | None = None) -> np.ndarray | None:
+        """The plain drawing (``variant=None``) or random-style variant ``variant`` of a molecule; None if missing."""
+        raw = self._bytes(slot, 0 if variant is None else 1 + variant)
+        if not raw:
+            return None
+        return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
+
+    def read_pair(self, slot: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+        plain = self.read(slot)
+        if plain is None:
+            return None
+        styled = self.read(slot, int(rng.integers(self.n_variants))) if self.n_variants else plain
+        return (plain, styled) if styled is not None else None
+
+
+def _png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    # Level 1: nearly the size of level 6 on line drawings, at half the encoding time.
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _prerender_chunk(task: tuple) -> list[list[bytes]]:
+    start, smiles, size, n_variants, seed = task
+    cache = CoordinateCache(max_size=1)
+    out = []
+    with quiet_rdkit():
+        for offset, s in enumerate(smiles):
+            index = start + offset
+            try:
+                mol = cache.get(s, index=index)
+                images = [_png(render(mol, size=size, style=DrawingStyle()))]
+                for v in range(n_variants):
+                    images.append(_png(render(mol, size=size, style=random_style(np.random.default_rng([seed, index, v])))))
+            except Exception:
+                images = [b""] * (1 + n_variants)
+            out.append(images)
+    return out
+
+
+def prerender(
+    smiles: Sequence[str],
+    output_dir: str | os.PathLike,
+    size: int = 224,
+    n_variants: int = 2,
+    seed: int = 0,
+    n_jobs: int | None = None,
+    chunk_size: int = 256,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> PrerenderedImages:
+    """Draw every molecule once (plain) and ``n_variants`` times with a random style, into a store at ``output_dir``.
+
+    Work is spread over ``n_jobs`` processes (default: all cores). The store is written to ``<output_dir>.tmp`` and
+    renamed when complete, so an interrupted run never leaves a store that looks usable. Molecules that cannot be
+    drawn get empty entries (training draws them on the fly, and reports them).
+    """
+    output_dir = Path(output_dir)
+    if n_variants < 0:
+        raise ValueError(f"n_variants must be >= 0, got {n_variants}")
+    if output_dir.exists():
+        if not overwrite:
+            raise FileExistsError(f"{output_dir} exists; pass overwrite=True (--overwrite) to replace it")
+        shutil.rmtree(output_dir)
+    smiles = [str(s) for s in smiles]
+    if not smiles:
+        raise ValueError("no molecules to pre-render")
+    tmp = output_dir.with_name(output_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    n_jobs = n_jobs or os.cpu_count() or 1
+    tasks = [(i, smiles[i : i + chunk_size], size, n_variants, seed) for i in range(0, len(smiles), chunk_size)]
+    offsets = np.zeros(len(smiles) * (1 + n_variants) + 1, dtype=np.int64)
+    position, k, failed = 0, 0, 0
+    bar = tqdm(total=len(smiles), desc="pre-rendering", unit="mol", disable=not progress, dynamic_ncols=True)
+    with open(tmp / "images.bin", "wb") as fh:
+        if n_jobs > 1:
+            context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+            pool = context.Pool(n_jobs)
+            results = pool.imap(_prerender_chunk, tasks)
+        else:
+            pool, results = None, map(_prerender_chunk, tasks)
+        try:
+            for chunk in results:
+                for images in chunk:
+                    failed += not images[0]
+                    for raw in images:
+                        fh.write(raw)
+                        position += len(raw)
+                        k += 1
+                        offsets[k] = position
+                bar.update(len(chunk))
+        finally:
+            if pool is not None:
+                pool.terminate()
+    bar.close()
+    np.save(tmp / "offsets.npy", offsets)
+    (tmp / "smiles.txt").write_text("\n".join(smiles) + "\n", encoding="utf-8")
+    meta = {"format": PRERENDER_FORMAT, "n_molecules": len(smiles), "size": size, "n_variants": n_variants,
+            "seed": seed, "smiles_sha1": smiles_digest(smiles), "failed": failed, "bytes": position}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    tmp.rename(output_dir)
+    return PrerenderedImages(output_dir)
