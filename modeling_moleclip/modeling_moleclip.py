@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPVisionModel, CLIPVisionModelWithProjection, PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from .configuration_moleclip import MoleCLIPConfig
@@ -168,6 +169,26 @@ class PropertyHead(nn.Module):
         return self.layers(features)
 
 
+def _output_flags(config, output_attentions: bool | None, output_hidden_states: bool | None) -> dict:
+    """The `output_*` keyword arguments to hand to the CLIP tower.
+
+    An explicit `None` would override the tower's own config (transformers reads the keyword first), so a flag left
+    unset is either taken from the MoleCLIP config when that asks for it, or not passed at all so that the tower's
+    `vision_config` decides.
+    """
+    flags = {}
+    for name, value in (("output_attentions", output_attentions), ("output_hidden_states", output_hidden_states)):
+        if value is None and getattr(config, name, False):
+            value = True
+        if value is not None:
+            flags[name] = value
+    return flags
+
+
+def _use_return_dict(config, return_dict: bool | None) -> bool:
+    return return_dict if return_dict is not None else getattr(config, "return_dict", True)
+
+
 class MoleCLIPPreTrainedModel(PreTrainedModel):
     config: MoleCLIPConfig
     base_model_prefix = "moleclip"
@@ -179,6 +200,16 @@ class MoleCLIPPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        # transformers assumes a model defined outside the library may have an `_init_weights` that overwrites loaded
+        # tensors, and so, when it fills in missing weights, skips every module with no parameters of its own. That
+        # also skips CLIP's attention and MLP blocks, whose init sets their child projections, so a tower built by
+        # `from_pretrained` without its weights (meta-device loading, a partial checkpoint) got the generic 0.02 std
+        # instead of CLIP's scheme, unlike `MoleCLIPModel(config)`. Our `_init_weights` only uses the guarded
+        # `transformers.initialization` functions, which leave loaded tensors alone, so the safeguard is not needed.
+        return False
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -252,9 +283,36 @@ class MoleCLIPModel(MoleCLIPPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.vision_model.embeddings.patch_embedding
 
-    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> torch.Tensor:
-        """The projected 512-d embedding (OpenAI CLIP's `encode_image`)."""
-        return self.visual_projection(self.vision_model(pixel_values=pixel_values, **kwargs).pooler_output)
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.vision_model.embeddings.patch_embedding = value
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple:
+        """The CLIP tower's output with `pooler_output` replaced by the projected embedding (OpenAI CLIP's
+        `encode_image`), as `CLIPModel.get_image_features` returns it in transformers 5: the embedding is
+        `model.get_image_features(pixel_values).pooler_output`, the same tensor as `model(pixel_values).image_embeds`.
+        """
+        tower = self.vision_model(
+            pixel_values=pixel_values,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            return_dict=True,
+            **_output_flags(self.config, output_attentions, output_hidden_states),
+            **kwargs,
+        )
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=tower.last_hidden_state,
+            pooler_output=self.visual_projection(tower.pooler_output),
+            hidden_states=tower.hidden_states,
+            attentions=tower.attentions,
+        )
+        return output if _use_return_dict(self.config, return_dict) else output.to_tuple()
 
     def forward(
         self,
@@ -272,15 +330,25 @@ class MoleCLIPModel(MoleCLIPPreTrainedModel):
             raise ValueError("pixel_values is required (use MoleCLIPImageProcessor to turn SMILES into pixel_values)")
         tower = self.vision_model(
             pixel_values=pixel_values,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
             interpolate_pos_encoding=interpolate_pos_encoding,
+            return_dict=True,
+            **_output_flags(self.config, output_attentions, output_hidden_states),
+            **kwargs,
         )
         image_embeds = self.visual_projection(tower.pooler_output)
 
         augmented_embeds = logits_per_view = contrastive = None
         if augmented_pixel_values is not None:
-            augmented_embeds = self.get_image_features(augmented_pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+            # Only the embedding of the second view is needed: no attentions or hidden states for it.
+            augmented = self.vision_model(
+                pixel_values=augmented_pixel_values,
+                interpolate_pos_encoding=interpolate_pos_encoding,
+                return_dict=True,
+                output_attentions=False,
+                output_hidden_states=False,
+                **kwargs,
+            )
+            augmented_embeds = self.visual_projection(augmented.pooler_output)
             contrastive, logits_per_view = contrastive_loss(image_embeds, augmented_embeds, self.logit_scale.exp())
 
         label_logits = tuple(head(image_embeds) for head in self.label_heads) or None
@@ -316,7 +384,7 @@ class MoleCLIPModel(MoleCLIPPreTrainedModel):
             hidden_states=tower.hidden_states,
             attentions=tower.attentions,
         )
-        return output if return_dict is not False else output.to_tuple()
+        return output if _use_return_dict(self.config, return_dict) else output.to_tuple()
 
 
 class MoleCLIPForPropertyPrediction(MoleCLIPPreTrainedModel):
@@ -349,6 +417,9 @@ class MoleCLIPForPropertyPrediction(MoleCLIPPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.moleclip.get_input_embeddings()
 
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.moleclip.set_input_embeddings(value)
+
     def set_target_scaling(self, mean, std) -> None:
         """Record regression target statistics (from the training split) in the config and the model."""
         self.config.target_mean = [float(m) for m in mean]
@@ -371,7 +442,10 @@ class MoleCLIPForPropertyPrediction(MoleCLIPPreTrainedModel):
             if pixel_values is None:
                 raise ValueError("give pixel_values (images) or image_embeds (precomputed MoleCLIP embeddings)")
             encoded = self.moleclip(
-                pixel_values=pixel_values, output_hidden_states=output_hidden_states, output_attentions=output_attentions
+                pixel_values=pixel_values,
+                return_dict=True,
+                **_output_flags(self.config, output_attentions, output_hidden_states),
+                **kwargs,
             )
             image_embeds, hidden_states, attentions = encoded.image_embeds, encoded.hidden_states, encoded.attentions
         raw = self.head(image_embeds)
@@ -386,4 +460,4 @@ class MoleCLIPForPropertyPrediction(MoleCLIPPreTrainedModel):
         output = MoleCLIPPropertyOutput(
             loss=loss, logits=logits, image_embeds=image_embeds, hidden_states=hidden_states, attentions=attentions
         )
-        return output if return_dict is not False else output.to_tuple()
+        return output if _use_return_dict(self.config, return_dict) else output.to_tuple()
