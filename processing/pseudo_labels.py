@@ -312,7 +312,7 @@ def compute_pseudo_labels(
         )
     data = _as_float32(fingerprints.bits)
     # K-means works on the float32 copy; dropping the uint8 matrix keeps one copy of the data alive, not two.
-    fingerprints.bits = fingerprints.bits[:0]
+    fingerprints.bits = np.empty((0, data.shape[1]), dtype=np.uint8)
 
     info: dict = {
         "n_input": len(smiles),
