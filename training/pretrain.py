@@ -103,9 +103,10 @@ class PretrainConfig:
     output_dir: str | None = field(default=None, metadata=_opt("folder for checkpoints, logs and the final model",
                                                                  required=True))
     smiles_column: str | None = field(default=None, metadata=_opt("SMILES column of a CSV/Parquet input (default: auto)"))
-    k: list[int] | None = field(default=None, metadata=_opt(
-        "K of each pseudo-label set. Input without label columns: computed on the fly (default 300 3000) and saved "
-        f"to <output-dir>/{PSEUDO_LABEL_FILE}; input with label columns: which of them to use (default all)"))
+    k: list[str] | None = field(default=None, metadata=_opt(
+        "K of each pseudo-label set. Input without label columns: computed on the fly (default 300 3000; 'auto': the "
+        f"knee of the inertia curve) and saved to <output-dir>/{PSEUDO_LABEL_FILE}; input with label columns: which "
+        "of them to use (default all)"))
     limit: int | None = field(default=None, metadata=_opt("use only the first N molecules of the input"))
     valid_fraction: float = field(default=0.01, metadata=_opt("held-out fraction for validation losses (0: none)"))
     max_valid: int = field(default=2048, metadata=_opt("at most this many held-out molecules"))
@@ -173,9 +174,15 @@ class PretrainConfig:
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             self.max_grad_norm = None
         if self.k is not None:
-            self.k = [int(k) for k in self.k]
-            if any(k < 2 for k in self.k) or len(set(self.k)) != len(self.k):
-                raise ValueError(f"k must be distinct values >= 2, got {self.k}")
+            if [str(k) for k in self.k] == ["auto"]:
+                self.k = ["auto"]
+            else:
+                try:
+                    self.k = [int(k) for k in self.k]
+                except ValueError:
+                    raise ValueError(f"k must be integers or the single word auto, got {self.k}") from None
+                if any(k < 2 for k in self.k) or len(set(self.k)) != len(self.k):
+                    raise ValueError(f"k must be distinct values >= 2, got {self.k}")
 
     def check_required(self) -> None:
         missing = [f.name for f in dataclasses.fields(self) if f.metadata.get("required") and getattr(self, f.name) is None]
@@ -280,14 +287,24 @@ def _read_input(config: PretrainConfig):
     return frame.reset_index(drop=True)
 
 
+def _columns_by_k(columns) -> dict[int, str]:
+    from moleclip.processing.pseudo_labels import LABEL_PREFIX, label_columns
+
+    found = label_columns([str(c) for c in columns])
+    if isinstance(found, dict):  # {K: column}
+        return dict(found)
+    return {int(name[len(LABEL_PREFIX):]): name for name in found}
+
+
 def _labels_from_columns(frame, config: PretrainConfig):
     import numpy as np
 
-    from moleclip.processing.pseudo_labels import label_columns
-
-    found = label_columns(frame.columns)  # {K: column}
+    found = _columns_by_k(frame.columns)
     if not found:
         return None
+    if config.k == ["auto"]:
+        raise ValueError("--k auto chooses K when labels are computed; this input already has label columns "
+                         f"{list(found.values())}: give --k from {sorted(found)} or leave it out")
     ks = config.k or sorted(found)
     missing = [k for k in ks if k not in found]
     if missing:
@@ -312,7 +329,7 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
     import numpy as np
     import pandas as pd
 
-    from moleclip.processing.pseudo_labels import compute_pseudo_labels, label_columns
+    from moleclip.processing.pseudo_labels import compute_pseudo_labels
 
     frame = _read_input(config)
     if frame.empty:
@@ -337,7 +354,13 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
     if is_main and not usable():
         print(f"computing pseudo-labels (MACCS keys + K-means, K = {ks}) for {len(frame)} molecules ...", flush=True)
         start = time.perf_counter()
-        table, info = compute_pseudo_labels(frame["smiles"].tolist(), ks, seed=config.seed, n_jobs=config.pseudo_label_jobs)
+        table, info = compute_pseudo_labels(frame["smiles"].tolist(), "auto" if ks == ["auto"] else ks, seed=config.seed,
+                                            n_jobs=config.pseudo_label_jobs, progress=config.progress)
+        if info.get("skipped"):
+            from moleclip.processing.molecules import describe_skipped
+
+            print(f"warning: {describe_skipped(info['skipped'])} (of {len(frame)}; input rows count from 0); "
+                  "they are left out of pretraining", flush=True)
         kept = _kept_rows(table, info, frame)
         table = table.copy()
         table.insert(0, "row", kept)
@@ -355,7 +378,8 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
     if not usable():
         raise RuntimeError(f"{out} was not written by the main process")
     table = pd.read_parquet(out)
-    columns = label_columns(table.columns)
+    columns = _columns_by_k(table.columns)
+    ks = sorted(columns) if ks == ["auto"] else ks
     labels = np.stack([table[columns[k]].to_numpy() for k in ks], axis=1).astype(np.int64)
     return PretrainingTable(table["smiles"].astype(str).tolist(), labels, ks, table["row"].to_numpy(np.int64),
                             f"computed on the fly (MACCS keys, mini-batch K-means, seed {config.seed})")
@@ -512,9 +536,12 @@ def make_evaluator(accelerator, step: PretrainStep, loader, ks: list[int]):
 
 
 # ---------------------------------------------------------------------------------------------------- the run
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _default_workers(num_processes: int) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, cores // max(1, num_processes) - 1)
+    return max(0, _cores() // max(1, num_processes) - 1)
 
 
 def _check_resumed_config(config: PretrainConfig, saved_file: Path, accelerator) -> None:
@@ -589,6 +616,10 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
                                        groups_per_batch=config.groups_per_batch, num_replicas=world, rank=rank,
                                        seed=config.seed, drop_last=True)
     workers = _default_workers(world) if config.num_workers is None else config.num_workers
+    if accelerator.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # Drawing workers and the training step share the cores. An OpenMP thread without a core of its own makes
+        # every parallel region wait for it: on 2 cores with a busy worker, 2 threads ran a step 30x slower than 1.
+        torch.set_num_threads(max(1, _cores() // world - workers))
     loader_kwargs = dict(num_workers=workers, collate_fn=collate_two_views, pin_memory=torch.cuda.is_available())
     if workers > 0:
         loader_kwargs.update(persistent_workers=True, prefetch_factor=4)
@@ -608,7 +639,8 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
         f"{len(table.smiles)} molecules ({len(train_pos)} train, {len(valid_pos)} validation), pseudo-labels K = "
         f"{table.ks}; {world} process(es) x {config.batch_size // world} molecules a batch, {batches_per_epoch} "
         f"batches an epoch; {max_steps} optimizer steps ({max_steps / steps_per_epoch:.2f} epochs); {workers} drawing "
-        f"worker(s) per process{'; pre-rendered store ' + str(config.prerendered) if store else ''}")
+        f"worker(s) per process{'; pre-rendered store ' + str(config.prerendered) if store else ''}; "
+        f"{torch.get_num_threads()} torch thread(s) per process")
 
     # ---- optimisation
     optimizer = build_optimizer(build_param_groups(model, config))
