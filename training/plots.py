@@ -151,7 +151,8 @@ def learning_curves(metrics_csv: str | Path, path: str | Path, metric: str | Non
     # Training rows are logged at the end of an epoch's last step, with the epoch counter not yet advanced.
     if train:
         ax.plot([r["epoch"] + 1 for r in train], [r["loss"] for r in train], label="train loss")
-    for key, label in (("valid_loss", "validation loss"), ("test_loss", "test loss")):
+    # finetune.py scores the test set only at epochs where validation improved, so test points are sparse
+    for key, label in (("valid_loss", "validation loss"), ("test_loss", "test loss (at new best validation)")):
         points = [(r["epoch"], r[key]) for r in evals if math.isfinite(r.get(key, math.nan))]
         if points:
             ax.plot(*zip(*points), marker="o", ms=3, label=label)
@@ -164,7 +165,8 @@ def learning_curves(metrics_csv: str | Path, path: str | Path, metric: str | Non
             key = f"{part}_{metric}"
             points = [(r["epoch"], r[key]) for r in evals if math.isfinite(r.get(key, math.nan))]
             if points:
-                ax2.plot(*zip(*points), marker="o", ms=3, label=f"{'validation' if part == 'valid' else 'test'} {metric}")
+                label = f"validation {metric}" if part == "valid" else f"test {metric} (at new best validation)"
+                ax2.plot(*zip(*points), marker="o", ms=3, label=label)
         ax2.set_xlabel("epoch")
         ax2.set_ylabel(metric)
         ax2.set_title(f"{title} {metric}".strip())

@@ -1,0 +1,294 @@
+"""Finetuning with the paper's protocol, end to end on tiny data: frozen and full modes, the fingerprint and forest
+baselines, masked multi-task scores, best-validation-epoch reporting, determinism, R-groups, --init-from, Hub push."""
+
+import csv
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from moleclip import MoleCLIPForPropertyPrediction
+from moleclip.training.finetune import main
+from moleclip.training.scoring import compute_metrics
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SUFFIXES = ["", "O", "N", "Cl", "c1ccccc1", "C(=O)O"]
+SMILES = ["C" * k + s for k in range(1, 9) for s in SUFFIXES]  # 48 small molecules
+HEAVY = np.array([k + {"": 0, "O": 1, "N": 1, "Cl": 1, "c1ccccc1": 6, "C(=O)O": 3}[s] for k in range(1, 9) for s in SUFFIXES],
+                 dtype=float)
+
+TINY = ["--model", "tiny", "--no-progress", "--no-plots"]
+
+
+@pytest.fixture(scope="module")
+def regression_csv(tmp_path_factory):
+    """Two targets, the second with gaps: heavy atoms (learnable from any picture of the molecule) and its parity."""
+    path = tmp_path_factory.mktemp("data") / "toy_regression.csv"
+    second = (HEAVY % 2).astype(object)
+    second[::3] = ""
+    pd.DataFrame({"smiles": SMILES, "heavy": HEAVY, "parity": second}).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def classification_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "toy_classification.csv"
+    big = (HEAVY > 5).astype(float).astype(object)
+    has_o = np.array([float("O" in s) for s in SMILES], dtype=object)
+    has_o[1::4] = ""  # missing labels
+    pd.DataFrame({"smiles": SMILES, "big": big, "has_o": has_o}).to_csv(path, index=False)
+    return path
+
+
+def finetune(out, data, *extra):
+    argv = ["--dataset", str(data), "--output-dir", str(out), "--split", "random", *TINY, *extra]
+    assert main(argv) == 0
+    return json.loads((out / "results.json").read_text())
+
+
+def saved_predictions(model_dir, smiles):
+    from moleclip.training.hub import load_processor
+    from moleclip.training.inference import predict_smiles
+
+    model = MoleCLIPForPropertyPrediction.from_pretrained(model_dir).eval()
+    pred, kept, skipped = predict_smiles(model, load_processor(str(model_dir)), smiles, progress=False, device="cpu")
+    assert not skipped
+    return pred, model
+
+
+@pytest.fixture(scope="module")
+def frozen_run(tmp_path_factory, regression_csv):
+    out = tmp_path_factory.mktemp("frozen")
+    results = finetune(out, regression_csv, "--freeze-encoder", "--seeds", "1", "2", "--epochs", "4",
+                       "--head-lr", "1e-3", "1e-4", "--augmentation", "none", "default", "--batch-size", "16")
+    return out, results
+
+
+def test_frozen_mode_trains_only_the_head_and_writes_everything(frozen_run):
+    out, results = frozen_run
+    assert (out / "results.md").is_file() and (out / "model" / "model.safetensors").is_file()
+    assert results["mode"] == "frozen" and results["protocol"]["select_key"] == "valid_loss"
+    assert len(results["search"]["entries"]) == 4  # 2 head lrs x 2 augmentation presets
+    assert all(len(entry["runs"]) == 2 for entry in results["search"]["entries"])
+    # The encoder is the randomly initialised `tiny` preset (seeded by --backbone-seed): untouched by training.
+    torch.manual_seed(0)
+    from accelerate.utils import set_seed
+
+    set_seed(0)
+    from moleclip.training.hub import load_backbone
+
+    fresh = load_backbone("tiny", MoleCLIPForPropertyPrediction, num_targets=2)
+    saved = MoleCLIPForPropertyPrediction.from_pretrained(out / "model")
+    for (name, a), b in zip(fresh.moleclip.state_dict().items(), saved.moleclip.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    card = (out / "model" / "README.md").read_text()
+    assert "model-index" in card and "random split" in card and "valid" in card.lower()
+    md = (out / "results.md").read_text()
+    assert "(chosen)" in md and "95%" in md
+
+
+def test_reported_scores_are_the_saved_models_masked_multitask_scores(frozen_run, regression_csv):
+    out, results = frozen_run
+    saved = results["saved_model"]
+    data = pd.read_csv(regression_csv)
+    split = results["protocol"]["split_sizes"][str(saved["seed"])]
+    from moleclip.processing.splits import make_split
+
+    parts = make_split("random", data.smiles.tolist(), seed=saved["seed"])
+    assert list(parts.sizes) == split
+    y = data[["heavy", "parity"]].to_numpy(dtype=float)[parts.test]
+    assert np.isnan(y[:, 1]).any() and not np.isnan(y[:, 0]).any()  # the second target really has gaps in test
+    pred, _ = saved_predictions(out / "model", data.smiles[parts.test].tolist())
+    expected = compute_metrics("regression", y, pred)
+    for key, value in expected.items():
+        assert saved["test"][key] == pytest.approx(value, rel=1e-4, abs=1e-5)
+    assert math.isfinite(saved["test"]["loss"])
+
+
+def test_test_score_is_taken_at_the_best_validation_epoch(frozen_run):
+    out, results = frozen_run
+    for entry in results["search"]["entries"]:
+        for run in entry["runs"]:
+            with open(run["metrics_csv"], newline="") as fh:
+                evals = [r for r in csv.DictReader(fh) if r.get("valid_loss")]
+            assert len(evals) == 4
+            best = min(evals, key=lambda r: float(r["valid_loss"]))
+            assert run["best_epoch"] == int(float(best["epoch"]))
+            assert run["test"]["rmse"] == pytest.approx(float(best["test_rmse"]))
+            assert run["valid"]["loss"] == pytest.approx(min(float(r["valid_loss"]) for r in evals))
+            # the test set is scored only at epochs that improved validation, never elsewhere
+            so_far = math.inf
+            for row in evals:
+                improved = float(row["valid_loss"]) < so_far
+                so_far = min(so_far, float(row["valid_loss"]))
+                assert bool(row["test_rmse"]) == improved
+
+
+def test_chosen_setting_is_best_on_validation(frozen_run):
+    _, results = frozen_run
+    means = [e["summary"]["valid"]["loss"]["mean"] for e in results["search"]["entries"]]
+    assert results["search"]["chosen"] == int(np.argmin(means))
+    assert results["chosen_setting"] == results["search"]["entries"][int(np.argmin(means))]["setting"]
+
+
+def test_classification_with_missing_labels_through_the_pipeline(tmp_path, classification_csv):
+    results = finetune(tmp_path, classification_csv, "--freeze-encoder", "--seeds", "3", "--epochs", "3",
+                       "--head-lr", "1e-3", "--augmentation", "none", "--select-on", "metric", "--batch-size", "16")
+    assert results["protocol"]["select_key"] == "valid_roc_auc" and results["protocol"]["select_mode"] == "max"
+    saved = results["saved_model"]
+    data = pd.read_csv(classification_csv)
+    from moleclip.processing.splits import make_split
+
+    test = make_split("random", data.smiles.tolist(), seed=3).test
+    y = data[["big", "has_o"]].to_numpy(dtype=float)[test]
+    pred, _ = saved_predictions(tmp_path / "model", data.smiles[test].tolist())
+    assert saved["test"]["roc_auc"] == pytest.approx(compute_metrics("classification", y, pred)["roc_auc"], abs=1e-6)
+    assert math.isfinite(saved["test"]["loss"])
+
+
+def test_same_seed_same_split_and_result(tmp_path, regression_csv):
+    args = ("--freeze-encoder", "--seeds", "5", "--epochs", "2", "--head-lr", "1e-3", "--augmentation", "default")
+    first = finetune(tmp_path / "a", regression_csv, *args)
+    second = finetune(tmp_path / "b", regression_csv, *args)
+    other = finetune(tmp_path / "c", regression_csv, "--freeze-encoder", "--seeds", "6", "--epochs", "2",
+                     "--head-lr", "1e-3", "--augmentation", "default")
+    assert first["protocol"]["split_sizes"] == second["protocol"]["split_sizes"]
+    assert first["final"]["runs"][0]["test"] == second["final"]["runs"][0]["test"]
+    assert first["final"]["runs"][0]["test"] != other["final"]["runs"][0]["test"]
+
+
+def test_full_finetuning_draws_augments_and_is_deterministic(tmp_path, regression_csv):
+    args = ("--seeds", "1", "--epochs", "2", "--head-lr", "1e-3", "--augmentation", "intense", "--batch-size", "16",
+            "--limit", "24")
+    first = finetune(tmp_path / "a", regression_csv, *args)
+    second = finetune(tmp_path / "b", regression_csv, *args)
+    assert first["mode"] == "full"
+    assert first["final"]["runs"][0]["test"] == second["final"]["runs"][0]["test"]
+    # the encoder moved (unlike the frozen mode)
+    from accelerate.utils import set_seed
+
+    from moleclip.training.hub import load_backbone
+
+    set_seed(0)
+    fresh = load_backbone("tiny", MoleCLIPForPropertyPrediction, num_targets=2)
+    saved = MoleCLIPForPropertyPrediction.from_pretrained(tmp_path / "a" / "model")
+    diffs = [(a - b).abs().max().item() for a, b in zip(fresh.moleclip.parameters(), saved.moleclip.parameters())]
+    assert max(diffs) > 0
+
+
+def test_init_from_starts_from_the_previous_encoder(tmp_path, regression_csv):
+    finetune(tmp_path / "domain", regression_csv, "--seeds", "1", "--epochs", "1", "--head-lr", "1e-3",
+             "--augmentation", "none", "--encoder-lr", "1e-3", "--limit", "24", "--target-columns", "heavy")
+    results = finetune(tmp_path / "second", regression_csv, "--init-from", str(tmp_path / "domain" / "model"),
+                       "--freeze-encoder", "--seeds", "1", "--epochs", "1", "--head-lr", "1e-3", "--augmentation",
+                       "none", "--target-columns", "parity")
+    first = MoleCLIPForPropertyPrediction.from_pretrained(tmp_path / "domain" / "model")
+    second = MoleCLIPForPropertyPrediction.from_pretrained(tmp_path / "second" / "model")
+    for a, b in zip(first.moleclip.parameters(), second.moleclip.parameters()):
+        torch.testing.assert_close(a, b)
+    assert second.config.target_names == ["parity"] and results["init_from"] == str(tmp_path / "domain" / "model")
+
+
+def test_r_groups_change_the_training_images():
+    from moleclip.training.finetune import ImageFeatures
+    from moleclip.training.hub import load_backbone, load_processor
+
+    template = load_backbone("tiny", MoleCLIPForPropertyPrediction)
+    smiles = ["CCO", "c1ccccc1"]  # ethanol has terminal C and O; benzene has no terminal atom
+    plain = ImageFeatures(template, load_processor("tiny"), smiles, progress=False)
+    r_groups = ImageFeatures(template, load_processor("tiny", r_groups=True), smiles, progress=False)
+    assert not np.array_equal(plain.images[0], r_groups.images[0])
+    np.testing.assert_array_equal(plain.images[1], r_groups.images[1])
+    a = plain.train_dataset(np.array([0, 1]), np.zeros((2, 1)), "none", seed=0)[0]["pixel_values"]
+    b = r_groups.train_dataset(np.array([0, 1]), np.zeros((2, 1)), "none", seed=0)[0]["pixel_values"]
+    assert not torch.equal(a, b)
+
+
+def test_augmentation_depends_on_seed_epoch_and_molecule_only():
+    from moleclip.training.finetune import ImageFeatures
+    from moleclip.training.hub import load_backbone, load_processor
+
+    features = ImageFeatures(load_backbone("tiny", MoleCLIPForPropertyPrediction), load_processor("tiny"),
+                             ["CCO", "c1ccccc1O"], progress=False)
+    data = features.train_dataset(np.array([0, 1]), np.zeros((2, 1)), "intense", seed=4)
+    again = features.train_dataset(np.array([0, 1]), np.zeros((2, 1)), "intense", seed=4)
+    assert torch.equal(data[2]["pixel_values"], again[2]["pixel_values"])  # epoch 1, molecule 0
+    assert not torch.equal(data[0]["pixel_values"], data[2]["pixel_values"])  # epoch 0 vs 1
+
+
+def test_fingerprint_baseline_through_the_same_loop(tmp_path, regression_csv):
+    results = finetune(tmp_path, regression_csv, "--baseline", "fingerprint", "--seeds", "1", "2", "--epochs", "25",
+                       "--head-lr", "1e-3", "--augmentation", "none", "--target-columns", "heavy", "--batch-size", "8",
+                       "--fractions", "0.6", "0.2", "0.2")
+    assert results["mode"] == "fingerprint" and (tmp_path / "model" / "fingerprint_mlp.json").is_file()
+    runs = results["final"]["runs"]
+    assert all(Path(r["metrics_csv"]).is_file() for r in runs)
+    # heavy-atom count is in the bits: clearly better than predicting the training mean on the same test molecules
+    from moleclip.processing.splits import make_split
+
+    for run in runs:
+        split = make_split("random", SMILES, seed=run["seed"], fractions=(0.6, 0.2, 0.2))
+        mean_rmse = np.sqrt(np.mean((HEAVY[split.test] - HEAVY[split.train].mean()) ** 2))
+        assert run["test"]["rmse"] < 0.7 * mean_rmse
+
+
+def test_random_forest_baseline_option(tmp_path, regression_csv):
+    results = finetune(tmp_path, regression_csv, "--baseline", "random_forest", "--seeds", "1", "2",
+                       "--rf-estimators", "10", "--target-columns", "heavy")
+    assert results["mode"] == "random_forest"
+    assert {"rmse", "mae", "r2"} <= set(results["final"]["summary"]["test"])
+    assert (tmp_path / "results.md").read_text().count("Random forest") >= 1
+
+
+def test_bad_option_combinations_fail_clearly(tmp_path, regression_csv):
+    with pytest.raises(ValueError, match="--freeze-encoder"):
+        finetune(tmp_path, regression_csv, "--baseline", "fingerprint", "--freeze-encoder")
+    with pytest.raises(ValueError, match="repeats"):
+        finetune(tmp_path, regression_csv, "--seeds", "1", "1")
+    with pytest.raises(ValueError, match="non-negative"):
+        finetune(tmp_path, regression_csv, "--seeds", "-1")
+
+
+def test_push_to_hub_with_model_card_then_pull_offline(tmp_path, regression_csv):
+    from huggingface_hub import ModelCard
+    from test_hub import RecordingHub, run_fresh
+
+    hub = RecordingHub(tmp_path / "hub")
+    argv = ["--dataset", str(regression_csv), "--output-dir", str(tmp_path / "out"), "--split", "random", *TINY,
+            "--freeze-encoder", "--seeds", "1", "--epochs", "2", "--head-lr", "1e-3", "--augmentation", "none",
+            "--push-to-hub", "lab/toy-moleclip"]
+    assert main(argv, hub_api=hub) == 0
+    uploaded = hub.calls[-1][2]
+    assert {"model.safetensors", "README.md", "results.json", "modeling_moleclip.py"} <= set(uploaded)
+    assert not any(name.startswith(("runs/", "checkpoints/")) for name in uploaded)
+    card = ModelCard((tmp_path / "out" / "model" / "README.md").read_text())
+    results = card.data.eval_results
+    assert results and results[0].dataset_name == "toy_regression"
+    assert {r.metric_type for r in results} == {"rmse", "mae", "r2"}
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())["final"]["summary"]["test"]
+    assert next(r for r in results if r.metric_type == "rmse").metric_value == pytest.approx(summary["rmse"]["mean"], rel=1e-5)
+
+    pulled = run_fresh("lab/toy-moleclip", {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}, tmp_path)
+    from test_hub import SMILES
+
+    pred, model = saved_predictions(tmp_path / "out" / "model", SMILES)
+    assert pulled["predictor"] == "MoleCLIPForPropertyPrediction"
+    torch.testing.assert_close(torch.tensor(pulled["logits"]), torch.tensor(pred), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_named_dataset_from_data_dir(tmp_path):
+    if not os.environ.get("MOLECLIP_DATA_DIR"):
+        pytest.skip("MOLECLIP_DATA_DIR is not set")
+    results = finetune(tmp_path, "freesolv", "--baseline", "fingerprint", "--seeds", "1", "--epochs", "3",
+                       "--head-lr", "1e-3", "--augmentation", "none", "--split", "scaffold")
+    assert results["dataset"]["name"] == "freesolv" and results["paper"]["fingerprint_baseline"]
+    assert "FP-MLP baseline (paper)" in (tmp_path / "results.md").read_text()

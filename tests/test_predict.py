@@ -1,0 +1,68 @@
+"""`moleclip predict`: a finetuned folder and a table of new SMILES in, the table with predictions out."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from moleclip import MoleCLIPForPropertyPrediction
+from moleclip.training.cli import main as cli
+from moleclip.training.finetune import main as finetune
+
+SMILES = ["C" * k + s for k in range(1, 7) for s in ["", "O", "N", "c1ccccc1"]]
+HEAVY = [k + {"": 0, "O": 1, "N": 1, "c1ccccc1": 6}[s] for k in range(1, 7) for s in ["", "O", "N", "c1ccccc1"]]
+NEW = ["CCCCCCCCO", "not a molecule", "c1ccccc1CCN", "C1CC"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    data = root / "train.csv"
+    pd.DataFrame({"smiles": SMILES, "heavy": HEAVY}).to_csv(data, index=False)
+    common = ["--dataset", str(data), "--split", "random", "--seeds", "1", "--epochs", "2", "--head-lr", "1e-3",
+              "--augmentation", "none", "--no-progress", "--no-plots", "--batch-size", "8"]
+    assert finetune([*common, "--model", "tiny", "--freeze-encoder", "--output-dir", str(root / "moleclip")]) == 0
+    assert finetune([*common, "--baseline", "fingerprint", "--output-dir", str(root / "fp")]) == 0
+    new = root / "new.csv"
+    pd.DataFrame({"id": range(len(NEW)), "SMILES": NEW}).to_csv(new, index=False)
+    return root, new
+
+
+def test_predict_new_smiles_keeps_every_row(trained, capsys):
+    root, new = trained
+    out = root / "pred.csv"
+    assert cli(["predict", "--model", str(root / "moleclip" / "model"), "--input", str(new), "--output", str(out),
+                "--smiles-column", "SMILES", "--batch-size", "2", "--no-progress"]) == 0
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["id", "SMILES", "predicted_heavy"]
+    assert len(table) == len(NEW)
+    valid = [0, 2]
+    assert table.predicted_heavy.isna().tolist() == [False, True, False, True]
+    assert "not a molecule" in capsys.readouterr().out
+
+    from moleclip.training.hub import load_processor
+
+    model = MoleCLIPForPropertyPrediction.from_pretrained(root / "moleclip" / "model").eval()
+    pixels = load_processor(str(root / "moleclip" / "model"))([NEW[i] for i in valid])["pixel_values"]
+    with torch.no_grad():
+        expected = model(pixel_values=pixels).logits[:, 0].numpy()
+    np.testing.assert_allclose(table.predicted_heavy.to_numpy()[valid], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_predict_with_the_fingerprint_baseline(trained):
+    root, new = trained
+    out = root / "fp_pred.parquet"
+    assert cli(["predict", "--model", str(root / "fp" / "model"), "--input", str(new), "--output", str(out),
+                "--smiles-column", "SMILES", "--no-progress"]) == 0
+    table = pd.read_parquet(out)
+    assert table.predicted_heavy.notna().tolist() == [True, False, True, False]
+
+
+def test_predict_refuses_an_encoder_without_trained_head(tmp_path, trained, capsys):
+    root, new = trained
+    assert cli(["init", "--backbone", "tiny", "--output-dir", str(tmp_path / "encoder")]) == 0
+    code = cli(["predict", "--model", str(tmp_path / "encoder"), "--input", str(new), "--output",
+                str(tmp_path / "x.csv"), "--smiles-column", "SMILES"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "not a finetuned property model" in err and "Traceback" not in err
