@@ -1,0 +1,187 @@
+"""Drawing throughput on one core: the figures behind the rendering design (see processing/rendering.py).
+
+Single process, one thread (torch too), on the first --n SMILES of pretraining/chembl25_3k.smi:
+
+  coordinates      parse + 2D layout (prepare_for_drawing) through a CoordinateCache: molecules/s
+  plain            render(DrawingStyle()): RDKit's Cairo drawer with its PNG round trip (the plain view)
+  plain_fast       the same style through the PNG-free back end (backend="fast"), for comparison
+  random_cairo     random_style + render through RDKit's Cairo drawer (backend="cairo"), for comparison
+  random           random_style + render (default back end: fast)
+  random_default_normalize
+                   random_style + render + augment "default" + normalize: the randomised pretraining view,
+                   the figure the rendering layer is judged on (target >= 200 images/s per core)
+  plain_default_normalize
+                   render plain + augment "default" + normalize: the other pretraining view
+
+Every step after "coordinates" draws from the cache (layouts are computed once per molecule). Each figure is given
+per wall-clock second and per CPU second of this process: on a shared machine (other jobs running) the CPU-time
+figure is the fairer per-core rate; the load average at the start is recorded. Molecules that cannot be drawn
+(over the package's 250 heavy-atom limit) are skipped and counted.
+
+Prints a table and writes benchmarks/results/render.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One core: no intra-op threads in torch / BLAS (set before they are imported).
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import rdkit  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from moleclip.processing.augment import augment, normalize  # noqa: E402
+from moleclip.processing.molecules import InvalidMoleculeError, quiet_rdkit  # noqa: E402
+from moleclip.processing.rendering import (  # noqa: E402
+    CoordinateCache,
+    DrawingStyle,
+    fast_backend_info,
+    find_fonts,
+    random_style,
+    render,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "render.json"
+BATCH = 64  # normalisation runs on batches, as in the data pipeline
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("MOLECLIP_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+
+def read_smiles(data_dir: Path, n: int) -> list[str]:
+    path = data_dir / "pretraining" / "chembl25_3k.smi"
+    if not path.is_file():
+        raise SystemExit(f"{path} not found; pass --data-dir (or set MOLECLIP_DATA_DIR) to the shared data folder")
+    smiles = []
+    with open(path) as handle:
+        for line in handle:
+            if line.strip():
+                smiles.append(line.split()[0])
+            if len(smiles) == n:
+                break
+    return smiles
+
+
+def timed(label: str, items: list, step, unit: str = "images") -> dict:
+    """Run ``step`` on every item; rates per wall second and per CPU second of this process."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for item in tqdm(items, desc=label, leave=False, mininterval=1.0, disable=None):
+        step(item)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"unit": unit, "count": len(items), "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+            "per_s_wall": round(len(items) / wall, 1), "per_s_cpu": round(len(items) / cpu, 1)}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=3000, help="number of SMILES from chembl25_3k.smi (default 3000)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="shared data folder (default: $MOLECLIP_DATA_DIR or ../shared/data next to the repo)")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+
+    data_dir = args.data_dir or default_data_dir()
+    smiles = read_smiles(data_dir, args.n)
+    find_fonts()  # one-off font discovery and checks, kept out of the timings
+    fast_backend_info()
+
+    cache = CoordinateCache(max_size=max(len(smiles), 1))
+    prepared, skipped = [], []
+
+    def prepare(item):
+        index, text = item
+        try:
+            prepared.append(cache.get(text, index=index))
+        except InvalidMoleculeError as err:
+            skipped.append({"index": index, "reason": err.reason})
+
+    results = {}
+    with quiet_rdkit():
+        results["coordinates"] = timed("coordinates", list(enumerate(smiles)), prepare, unit="molecules")
+        size = args.size
+        plain = DrawingStyle()
+        results["plain"] = timed("plain", prepared, lambda m: render(m, size, plain))
+        results["plain_fast"] = timed("plain_fast", prepared, lambda m: render(m, size, plain, backend="fast"))
+
+        rng = np.random.default_rng(args.seed)
+        results["random_cairo"] = timed(
+            "random_cairo", prepared, lambda m: render(m, size, random_style(rng), backend="cairo"))
+        rng = np.random.default_rng(args.seed)
+        results["random"] = timed("random", prepared, lambda m: render(m, size, random_style(rng)))
+
+        def pipeline(style_of):
+            rng = np.random.default_rng(args.seed)
+            pending = []
+
+            def step(mol):
+                pending.append(augment(render(mol, size, style_of(rng)), "default", rng))
+                if len(pending) == BATCH:
+                    normalize(pending)
+                    pending.clear()
+            return step, pending
+
+        step, pending = pipeline(random_style)
+        results["random_default_normalize"] = timed("random+default+normalize", prepared, step)
+        if pending:
+            normalize(pending)
+        step, pending = pipeline(lambda rng: plain)
+        results["plain_default_normalize"] = timed("plain+default+normalize", prepared, step)
+
+    report = {
+        "benchmark": "render",
+        "data": str(data_dir / "pretraining" / "chembl25_3k.smi"),
+        "n_smiles": len(smiles),
+        "n_drawn": len(prepared),
+        "n_skipped": len(skipped),
+        "skipped": skipped[:20],
+        "size": args.size,
+        "seed": args.seed,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "rdkit": rdkit.__version__,
+            "numpy": np.__version__,
+            "torch": torch.__version__,
+            "load_average_1min_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+            "cpus": os.cpu_count(),
+        },
+        "fast_backend": fast_backend_info(),
+        "results": results,
+    }
+
+    print(f"{len(prepared)} of {len(smiles)} molecules drawn ({len(skipped)} skipped), {args.size} px, one core")
+    print(f"{'step':28s} {'per wall s':>12s} {'per CPU s':>12s}")
+    for name, row in results.items():
+        print(f"{name:28s} {row['per_s_wall']:>12.1f} {row['per_s_cpu']:>12.1f}  {row['unit']}/s")
+    print(f"fast back end: {'on' if report['fast_backend']['available'] else 'off'}, "
+          f"{report['fast_backend']['fallbacks']} drawings fell back to RDKit's Cairo drawer")
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Embedding throughput: reserved for the lead (image processor + encoder forward); keep this section last and
+    # add its figures to `report["results"]` before the file is written below.
+    # ------------------------------------------------------------------------------------------------------------
+
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {args.output}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
