@@ -17,11 +17,7 @@ from .modeling_moleclip import (
     MoleCLIPPropertyOutput,
     PropertyHead,
 )
-# TEMP until rendering lands
-try:
-    from .processing.image_processing_moleclip import MoleCLIPImageProcessor
-except ImportError:
-    MoleCLIPImageProcessor = None
+from .processing.image_processing_moleclip import MoleCLIPImageProcessor
 from .processing.molecules import InvalidMoleculeError
 
 __version__ = "0.1.0"
@@ -42,12 +38,10 @@ __all__ = [
 AutoConfig.register(MoleCLIPConfig.model_type, MoleCLIPConfig, exist_ok=True)
 AutoModel.register(MoleCLIPConfig, MoleCLIPModel, exist_ok=True)
 AutoModelForImageClassification.register(MoleCLIPConfig, MoleCLIPForPropertyPrediction, exist_ok=True)
-if MoleCLIPImageProcessor is not None:
-    AutoImageProcessor.register(MoleCLIPConfig, slow_image_processor_class=MoleCLIPImageProcessor, exist_ok=True)
+AutoImageProcessor.register(MoleCLIPConfig, slow_image_processor_class=MoleCLIPImageProcessor, exist_ok=True)
 
 # `save_pretrained` / `push_to_hub` copy the code files next to the weights and record them in `auto_map`.
 MoleCLIPConfig.register_for_auto_class()
 MoleCLIPModel.register_for_auto_class("AutoModel")
 MoleCLIPForPropertyPrediction.register_for_auto_class("AutoModelForImageClassification")
-if MoleCLIPImageProcessor is not None:
-    MoleCLIPImageProcessor.register_for_auto_class("AutoImageProcessor")
+MoleCLIPImageProcessor.register_for_auto_class("AutoImageProcessor")

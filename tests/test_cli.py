@@ -84,9 +84,8 @@ def test_embed_csv_with_named_column(tiny_dir, tmp_path):
     assert main(["embed", "--model", str(tiny_dir), "--input", str(csv), "--output", str(tmp_path / "o.csv")]) == 2
 
 
-def test_init_offline_says_how_to_proceed(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+def test_init_offline_says_how_to_proceed(tmp_path, monkeypatch, capsys, go_offline):
+    go_offline(monkeypatch, tmp_path / "cache")
     assert main(["init", "--backbone", "openai/clip-vit-base-patch16", "--output-dir", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert "tiny" in err and "local folder" in err and "Traceback" not in err

@@ -194,11 +194,10 @@ def test_push_refuses_offline_mode(tmp_path, predictor, monkeypatch):
         push_model_dir(folder, "lab/x", api=RecordingHub(tmp_path / "hub"))
 
 
-def test_unreachable_backbone_error_says_what_to_do(tmp_path, monkeypatch):
+def test_unreachable_backbone_error_says_what_to_do(tmp_path, monkeypatch, go_offline):
     from moleclip.training.hub import HubUnavailableError, load_backbone
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    go_offline(monkeypatch, tmp_path / "empty-cache")
     with pytest.raises(HubUnavailableError) as info:
         load_backbone("openai/clip-vit-base-patch16")
     message = str(info.value)

@@ -29,7 +29,7 @@ def test_embedding_is_projected_pooled_output():
     out = model(pixel_values=images())
     assert out.image_embeds.shape == (4, 16)
     torch.testing.assert_close(out.image_embeds, model.visual_projection(out.pooler_output))
-    torch.testing.assert_close(model.get_image_features(images()), out.image_embeds)
+    torch.testing.assert_close(model.get_image_features(images()).pooler_output, out.image_embeds)
     assert out.loss is None and out.contrastive_loss is None
 
 
