@@ -24,7 +24,7 @@ def test_console_script_is_installed():
     assert exe is not None
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0
-    for command in ("render", "init", "embed", "convert-original"):
+    for command in ("render", "init", "embed", "convert-original", "pseudo-labels", "prerender", "predict"):
         assert command in out.stdout
 
 

@@ -14,7 +14,7 @@ import sys
 
 __all__ = ["main", "build_parser"]
 
-COMMAND_MODULES = ("render", "init", "embed", "convert_original", "pseudo_labels", "predict")
+COMMAND_MODULES = ("render", "init", "embed", "convert_original", "pseudo_labels", "prerender", "predict")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,12 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"moleclip.training.commands.{module_name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"moleclip.training.commands.{module_name}":
-                continue  # a command not shipped in this build
-            raise
+        module = importlib.import_module(f"moleclip.training.commands.{module_name}")
         command = sub.add_parser(module.NAME, help=module.HELP, description=module.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(command)
