@@ -36,7 +36,13 @@ def _max_rss_mb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
-def _worker(size: str, data_dir: str, ks: list[int], n_jobs: int | None, limit: int | None, seed: int) -> dict:
+def _cpu_s(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _worker(size: str, data_dir: str, ks: list[int], n_jobs: int | None, kmeans_threads: int | None,
+            limit: int | None, seed: int) -> dict:
     """Runs in the child process: one data set, every step timed."""
     import numpy as np
 
@@ -46,7 +52,8 @@ def _worker(size: str, data_dir: str, ks: list[int], n_jobs: int | None, limit: 
 
     path = os.path.join(data_dir, DATASETS[size])
     # Importing the package loads torch and transformers (the modelling package), a fixed cost in every figure below.
-    result: dict = {"dataset": size, "file": DATASETS[size], "n_jobs": n_jobs, "seed": seed,
+    result: dict = {"dataset": size, "file": DATASETS[size], "n_jobs": n_jobs, "kmeans_threads": kmeans_threads,
+                    "seed": seed,
                     "rss_after_imports_mb": _max_rss_mb(resource.RUSAGE_SELF)}
 
     start = time.perf_counter()
@@ -56,10 +63,16 @@ def _worker(size: str, data_dir: str, ks: list[int], n_jobs: int | None, limit: 
     result["read_s"] = time.perf_counter() - start
     result["n_input"] = len(smiles)
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_s(resource.RUSAGE_SELF) + _cpu_s(resource.RUSAGE_CHILDREN)
     fingerprints = maccs_keys(smiles, n_jobs=n_jobs, progress=sys.stderr.isatty())
     seconds = time.perf_counter() - start
-    result.update(maccs_s=seconds, maccs_mol_per_s=len(smiles) / seconds, n_valid=int(len(fingerprints.kept)),
+    # CPU seconds (this process and its finished fingerprint workers) are less sensitive than wall time to other
+    # jobs sharing the machine.
+    cpu = _cpu_s(resource.RUSAGE_SELF) + _cpu_s(resource.RUSAGE_CHILDREN) - cpu
+    print(f"[{size}] MACCS keys for {len(smiles)} molecules: {seconds:.1f} s wall, {cpu:.1f} CPU-s",
+          file=sys.stderr, flush=True)
+    result.update(maccs_s=seconds, maccs_cpu_s=cpu, maccs_mol_per_s=len(smiles) / seconds,
+                  maccs_mol_per_cpu_s=len(smiles) / cpu, n_valid=int(len(fingerprints.kept)),
                   n_skipped=len(fingerprints.skipped), maccs_matrix_mb=fingerprints.bits.nbytes / 2**20,
                   rss_after_maccs_mb=_max_rss_mb(resource.RUSAGE_SELF))
     del smiles
@@ -72,19 +85,21 @@ def _worker(size: str, data_dir: str, ks: list[int], n_jobs: int | None, limit: 
 
     result["kmeans"] = {}
     for k in ks:
-        start = time.perf_counter()
-        model = fit_kmeans(data, k, seed=seed, n_threads=n_jobs)
-        fit_s = time.perf_counter() - start
-        start = time.perf_counter()
-        labels, inertia = assign_clusters(data, model.cluster_centers_, n_threads=n_jobs)
-        assign_s = time.perf_counter() - start
+        start, cpu = time.perf_counter(), time.process_time()
+        model = fit_kmeans(data, k, seed=seed, n_threads=kmeans_threads)
+        fit_s, fit_cpu = time.perf_counter() - start, time.process_time() - cpu
+        start, cpu = time.perf_counter(), time.process_time()
+        labels, inertia = assign_clusters(data, model.cluster_centers_, n_threads=kmeans_threads)
+        assign_s, assign_cpu = time.perf_counter() - start, time.process_time() - cpu
         sizes = np.bincount(labels, minlength=k)
         result["kmeans"][str(k)] = {
-            "fit_s": fit_s, "assign_s": assign_s, "total_s": fit_s + assign_s, "n_steps": int(model.n_steps_),
+            "fit_s": fit_s, "assign_s": assign_s, "total_s": fit_s + assign_s, "fit_cpu_s": fit_cpu,
+            "assign_cpu_s": assign_cpu, "n_steps": int(model.n_steps_),
             "inertia": inertia, "empty_clusters": int((sizes == 0).sum()), "largest_cluster": int(sizes.max()),
             "median_cluster": float(np.median(sizes)),
         }
-        print(f"[{size}] K={k}: fit {fit_s:.1f} s ({model.n_steps_} mini-batches), assign {assign_s:.1f} s",
+        print(f"[{size}] K={k}: fit {fit_s:.1f} s ({fit_cpu:.1f} CPU-s, {model.n_steps_} mini-batches), "
+              f"assign {assign_s:.1f} s",
               file=sys.stderr, flush=True)
     result["peak_rss_main_mb"] = _max_rss_mb(resource.RUSAGE_SELF)
     result["peak_rss_worker_mb"] = _max_rss_mb(resource.RUSAGE_CHILDREN)
@@ -108,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", choices=sorted(DATASETS), default=["150k", "1.58m"])
     parser.add_argument("--ks", nargs="+", type=int, default=[300, 3000])
-    parser.add_argument("--n-jobs", type=int, default=None, help="fingerprint processes and K-means threads")
+    parser.add_argument("--n-jobs", type=int, default=None, help="fingerprint processes (default: all cores)")
+    parser.add_argument("--kmeans-threads", type=int, default=None,
+                        help="BLAS/OpenMP threads for K-means (default: library default, all cores). On a machine "
+                             "shared with other busy jobs, 1 avoids spinning threads that make K-means many times slower")
     parser.add_argument("--limit", type=int, default=None, help="only the first N molecules (quick check)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=os.environ.get("MOLECLIP_DATA_DIR", DEFAULT_DATA_DIR))
@@ -117,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args._worker:
-        print(json.dumps(_worker(args._worker, args.data_dir, args.ks, args.n_jobs, args.limit, args.seed)))
+        print(json.dumps(_worker(args._worker, args.data_dir, args.ks, args.n_jobs, args.kmeans_threads, args.limit,
+                                 args.seed)))
         return 0
 
     for size in args.sizes:
@@ -132,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                    "--ks", *map(str, args.ks)]
         if args.n_jobs is not None:
             command += ["--n-jobs", str(args.n_jobs)]
+        if args.kmeans_threads is not None:
+            command += ["--kmeans-threads", str(args.kmeans_threads)]
         if args.limit is not None:
             command += ["--limit", str(args.limit)]
         load_before = os.getloadavg()
@@ -145,11 +166,13 @@ def main(argv: list[str] | None = None) -> int:
         runs[size if args.limit is None else f"{size}_first{args.limit}"] = result
 
         print(f"\n== {size}: {result['n_input']} molecules ({result['n_skipped']} skipped), "
-              f"n_jobs={args.n_jobs or merged['machine']['cores']}")
-        print(f"read {result['read_s']:.1f} s | MACCS {result['maccs_s']:.1f} s ({result['maccs_mol_per_s']:.0f} mol/s) | "
+              f"n_jobs={args.n_jobs or merged['machine']['cores']}, K-means threads={args.kmeans_threads or 'default'}")
+        print(f"read {result['read_s']:.1f} s | MACCS {result['maccs_s']:.1f} s ({result['maccs_mol_per_s']:.0f} mol/s, "
+              f"{result['maccs_mol_per_cpu_s']:.0f} mol per CPU-s) | "
               f"uint8 {result['maccs_matrix_mb']:.0f} MB, float32 {result['float32_matrix_mb']:.0f} MB")
         for k, row in result["kmeans"].items():
-            print(f"K={k}: fit {row['fit_s']:.1f} s + assign {row['assign_s']:.1f} s ({row['n_steps']} mini-batches, "
+            print(f"K={k}: fit {row['fit_s']:.1f} s ({row['fit_cpu_s']:.1f} CPU-s) + assign {row['assign_s']:.1f} s "
+                  f"({row['n_steps']} mini-batches, "
                   f"{row['empty_clusters']} empty clusters, largest {row['largest_cluster']})")
         print(f"peak RSS: main {result['peak_rss_main_mb']:.0f} MB (imports alone {result['rss_after_imports_mb']:.0f} MB), largest worker {result['peak_rss_worker_mb']:.0f} MB; "
               f"wall {result['wall_s']:.1f} s; load average {result['load_average_before_after']}")
