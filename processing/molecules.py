@@ -19,6 +19,11 @@ from rdkit import Chem, RDLogger
 MAX_HEAVY_ATOMS = 250
 
 
+def shorten(smiles: str, limit: int = 80) -> str:
+    """A SMILES cut for messages: a 2,000-character peptide should not flood a terminal."""
+    return smiles if len(smiles) <= limit else f"{smiles[: limit - 20]}...{smiles[-17:]} ({len(smiles)} chars)"
+
+
 class InvalidMoleculeError(ValueError):
     """A SMILES string (or molecule) that cannot be used, with its position in the input and the reason."""
 
@@ -27,7 +32,7 @@ class InvalidMoleculeError(ValueError):
         self.index = index
         self.reason = reason
         where = f" at position {index}" if index is not None else ""
-        super().__init__(f"Invalid molecule{where}: {smiles!r} {reason}")
+        super().__init__(f"Invalid molecule{where}: {shorten(smiles)!r} {reason}")
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,6 @@ def describe_skipped(skipped: Sequence[SkippedMolecule], limit: int = 5) -> str:
     """One readable line about skipped entries, for warnings and CLI output."""
     if not skipped:
         return "no molecules skipped"
-    shown = "; ".join(f"#{s.index} {s.smiles!r} ({s.reason})" for s in skipped[:limit])
+    shown = "; ".join(f"#{s.index} {shorten(s.smiles)!r} ({s.reason})" for s in skipped[:limit])
     more = f" and {len(skipped) - limit} more" if len(skipped) > limit else ""
     return f"{len(skipped)} molecule(s) skipped: {shown}{more}"
