@@ -297,7 +297,7 @@ def bench_gpu(steps: int, workers: int, store_dir: Path, compile_model: bool) ->
     # Can the workers feed it? Molecules/s of the loader alone against molecules/s of the training step.
     from moleclip.processing.pretraining_data import PrerenderedImages, TwoViewDataset, prerender
 
-    n = max(4000, 40 * workers)
+    n = 4 * 256 * workers  # four batches a worker, so worker start-up is a small part of the time
     smiles = read_smiles_file("chembl31_150k.smi.gz", n)
     labels = np.zeros((len(smiles), 1), dtype=np.int64)
     drawing = loader_throughput(TwoViewDataset(smiles, labels), workers, batch_size=256, passes=1)[0]

@@ -189,6 +189,23 @@ def test_prerendered_store_round_trip(tmp_path):
         TwoViewDataset(SMILES[:6], labels, size=128, prerendered=store)
 
 
+def test_prerender_command(tmp_path, capsys):
+    import argparse
+
+    from moleclip.training.commands import prerender as command
+
+    source = tmp_path / "mols.smi"
+    source.write_text("smiles\n" + "\n".join(SMILES[:4]) + "\nnot_a_smiles\n")
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(["--input", str(source), "--output", str(tmp_path / "store"), "--variants", "1",
+                              "--n-jobs", "1", "--no-progress"])
+    assert command.run(args) == 0
+    assert "5 molecules x 2 drawings" in capsys.readouterr().out
+    store = PrerenderedImages(tmp_path / "store")
+    assert store.smiles() == SMILES[:4] + ["not_a_smiles"] and store.meta["failed"] == 1
+
+
 # ---------------------------------------------------------------------------------------------------- configuration
 def test_command_line_contract_and_config_file():
     config = PretrainConfig.from_args([

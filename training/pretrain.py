@@ -357,10 +357,10 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
         table, info = compute_pseudo_labels(frame["smiles"].tolist(), "auto" if ks == ["auto"] else ks, seed=config.seed,
                                             n_jobs=config.pseudo_label_jobs, progress=config.progress)
         if info.get("skipped"):
-            from moleclip.processing.molecules import describe_skipped
-
-            print(f"warning: {describe_skipped(info['skipped'])} (of {len(frame)}; input rows count from 0); "
-                  "they are left out of pretraining", flush=True)
+            skipped = info["skipped"]
+            shown = "; ".join(f"row {s.index}: {_shorten(s.smiles)} {_shorten(s.reason, 80)}" for s in skipped[:3])
+            print(f"warning: {len(skipped)} of {len(frame)} molecules left out of pretraining (rows count from 0 after "
+                  f"any header): {shown}{' ...' if len(skipped) > 3 else ''}", flush=True)
         kept = _kept_rows(table, info, frame)
         table = table.copy()
         table.insert(0, "row", kept)
@@ -383,6 +383,11 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
     labels = np.stack([table[columns[k]].to_numpy() for k in ks], axis=1).astype(np.int64)
     return PretrainingTable(table["smiles"].astype(str).tolist(), labels, ks, table["row"].to_numpy(np.int64),
                             f"computed on the fly (MACCS keys, mini-batch K-means, seed {config.seed})")
+
+
+def _shorten(text: str, width: int = 40) -> str:
+    text = str(text)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _kept_rows(table, info, frame):
