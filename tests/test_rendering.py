@@ -211,12 +211,15 @@ def test_render_rejects_bad_input(cache):
 
 @needs_fast
 def test_fast_back_end_draws_the_same_lines_as_rdkits_cairo(cache, fonts):
-    # Without atom labels the two back ends lay out identically: only antialiasing at line joins may differ.
+    # Without atom labels the two back ends lay out identically: only edge antialiasing differs (the fast back end
+    # uses Cairo's 4 x 4-sample rasteriser for lines).
     for smiles in ("c1ccc2ccccc2c1", "CC(C)(C)C1CCCCC1", "C1=CC=CC=C1C#CC"):
         mol = cache.get(smiles)
         style = DrawingStyle(font_file=fonts[0], line_width=3, rotation=30)
         fast, slow = render(mol, style=style, backend="fast"), render(mol, style=style, backend="cairo")
-        assert np.abs(fast.astype(int) - slow).mean() < 1.0, smiles
+        assert np.abs(fast.astype(int) - slow).mean() < 2.0, smiles
+        ink_fast, ink_slow = (fast < 128).any(-1), (slow < 128).any(-1)
+        assert (ink_fast & ink_slow).sum() > 0.85 * (ink_fast | ink_slow).sum(), smiles
     # With labels, positions come from RDKit's character metrics instead of the font's: same ink, give or take.
     for smiles in ("CC(=O)Oc1ccccc1C(=O)O", "OC(=O)c1ccc(Cl)cc1N", "[Na+].[Cl-]"):
         mol = cache.get(smiles)
