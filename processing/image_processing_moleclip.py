@@ -114,8 +114,11 @@ class MoleCLIPImageProcessor(BaseImageProcessor):
                     style = random_style(rng) if randomize else DrawingStyle()
                     try:
                         image = render(mol, size=self.size, style=style, r_groups=r_groups)
-                    except Exception as err:  # RDKit raises assorted C++ errors; report them against the input
-                        raise InvalidMoleculeError(str(item) if isinstance(item, str) else Chem.MolToSmiles(item), index, f"could not be drawn ({err})") from err
+                    except (RuntimeError, ValueError) as err:
+                        # RDKit's C++ drawing errors arrive as these; anything else is a bug and must not be
+                        # turned into a quietly skipped molecule.
+                        shown = item if isinstance(item, str) else Chem.MolToSmiles(item)
+                        raise InvalidMoleculeError(shown, index, f"could not be drawn ({err})") from err
                 images.append(augment(image, preset, rng))
                 kept.append(index)
             except InvalidMoleculeError as err:
