@@ -59,6 +59,14 @@ def machine() -> dict:
     return info
 
 
+def drawable(smiles: list[str]) -> list[str]:
+    """The molecules the drawing code accepts (parsable, at most MAX_HEAVY_ATOMS heavy atoms)."""
+    from moleclip.processing.molecules import parse_many
+
+    _, kept, _ = parse_many(smiles, on_error="skip")
+    return [smiles[i] for i in kept]
+
+
 def read_smiles_file(name: str, n: int | None = None) -> list[str]:
     from moleclip.processing.smiles_files import read_smiles
 
@@ -126,6 +134,12 @@ def bench_pseudo_labels(sizes: list[int]) -> dict:
     if existing.is_file():
         out["from_pseudo_labels_benchmark"] = json.loads(existing.read_text())
         print(f"pseudo-labels: figures of {existing.relative_to(ROOT)} included")
+        for name, run in out["from_pseudo_labels_benchmark"].get("runs", {}).items():
+            kmeans = ", ".join(f"K={k} {v.get('total_s', float('nan')):.0f} s" for k, v in run.get("kmeans", {}).items())
+            print(f"  {name} ({run.get('n_input', '?')} molecules): {run.get('wall_s', float('nan')):.0f} s in all "
+                  f"(MACCS {run.get('maccs_s', float('nan')):.0f} s; {kmeans}); peak RSS main "
+                  f"{run.get('peak_rss_main_mb', float('nan')):.0f} MB, largest worker "
+                  f"{run.get('peak_rss_worker_mb', float('nan')):.0f} MB")
     for n in sizes:
         name = "chembl31_150k.smi.gz" if n <= 150_000 else "zinc_moses_1.58m.csv.gz"
         code = _PSEUDO_CHILD.format(bench=str(Path(__file__).parent), name=name, n=n)
@@ -183,7 +197,7 @@ def loader_throughput(dataset, workers: int, batch_size: int = 32, passes: int =
 def bench_data(n_molecules: int, worker_counts: list[int], store_dir: Path) -> dict:
     from moleclip.processing.pretraining_data import PrerenderedImages, TwoViewDataset, prerender
 
-    smiles = read_smiles_file("chembl25_3k.smi", n_molecules)
+    smiles = drawable(read_smiles_file("chembl25_3k.smi", n_molecules))
     labels = np.zeros((len(smiles), 1), dtype=np.int64)
     out = {"molecules": len(smiles), "augmentation": "default", "image_size": 224, "drawing": {}, "prerendered": {}}
     for workers in worker_counts:
@@ -275,12 +289,18 @@ def train_throughput(preset: str, batch: int, steps: int, warmup: int, device: s
 
 
 def bench_train_cpu(batch: int, steps: int) -> dict:
-    torch.manual_seed(0)
-    result = train_throughput("tiny", batch, steps, warmup=2, device="cpu", bf16=False, compile_model=False)
-    result["threads"] = torch.get_num_threads()
-    print(f"training, tiny preset on CPU ({result['threads']} threads), batch {batch} molecules: "
-          f"{result['images_per_s']:.0f} images/s ({result['step_seconds'] * 1e3:.0f} ms a step)")
-    return result
+    out = {}
+    default_threads = torch.get_num_threads()
+    for threads in sorted({1, cores()}):
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        result = train_throughput("tiny", batch, steps, warmup=2, device="cpu", bf16=False, compile_model=False)
+        result["threads"] = threads
+        out[f"threads_{threads}"] = result
+        print(f"training, tiny preset on CPU ({threads} thread(s)), batch {batch} molecules: "
+              f"{result['images_per_s']:.0f} images/s ({result['step_seconds'] * 1e3:.0f} ms a step)")
+    torch.set_num_threads(default_threads)
+    return out
 
 
 def bench_gpu(steps: int, workers: int, store_dir: Path, compile_model: bool) -> dict:
@@ -298,7 +318,7 @@ def bench_gpu(steps: int, workers: int, store_dir: Path, compile_model: bool) ->
     from moleclip.processing.pretraining_data import PrerenderedImages, TwoViewDataset, prerender
 
     n = 4 * 256 * workers  # four batches a worker, so worker start-up is a small part of the time
-    smiles = read_smiles_file("chembl31_150k.smi.gz", n)
+    smiles = drawable(read_smiles_file("chembl31_150k.smi.gz", n))
     labels = np.zeros((len(smiles), 1), dtype=np.int64)
     drawing = loader_throughput(TwoViewDataset(smiles, labels), workers, batch_size=256, passes=1)[0]
     prerender(smiles, store_dir, n_variants=2, n_jobs=workers, overwrite=True, progress=False)
@@ -318,8 +338,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", nargs="+", default=["pseudo_labels", "data", "train_cpu", "gpu"],
                         choices=["pseudo_labels", "data", "train_cpu", "gpu"])
-    parser.add_argument("--pseudo-label-sizes", type=int, nargs="*", default=[150_000],
-                        help="molecules to label (150000: ChEMBL subset; 1580000: the ZINC/MOSES set)")
+    parser.add_argument("--pseudo-label-sizes", type=int, nargs="*", default=[],
+                        help="molecules to label here (150000: ChEMBL subset; 1580000: the ZINC/MOSES set); by default "
+                             "only the figures of benchmarks/pseudo_labels.py are collected")
     parser.add_argument("--data-molecules", type=int, default=512, help="molecules through the data pipeline")
     parser.add_argument("--workers", type=int, nargs="+", default=None, help="worker counts (default: 1 and all cores)")
     parser.add_argument("--train-batch", type=int, default=16, help="molecules a step for the CPU training benchmark")
