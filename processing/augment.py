@@ -137,13 +137,7 @@ def _dropout(image: np.ndarray, rate: float, value: int, rng: np.random.Generato
 
 def _to_gray(image: np.ndarray) -> np.ndarray:
     """ITU-R 601-2 luma (0.299 R + 0.587 G + 0.114 B, as cv2 and PIL compute it) in all three channels."""
-    luma = np.asarray(Image.fromarray(image).convert("L"))
-    out = np.empty_like(image)
-    out[...] = luma[:, :, None]
-    return out
-
-
-_DIV9 = ((np.arange(9 * 255 + 1) + 4) // 9).astype(np.uint8)
+    return np.array(Image.fromarray(image).convert("L").convert("RGB"))
 
 
 def _box_blur_3x3(image: np.ndarray) -> np.ndarray:
@@ -159,7 +153,10 @@ def _box_blur_3x3(image: np.ndarray) -> np.ndarray:
     rows += padded[:, 2:]
     total = rows[:-2] + rows[1:-1]
     total += rows[2:]
-    return _DIV9[total]
+    total += 4  # round to nearest
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    np.floor_divide(total, 9, out=out, casting="unsafe")
+    return out
 
 
 _NOISE_BANK_SIZE = 1 << 21

@@ -15,16 +15,18 @@ Two drawing back ends, picked by ``render(..., backend=...)``:
     RDKit lays the molecule out (``MolDraw2DSVG``, the same layout code) and this module replays the drawing
     commands into an in-memory Cairo surface through ``ctypes``, using the Cairo and FreeType libraries that ship
     with RDKit, then reads the pixels directly: no PNG. Lines are rasterised by the same library with the same
-    widths, caps and joins; atom labels are drawn with the chosen TrueType font, but placed with RDKit's built-in
-    character metrics (its non-FreeType layout), so label spacing can differ from ``"cairo"`` by a pixel or two.
-    Anything the replay does not understand (RDKit emits only lines, polygons and characters for molecules) falls
-    back to ``"cairo"`` for that picture.
+    widths, caps and joins (with Cairo's 4 x 4-sample antialiasing, which halves the cost and changes only edge
+    pixels' last bits); atom labels are drawn with the chosen TrueType font, but placed with RDKit's built-in
+    character metrics (its non-FreeType layout), so label spacing and the fitted scale can differ from ``"cairo"``
+    by a few pixels, and glyphs wider than those metrics allow (bold faces) are condensed to fit. About twice as
+    fast as ``"cairo"`` for random styles. Anything the replay does not understand (RDKit emits only lines,
+    polygons and characters for molecules) falls back to ``"cairo"`` for that picture.
 ``"auto"`` (default)
     ``"fast"`` for styles that name a font file (all of :func:`random_style`'s), where label placement is already
     one more random variation; ``"cairo"`` for RDKit's default style, so plain pictures are exactly RDKit's.
 
-The fast back end is not thread-safe across threads sharing state; each thread gets its own Cairo surface and
-font faces. Processes (DataLoader workers) are fine. Set ``MOLECLIP_FAST_RENDER=0`` to switch it off.
+Threads are fine: each thread gets its own Cairo surface and font faces; so are DataLoader worker processes. Set
+``MOLECLIP_FAST_RENDER=0`` to switch the fast back end off.
 
 Only flat relative imports: this file travels as Hugging Face remote code next to the image processor.
 """
@@ -418,7 +420,9 @@ def render(
 
     ``prepared_mol`` comes from :func:`prepare_for_drawing` or :meth:`CoordinateCache.get`; its coordinates are used
     as they are. ``style`` defaults to RDKit's plain drawing. ``r_groups=True`` draws terminal C/O/N/S/F/Cl/Br/I
-    atoms as R1..R8 labels (see :func:`r_group_labels`). ``backend``: see the module docstring.
+    atoms as black R1..R8 labels at their positions (see :func:`r_group_labels`); RDKit fits the drawing to the new
+    labels, so where a replaced atom sits on the edge of the drawing the whole picture can shift by a few pixels.
+    ``backend``: "auto", "fast" or "cairo", see the module docstring. Same arguments, same pixels.
     """
     if not isinstance(prepared_mol, Chem.Mol):
         raise TypeError(f"render expects a prepared RDKit Mol, got {type(prepared_mol).__name__}")
