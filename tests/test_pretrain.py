@@ -303,6 +303,8 @@ def test_tiny_pretraining_saves_a_loadable_model_and_pushes_it(tmp_path, smi_fil
     assert "model.safetensors" in uploaded and "README.md" in uploaded and "training_results.json" in uploaded
     assert not any(name.startswith("checkpoints/") for name in uploaded)
     assert json.loads((out / "training_results.json").read_text())["hub_commit"].endswith("/commit/0123")
+    with pytest.raises(ValueError, match="--resume latest"):  # a second run may not overwrite the first by accident
+        pretrain(PretrainConfig.from_args(tiny_args(smi_file, out, "--max-steps", "4")))
 
 
 def test_input_label_columns_are_used_and_checked(tmp_path):

@@ -578,7 +578,7 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
     from moleclip.processing.pretraining_data import (
         VALID_STREAM, EpochBatches, FixedBatches, PrerenderedImages, TwoViewDataset, collate_two_views)
     from moleclip.training.hub import describe_backbone, load_backbone, load_processor, push_model_dir, save_model_dir
-    from moleclip.training.loop import LoopSettings, TrainingLoop, build_optimizer, build_scheduler
+    from moleclip.training.loop import LoopSettings, TrainingLoop, build_optimizer, build_scheduler, latest_checkpoint
     from moleclip.training.samplers import GroupedClassBatchSampler
 
     started = time.perf_counter()
@@ -591,6 +591,9 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} (the global batch) cannot be split evenly over {world} processes")
     output_dir = Path(config.output_dir)
+    if config.resume is None and latest_checkpoint(output_dir) is not None:
+        raise ValueError(f"{output_dir} already holds checkpoints of a run: pass --resume latest to continue it, or "
+                         "choose another --output-dir")
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         if config.resume:
@@ -663,7 +666,8 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
                         compute_loss=step)
     step.loop = loop
     initial_file = output_dir / "validation_initial.json"
-    if evaluate is not None and not config.resume and not initial_file.exists():
+    resuming = config.resume is not None and (config.resume != "latest" or latest_checkpoint(output_dir) is not None)
+    if evaluate is not None and not resuming and not initial_file.exists():
         initial = evaluate(loop.model)
         if accelerator.is_main_process:
             initial_file.write_text(json.dumps(initial, indent=2))
