@@ -7,13 +7,15 @@ picture (the reference code drew the shrink size once per pipeline, a bug DESIGN
     the picture unchanged.
 ``default`` (used for both pretraining views)
     1. downscale by a factor uniform in [0.70, 0.85] (area averaging) and back up (nearest neighbour), p 0.75;
-    2. shrink so the longest side is uniform in [0.6, 1] x the picture size (134..224 px at 224) and pad back to the
-       original size with white at a uniformly random position, p 0.5;
+    2. shrink so the longest side is uniform in [0.6, 1] x the picture size (134..224 px at 224; area averaging,
+       where the reference's unfiltered bilinear let thin bonds alias) and pad back to the original size with white
+       at a uniformly random position, p 0.5;
     3. pixel dropout 1 % to white, p 0.3, then pixel dropout 1 % to black, p 0.3 (the reference applied the first
        one to the inverted picture, so its dropped pixels come out white: ink disappears; the second adds specks);
     4. 3 x 3 box blur, p 0.3;
     5. gaussian noise, p 0.3: per pixel and channel, standard deviation uniform in [sqrt(10), sqrt(50)] ~ 3.2..7.1
-       grey levels per picture (albumentations' default variance range 10..50, which the reference used);
+       grey levels per picture (albumentations' default variance range 10..50, which the reference used); the
+       standard normal draws are read from a fixed bank at a random offset (fresh draws cost more than a drawing);
     6. grayscale (ITU-R 601 luma copied to the three channels), p 0.25.
 ``intense``
     rotation uniform in [0, 360) degrees about the centre, corners filled white (bilinear), always; shrink to
