@@ -170,9 +170,10 @@ def push_model_dir(
         raise HubUnavailableError("HF_HUB_OFFLINE is set: unset it to push to the Hub")
     api = api or HfApi()
     repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
-    # Checkpoints and logs stay local: the Hub repo gets the model, processor, code, card and results.
+    # Checkpoints, logs and the (possibly large) pseudo-label table stay local: the Hub repo gets the model,
+    # processor, code, card and results.
     commit = api.upload_folder(
         repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, token=token,
-        ignore_patterns=["checkpoints/*", "tensorboard/*", "*.tmp/*"],
+        ignore_patterns=["checkpoints/*", "tensorboard/*", "*.tmp/*", "pseudo_labels.parquet"],
     )
     return str(getattr(commit, "commit_url", commit))
