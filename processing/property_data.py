@@ -289,7 +289,9 @@ def _read_table(path: Path) -> pd.DataFrame:
         try:
             return pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False, sep=sep)
         except pd.errors.EmptyDataError as err:
-            raise ValueError(f"{path} is empty: expected a header line with a SMILES column and target columns") from err
+            raise ValueError(
+                f"{path} is empty: expected a header line with a SMILES column and target columns"
+            ) from err
     raise ValueError(f"Unsupported file type for {path}: expected one of {', '.join(_SUFFIXES)}")
 
 
@@ -451,7 +453,8 @@ def load_property_dataset(
     _, kept, bad = parse_many(items, on_error="skip", max_heavy_atoms=max_heavy_atoms)
     if progress is not None:
         progress.close()
-    skipped = [SkippedRow(index=s.index, smiles=s.smiles, reason=s.reason, line=s.index + _first_line(path)) for s in bad]
+    first_line = _first_line(path)
+    skipped = [SkippedRow(index=s.index, smiles=s.smiles, reason=s.reason, line=s.index + first_line) for s in bad]
     if not kept:
         first = skipped[0] if skipped else None
         raise ValueError(
