@@ -9,6 +9,7 @@ This module uses only flat relative imports (none, here) so that it can travel a
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -65,7 +66,9 @@ def _rdkit_reason(smiles: str) -> str:
         rdBase.LogToPythonStderr()
         Chem.MolFromSmiles(smiles)
     rdBase.LogToCppStreams()
-    lines = [line.split("SMILES Parse Error:", 1)[-1].strip() for line in stream.getvalue().splitlines() if line.strip()]
+    # RDKit prefixes each log line with a "[hh:mm:ss]" timestamp; keep only the message.
+    lines = [re.sub(r"^\[[0-9:]+\]\s*", "", line.split("SMILES Parse Error:", 1)[-1].strip())
+             for line in stream.getvalue().splitlines() if line.strip()]
     return lines[0] if lines else "could not be parsed"
 
 
