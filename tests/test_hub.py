@@ -191,7 +191,7 @@ def test_push_refuses_offline_mode(tmp_path, predictor, monkeypatch):
     folder = save_model_dir(tmp_path / "m", predictor, MoleCLIPImageProcessor())
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE"):
-        push_model_dir(folder, "lab/x", api=RecordingHub(tmp_path / "hub"))
+        push_model_dir(folder, "lab/x")
 
 
 def test_unreachable_backbone_error_says_what_to_do(tmp_path, monkeypatch, go_offline):

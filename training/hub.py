@@ -166,9 +166,10 @@ def push_model_dir(
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a saved model folder (no config.json)")
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        raise HubUnavailableError("HF_HUB_OFFLINE is set: unset it to push to the Hub")
-    api = api or HfApi()
+    if api is None:
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+            raise HubUnavailableError("HF_HUB_OFFLINE is set: unset it to push to the Hub")
+        api = HfApi()
     repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
     # Checkpoints, logs and the (possibly large) pseudo-label table stay local: the Hub repo gets the model,
     # processor, code, card and results.
