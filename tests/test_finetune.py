@@ -206,9 +206,9 @@ def test_r_groups_change_the_training_images():
     r_groups = ImageFeatures(template, load_processor("tiny", r_groups=True), smiles, progress=False)
     assert not np.array_equal(plain.images[0], r_groups.images[0])
     np.testing.assert_array_equal(plain.images[1], r_groups.images[1])
-    a = plain.train_dataset(np.array([0, 1]), np.zeros((2, 1)), "none", seed=0)[0]["pixel_values"]
-    b = r_groups.train_dataset(np.array([0, 1]), np.zeros((2, 1)), "none", seed=0)[0]["pixel_values"]
-    assert not torch.equal(a, b)
+    a = plain.collate([plain.train_dataset(np.array([0, 1]), np.zeros((2, 1)), "none", seed=0)[0]])
+    b = r_groups.collate([r_groups.train_dataset(np.array([0, 1]), np.zeros((2, 1)), "none", seed=0)[0]])
+    assert not torch.equal(a["pixel_values"], b["pixel_values"])
 
 
 def test_augmentation_depends_on_seed_epoch_and_molecule_only():
@@ -219,8 +219,13 @@ def test_augmentation_depends_on_seed_epoch_and_molecule_only():
                              ["CCO", "c1ccccc1O"], progress=False)
     data = features.train_dataset(np.array([0, 1]), np.zeros((2, 1)), "intense", seed=4)
     again = features.train_dataset(np.array([0, 1]), np.zeros((2, 1)), "intense", seed=4)
-    assert torch.equal(data[2]["pixel_values"], again[2]["pixel_values"])  # epoch 1, molecule 0
-    assert not torch.equal(data[0]["pixel_values"], data[2]["pixel_values"])  # epoch 0 vs 1
+    np.testing.assert_array_equal(data[2]["pixel_values"], again[2]["pixel_values"])  # epoch 1, molecule 0
+    assert not np.array_equal(data[0]["pixel_values"], data[2]["pixel_values"])  # epoch 0 vs 1
+    # what the model gets is the processor's normalisation of those pictures
+    batch = features.collate([data[2], data[3]])
+    expected = features.processor(images=[data[2]["pixel_values"], data[3]["pixel_values"]])["pixel_values"]
+    torch.testing.assert_close(batch["pixel_values"], expected)
+    assert batch["labels"].shape == (2, 1)
 
 
 def test_fingerprint_baseline_through_the_same_loop(tmp_path, regression_csv):
