@@ -196,8 +196,22 @@ class _EpochTagged:
 
 
 class _TaggedData(Dataset):
-    def __init__(self, n: int, labels: np.ndarray, item_fn):
-        self.n, self.labels, self.item_fn = n, torch.as_tensor(labels, dtype=torch.float32), item_fn
+    """Training items addressed by epoch-tagged keys (see `_EpochTagged`).
+
+    `item_fn(epoch, i)` builds one item; `batch_fn(epoch, positions)`, when given, builds a whole batch at once (the
+    DataLoader then calls `__getitems__` and the collate function must pass the batch through): for precomputed
+    embeddings and fingerprints, indexing one tensor beats building and stacking 64 small dicts. Both are picklable
+    objects, not closures, so DataLoader workers work under every start method (spawn on macOS and Windows).
+    """
+
+    def __init__(self, n: int, labels: np.ndarray, item_fn, batch_fn=None):
+        self.n, self.labels, self.item_fn, self.batch_fn = n, torch.as_tensor(labels, dtype=torch.float32), item_fn, batch_fn
+
+    def __getattr__(self, name: str):
+        # `__getitems__` exists only when whole batches can be built (the DataLoader looks it up with getattr)
+        if name == "__getitems__" and self.__dict__.get("batch_fn") is not None:
+            return self._getitems
+        raise AttributeError(name)
 
     def __len__(self) -> int:
         return self.n
@@ -207,6 +221,70 @@ class _TaggedData(Dataset):
         item = self.item_fn(epoch, i)
         item["labels"] = self.labels[i]
         return item
+
+    def _getitems(self, keys: list[int]) -> dict:
+        keys = torch.as_tensor(keys, dtype=torch.long)
+        epochs, positions = keys // self.n, keys % self.n
+        if not bool((epochs == epochs[0]).all()):
+            raise RuntimeError("a batch spans two epochs")  # the epoch-tagged sampler never does this
+        batch = self.batch_fn(int(epochs[0]), positions)
+        batch["labels"] = self.labels[positions]
+        return batch
+
+
+def _pass_batch(batch: dict) -> dict:
+    return batch
+
+
+class _TableItems:
+    """Items read from a precomputed table: `table[rows[i]]`, or with views `table[epoch % views, rows[i]]`."""
+
+    def __init__(self, key: str, table: torch.Tensor, rows: torch.Tensor, views: int | None = None):
+        self.key, self.table, self.rows, self.views = key, table, rows, views
+
+    def batch(self, epoch: int, positions) -> dict:
+        rows = self.rows[positions]
+        return {self.key: self.table[rows] if self.views is None else self.table[epoch % self.views, rows]}
+
+    def __call__(self, epoch: int, i: int) -> dict:
+        return self.batch(epoch, i)
+
+
+class _Pictures:
+    """What DataLoader workers need to make training pictures: the plain drawings (or the SMILES to draw them from)
+    and the processor's settings; kept apart from the model so that workers never receive a copy of it."""
+
+    def __init__(self, processor, smiles: list[str], images: np.ndarray | None):
+        self.processor, self.smiles, self.images = processor, smiles, images
+
+    def plain(self, row: int) -> np.ndarray:
+        if self.images is not None:
+            return self.images[row]
+        images, _, _ = self.processor.render_images([self.smiles[row]], augmentation="none")
+        return images[0]
+
+    def normalize(self, images: list[np.ndarray]) -> torch.Tensor:
+        # the processor's own normalisation, called directly: a processor call per picture costs four times as much
+        return normalize(images, mean=self.processor.image_mean, std=self.processor.image_std)
+
+    def collate(self, items: list[dict]) -> dict:
+        """Pictures (uint8) to one normalised batch; runs in the DataLoader workers."""
+        return {"pixel_values": self.normalize([item["pixel_values"] for item in items]),
+                "labels": torch.stack([item["labels"] for item in items])}
+
+
+class _PictureItems:
+    """One training picture: the plain drawing, augmented with a generator seeded by (run seed, epoch, molecule)."""
+
+    def __init__(self, pictures: _Pictures, rows: np.ndarray, augmentation: str, seed: int):
+        self.pictures, self.rows, self.augmentation, self.seed = pictures, rows, augmentation, seed
+
+    def __call__(self, epoch: int, i: int) -> dict:
+        row = int(self.rows[i])
+        picture = self.pictures.plain(row)
+        if self.augmentation != "none":
+            picture = augment(picture, self.augmentation, np.random.default_rng([self.seed, epoch, row]))
+        return {"pixel_values": picture}
 
 
 class ImageFeatures:
@@ -231,37 +309,17 @@ class ImageFeatures:
                 drawn += images
         self.kept, self.skipped = np.asarray(kept, dtype=np.int64), skipped
         self.smiles = [smiles[i] for i in kept]
-        self.images = np.stack(drawn) if keep_images and drawn else None
-
-    def _plain(self, row: int) -> np.ndarray:
-        if self.images is not None:
-            return self.images[row]
-        images, _, _ = self.processor.render_images([self.smiles[row]], augmentation="none")
-        return images[0]
-
-    def _normalize(self, images: list[np.ndarray]) -> torch.Tensor:
-        # the processor's own normalisation, called directly: a processor call per picture costs four times as much
-        return normalize(images, mean=self.processor.image_mean, std=self.processor.image_std)
+        self.pictures = _Pictures(processor, self.smiles, np.stack(drawn) if keep_images and drawn else None)
+        self.images = self.pictures.images
+        self.collate = self.pictures.collate
 
     def train_dataset(self, rows: np.ndarray, labels: np.ndarray, augmentation: str, seed: int) -> Dataset:
-        rows = np.asarray(rows)
-
-        def item(epoch: int, i: int) -> dict:
-            row = int(rows[i])
-            if augmentation == "none":
-                return {"pixel_values": self._plain(row)}
-            return {"pixel_values": augment(self._plain(row), augmentation, np.random.default_rng([seed, epoch, row]))}
-
-        return _TaggedData(len(rows), labels, item)
-
-    def collate(self, items: list[dict]) -> dict:
-        """Pictures (uint8) to one normalised batch; runs in the DataLoader workers."""
-        return {"pixel_values": self._normalize([item["pixel_values"] for item in items]),
-                "labels": torch.stack([item["labels"] for item in items])}
+        return _TaggedData(len(rows), labels, _PictureItems(self.pictures, np.asarray(rows), augmentation, seed))
 
     def eval_inputs(self, rows: np.ndarray, batch_size: int) -> Iterator[dict]:
+        plain, normalize_ = self.pictures.plain, self.pictures.normalize
         for start in range(0, len(rows), batch_size):
-            yield {"pixel_values": self._normalize([self._plain(int(r)) for r in rows[start:start + batch_size]])}
+            yield {"pixel_values": normalize_([plain(int(r)) for r in rows[start:start + batch_size]])}
 
     def new_model(self, setting: dict) -> nn.Module:
         model = copy.deepcopy(self.template)  # keeps the template's frozen parameters (the unused logit scale) frozen
@@ -331,11 +389,14 @@ class FrozenFeatures:
     def train_dataset(self, rows: np.ndarray, labels: np.ndarray, augmentation: str, seed: int) -> Dataset:
         rows = torch.as_tensor(np.asarray(rows), dtype=torch.long)
         if augmentation == "none":
-            return _TaggedData(len(rows), labels, lambda epoch, i: {"image_embeds": self.embeds[rows[i]]})
-        if augmentation not in self.augmented:
+            items = _TableItems("image_embeds", self.embeds, rows)
+        elif augmentation in self.augmented:
+            items = _TableItems("image_embeds", self.augmented[augmentation], rows, views=self.views)
+        else:
             raise RuntimeError(f"no augmented embeddings for preset {augmentation!r}: call prepare_views first")
-        table = self.augmented[augmentation]
-        return _TaggedData(len(rows), labels, lambda epoch, i: {"image_embeds": table[epoch % self.views, rows[i]]})
+        return _TaggedData(len(rows), labels, items, items.batch)
+
+    collate = staticmethod(_pass_batch)
 
     def eval_inputs(self, rows: np.ndarray, batch_size: int) -> Iterator[dict]:
         rows = torch.as_tensor(np.asarray(rows), dtype=torch.long)
@@ -375,8 +436,10 @@ class FingerprintFeatures:
                                dropout=dropout, target_names=list(target_names))
 
     def train_dataset(self, rows, labels, augmentation, seed) -> Dataset:
-        rows = torch.as_tensor(np.asarray(rows), dtype=torch.long)
-        return _TaggedData(len(rows), labels, lambda epoch, i: {"features": self.bits[rows[i]]})
+        items = _TableItems("features", self.bits, torch.as_tensor(np.asarray(rows), dtype=torch.long))
+        return _TaggedData(len(rows), labels, items, items.batch)
+
+    collate = staticmethod(_pass_batch)
 
     def eval_inputs(self, rows, batch_size) -> Iterator[dict]:
         rows = torch.as_tensor(np.asarray(rows), dtype=torch.long)
