@@ -909,9 +909,6 @@ def finetune(args: argparse.Namespace, hub_api=None) -> dict:
         features.prepare_views(grid["augmentation"], union)
     settings = expand_grid(grid)
     varied = [k for k, v in grid.items() if len(set(v)) > 1]
-    for setting in settings:
-        setting.setdefault("encoder_lr", args.encoder_lr[0])
-        setting.setdefault("head_dropout", None)
 
     options = RunOptions(output_dir=output_dir, metric=metric, select_on=args.select_on, epochs=args.epochs,
                          batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, num_workers=args.num_workers,
