@@ -261,6 +261,7 @@ def test_bad_option_combinations_fail_clearly(tmp_path, regression_csv):
         finetune(tmp_path, regression_csv, "--seeds", "-1")
 
 
+@pytest.mark.slow  # the pull runs in a fresh Python process
 def test_push_to_hub_with_model_card_then_pull_offline(tmp_path, regression_csv):
     from huggingface_hub import ModelCard
     from test_hub import RecordingHub, run_fresh
