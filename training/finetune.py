@@ -544,7 +544,8 @@ def train_run(features, data: PropertyDataset, split: Split, setting: dict, seed
     )
     loader = DataLoader(features.train_dataset(train_rows, y[train_rows], setting["augmentation"], seed),
                         batch_sampler=sampler, num_workers=options.num_workers,
-                        collate_fn=getattr(features, "collate", None))
+                        collate_fn=getattr(features, "collate", None), persistent_workers=options.num_workers > 0,
+                        pin_memory=acc.device.type == "cuda")
     steps = options.epochs * len(sampler)
     scheduler = build_scheduler(optimizer, options.scheduler, options.warmup_steps, steps)
 
