@@ -252,6 +252,33 @@ def test_random_forest_baseline_option(tmp_path, regression_csv):
     assert (tmp_path / "results.md").read_text().count("Random forest") >= 1
 
 
+def test_init_factor_spreads_a_random_presets_embeddings(tmp_path, regression_csv):
+    # CLIP's initialisation maps mostly-white drawings to nearly one embedding; a larger scale is what lets a
+    # randomly initialised preset learn from scratch (BENCHMARKS.md, ESOL), so the option must reach the encoder.
+    finetune(tmp_path, regression_csv, "--freeze-encoder", "--init-factor", "5", "--seeds", "1", "--epochs", "1",
+             "--head-lr", "1e-3", "--augmentation", "none", "--target-columns", "heavy")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["vision_config"]["initializer_factor"] == 5
+
+    from moleclip import MoleCLIPConfig, MoleCLIPModel
+    from moleclip.training.hub import load_processor
+
+    pixels = load_processor("tiny")(SMILES[:12], return_tensors="pt")["pixel_values"]
+
+    def mean_cosine(factor):
+        torch.manual_seed(0)
+        model = MoleCLIPModel(MoleCLIPConfig.from_preset("tiny", vision_config={"initializer_factor": factor})).eval()
+        with torch.no_grad():
+            emb = torch.nn.functional.normalize(model(pixel_values=pixels).image_embeds, dim=-1)
+        return (emb @ emb.T)[~torch.eye(len(emb), dtype=torch.bool)].mean().item()
+
+    # at CLIP's scale every pair of these molecules has cosine ~0.9995; five times the scale spreads them ~80x wider
+    assert 1 - mean_cosine(5.0) > 10 * (1 - mean_cosine(1.0))
+
+    with pytest.raises(ValueError, match="--init-factor only applies"):
+        finetune(tmp_path / "again", regression_csv, "--model", str(tmp_path / "model"), "--init-factor", "5")
+
+
 def test_bad_option_combinations_fail_clearly(tmp_path, regression_csv):
     with pytest.raises(ValueError, match="--freeze-encoder"):
         finetune(tmp_path, regression_csv, "--baseline", "fingerprint", "--freeze-encoder")
