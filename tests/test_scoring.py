@@ -1,6 +1,11 @@
 """The shipped evaluate metric modules and the scoring helpers, checked against scikit-learn, offline."""
 
+import json
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -47,9 +52,66 @@ def regression_data():
 
 def test_metric_scripts_are_local_files():
     for name in scoring.METRICS:
-        assert (scoring.METRICS_DIR / name / f"{name}.py").is_file()
+        assert (scoring.METRICS_DIR / f"{name}.py").is_file()
+    assert scoring.METRICS_HELPER.is_file() and scoring.METRICS_HELPER.parent == scoring.METRICS_DIR
     with pytest.raises(ValueError, match="roc_auc, r2, rmse, mae"):
         load_metric("accuracy")
+
+
+def test_evaluate_sees_the_helper_import_of_every_script():
+    # evaluate copies a relative import along only if its line-by-line regex reads it as one ("internal", no "From:")
+    from evaluate.loading import get_imports
+
+    for name in scoring.METRICS:
+        internal = [imp for imp in get_imports(str(scoring.METRICS_DIR / f"{name}.py")) if imp[0] != "library"]
+        assert internal == [("internal", "masked_targets", "masked_targets", None)], name
+
+
+@pytest.mark.parametrize("name", scoring.METRICS)
+def test_documented_example_holds(name):
+    import doctest
+
+    import moleclip.training.scoring
+
+    description = load_metric(name).inputs_description
+    test = doctest.DocTestParser().get_doctest(description, {"moleclip": moleclip}, name, None, 0)
+    assert test.examples, "the metric documents no example"
+    assert doctest.DocTestRunner().run(test, out=lambda _: None).failed == 0
+
+
+def test_missing_helper_is_reported(monkeypatch, tmp_path):
+    monkeypatch.setattr(scoring, "METRICS_HELPER", tmp_path / "masked_targets.py")
+    with pytest.raises(FileNotFoundError, match="masked_targets.py is missing.*package_data"):
+        load_metric("rmse")
+
+
+def test_metrics_load_in_a_fresh_process_with_an_empty_module_cache(tmp_path):
+    # A fresh process and cache: the helper must come from evaluate's copy, not from a module already imported here.
+    code = textwrap.dedent(
+        """
+        import json
+        from moleclip.training.scoring import METRICS, load_metric
+
+        y, p = [0.0, 1.0, 0.0, 1.0, 1.0], [0.2, 0.9, 0.4, 0.3, 0.7]
+        print(json.dumps({name: load_metric(name).compute(predictions=p, references=y)[name] for name in METRICS}))
+        """
+    )
+    cache = tmp_path / "modules"
+    env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), HF_MODULES_CACHE=str(cache), HF_HUB_OFFLINE="1")
+    env.update(HF_DATASETS_OFFLINE="1", HF_EVALUATE_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    y, p = np.array([0.0, 1.0, 0.0, 1.0, 1.0]), np.array([0.2, 0.9, 0.4, 0.3, 0.7])
+    assert got["roc_auc"] == pytest.approx(roc_auc_score(y, p))
+    assert got["rmse"] == pytest.approx(math.sqrt(mean_squared_error(y, p)))
+    assert got["mae"] == pytest.approx(mean_absolute_error(y, p))
+    assert got["r2"] == pytest.approx(r2_score(y, p))
+    for name in scoring.METRICS:
+        copies = list(cache.rglob(f"{name}.py"))
+        assert len(copies) == 1, name
+        assert (copies[0].parent / "masked_targets.py").read_text() == scoring.METRICS_HELPER.read_text()
 
 
 def test_roc_auc_masks_missing_labels_per_task(classification_data):

@@ -1,8 +1,10 @@
 """Metrics for property prediction: the package's own `evaluate` modules, one call per task, and summary statistics.
 
-The metric scripts live in ``training/evaluate_modules/<name>/<name>.py`` and are loaded from that local path, never
-from the Hub, so evaluation works offline and cannot change under a fixed package version. All of them take
-``[N]`` or ``[N, T]`` inputs with NaN for missing labels and average over targets.
+The metric scripts live in ``training/evaluate_modules/<name>.py`` and are loaded from that local path, never from the
+Hub, so evaluation works offline and cannot change under a fixed package version. All of them take ``[N]`` or
+``[N, T]`` inputs with NaN for missing labels and average over targets; the input checks and the per-target averaging
+they share sit next to them in ``masked_targets.py``, which evaluate copies into its module cache along with each
+script.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from moleclip.processing.property_data import DEFAULT_METRIC, TASKS
 __all__ = [
     "METRICS",
     "METRICS_DIR",
+    "METRICS_HELPER",
     "PRIMARY_METRIC",
     "TASK_METRICS",
     "compute_metrics",
@@ -28,6 +31,8 @@ __all__ = [
 ]
 
 METRICS_DIR = Path(__file__).resolve().parent / "evaluate_modules"
+# imported relatively by every metric script; evaluate copies it only from the script's own folder
+METRICS_HELPER = METRICS_DIR / "masked_targets.py"
 # Direction of each metric, which model selection needs to know which epoch/configuration is best.
 _HIGHER_IS_BETTER = {"roc_auc": True, "r2": True, "rmse": False, "mae": False}
 METRICS = tuple(_HIGHER_IS_BETTER)
@@ -50,12 +55,13 @@ def load_metric(name: str, **kwargs):
     """
     import evaluate
 
-    script = METRICS_DIR / _check_name(name) / f"{name}.py"
-    if not script.is_file():
-        raise FileNotFoundError(
-            f"The metric script {script} is missing: the package was installed without its evaluate_modules data "
-            "files (check [options.package_data] in setup.cfg)."
-        )
+    script = METRICS_DIR / f"{_check_name(name)}.py"
+    for path in (script, METRICS_HELPER):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"The metric file {path} is missing: the package was installed without its evaluate_modules data "
+                "files (check [options.package_data] in setup.cfg)."
+            )
     kwargs.setdefault("keep_in_memory", True)
     return evaluate.load(str(script), **kwargs)
 

@@ -7,10 +7,12 @@ fails offline and can change under a fixed package version. Load it with
 
 import warnings
 
-import datasets
 import evaluate
 import numpy as np
 from sklearn.metrics import roc_auc_score
+
+# evaluate copies the helper along only for this exact form, comment-free: it would read a comment as a URL
+from .masked_targets import masked_inputs, mean_of_scored, metric_info, score_targets
 
 _DESCRIPTION = """
 Area under the ROC curve for one or more binary tasks, averaged over tasks (the MoleculeNet convention). Missing
@@ -42,60 +44,30 @@ _CITATION = """
   journal={Chemical Science}, volume={9}, number={2}, pages={513--530}, year={2018}
 }
 """
+_REFERENCE_URL = "https://scikit-learn.org/stable/modules/generated/sklearn.metrics.roc_auc_score.html"
 
 
-def _as_2d(values, what):
-    # None (an Arrow null) becomes NaN here, so missing labels arrive the same either way
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim == 1:
-        arr = arr[:, None]
-    if arr.ndim != 2:
-        raise ValueError(f"{what} must be 1-D [N] or 2-D [N, T], got shape {arr.shape}")
-    return arr
+def _check_binary(labels):
+    if not np.isin(labels, (0.0, 1.0)).all():
+        bad = labels[~np.isin(labels, (0.0, 1.0))][0]
+        raise ValueError(f"ROC-AUC references must be 0, 1 or NaN (missing), found {bad!r}")
+
+
+def _has_both_classes(labels):
+    return np.unique(labels).size >= 2
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class RocAuc(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=[
-                datasets.Features(
-                    {
-                        "predictions": datasets.Sequence(datasets.Value("float64")),
-                        "references": datasets.Sequence(datasets.Value("float64")),
-                    }
-                ),
-                datasets.Features(
-                    {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
-                ),
-            ],
-            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.roc_auc_score.html"],
-        )
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, _REFERENCE_URL)
 
     def _compute(self, predictions, references, target_names=None):
-        y_score = _as_2d(predictions, "predictions")
-        y_true = _as_2d(references, "references")
-        if y_score.shape != y_true.shape:
-            raise ValueError(f"predictions have shape {y_score.shape} but references {y_true.shape}")
-        labelled = ~np.isnan(y_true)
-        if not np.isin(y_true[labelled], (0.0, 1.0)).all():
-            bad = y_true[labelled][~np.isin(y_true[labelled], (0.0, 1.0))][0]
-            raise ValueError(f"ROC-AUC references must be 0, 1 or NaN (missing), found {bad!r}")
-        if not np.isfinite(y_score[labelled]).all():
-            raise ValueError("predictions hold NaN or infinite scores for labelled molecules (did training diverge?)")
+        y_true, y_score, labelled = masked_inputs(
+            predictions, references, check_references=_check_binary, prediction_noun="scores"
+        )
         names = list(target_names) if target_names is not None else [f"task {j}" for j in range(y_true.shape[1])]
-        per_task, skipped = [], []
-        for j in range(y_true.shape[1]):
-            mask = labelled[:, j]
-            classes = np.unique(y_true[mask, j])
-            if classes.size < 2:
-                per_task.append(float("nan"))
-                skipped.append(j)
-                continue
-            per_task.append(float(roc_auc_score(y_true[mask, j], y_score[mask, j])))
+        per_task, skipped = score_targets(roc_auc_score, y_true, y_score, labelled, is_defined=_has_both_classes)
         if skipped:
             warnings.warn(
                 f"ROC-AUC skipped {len(skipped)} of {y_true.shape[1]} task(s) whose labels here are all one class "
@@ -103,9 +75,4 @@ class RocAuc(evaluate.Metric):
                 UserWarning,
                 stacklevel=2,
             )
-        scored = [v for v in per_task if not np.isnan(v)]
-        return {
-            "roc_auc": float(np.mean(scored)) if scored else float("nan"),
-            "per_task": per_task,
-            "skipped_tasks": skipped,
-        }
+        return {"roc_auc": mean_of_scored(per_task), "per_task": per_task, "skipped_tasks": skipped}
