@@ -24,20 +24,10 @@ import numpy as np
 import pandas as pd
 import sklearn
 
-from moleclip.processing.property_data import DATASETS, load_property_dataset, resolve_data_dir
+from moleclip.processing.property_data import DATASETS, PAPER_TABLE_SEEDS, load_property_dataset, resolve_data_dir
 from moleclip.training.baselines import random_forest_baseline
 from moleclip.training.scoring import mean_std_ci
 
-HEADLINE = {
-    "bace": (1, 2, 3),
-    "bbbp": (1, 2, 3),
-    "freesolv": (1, 2, 3),
-    "esol": (1, 2, 3),
-    "dhbds": (1, 2, 3, 4, 5),
-    "nhcs": (1, 2, 3, 4, 5),
-    "phosphines_yield": (1, 2, 3, 4, 5),
-    "phosphines_selectivity": (1, 2, 3, 4, 5),
-}
 RESULTS = Path(__file__).resolve().parent / "results" / "baselines_rf.json"
 
 
@@ -54,7 +44,7 @@ def _fmt(value: float, spread: float, digits: int) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", nargs="+", default=list(HEADLINE), choices=list(HEADLINE))
+    parser.add_argument("--datasets", nargs="+", default=list(PAPER_TABLE_SEEDS), choices=list(PAPER_TABLE_SEEDS))
     parser.add_argument("--n-estimators", type=int, default=500)
     parser.add_argument("--n-jobs", type=int, default=-1)
     parser.add_argument("--data-dir", default=None, help="defaults to $MOLECLIP_DATA_DIR")
@@ -83,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
             dataset = load_property_dataset(name, data_dir=data_dir)
         start = time.perf_counter()
         runs = random_forest_baseline(
-            dataset, spec.default_split, HEADLINE[name], n_estimators=args.n_estimators, n_jobs=args.n_jobs
+            dataset, spec.default_split, PAPER_TABLE_SEEDS[name], n_estimators=args.n_estimators, n_jobs=args.n_jobs
         )
         seconds = time.perf_counter() - start
         metric = spec.metric
@@ -94,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         report["datasets"][name] = {
             "split": spec.default_split,
             "metric": metric,
-            "seeds": list(HEADLINE[name]),
+            "seeds": list(PAPER_TABLE_SEEDS[name]),
             "n_molecules": len(dataset),
             "n_estimators": args.n_estimators,
             "seconds": round(seconds, 1),
@@ -107,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     columns = [("dataset", 24), ("split", 10), ("metric", 9), ("RF (ours), test", 22), ("paper FP-MLP", 18)]
     header = "".join(f"{title:<{width}}" for title, width in columns) + "paper MoleCLIP"
     lines = [header, "-" * len(header)]
-    for name in HEADLINE:
+    for name in PAPER_TABLE_SEEDS:
         entry = report["datasets"].get(name)
         if entry is None:
             continue

@@ -31,22 +31,12 @@ from pathlib import Path
 
 import torch
 
-from moleclip.processing.property_data import DATASETS, resolve_data_dir
+from moleclip.processing.property_data import DATASETS, PAPER_TABLE_SEEDS, resolve_data_dir
 from moleclip.training.finetune import AUGMENTATIONS, HEAD_LRS
 from moleclip.training.finetune import build_parser as finetune_parser
 from moleclip.training.finetune import finetune
 from moleclip.training.search import format_number, paper_reference
 
-HEADLINE = {
-    "bace": (1, 2, 3),
-    "bbbp": (1, 2, 3),
-    "freesolv": (1, 2, 3),
-    "esol": (1, 2, 3),
-    "dhbds": (1, 2, 3, 4, 5),
-    "nhcs": (1, 2, 3, 4, 5),
-    "phosphines_yield": (1, 2, 3, 4, 5),
-    "phosphines_selectivity": (1, 2, 3, 4, 5),
-}
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -55,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="checkpoint to evaluate (not needed for --baseline fingerprint)")
     p.add_argument("--baseline", choices=("fingerprint",), default=None)
     p.add_argument("--freeze-encoder", action="store_true")
-    p.add_argument("--datasets", nargs="+", default=list(HEADLINE), choices=list(HEADLINE))
+    p.add_argument("--datasets", nargs="+", default=list(PAPER_TABLE_SEEDS), choices=list(PAPER_TABLE_SEEDS))
     p.add_argument("--epochs", type=int, default=60, help="epochs per search run (the paper: 60)")
     p.add_argument("--final-epochs", type=int, default=None, help="retrain the chosen setting (the paper: 180-300)")
     p.add_argument("--head-lr", nargs="+", type=float, default=list(HEAD_LRS))
@@ -86,7 +76,7 @@ def table(report: dict, data_dir) -> str:
     ours = "FP-MLP (ours)" if report["mode"] == "fp_mlp" else f"MoleCLIP {report['mode']} (ours)"
     header = f"{'dataset':<24}{'split':<10}{'metric':<9}{ours:<24}{'paper MoleCLIP':<17}{'paper FP-MLP':<15}"
     lines = [header, "-" * len(header)]
-    for name in HEADLINE:
+    for name in PAPER_TABLE_SEEDS:
         entry = report["datasets"].get(name)
         if entry is None:
             continue
@@ -125,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in args.datasets:
         spec = DATASETS[name]
         argv_ft = ["--dataset", name, "--data-dir", str(data_dir), "--output-dir", str(Path(args.output_root) / mode / name),
-                   "--split", spec.default_split, "--seeds", *map(str, HEADLINE[name]), "--epochs", str(args.epochs),
+                   "--split", spec.default_split, "--seeds", *map(str, PAPER_TABLE_SEEDS[name]), "--epochs", str(args.epochs),
                    "--head-lr", *map(str, args.head_lr), "--select-on", args.select_on, "--no-progress"]
         if mode == "fp_mlp":
             argv_ft += ["--baseline", "fingerprint", "--augmentation", "none"]
@@ -143,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
         seconds = time.perf_counter() - start
         metric = spec.metric
         entry = {
-            "split": spec.default_split, "metric": metric, "seeds": list(HEADLINE[name]),
+            "split": spec.default_split, "metric": metric, "seeds": list(PAPER_TABLE_SEEDS[name]),
             "grid": {"head_lr": args.head_lr, "augmentation": ["none"] if mode == "fp_mlp" else args.augmentation},
             "epochs": args.epochs, "final_epochs": args.final_epochs, "select_on": args.select_on,
             "n_molecules": out["dataset"]["n_used"], "chosen": out["chosen_setting"],
