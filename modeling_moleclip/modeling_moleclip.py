@@ -31,6 +31,7 @@ __all__ = [
     "PropertyHead",
     "contrastive_loss",
     "property_loss",
+    "scaled_property_outputs",
 ]
 
 
@@ -147,6 +148,30 @@ def property_loss(
     else:
         per_entry = (predictions - filled).abs()
     return (per_entry * observed).sum() / observed.sum()
+
+
+def scaled_property_outputs(
+    raw: torch.Tensor,
+    labels: torch.Tensor | None,
+    task: str,
+    regression_loss: str,
+    target_mean: torch.Tensor,
+    target_std: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(logits, loss)`` from a head's raw outputs.
+
+    A regression head predicts standardised targets (training-split mean and std), which keeps the loss and the
+    learning rates comparable across properties measured in different units; its logits are returned in the
+    property's own units, and its loss is taken on the standardised scale.
+    """
+    regression = task == "regression"
+    logits = raw * target_std + target_mean if regression else raw
+    if labels is None:
+        return logits, None
+    labels = labels.to(raw.device)
+    if regression:
+        labels = (labels.to(raw.dtype).reshape(raw.shape) - target_mean) / target_std
+    return logits, property_loss(raw, labels, task, regression_loss)
 
 
 class PropertyHead(nn.Module):
@@ -448,15 +473,8 @@ class MoleCLIPForPropertyPrediction(MoleCLIPPreTrainedModel):
                 **kwargs,
             )
             image_embeds, hidden_states, attentions = encoded.image_embeds, encoded.hidden_states, encoded.attentions
-        raw = self.head(image_embeds)
-        regression = self.config.task == "regression"
-        logits = raw * self.target_std + self.target_mean if regression else raw
-        loss = None
-        if labels is not None:
-            labels = labels.to(raw.device)
-            if regression:
-                labels = (labels.to(raw.dtype).reshape(raw.shape) - self.target_mean) / self.target_std
-            loss = property_loss(raw, labels, self.config.task, self.config.regression_loss)
+        logits, loss = scaled_property_outputs(self.head(image_embeds), labels, self.config.task,
+                                               self.config.regression_loss, self.target_mean, self.target_std)
         output = MoleCLIPPropertyOutput(
             loss=loss, logits=logits, image_embeds=image_embeds, hidden_states=hidden_states, attentions=attentions
         )

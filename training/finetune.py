@@ -41,7 +41,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from moleclip import MoleCLIPForPropertyPrediction, PropertyHead
-from moleclip.modeling_moleclip import MoleCLIPPropertyOutput, property_loss
+from moleclip.modeling_moleclip import MoleCLIPPropertyOutput, property_loss, scaled_property_outputs
 from moleclip.processing.augment import augment, normalize
 from moleclip.processing.property_data import PropertyDataset, load_property_dataset
 from moleclip.processing.splits import DEFAULT_FRACTIONS, SPLIT_KINDS, Split, make_split
@@ -112,15 +112,8 @@ class FingerprintPredictor(nn.Module):
         self.target_std.copy_(torch.tensor([float(s) if s > 0 else 1.0 for s in std]))
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> MoleCLIPPropertyOutput:
-        raw = self.head(features.float())
-        regression = self.task == "regression"
-        logits = raw * self.target_std + self.target_mean if regression else raw
-        loss = None
-        if labels is not None:
-            labels = labels.to(raw.device)
-            if regression:
-                labels = (labels.to(raw.dtype).reshape(raw.shape) - self.target_mean) / self.target_std
-            loss = property_loss(raw, labels, self.task, self.regression_loss)
+        logits, loss = scaled_property_outputs(self.head(features.float()), labels, self.task, self.regression_loss,
+                                               self.target_mean, self.target_std)
         return MoleCLIPPropertyOutput(loss=loss, logits=logits)
 
     def save(self, folder: str | Path) -> Path:
