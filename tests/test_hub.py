@@ -202,3 +202,24 @@ def test_unreachable_backbone_error_says_what_to_do(tmp_path, monkeypatch, go_of
         load_backbone("openai/clip-vit-base-patch16")
     message = str(info.value)
     assert "tiny" in message and "local folder" in message and "HF_HUB_OFFLINE" in message
+
+
+def test_init_factor_scales_only_a_presets_random_weights(tmp_path):
+    from moleclip.training.hub import load_backbone
+
+    torch.manual_seed(0)
+    plain = load_backbone("tiny")
+    torch.manual_seed(0)
+    scaled = load_backbone("tiny", MoleCLIPForPropertyPrediction, init_factor=5, num_targets=2,
+                           vision_config={"num_hidden_layers": 1})
+    assert scaled.config.vision_config.initializer_factor == 5.0
+    assert scaled.config.vision_config.num_hidden_layers == 1  # other vision overrides survive
+    weight = lambda m: m.moleclip.vision_model.embeddings.patch_embedding.weight if hasattr(m, "moleclip") else \
+        m.vision_model.embeddings.patch_embedding.weight  # noqa: E731
+    ratio = (weight(scaled).std() / weight(plain).std()).item()
+    assert 4.5 < ratio < 5.5
+    plain.save_pretrained(tmp_path / "checkpoint")
+    with pytest.raises(ValueError, match="only applies to a randomly initialised preset"):
+        load_backbone(str(tmp_path / "checkpoint"), init_factor=5)
+    with pytest.raises(ValueError, match="positive"):
+        load_backbone("tiny", init_factor=0)

@@ -271,7 +271,8 @@ def test_tiny_pretraining_saves_a_loadable_model_and_pushes_it(tmp_path, smi_fil
     hub = RecordingHub()
     out = tmp_path / "run"
     config = PretrainConfig.from_args(tiny_args(smi_file, out, "--max-steps", "4", "--save-every", "2",
-                                                "--eval-every", "2", "--push-to-hub", "lab/tiny-moleclip"))
+                                                "--eval-every", "2", "--push-to-hub", "lab/tiny-moleclip",
+                                                "--init-factor", "5"))
     summary = pretrain(config, hub_api=hub)
 
     assert summary["steps"] == 4 and summary["pseudo_label_ks"] == [3, 6] and summary["train_molecules"] == 108
@@ -297,6 +298,7 @@ def test_tiny_pretraining_saves_a_loadable_model_and_pushes_it(tmp_path, smi_fil
 
     loaded = AutoModel.from_pretrained(out)
     assert loaded.config.pseudo_label_classes == [3, 6] and [h.out_features for h in loaded.label_heads] == [3, 6]
+    assert loaded.config.vision_config.initializer_factor == 5.0
 
     assert hub.calls[0] == ("create_repo", "lab/tiny-moleclip", None)
     uploaded = hub.calls[1][2]

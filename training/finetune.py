@@ -803,18 +803,11 @@ def _build_template(args, data: PropertyDataset) -> tuple[MoleCLIPForPropertyPre
     if args.head_num_layers is not None:
         overrides["head_num_layers"] = args.head_num_layers
     source = args.init_from or args.model
-    if args.init_factor is not None:
-        from moleclip.configuration_moleclip import PRESETS
-
-        if source not in PRESETS:
-            raise ValueError(f"--init-factor only applies to a randomly initialised preset ({', '.join(PRESETS)}), "
-                             f"not to {source!r}")
-        overrides["vision_config"] = {"initializer_factor": args.init_factor}
     if args.init_from and not Path(args.init_from).is_dir():
         raise FileNotFoundError(f"--init-from {args.init_from}: not a checkpoint folder (use the model/ folder a "
                                 "previous finetuning wrote)")
     set_seed(args.backbone_seed)
-    template = load_backbone(source, MoleCLIPForPropertyPrediction, **overrides)
+    template = load_backbone(source, MoleCLIPForPropertyPrediction, init_factor=args.init_factor, **overrides)
     template.float()
     processor = load_processor(source, r_groups=True) if args.r_groups else load_processor(source)
     processor.augmentation = "none"  # the saved processor is for inference; training augments explicitly

@@ -63,15 +63,29 @@ def describe_backbone(spec: str) -> str:
     return f"`{spec}`"
 
 
-def load_backbone(spec: str = DEFAULT_BACKBONE, model_class=MoleCLIPModel, **config_overrides):
+def load_backbone(spec: str = DEFAULT_BACKBONE, model_class=MoleCLIPModel, init_factor: float | None = None,
+                  **config_overrides):
     """Build `model_class` (MoleCLIPModel or MoleCLIPForPropertyPrediction) from a backbone specification.
 
     `config_overrides` set fields of the MoleCLIP config (heads, targets...). For a MoleCLIP checkpoint they are
     applied on top of the saved config; head weights whose shape changes are re-initialised.
+
+    `init_factor` scales a preset's random initialisation (CLIP's ``initializer_factor``, 1 by default). At CLIP's
+    scale, drawings (mostly white) get nearly the same embedding for every molecule (cosine ~0.9995), so a preset
+    trained from scratch barely moves off predicting the mean; 5 spreads them enough to learn. Only presets have a
+    random initialisation to scale: anything else is refused.
     """
     if model_class not in (MoleCLIPModel, MoleCLIPForPropertyPrediction):
         raise TypeError("model_class must be MoleCLIPModel or MoleCLIPForPropertyPrediction")
     spec = str(spec)
+    if init_factor is not None:
+        if spec not in PRESETS:
+            raise ValueError(f"--init-factor only applies to a randomly initialised preset ({', '.join(PRESETS)}), "
+                             f"not to {spec!r}")
+        if not init_factor > 0:
+            raise ValueError(f"--init-factor must be positive, got {init_factor}")
+        vision = dict(config_overrides.pop("vision_config", None) or {}, initializer_factor=float(init_factor))
+        config_overrides["vision_config"] = vision
     if spec in PRESETS:
         return model_class(MoleCLIPConfig.from_preset(spec, **config_overrides))
     if spec.endswith((".pth", ".pt")):

@@ -119,6 +119,9 @@ class PretrainConfig:
     # ---- model
     backbone: str = field(default="openai/clip-vit-base-patch16", metadata=_opt(
         "CLIP name or path, MoleCLIP checkpoint, the paper's .pth, or a preset (tiny, base)"))
+    init_factor: float | None = field(default=None, metadata=_opt(
+        "scale of a preset's random initialisation (CLIP's: 1). At 1, drawings get nearly the same embedding for "
+        "every molecule and the contrastive task starts stuck at chance; 5 spreads them"))
     # ---- batches
     batch_size: int = field(default=256, metadata=_opt("global batch (all processes) of one forward pass"))
     group_size: int = field(default=32, metadata=_opt("molecules of the same fine pseudo-class placed together"))
@@ -165,6 +168,12 @@ class PretrainConfig:
                              f"!= batch_size {self.batch_size}")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")
+        if self.init_factor is not None:
+            from moleclip.configuration_moleclip import PRESETS
+
+            if self.backbone not in PRESETS or not self.init_factor > 0:
+                raise ValueError(f"--init-factor ({self.init_factor}) needs a positive value and a randomly "
+                                 f"initialised preset backbone ({', '.join(PRESETS)}), not {self.backbone!r}")
         if self.epochs <= 0:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
         if self.schedule not in ("constant", "constant_with_warmup", "cosine"):
@@ -607,7 +616,7 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
     if len(train_pos) < config.batch_size:
         raise ValueError(f"{len(train_pos)} training molecules cannot fill one batch of {config.batch_size}")
     set_seed(config.seed)
-    model = load_backbone(config.backbone, pseudo_label_classes=table.ks)
+    model = load_backbone(config.backbone, init_factor=config.init_factor, pseudo_label_classes=table.ks)
     image_size = model.config.vision_config.image_size
     store = PrerenderedImages(config.prerendered) if config.prerendered else None
 
