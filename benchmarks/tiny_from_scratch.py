@@ -30,8 +30,8 @@ from moleclip.processing.splits import make_split
 RESULTS = Path(__file__).resolve().parent / "results" / "tiny_from_scratch.json"
 # Settings chosen on validation loss only. Single-seed probes of 40-60 epochs: CLIP's initial scale gives nearly
 # identical embeddings and does not learn (--init-factor 5 does); batches of 16 with `default` augmentation beat
-# batches of 16 or 64 without. A 3-seed, 120-epoch grid then preferred encoder lr 1e-4 to 3e-4 (validation RMSE 1.81 vs 1.93), with the
-# best validation epoch at or near the last one, hence the longer run.
+# batches of 16 or 64 without. A 3-seed, 120-epoch grid then preferred encoder lr 1e-4 to 3e-4 (validation RMSE
+# 1.81 vs 1.93), two of its three best-validation epochs being the last ones, hence the longer run.
 FINETUNE_ARGS = ["--model", "tiny", "--init-factor", "5", "--dataset", "esol", "--split", "scaffold",
                  "--seeds", "1", "2", "3", "--head-lr", "1e-3", "--encoder-lr", "1e-4", "--batch-size", "16",
                  "--augmentation", "default", "--epochs", "300", "--no-progress"]
