@@ -28,7 +28,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine_info import cpu_cores, describe_machine
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "pretrain.json"
@@ -45,18 +45,6 @@ DATA_DIR = Path(os.environ.get("MOLECLIP_DATA_DIR", ROOT.parent / "shared" / "da
 # Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from the vendors' data sheets.
 BF16_PEAK = [("H100 PCIe", 756e12), ("H100", 989.4e12), ("H200", 989.4e12), ("GH200", 989.4e12), ("A100", 312e12),
              ("L40S", 362e12), ("A10G", 70e12)]
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def machine() -> dict:
-    info = {"cpu_cores": cores(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__}
-    if hasattr(os, "getloadavg"):
-        info["load_average_1min_at_start"] = round(os.getloadavg()[0], 2)  # other work on the machine skews timings
-    return info
 
 
 def drawable(smiles: list[str]) -> list[str]:
@@ -149,10 +137,10 @@ def bench_pseudo_labels(sizes: list[int]) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"pseudo-label benchmark for {n} molecules failed (exit {proc.returncode})")
         result = json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT"))[6:])
-        result.update(source=name, peak_rss_gib=memory.peak / 2**30, ks=[300, 3000], cores=cores())
+        result.update(source=name, peak_rss_gib=memory.peak / 2**30, ks=[300, 3000], cores=cpu_cores())
         out[f"n{n}"] = result
         print(f"pseudo-labels for {result['molecules']:,} molecules ({name}), K = 300, 3000: {result['seconds']:.1f} s, "
-              f"peak memory {result['peak_rss_gib']:.2f} GiB (process tree), {cores()} cores")
+              f"peak memory {result['peak_rss_gib']:.2f} GiB (process tree), {cpu_cores()} cores")
     return out
 
 
@@ -291,7 +279,7 @@ def train_throughput(preset: str, batch: int, steps: int, warmup: int, device: s
 def bench_train_cpu(batch: int, steps: int) -> dict:
     out = {}
     default_threads = torch.get_num_threads()
-    for threads in sorted({1, cores()}):
+    for threads in sorted({1, cpu_cores()}):
         torch.set_num_threads(threads)
         torch.manual_seed(0)
         result = train_throughput("tiny", batch, steps, warmup=2, device="cpu", bf16=False, compile_model=False)
@@ -354,8 +342,8 @@ def main(argv=None) -> int:
 
     output = Path(args.output)
     results = json.loads(output.read_text()) if output.is_file() else {}
-    results["machine"] = machine()
-    workers = args.workers or sorted({1, cores()})
+    results["machine"] = describe_machine()
+    workers = args.workers or sorted({1, cpu_cores()})
     if "pseudo_labels" in args.sections:
         results["pseudo_labels"] = bench_pseudo_labels(args.pseudo_label_sizes)
     if "data" in args.sections:

@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from machine_info import describe_machine
 
 DATASETS = {
     "150k": "pretraining/chembl31_150k.smi.gz",
@@ -107,16 +108,9 @@ def _worker(size: str, data_dir: str, ks: list[int], n_jobs: int | None, kmeans_
 
 
 def _machine() -> dict:
-    import numpy
-    import rdkit
     import sklearn
 
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
-    return {"platform": platform.platform(), "python": platform.python_version(), "cores": cores,
-            "rdkit": rdkit.__version__, "sklearn": sklearn.__version__, "numpy": numpy.__version__}
+    return {**describe_machine(), "sklearn": sklearn.__version__}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         runs[size if args.limit is None else f"{size}_first{args.limit}"] = result
 
         print(f"\n== {size}: {result['n_input']} molecules ({result['n_skipped']} skipped), "
-              f"n_jobs={args.n_jobs or merged['machine']['cores']}, K-means threads={args.kmeans_threads or 'default'}")
+              f"n_jobs={args.n_jobs or merged['machine']['cpu_cores']}, K-means threads={args.kmeans_threads or 'default'}")
         print(f"read {result['read_s']:.1f} s | MACCS {result['maccs_s']:.1f} s ({result['maccs_mol_per_s']:.0f} mol/s, "
               f"{result['maccs_mol_per_cpu_s']:.0f} mol per CPU-s) | "
               f"uint8 {result['maccs_matrix_mb']:.0f} MB, float32 {result['float32_matrix_mb']:.0f} MB")

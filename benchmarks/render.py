@@ -31,13 +31,12 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-import rdkit  # noqa: E402
 import torch  # noqa: E402
+from machine_info import describe_machine  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from moleclip.processing.augment import augment, normalize  # noqa: E402
@@ -154,16 +153,7 @@ def main(argv=None) -> dict:
         "skipped": skipped[:20],
         "size": args.size,
         "seed": args.seed,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "rdkit": rdkit.__version__,
-            "numpy": np.__version__,
-            "torch": torch.__version__,
-            "load_average_1min_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-            "cpus": os.cpu_count(),
-        },
+        "machine": describe_machine(),
         "fast_backend": fast_backend_info(),
         "results": results,
     }

@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from machine_info import describe_machine
 
 from moleclip.processing.property_data import load_property_dataset
 from moleclip.processing.splits import make_split
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     start = time.perf_counter()
+    machine = describe_machine()  # before training: the load average at the start says what the run shared the CPU with
     run_dir = Path(args.from_run or args.output_dir)
     if args.from_run is None:
         from moleclip.training.finetune import main as finetune_main
@@ -85,8 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
         "training_mean_test_rmse": float(mean_rmse.mean()),
         "relative_improvement": float(1 - model.mean() / mean_rmse.mean()),
         "finetune_wall_seconds": results.get("wall_seconds"),
-        "machine": {"cpu_cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None},
+        "machine": machine,
         "seconds": time.perf_counter() - start,
     }
     print(f"tiny preset from scratch, ESOL scaffold split, setting {report['chosen_setting']} (chosen on "
