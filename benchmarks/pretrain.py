@@ -342,17 +342,27 @@ def main(argv=None) -> int:
 
     output = Path(args.output)
     results = json.loads(output.read_text()) if output.is_file() else {}
-    results["machine"] = describe_machine()
+    # Sections are merged into the file from runs on different days and machines: each keeps its own conditions.
+    legacy_machine = results.pop("machine", None)
+    for name, section in results.items():
+        if isinstance(section, dict) and legacy_machine is not None:
+            section.setdefault("machine", legacy_machine)
     workers = args.workers or sorted({1, cpu_cores()})
+
+    def measured(section: dict) -> dict:
+        return {"machine": machine, **section}
+
+    machine = describe_machine()
     if "pseudo_labels" in args.sections:
-        results["pseudo_labels"] = bench_pseudo_labels(args.pseudo_label_sizes)
+        results["pseudo_labels"] = measured(bench_pseudo_labels(args.pseudo_label_sizes))
     if "data" in args.sections:
-        results["data"] = bench_data(args.data_molecules, workers, Path(args.scratch) / "cpu")
+        results["data"] = measured(bench_data(args.data_molecules, workers, Path(args.scratch) / "cpu"))
     if "train_cpu" in args.sections:
-        results["train_cpu"] = bench_train_cpu(args.train_batch, args.train_steps)
+        results["train_cpu"] = measured(bench_train_cpu(args.train_batch, args.train_steps))
     if "gpu" in args.sections:
         if torch.cuda.is_available():
-            results["gpu"] = bench_gpu(args.gpu_steps, args.gpu_workers, Path(args.scratch) / "gpu", args.compile)
+            results["gpu"] = measured(bench_gpu(args.gpu_steps, args.gpu_workers, Path(args.scratch) / "gpu",
+                                                args.compile))
         else:
             print("gpu: skipped (torch.cuda.is_available() is False); run this script on an H100/H200 machine with "
                   "--sections gpu to fill it in")
