@@ -226,6 +226,10 @@ def test_command_line_contract_and_config_file():
         PretrainConfig(input="x", output_dir="y", batch_size=64, group_size=16, groups_per_batch=2)
     with pytest.raises(SystemExit):
         PretrainConfig.from_args(["--input", "x.smi"])  # --output-dir is required
+    with pytest.raises(ValueError, match="only applies to a randomly initialised preset"):
+        PretrainConfig(input="x", output_dir="y", init_factor=5.0)  # the default backbone is CLIP's trained weights
+    with pytest.raises(ValueError, match="positive"):
+        PretrainConfig(input="x", output_dir="y", backbone="tiny", init_factor=0.0)
 
 
 def test_param_groups_follow_the_paper():

@@ -19,7 +19,8 @@ from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPImag
 from moleclip.configuration_moleclip import PRESETS
 from moleclip.model_cards import render_model_card
 
-__all__ = ["HubUnavailableError", "load_backbone", "load_processor", "save_model_dir", "push_model_dir", "describe_backbone"]
+__all__ = ["HubUnavailableError", "check_init_factor", "load_backbone", "load_processor", "save_model_dir", "push_model_dir",
+           "describe_backbone"]
 
 DEFAULT_BACKBONE = "openai/clip-vit-base-patch16"
 
@@ -63,6 +64,16 @@ def describe_backbone(spec: str) -> str:
     return f"`{spec}`"
 
 
+def check_init_factor(spec: str, init_factor: float) -> None:
+    """Refuse an `init_factor` (see :func:`load_backbone`) that is not positive or whose backbone is not a preset;
+    the training scripts call it while reading their options, before any slow work."""
+    if str(spec) not in PRESETS:
+        raise ValueError(f"--init-factor only applies to a randomly initialised preset ({', '.join(PRESETS)}), "
+                         f"not to {spec!r}")
+    if not init_factor > 0:
+        raise ValueError(f"--init-factor must be positive, got {init_factor}")
+
+
 def load_backbone(spec: str = DEFAULT_BACKBONE, model_class=MoleCLIPModel, init_factor: float | None = None,
                   **config_overrides):
     """Build `model_class` (MoleCLIPModel or MoleCLIPForPropertyPrediction) from a backbone specification.
@@ -79,11 +90,7 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, model_class=MoleCLIPModel, init_
         raise TypeError("model_class must be MoleCLIPModel or MoleCLIPForPropertyPrediction")
     spec = str(spec)
     if init_factor is not None:
-        if spec not in PRESETS:
-            raise ValueError(f"--init-factor only applies to a randomly initialised preset ({', '.join(PRESETS)}), "
-                             f"not to {spec!r}")
-        if not init_factor > 0:
-            raise ValueError(f"--init-factor must be positive, got {init_factor}")
+        check_init_factor(spec, init_factor)
         vision = dict(config_overrides.pop("vision_config", None) or {}, initializer_factor=float(init_factor))
         config_overrides["vision_config"] = vision
     if spec in PRESETS:

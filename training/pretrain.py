@@ -169,11 +169,9 @@ class PretrainConfig:
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")
         if self.init_factor is not None:
-            from moleclip.configuration_moleclip import PRESETS
+            from moleclip.training.hub import check_init_factor
 
-            if self.backbone not in PRESETS or not self.init_factor > 0:
-                raise ValueError(f"--init-factor ({self.init_factor}) needs a positive value and a randomly "
-                                 f"initialised preset backbone ({', '.join(PRESETS)}), not {self.backbone!r}")
+            check_init_factor(self.backbone, self.init_factor)  # now, not after the pseudo-labels
         if self.epochs <= 0:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
         if self.schedule not in ("constant", "constant_with_warmup", "cosine"):
