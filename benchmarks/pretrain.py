@@ -342,17 +342,13 @@ def main(argv=None) -> int:
 
     output = Path(args.output)
     results = json.loads(output.read_text()) if output.is_file() else {}
-    # Sections are merged into the file from runs on different days and machines: each keeps its own conditions.
-    legacy_machine = results.pop("machine", None)
-    for name, section in results.items():
-        if isinstance(section, dict) and legacy_machine is not None:
-            section.setdefault("machine", legacy_machine)
     workers = args.workers or sorted({1, cpu_cores()})
+    # Sections are merged into the file from runs on different days and machines: each keeps its own conditions.
+    machine = describe_machine()
 
     def measured(section: dict) -> dict:
         return {"machine": machine, **section}
 
-    machine = describe_machine()
     if "pseudo_labels" in args.sections:
         results["pseudo_labels"] = measured(bench_pseudo_labels(args.pseudo_label_sizes))
     if "data" in args.sections:

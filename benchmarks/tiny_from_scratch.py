@@ -37,9 +37,8 @@ FINETUNE_ARGS = ["--model", "tiny", "--init-factor", "5", "--dataset", "esol", "
                  "--augmentation", "default", "--epochs", "300", "--no-progress"]
 
 
-def mean_predictor_rmse(data_dir: str | None, split_kind: str, seed: int, fractions) -> float:
+def mean_predictor_rmse(data, split_kind: str, seed: int, fractions) -> float:
     """RMSE on the test molecules of predicting every one of them as the mean of the training targets."""
-    data = load_property_dataset("esol", data_dir=data_dir)
     split = make_split(split_kind, data.smiles, seed=seed, fractions=tuple(fractions))
     y = data.targets[:, 0].astype(np.float64)
     return float(np.sqrt(np.mean((y[split.test] - y[split.train].mean()) ** 2)))
@@ -68,9 +67,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     # the data the run read (<data dir>/moleculenet/esol.csv), unless told otherwise
     data_dir = args.data_dir or os.environ.get("MOLECLIP_DATA_DIR") or str(Path(results["dataset"]["source"]).parents[1])
+    data = load_property_dataset("esol", data_dir=data_dir)
     runs = []
     for run in results["final"]["runs"]:
-        baseline = mean_predictor_rmse(data_dir, protocol["split"], run["seed"], protocol["fractions"])
+        baseline = mean_predictor_rmse(data, protocol["split"], run["seed"], protocol["fractions"])
         runs.append({"seed": run["seed"], "best_epoch": run["best_epoch"], "test_rmse": run["test"]["rmse"],
                      "valid_rmse": run["valid"]["rmse"], "training_mean_test_rmse": baseline})
     model = np.array([r["test_rmse"] for r in runs])
