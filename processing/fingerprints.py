@@ -15,7 +15,6 @@ Only flat relative imports are used, so the module can travel as Hugging Face re
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ from rdkit import DataStructs
 from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors
 from tqdm.auto import tqdm
 
+from .cores import available_cores
 from .molecules import MAX_HEAVY_ATOMS, InvalidMoleculeError, SkippedMolecule, describe_skipped, quiet_rdkit, to_mol
 
 __all__ = [
@@ -69,10 +69,7 @@ class FingerprintResult:
 
 def default_n_jobs() -> int:
     """Cores this process may use (respects CPU affinity, e.g. under a job scheduler or ``taskset``)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return available_cores()
 
 
 # Per-process cache of fingerprint generators: building one per chunk is cheap but needless, and generators cannot

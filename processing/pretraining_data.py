@@ -43,8 +43,10 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .augment import CLIP_MEAN, CLIP_STD, PRESETS, augment
+from .cores import available_cores
 from .molecules import quiet_rdkit
 from .rendering import CoordinateCache, DrawingStyle, random_style, render
+from .seeding import sample_rng
 
 __all__ = [
     "PackedStrings",
@@ -53,7 +55,6 @@ __all__ = [
     "FixedBatches",
     "collate_two_views",
     "normalize_pixels",
-    "sample_rng",
     "PrerenderedImages",
     "prerender",
     "smiles_digest",
@@ -68,16 +69,10 @@ VALID_STREAM = 1
 PRERENDER_FORMAT = "moleclip-prerendered-png-v1"
 
 
-def sample_rng(seed: int, stream: int, epoch: int, index: int, purpose: int = 0) -> np.random.Generator:
-    """The generator for one sample: a pure function of its coordinates, identical in any process or worker.
-
-    `purpose` separates the drawing-style draws (0) from the augmentation draws (1), so the augmentation of a
-    sample does not depend on how its drawings were obtained (drawn now or read from a pre-rendered store).
-    """
-    for name, value in (("seed", seed), ("epoch", epoch), ("index", index)):
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0 for per-sample seeding, got {value}")
-    return np.random.default_rng([int(seed), int(stream), int(epoch), int(index), int(purpose)])
+# The last coordinate of a sample's generators: its drawing-style draws and its augmentation draws come from separate
+# generators, so a sample's augmentation does not depend on how its drawings were obtained (drawn now or read from a
+# pre-rendered store).
+STYLE_DRAWS, AUGMENT_DRAWS = 0, 1
 
 
 class PackedStrings(Sequence):
@@ -215,8 +210,9 @@ class TwoViewDataset(Dataset):
     def __getitem__(self, key) -> dict[str, torch.Tensor | int]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
         index = int(index)
-        style_rng = sample_rng(self.seed, self.stream, epoch, index, purpose=0)
-        augment_rng = sample_rng(self.seed, self.stream, epoch, index, purpose=1)
+        # Pure functions of the sample's coordinates: the same pictures in any process, worker or resumed run.
+        style_rng = sample_rng(self.seed, self.stream, epoch, index, STYLE_DRAWS)
+        augment_rng = sample_rng(self.seed, self.stream, epoch, index, AUGMENT_DRAWS)
         labels = None if self.labels is None else self.labels[index]
         try:
             with quiet_rdkit():
@@ -398,7 +394,7 @@ def _prerender_chunk(task: tuple) -> list[list[bytes]]:
                 mol = cache.get(s, index=index)
                 images = [_png(render(mol, size=size, style=DrawingStyle()))]
                 for v in range(n_variants):
-                    images.append(_png(render(mol, size=size, style=random_style(np.random.default_rng([seed, index, v])))))
+                    images.append(_png(render(mol, size=size, style=random_style(sample_rng(seed, index, v)))))
             except Exception:
                 images = [b""] * (1 + n_variants)
             out.append(images)
@@ -435,7 +431,7 @@ def prerender(
     tmp = output_dir.with_name(output_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    n_jobs = n_jobs or os.cpu_count() or 1
+    n_jobs = n_jobs or available_cores()
     tasks = [(i, smiles[i : i + chunk_size], size, n_variants, seed) for i in range(0, len(smiles), chunk_size)]
     offsets = np.zeros(len(smiles) * (1 + n_variants) + 1, dtype=np.int64)
     position, k, failed = 0, 0, 0

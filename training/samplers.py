@@ -20,6 +20,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from moleclip.processing.seeding import sample_rng
+
 __all__ = ["GroupedClassBatchSampler", "ShuffledBatchSampler"]
 
 
@@ -84,7 +86,7 @@ class _ShardedEpochBatches:
 
     def _order(self, epoch: int) -> np.ndarray:
         # The generator depends on (seed, epoch) only, so every process, and every resumed run, builds the same order.
-        return self._epoch_order(np.random.default_rng([self.seed, int(epoch)]))
+        return self._epoch_order(sample_rng(self.seed, epoch))
 
     def _global_batch(self, order: np.ndarray, b: int) -> np.ndarray:
         size = self.global_batch_size
