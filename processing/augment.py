@@ -37,9 +37,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "PRESETS", "augment", "normalize"]
+__all__ = ["AUGMENTATION_PRESETS", "CLIP_MEAN", "CLIP_STD", "augment", "normalize"]
 
-PRESETS = ("none", "default", "intense")
+# The classical augmentation levels (see the module docstring); the image processor's `augmentation` setting.
+AUGMENTATION_PRESETS = ("none", "default", "intense")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -67,8 +68,8 @@ def augment(image: np.ndarray, preset: str, rng: np.random.Generator) -> np.ndar
     Returns a new uint8 (H, W, 3) array (for "none", the input itself). All randomness comes from ``rng``, so a
     seeded generator reproduces the result exactly.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {list(PRESETS)}")
+    if preset not in AUGMENTATION_PRESETS:
+        raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {list(AUGMENTATION_PRESETS)}")
     _check_image(image)
     if preset == "none":
         return image

@@ -14,7 +14,7 @@ from PIL import Image
 from rdkit import Chem
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
-from .augment import CLIP_MEAN, CLIP_STD, PRESETS, augment, normalize
+from .augment import AUGMENTATION_PRESETS, CLIP_MEAN, CLIP_STD, augment, normalize
 from .molecules import InvalidMoleculeError, SkippedMolecule, describe_skipped
 from .rendering import CoordinateCache, DrawingStyle, random_style, render
 
@@ -71,8 +71,8 @@ class MoleCLIPImageProcessor(BaseImageProcessor):
 
     @staticmethod
     def _check_preset(preset: str) -> None:
-        if preset not in PRESETS:
-            raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {list(PRESETS)}")
+        if preset not in AUGMENTATION_PRESETS:
+            raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {list(AUGMENTATION_PRESETS)}")
 
     def to_dict(self) -> dict:
         # Only the settings are saved (preprocessor_config.json); the coordinate cache is rebuilt on load.

@@ -42,7 +42,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .augment import CLIP_MEAN, CLIP_STD, PRESETS, augment
+from .augment import AUGMENTATION_PRESETS, CLIP_MEAN, CLIP_STD, augment
 from .cores import available_cores
 from .molecules import quiet_rdkit
 from .rendering import CoordinateCache, DrawingStyle, random_style, render
@@ -149,8 +149,8 @@ class TwoViewDataset(Dataset):
         prerendered: "PrerenderedImages | None" = None,
         store_slots: np.ndarray | None = None,
     ):
-        if augmentation not in PRESETS:
-            raise ValueError(f"unknown augmentation preset {augmentation!r}; choose one of {list(PRESETS)}")
+        if augmentation not in AUGMENTATION_PRESETS:
+            raise ValueError(f"unknown augmentation preset {augmentation!r}; choose one of {list(AUGMENTATION_PRESETS)}")
         self.smiles = smiles if isinstance(smiles, PackedStrings) else PackedStrings(list(smiles))
         n = len(self.smiles)
         if labels is not None:

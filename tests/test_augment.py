@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from moleclip.processing import augment as aug
-from moleclip.processing.augment import CLIP_MEAN, CLIP_STD, PRESETS, augment, normalize
+from moleclip.processing.augment import AUGMENTATION_PRESETS, CLIP_MEAN, CLIP_STD, augment, normalize
 
 
 def drawing(height=224, width=224) -> np.ndarray:
@@ -18,7 +18,7 @@ def drawing(height=224, width=224) -> np.ndarray:
 
 
 def test_presets_and_errors():
-    assert PRESETS == ("none", "default", "intense")
+    assert AUGMENTATION_PRESETS == ("none", "default", "intense")
     with pytest.raises(ValueError, match="'none', 'default', 'intense'"):
         augment(drawing(), "strong", np.random.default_rng(0))
     with pytest.raises(ValueError):
