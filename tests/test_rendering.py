@@ -12,12 +12,15 @@ from rdkit import Chem
 from rdkit.Chem import AllChem
 from rdkit.Chem.Draw import rdMolDraw2D
 
-from moleclip.processing import rendering
+from moleclip.processing import cairo_replay, rendering
 from moleclip.processing.molecules import InvalidMoleculeError
 from moleclip.processing.rendering import (
     FONT_NAMES,
     R_GROUP_ELEMENTS,
+    BACKENDS,
+    DEFAULT_BACKEND,
     CoordinateCache,
+    DrawingBackendError,
     DrawingStyle,
     FontNotFoundError,
     atom_draw_coords,
@@ -134,7 +137,7 @@ def test_hard_molecules_prepare_and_draw(name, cache, fonts):
     assert mol.GetNumConformers() == 1 and not mol.GetConformer().Is3D()
     style = random_style(np.random.default_rng(1), fonts)
     for image in (render(mol), render(mol, style=style), render(mol, style=style, r_groups=True),
-                  render(mol, style=DrawingStyle(font_file=fonts[0]), backend="fast" if fast_backend_available() else "auto")):
+                  render(mol, style=DrawingStyle(font_file=fonts[0]), backend="fast" if fast_backend_available() else "cairo")):
         assert image.shape == (224, 224, 3) and image.dtype == np.uint8
         assert (image < 200).any(), f"{name}: nothing drawn"  # query bonds are grey (127)
 
@@ -203,8 +206,9 @@ def test_render_rejects_bad_input(cache):
         render("CCO")
     with pytest.raises(ValueError):
         render(cache.get("CCO"), size=4)
-    with pytest.raises(ValueError, match="backend"):
-        render(cache.get("CCO"), backend="svg")
+    for unknown in ("svg", "auto"):  # "auto" (pick by what loads here) is gone: the back end is always named
+        with pytest.raises(ValueError, match="drawing backend"):
+            render(cache.get("CCO"), backend=unknown)
     with pytest.raises(TypeError):
         render(cache.get("CCO"), style={"line_width": 3})
 
@@ -235,20 +239,40 @@ def test_fast_back_end_falls_back_on_unknown_svg(cache, fonts, monkeypatch):
     mol = cache.get("CCO")
     style = DrawingStyle(font_file=fonts[0])
     before = fast_backend_info()["fallbacks"]
-    monkeypatch.setattr(rendering, "_SVG_PATH", rendering.re.compile("(?!x)x(a)(b)"))  # sees no <path> at all
+    monkeypatch.setattr(cairo_replay, "_SVG_PATH", cairo_replay.re.compile("(?!x)x(a)(b)"))  # sees no <path> at all
     assert np.array_equal(render(mol, style=style, backend="fast"), render(mol, style=style, backend="cairo"))
     assert fast_backend_info()["fallbacks"] == before + 1
 
 
-def test_fast_back_end_can_be_switched_off(cache, fonts, monkeypatch):
+@needs_fast
+def test_hybrid_is_cairo_for_the_plain_style_and_the_replay_for_font_styles(cache, fonts):
+    assert BACKENDS == ("hybrid", "cairo", "fast") and DEFAULT_BACKEND == "hybrid"
+    mol = cache.get("OC(=O)c1ccc(Cl)cc1N")
+    assert np.array_equal(render(mol), render(mol, backend="cairo"))
+    assert not np.array_equal(render(mol, backend="fast"), render(mol, backend="cairo"))
+    style = random_style(np.random.default_rng(5), fonts)
+    assert np.array_equal(render(mol, style=style), render(mol, style=style, backend="fast"))
+    assert not np.array_equal(render(mol, style=style), render(mol, style=style, backend="cairo"))
+
+
+def test_a_back_end_that_cannot_run_fails_and_says_what_to_do(cache, fonts, monkeypatch):
     monkeypatch.setenv("MOLECLIP_FAST_RENDER", "0")
-    monkeypatch.setitem(rendering._CAIRO_STATE, "loaded", False)
-    monkeypatch.setitem(rendering._CAIRO_STATE, "lib", None)
+    monkeypatch.setitem(cairo_replay._CAIRO_STATE, "loaded", False)
+    monkeypatch.setitem(cairo_replay._CAIRO_STATE, "lib", None)
+    monkeypatch.setitem(cairo_replay._CAIRO_STATE, "reason", "")
     assert not fast_backend_available() and "MOLECLIP_FAST_RENDER" in fast_backend_info()["reason"]
+    mol = cache.get("CCO")
     style = DrawingStyle(font_file=fonts[0])
-    assert np.array_equal(render(cache.get("CCO"), style=style), render(cache.get("CCO"), style=style, backend="cairo"))
-    with pytest.raises(RuntimeError, match="not available"):
-        render(cache.get("CCO"), style=style, backend="fast")
+    # Never a silent switch to the other rasteriser: the replay's pictures (hybrid's random styles, every "fast"
+    # picture) fail, naming the setting and the way out; what RDKit's Cairo draws is unaffected.
+    for backend, chosen in (("hybrid", style), ("fast", style), ("fast", DrawingStyle())):
+        with pytest.raises(DrawingBackendError) as info:
+            render(mol, style=chosen, backend=backend)
+        message = str(info.value)
+        assert f"drawing_backend={backend!r}" in message and "MOLECLIP_FAST_RENDER" in message
+        assert "drawing_backend='cairo'" in message
+    assert np.array_equal(render(mol), render(mol, backend="cairo"))
+    assert render(mol, style=style, backend="cairo").shape == (224, 224, 3)
 
 
 @needs_fast
