@@ -1,4 +1,5 @@
-"""The SMILES image processor: shapes, RGB order, normalisation, determinism, settings round trip, bad input."""
+"""The SMILES image processor: shapes, channel order, normalisation, determinism, settings that act or are refused,
+drawing back ends, settings round trip, bad input."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,11 @@ from rdkit import Chem
 from transformers import AutoImageProcessor
 
 from moleclip import InvalidMoleculeError, MoleCLIPImageProcessor
-from moleclip.processing.augment import CLIP_MEAN, CLIP_STD
+from moleclip.processing import cairo_replay
+from moleclip.processing.augment import CLIP_MEAN, CLIP_STD, normalize
+from moleclip.processing.rendering import DrawingBackendError, fast_backend_available
+
+needs_fast = pytest.mark.skipif(not fast_backend_available(), reason="no Cairo/FreeType libraries for the fast back end")
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +84,157 @@ def test_r_groups_change_the_drawing(processor):
 
 
 def test_settings_round_trip(tmp_path):
-    processor = MoleCLIPImageProcessor(augmentation="intense", randomize_drawing=True, r_groups=True, size=160)
+    processor = MoleCLIPImageProcessor(augmentation="intense", randomize_drawing=True, r_groups=True, size=160,
+                                       channel_order="bgr", drawing_backend="cairo")
     processor.save_pretrained(tmp_path)
     again = AutoImageProcessor.from_pretrained(tmp_path)
     assert isinstance(again, MoleCLIPImageProcessor)
-    assert (again.augmentation, again.randomize_drawing, again.r_groups, again.size) == ("intense", True, True, 160)
+    assert (again.augmentation, again.randomize_drawing, again.r_groups) == ("intense", True, True)
+    assert (again.channel_order, again.drawing_backend) == ("bgr", "cairo")
+    assert again.size == {"height": 160, "width": 160}
     assert again("CCO")["pixel_values"].shape == (1, 3, 160, 160)
+    assert again.to_dict() == processor.to_dict()
+
+
+def test_defaults_are_saved_explicitly():
+    saved = MoleCLIPImageProcessor().to_dict()
+    assert saved["size"] == {"height": 224, "width": 224}
+    assert (saved["channel_order"], saved["drawing_backend"]) == ("rgb", "hybrid")
+    assert (saved["do_resize"], saved["do_rescale"], saved["do_normalize"], saved["do_convert_rgb"]) == (True,) * 4
+
+
+def test_an_older_saved_config_still_loads():
+    # What the processor saved before `size` became a dict and the back end and channel order became settings.
+    old = {"size": 224, "image_mean": list(CLIP_MEAN), "image_std": list(CLIP_STD), "augmentation": "none",
+           "randomize_drawing": False, "r_groups": False, "cache_size": 10, "image_processor_type": "MoleCLIPImageProcessor"}
+    processor = MoleCLIPImageProcessor.from_dict(old)
+    assert processor.size == {"height": 224, "width": 224} and processor.cache_size == 10
+    assert (processor.channel_order, processor.drawing_backend) == ("rgb", "hybrid")
+
+
+# ---------------------------------------------------------------------------------------------- channel order
+def coloured(pixels: np.ndarray, channel: int) -> int:
+    """Pixels strongly saturated in `channel` only (uint8 HxWx3)."""
+    others = [c for c in range(3) if c != channel]
+    return int(((pixels[..., channel] > 180) & (pixels[..., others[0]] < 100) & (pixels[..., others[1]] < 100)).sum())
+
+
+def test_bgr_puts_red_oxygen_in_channel_2_and_normalises_with_the_statistics_in_order(processor):
+    bgr = MoleCLIPImageProcessor(channel_order="bgr")
+    smiles = "OCCN"  # a red O label and a blue N label
+    pictures = bgr.render_images(smiles)[0]
+    assert coloured(pictures[0], 0) > 10  # the pictures themselves stay RGB (viewable, savable)
+    rgb_pixels, bgr_pixels = processor(smiles)["pixel_values"], bgr(smiles)["pixel_values"]
+    rgb_u8, bgr_u8 = unnormalise(rgb_pixels)[0], unnormalise(bgr_pixels)[0]  # CLIP statistics in the order given
+    assert coloured(rgb_u8, 0) > 10 and coloured(rgb_u8, 2) > 10  # red O in channel 0, blue N in channel 2
+    assert np.array_equal(bgr_u8, rgb_u8[..., ::-1])  # swapped exactly, then normalised channel by channel
+    assert coloured(bgr_u8, 2) == coloured(rgb_u8, 0) > 10  # red oxygen now in channel 2
+    # The reference: B, G, R data normalised with CLIP's R, G, B mean and std (blue data with mean[0] = 0.4815).
+    torch.testing.assert_close(bgr_pixels, normalize([pictures[0][..., ::-1].copy()]), rtol=0, atol=0)
+    white = torch.tensor([(1 - m) / s for m, s in zip(CLIP_MEAN, CLIP_STD)])
+    torch.testing.assert_close(bgr_pixels[0, :, 0, 0], white)
+
+
+def test_bgr_applies_to_given_images_and_after_augmentation():
+    bgr = MoleCLIPImageProcessor(channel_order="bgr", augmentation="default")
+    red = Image.new("RGB", (224, 224), (255, 0, 0))
+    pixels = bgr(red, augmentation="none")["pixel_values"][0, :, 10, 10]
+    expected = torch.tensor([(0 - CLIP_MEAN[0]) / CLIP_STD[0], (0 - CLIP_MEAN[1]) / CLIP_STD[1], (1 - CLIP_MEAN[2]) / CLIP_STD[2]])
+    torch.testing.assert_close(pixels, expected)
+    pictures, _, _ = bgr.render_images(["CCO", "OCCN"], seed=3)
+    torch.testing.assert_close(bgr(["CCO", "OCCN"], seed=3)["pixel_values"],
+                               normalize([p[..., ::-1].copy() for p in pictures]), rtol=0, atol=0)
+    assert torch.equal(bgr.pictures_to_pixel_values(pictures), bgr(["CCO", "OCCN"], seed=3)["pixel_values"])
+
+
+# ------------------------------------------------------------------------------- standard settings act or are refused
+def test_standard_settings_act(processor):
+    base = processor("CCO")["pixel_values"]
+    unnormalised = processor("CCO", do_normalize=False)["pixel_values"]
+    torch.testing.assert_close(unnormalised, torch.from_numpy(processor.render_images("CCO")[0][0]).permute(2, 0, 1)[None] / 255.0)
+    raw = processor("CCO", do_normalize=False, do_rescale=False)["pixel_values"]
+    assert raw.max() == 255
+    torch.testing.assert_close(raw, unnormalised * 255)
+    halves = processor("CCO", image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])["pixel_values"]
+    torch.testing.assert_close(halves, unnormalised * 2 - 1)
+    assert processor("CCO", rescale_factor=1 / 510, do_normalize=False)["pixel_values"].max() == pytest.approx(0.5)
+    assert processor("CCO", size=96)["pixel_values"].shape == (1, 3, 96, 96)
+    assert processor("CCO", size={"height": 96, "width": 96})["pixel_values"].shape == (1, 3, 96, 96)
+    assert torch.equal(processor("CCO", data_format="channels_last")["pixel_values"], base.permute(0, 2, 3, 1))
+    assert isinstance(processor("CCO", return_tensors="np")["pixel_values"], np.ndarray)
+    assert isinstance(processor("CCO", return_tensors=None)["pixel_values"], np.ndarray)
+    assert processor("CCO", device="cpu")["pixel_values"].device.type == "cpu"
+    assert isinstance(MoleCLIPImageProcessor(return_tensors="np")("CCO")["pixel_values"], np.ndarray)
+
+
+def test_given_images_of_every_kind(processor):
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    expected = processor(Image.fromarray(rgb))["pixel_values"]
+    for image in (rgb, torch.from_numpy(rgb), torch.from_numpy(rgb).permute(2, 0, 1), rgb.transpose(2, 0, 1).copy()):
+        torch.testing.assert_close(processor(image)["pixel_values"], expected)
+    both = processor([torch.from_numpy(rgb), "CCO"])["pixel_values"]  # images and molecules in one batch
+    torch.testing.assert_close(both[0], expected[0])
+    unresized = processor(rgb, do_resize=False)["pixel_values"]
+    assert unresized.shape == (1, 3, 40, 60)
+    with pytest.raises(ValueError, match="same shape"):
+        processor([rgb, "CCO"], do_resize=False)
+    rgba = np.zeros((30, 30, 4), dtype=np.uint8)  # fully transparent: white once composited
+    torch.testing.assert_close(processor(rgba)["pixel_values"][0, :, 5, 5], processor("CCO")["pixel_values"][0, :, 0, 0])
+    four = processor(rgba, do_convert_rgb=False, image_mean=[0.0] * 4, image_std=[1.0] * 4)["pixel_values"]
+    assert four.shape == (1, 4, 224, 224)
+    with pytest.raises(ValueError, match="4-channel"):
+        processor(rgba, do_convert_rgb=False)
+    with pytest.raises(ValueError, match="bgr"):
+        processor(rgba, do_convert_rgb=False, image_mean=[0.0] * 4, image_std=[1.0] * 4, channel_order="bgr")
+    with pytest.raises(ValueError, match="uint8"):
+        processor(rgb.astype(np.float32) / 255)
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(do_center_crop=True), "do_center_crop"), (dict(crop_size=200), "crop_size"), (dict(do_pad=True), "do_pad"),
+    (dict(pad_size=300), "pad_size"), (dict(size={"height": 200, "width": 100}), "square"), (dict(size=0), "at least 16"),
+    (dict(size=-5), "at least 16"), (dict(size={"shortest_edge": 224}), "height"), (dict(default_to_square=False), "square"),
+    (dict(channel_order="brg"), "channel_order"), (dict(drawing_backend="auto"), "drawing backend"),
+    (dict(augmentation="extreme"), "augmentation preset"), (dict(disable_grouping=True), "disable_grouping"),
+    (dict(image_std=[0.0, 1.0, 1.0]), "image_std"), (dict(data_format="channels_middle"), "data_format"),
+])
+def test_settings_that_cannot_act_are_refused(processor, setting, message):
+    with pytest.raises(ValueError, match=message):
+        MoleCLIPImageProcessor(**setting)
+    with pytest.raises(ValueError, match=message):
+        processor("CCO", **setting)
+
+
+def test_unknown_settings_are_refused(processor):
+    with pytest.raises(TypeError, match="no setting 'colour'"):
+        MoleCLIPImageProcessor(colour="red")
+    with pytest.raises(TypeError, match="unexpected argument 'colour'"):
+        processor("CCO", colour="red")
+    with pytest.raises(ValueError, match="return_tensors"):
+        processor("CCO", return_tensors="tf")
+
+
+# --------------------------------------------------------------------------------------------- drawing back end
+@needs_fast
+def test_drawing_backend_acts(processor):
+    kwargs = dict(randomize_drawing=True, seed=4)
+    hybrid = processor("OC(=O)c1ccc(Cl)cc1N", **kwargs)["pixel_values"]
+    assert torch.equal(hybrid, processor("OC(=O)c1ccc(Cl)cc1N", drawing_backend="fast", **kwargs)["pixel_values"])
+    assert not torch.equal(hybrid, processor("OC(=O)c1ccc(Cl)cc1N", drawing_backend="cairo", **kwargs)["pixel_values"])
+    plain = processor("OC(=O)c1ccc(Cl)cc1N")["pixel_values"]
+    assert torch.equal(plain, processor("OC(=O)c1ccc(Cl)cc1N", drawing_backend="cairo")["pixel_values"])
+    assert not torch.equal(plain, processor("OC(=O)c1ccc(Cl)cc1N", drawing_backend="fast")["pixel_values"])
+
+
+def test_a_drawing_backend_that_cannot_run_fails_even_when_skipping(monkeypatch):
+    monkeypatch.setenv("MOLECLIP_FAST_RENDER", "0")
+    for key, value in (("loaded", False), ("lib", None), ("reason", "")):
+        monkeypatch.setitem(cairo_replay._CAIRO_STATE, key, value)
+    processor = MoleCLIPImageProcessor(randomize_drawing=True)
+    with pytest.raises(DrawingBackendError, match="drawing_backend='cairo'"):
+        processor(["CCO", "c1ccccc1"], on_error="skip")  # not a bad molecule: never skipped
+    assert processor("CCO", drawing_backend="cairo")["pixel_values"].shape == (1, 3, 224, 224)
+    assert processor("CCO", randomize_drawing=False)["pixel_values"].shape == (1, 3, 224, 224)  # hybrid's plain: RDKit
 
 
 @pytest.mark.parametrize("bad, reason", [("C1CC", "could not be parsed"), ("", "is empty"), ("   ", "is empty"),
@@ -128,6 +278,10 @@ def test_huge_molecule_is_refused_clearly(processor):
 def test_wrong_inputs(processor):
     with pytest.raises(TypeError):
         processor([3.14])
+    with pytest.raises(TypeError):
+        processor(3.14)
+    with pytest.raises(ValueError, match="not both"):
+        processor("CCO", smiles="CCO")
     with pytest.raises(ValueError, match="unknown augmentation preset"):
         processor("CCO", augmentation="extreme")
     with pytest.raises(ValueError, match="no molecules"):
