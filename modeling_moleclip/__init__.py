@@ -8,7 +8,7 @@ with `trust_remote_code=True` where the package is not installed.
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
-from .configuration_moleclip import PRESETS, MoleCLIPConfig
+from .configuration_moleclip import MODEL_PRESETS, MoleCLIPConfig
 from .modeling_moleclip import (
     MoleCLIPForPropertyPrediction,
     MoleCLIPModel,
@@ -16,14 +16,18 @@ from .modeling_moleclip import (
     MoleCLIPPreTrainedModel,
     MoleCLIPPropertyOutput,
     PropertyHead,
+    TargetScaling,
+    loss_from_predictions,
 )
+from .tasks import TASK_TYPES, TaskType, get_task, higher_is_better
 from .processing.image_processing_moleclip import MoleCLIPImageProcessor
 from .processing.molecules import InvalidMoleculeError
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "PRESETS",
+    "MODEL_PRESETS",
+    "TASK_TYPES",
     "InvalidMoleculeError",
     "MoleCLIPConfig",
     "MoleCLIPForPropertyPrediction",
@@ -33,6 +37,11 @@ __all__ = [
     "MoleCLIPPreTrainedModel",
     "MoleCLIPPropertyOutput",
     "PropertyHead",
+    "TargetScaling",
+    "TaskType",
+    "get_task",
+    "higher_is_better",
+    "loss_from_predictions",
 ]
 
 AutoConfig.register(MoleCLIPConfig.model_type, MoleCLIPConfig, exist_ok=True)

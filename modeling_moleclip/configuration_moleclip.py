@@ -7,16 +7,13 @@ relative imports and libraries that a plain ``transformers`` install has.
 
 from transformers import CLIPVisionConfig, PreTrainedConfig
 
-__all__ = ["MoleCLIPConfig", "PRESETS", "TASK_TYPES", "REGRESSION_LOSSES"]
+from .tasks import get_task
 
-# "classification" covers binary and multi-label (one sigmoid per target, missing labels masked);
-# "multiclass" is one softmax over `num_targets` classes for a single integer target.
-TASK_TYPES = ("regression", "classification", "multiclass")
-REGRESSION_LOSSES = ("l1", "mse")
+__all__ = ["MoleCLIPConfig", "MODEL_PRESETS"]
 
-# Randomly initialised shapes. `tiny` is small enough for every command and test to run in seconds on a laptop CPU;
+# Model shapes, randomly initialised (not augmentation presets, which live in processing/augment.py). `tiny` is small enough for every command and test to run in seconds on a laptop CPU;
 # `base` is the ViT-B/16 shape of OpenAI CLIP (what the paper starts from), for benchmarks without downloaded weights.
-PRESETS = {
+MODEL_PRESETS = {
     "tiny": dict(
         vision_config=dict(
             hidden_size=32,
@@ -65,15 +62,17 @@ class MoleCLIPConfig(PreTrainedConfig):
             pretraining, one per K-means label set (empty list: no heads).
         logit_scale_init_value (`float`, 15.0): the contrastive logit scale (1 / temperature; the paper's 15 = T 0.067).
         learnable_logit_scale (`bool`, False): learn the scale (stored as a log) instead of keeping it fixed.
-        task (`str`, "regression"): "regression", "classification" (binary or multi-label, missing labels masked) or
-            "multiclass" (one integer target, softmax over `num_targets` classes).
-        num_targets (`int`, 1): regression/classification targets, or classes for "multiclass".
+        task (`str`, "regression"): "regression" or "classification" (binary or multi-label, missing labels masked);
+            the task types, their losses and metrics are defined in `tasks.py`.
+        num_targets (`int`, 1): number of targets (one output each).
         target_names (`list[str]`, optional): names of the targets, kept for predictions and model cards.
         regression_loss (`str`, "l1"): "l1" (the paper) or "mse".
-        target_mean / target_std (`list[float]`, optional): regression targets are learnt standardised; predictions
-            (`logits`) are returned in the original units.
-        head_hidden_size (`int`, 512), head_num_layers (`int`, 3), head_dropout (`float`, 0.1): the MLP head
-            `num_layers x [Linear, ReLU, Dropout]` then `Linear(hidden, num_targets)`.
+        target_mean / target_std (`list[float]`, optional): regression targets are learnt standardised (see
+            `TargetScaling`); predictions (`logits`) are returned in the original units.
+        head_hidden_size (`int`, 512), head_num_layers (`int`, 3), head_dropout (`float`, 0.0): the MLP head
+            `num_layers x [Linear, ReLU, Dropout]` then `Linear(hidden, num_targets)`. The defaults are the paper's
+            (the reference code trained its heads with dropout 0, and with PyTorch's default `nn.Linear`
+            initialisation, which the head keeps: see `PropertyHead`).
     """
 
     model_type = "moleclip"
@@ -92,7 +91,7 @@ class MoleCLIPConfig(PreTrainedConfig):
     target_std: list[float] | None = None
     head_hidden_size: int = 512
     head_num_layers: int = 3
-    head_dropout: float = 0.1
+    head_dropout: float = 0.0
     initializer_factor: float = 1.0
 
     def __post_init__(self, **kwargs):
@@ -105,17 +104,15 @@ class MoleCLIPConfig(PreTrainedConfig):
         self._validate_moleclip()
 
     def _validate_moleclip(self):
-        if self.task not in TASK_TYPES:
-            raise ValueError(f"task must be one of {TASK_TYPES}, got {self.task!r}")
-        if self.regression_loss not in REGRESSION_LOSSES:
-            raise ValueError(f"regression_loss must be one of {REGRESSION_LOSSES}, got {self.regression_loss!r}")
+        get_task(self.task)
+        regression_losses = get_task("regression").losses
+        if self.regression_loss not in regression_losses:
+            raise ValueError(f"regression_loss must be one of {regression_losses}, got {self.regression_loss!r}")
         if self.num_targets < 1:
             raise ValueError(f"num_targets must be >= 1, got {self.num_targets}")
-        if self.task == "multiclass" and self.num_targets < 2:
-            raise ValueError("a multiclass task needs num_targets >= 2 classes")
         if any(k < 2 for k in self.pseudo_label_classes):
             raise ValueError(f"every pseudo-label class count must be >= 2, got {self.pseudo_label_classes}")
-        if self.target_names is not None and self.task != "multiclass" and len(self.target_names) != self.num_targets:
+        if self.target_names is not None and len(self.target_names) != self.num_targets:
             raise ValueError(f"{len(self.target_names)} target_names given for num_targets={self.num_targets}")
         for name in ("target_mean", "target_std"):
             values = getattr(self, name)
@@ -129,9 +126,9 @@ class MoleCLIPConfig(PreTrainedConfig):
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "MoleCLIPConfig":
         """A randomly initialised shape: ``"tiny"`` (seconds on a CPU) or ``"base"`` (ViT-B/16)."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        settings = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS[name].items()}
+        if name not in MODEL_PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(MODEL_PRESETS)}")
+        settings = {k: (dict(v) if isinstance(v, dict) else v) for k, v in MODEL_PRESETS[name].items()}
         vision_overrides = overrides.pop("vision_config", None) or {}
         settings["vision_config"].update(vision_overrides)
         settings.update(overrides)

@@ -3,15 +3,23 @@
 * [`MoleCLIPModel`]: the encoder (CLIP vision transformer + bias-free visual projection to the 512-d `image_embeds`
   that OpenAI CLIP's `encode_image` returns) plus the pretraining objective of the paper: a symmetric contrastive loss
   between a plain and an augmented rendering, and one structural classification head per K-means label set.
-* [`MoleCLIPForPropertyPrediction`]: the encoder plus an MLP head for regression or classification.
+* [`MoleCLIPForPropertyPrediction`]: the encoder plus an MLP head for regression or classification (task types,
+  losses and metrics: `tasks.py`), with [`TargetScaling`] as the one home of regression-target standardisation.
+
+Names of the embeddings, as in transformers 5's CLIP: `image_embeds` (in [`MoleCLIPOutput`]) and
+`get_image_features(...).pooler_output` are the same projected embedding (`projection_dim`, 512 for ViT-B/16), the
+molecule representation; `vision_pooler_output` is the CLIP tower's pooled output before the projection (its
+`hidden_size`, 768 for ViT-B/16).
 
 This file travels to the Hugging Face Hub as remote code: flat relative imports only.
 """
 
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,6 +29,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from .configuration_moleclip import MoleCLIPConfig
+from .tasks import get_task, property_loss
 
 __all__ = [
     "MoleCLIPPreTrainedModel",
@@ -29,7 +38,9 @@ __all__ = [
     "MoleCLIPOutput",
     "MoleCLIPPropertyOutput",
     "PropertyHead",
+    "TargetScaling",
     "contrastive_loss",
+    "loss_from_predictions",
     "property_loss",
     "scaled_property_outputs",
 ]
@@ -46,7 +57,10 @@ class MoleCLIPOutput(ModelOutput):
     augmented_image_embeds: projected embedding of `augmented_pixel_values` (view 2), when given.
     logits_per_view: (batch, global batch) contrastive logits of view 1 against view 2.
     label_logits: one (batch, K) tensor per pseudo-label set, computed on view 1.
-    pooler_output / last_hidden_state / hidden_states / attentions: from the CLIP vision tower on view 1.
+    vision_pooler_output: the CLIP tower's pooled output on view 1, before the projection, (batch, hidden_size).
+        (Not called `pooler_output`: `get_image_features(...).pooler_output` is the projected embedding, as in
+        transformers 5's `CLIPModel`.)
+    last_hidden_state / hidden_states / attentions: from the CLIP vision tower on view 1.
     """
 
     loss: torch.FloatTensor | None = None
@@ -56,7 +70,7 @@ class MoleCLIPOutput(ModelOutput):
     augmented_image_embeds: torch.FloatTensor | None = None
     logits_per_view: torch.FloatTensor | None = None
     label_logits: tuple[torch.FloatTensor, ...] | None = None
-    pooler_output: torch.FloatTensor | None = None
+    vision_pooler_output: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
@@ -66,9 +80,9 @@ class MoleCLIPOutput(ModelOutput):
 class MoleCLIPPropertyOutput(ModelOutput):
     """Output of [`MoleCLIPForPropertyPrediction`].
 
-    loss: masked L1/MSE (regression, on standardised targets), masked BCE (classification) or CE (multiclass).
+    loss: masked L1/MSE (regression, on standardised targets) or masked BCE (classification).
     logits: (batch, num_targets). Regression: predictions in the targets' original units. Classification: one logit per
-        target (sigmoid gives the probability). Multiclass: one logit per class.
+        target (sigmoid gives the probability).
     image_embeds: the 512-d encoder embedding the head read.
     """
 
@@ -120,34 +134,124 @@ def contrastive_loss(
     return loss, logits_1to2
 
 
-def property_loss(
-    predictions: torch.Tensor, labels: torch.Tensor, task: str, regression_loss: str = "l1"
-) -> torch.Tensor:
-    """The finetuning loss for one task type, ignoring missing labels (NaN; -100 for multiclass).
+def _float_list(values, count: int, default: float, what: str) -> list[float]:
+    """``values`` (None, one number, or ``count`` numbers) as ``count`` Python floats."""
+    if values is None:
+        return [default] * count
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().reshape(-1).tolist()
+    elif isinstance(values, (int, float)):
+        values = [values] * count
+    values = [float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1)]
+    if len(values) != count:
+        raise ValueError(f"{what} has {len(values)} values for {count} targets")
+    return values
 
-    Regression and classification average over the observed (molecule, target) entries only, so a multi-task set
-    with many gaps (Tox21) trains on what it has. A batch with no observed label gives a zero loss that still has a
-    graph (so data-parallel processes stay in step).
+
+class TargetScaling(nn.Module):
+    """Standardisation of regression targets: the one place it is defined.
+
+    A regression head learns ``(y - mean) / std`` with the training split's mean and standard deviation, so the loss
+    and the learning rates mean the same for properties measured in different units; its outputs are turned back into
+    the targets' units with :meth:`unstandardize`. The training loss is taken on the standardised scale
+    (`scaled_property_outputs`), and so is the loss of a whole set of predictions (`loss_from_predictions`).
+
+    The two buffers are not saved with the weights: a MoleCLIP model keeps the numbers in its config
+    (`target_mean`, `target_std`), so the two cannot disagree. A standard deviation of 0 (a constant target) is
+    taken as 1.
+
+    Args:
+        mean, std: one number per target (a Python sequence, array or tensor; one number is used for every target).
+        num_targets: how many targets; taken from ``mean`` when not given.
     """
-    if task == "multiclass":
-        labels = labels.reshape(-1)
-        labels = torch.where(torch.isnan(labels), torch.full_like(labels, -100), labels) if labels.is_floating_point() else labels
-        labels = labels.long()
-        if (labels != -100).sum() == 0:
-            return predictions.sum() * 0.0
-        return F.cross_entropy(predictions, labels, ignore_index=-100)
-    labels = labels.to(predictions.dtype).reshape(predictions.shape)
-    observed = ~torch.isnan(labels)
-    if observed.sum() == 0:
-        return predictions.sum() * 0.0
-    filled = torch.where(observed, labels, torch.zeros_like(labels))
-    if task == "classification":
-        per_entry = F.binary_cross_entropy_with_logits(predictions, filled, reduction="none")
-    elif regression_loss == "mse":
-        per_entry = (predictions - filled) ** 2
-    else:
-        per_entry = (predictions - filled).abs()
-    return (per_entry * observed).sum() / observed.sum()
+
+    def __init__(self, mean=None, std=None, num_targets: int | None = None):
+        super().__init__()
+        if num_targets is None:
+            if mean is None:
+                raise ValueError("give mean (and std), or num_targets for the identity scaling")
+            num_targets = int(np.asarray(mean.detach().cpu() if isinstance(mean, torch.Tensor) else mean).size)
+        mean_values = _float_list(mean, num_targets, 0.0, "mean")
+        std_values = [s if s != 0 else 1.0 for s in _float_list(std, num_targets, 1.0, "std")]
+        if not all(math.isfinite(m) for m in mean_values):
+            raise ValueError(f"target means must be finite, got {mean_values}")
+        if not all(math.isfinite(s) and s > 0 for s in std_values):
+            raise ValueError(f"target standard deviations must be positive and finite, got {std_values}")
+        self.register_buffer("mean", torch.tensor(mean_values, dtype=torch.float32), persistent=False)
+        self.register_buffer("std", torch.tensor(std_values, dtype=torch.float32), persistent=False)
+
+    @classmethod
+    def identity(cls, num_targets: int) -> "TargetScaling":
+        """Mean 0, std 1: no scaling."""
+        return cls(num_targets=num_targets)
+
+    @classmethod
+    def from_labels(cls, labels) -> "TargetScaling":
+        """Statistics of training labels ``[N]`` or ``[N, T]`` (NaN = missing), per target.
+
+        The standard deviation is the population one (ddof 0). A target without any label gets mean 0 and std 1,
+        a constant one std 1.
+        """
+        values = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels, dtype=np.float64)
+        if values.ndim == 1:
+            values = values[:, None]
+        if values.ndim != 2:
+            raise ValueError(f"labels must be [N] or [N, T], got shape {values.shape}")
+        labelled = ~np.isnan(values)
+        count = labelled.sum(axis=0)
+        filled = np.where(labelled, values, 0.0)
+        mean = filled.sum(axis=0) / np.maximum(count, 1)
+        var = (np.where(labelled, values - mean, 0.0) ** 2).sum(axis=0) / np.maximum(count, 1)
+        std = np.where(count > 0, np.sqrt(var), 1.0)
+        return cls(mean, std)
+
+    @classmethod
+    def from_config(cls, config) -> "TargetScaling":
+        """The scaling recorded in a [`MoleCLIPConfig`] (identity when it records none)."""
+        return cls(config.target_mean, config.target_std, num_targets=config.num_targets)
+
+    @property
+    def num_targets(self) -> int:
+        return self.mean.numel()
+
+    def statistics(self) -> tuple[list[float], list[float]]:
+        """``(mean, std)`` as Python lists, e.g. for a config or a JSON file."""
+        return self.mean.tolist(), self.std.tolist()
+
+    def copy_from(self, other: "TargetScaling") -> None:
+        """Take over another scaling's statistics, in place (the buffers keep their device)."""
+        if other.num_targets != self.num_targets:
+            raise ValueError(f"a scaling of {other.num_targets} targets given for {self.num_targets}")
+        with torch.no_grad():
+            self.mean.copy_(other.mean)
+            self.std.copy_(other.std)
+
+    def _stats_like(self, values):
+        if isinstance(values, torch.Tensor):
+            dtype = values.dtype if values.is_floating_point() else torch.float32
+            return self.mean.to(values.device, dtype), self.std.to(values.device, dtype)
+        return self.mean.detach().cpu().double().numpy(), self.std.detach().cpu().double().numpy()
+
+    def _as_values(self, values):
+        if isinstance(values, torch.Tensor):
+            return values if values.is_floating_point() else values.float()
+        return np.asarray(values, dtype=np.float64)
+
+    def standardize(self, values):
+        """``(values - mean) / std`` over the last axis; tensors stay tensors (their device and float dtype), anything
+        else becomes a float64 array. NaN stays NaN."""
+        values = self._as_values(values)
+        mean, std = self._stats_like(values)
+        return (values - mean) / std
+
+    def unstandardize(self, values):
+        """``values * std + mean``: standardised values back in the targets' units."""
+        values = self._as_values(values)
+        mean, std = self._stats_like(values)
+        return values * std + mean
+
+    def extra_repr(self) -> str:
+        return f"num_targets={self.num_targets}"
 
 
 def scaled_property_outputs(
@@ -155,32 +259,67 @@ def scaled_property_outputs(
     labels: torch.Tensor | None,
     task: str,
     regression_loss: str,
-    target_mean: torch.Tensor,
-    target_std: torch.Tensor,
+    scaling: TargetScaling | torch.Tensor | None = None,
+    target_std: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(logits, loss)`` from a head's raw outputs.
+    """``(logits, loss)`` from a head's raw outputs: the one definition of a property head's outputs and loss.
 
-    A regression head predicts standardised targets (training-split mean and std), which keeps the loss and the
-    learning rates comparable across properties measured in different units; its logits are returned in the
-    property's own units, and its loss is taken on the standardised scale.
+    A regression head's raw outputs are standardised predictions (see [`TargetScaling`]); its logits are returned in
+    the targets' units and its loss is taken on the standardised scale. Classification logits are the raw outputs.
+    Used by [`MoleCLIPForPropertyPrediction`] and by the fingerprint baseline's head.
+
+    ``scaling`` may also be given the old way, as two tensors ``(target_mean, target_std)``.
     """
-    regression = task == "regression"
-    logits = raw * target_std + target_mean if regression else raw
+    if isinstance(scaling, torch.Tensor):
+        scaling = TargetScaling(scaling, target_std)
+    regression = get_task(task).standardized_targets
+    if regression and scaling is None:
+        raise ValueError("a regression head needs its TargetScaling")
+    logits = scaling.unstandardize(raw) if regression else raw
     if labels is None:
         return logits, None
     labels = labels.to(raw.device)
     if regression:
-        labels = (labels.to(raw.dtype).reshape(raw.shape) - target_mean) / target_std
+        labels = scaling.standardize(labels.to(raw.dtype).reshape(raw.shape))
     return logits, property_loss(raw, labels, task, regression_loss)
+
+
+def loss_from_predictions(
+    predictions, labels, task: str, regression_loss: str = "l1", scaling: TargetScaling | None = None
+) -> float:
+    """The training loss of a whole set of predictions, computed as the model computes it in training.
+
+    ``predictions`` are what the model returns (`logits`: regression values in the targets' units, classification
+    logits) and ``labels`` the raw targets, both ``[N]`` or ``[N, T]`` arrays or tensors with NaN for missing labels.
+    Regression values are standardised with ``scaling`` (the one the model was trained with) before the loss, so a
+    validation loss here is on the same scale as the training loss. Computed in float64.
+    """
+    p = torch.as_tensor(np.asarray(predictions, dtype=np.float64) if not isinstance(predictions, torch.Tensor)
+                        else predictions.detach().cpu().double())
+    y = torch.as_tensor(np.asarray(labels, dtype=np.float64) if not isinstance(labels, torch.Tensor)
+                        else labels.detach().cpu().double())
+    if p.ndim == 1:
+        p = p[:, None]
+    y = y.reshape(p.shape)
+    if get_task(task).standardized_targets:
+        if scaling is None:
+            raise ValueError("a regression loss needs the TargetScaling the model was trained with")
+        p, y = scaling.standardize(p), scaling.standardize(y)
+    return float(property_loss(p, y, task, regression_loss))
 
 
 class PropertyHead(nn.Module):
     """`num_layers x [Linear(., hidden), ReLU, Dropout]` then `Linear(hidden, out_features)`: the paper's head.
 
     Used on the 512-d MoleCLIP embedding and, unchanged, on 2048-bit fingerprints for the baseline.
+
+    Its defaults are the paper's settings, as its reference code trained them: dropout 0, and PyTorch's default
+    `nn.Linear` initialisation (Kaiming-uniform weights, uniform biases in +-1/sqrt(fan_in)), not the
+    normal(std=fan_in**-0.5), zero-bias scheme used for the pretraining heads. A MoleCLIP model's `_init_weights`
+    calls :meth:`reset_parameters`, so a head built by `from_pretrained` without weights gets the same scheme.
     """
 
-    def __init__(self, in_features: int, out_features: int, hidden_size: int = 512, num_layers: int = 3, dropout: float = 0.1):
+    def __init__(self, in_features: int, out_features: int, hidden_size: int = 512, num_layers: int = 3, dropout: float = 0.0):
         super().__init__()
         layers: list[nn.Module] = []
         width = in_features
@@ -189,6 +328,18 @@ class PropertyHead(nn.Module):
             width = hidden_size
         layers.append(nn.Linear(width, out_features))
         self.layers = nn.Sequential(*layers)
+
+    @classmethod
+    def from_config(cls, config) -> "PropertyHead":
+        """The head a [`MoleCLIPConfig`] describes, freshly initialised."""
+        return cls(config.projection_dim, config.num_targets, hidden_size=config.head_hidden_size,
+                   num_layers=config.head_num_layers, dropout=config.head_dropout)
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default initialisation of every layer, drawn from the global RNG."""
+        for layer in self.layers:
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.layers(features)
@@ -238,25 +389,26 @@ class MoleCLIPPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        # The CLIP tower is a PreTrainedModel of its own and initialises itself; this covers our added layers.
-        # `transformers.initialization` functions skip tensors that were loaded from a checkpoint.
+        # The CLIP tower is a PreTrainedModel of its own and initialises itself; this covers our added layers, each
+        # from the module that owns it (transformers applies this method children first, so a generic nn.Linear
+        # branch would also reach the property head's layers, which keep PyTorch's own scheme).
+        # `transformers.initialization` functions, and `torch.nn.init` while transformers initialises, skip tensors
+        # that were loaded from a checkpoint.
         factor = self.config.initializer_factor
         if isinstance(module, MoleCLIPModel):
             init.normal_(module.visual_projection.weight, std=module.vision_model.config.hidden_size**-0.5 * factor)
             init.constant_(module.logit_scale, math.log(self.config.logit_scale_init_value))
-        elif isinstance(module, MoleCLIPForPropertyPrediction):
+            for head in module.label_heads:  # the pretraining heads: CLIP-style projection init
+                init.normal_(head.weight, std=head.in_features**-0.5 * factor)
+                init.zeros_(head.bias)
+        elif isinstance(module, PropertyHead):
+            module.reset_parameters()
+        elif isinstance(module, TargetScaling):
             # Non-persistent buffers are not in the checkpoint; from_pretrained builds on the meta device and relies
-            # on this method to give them values.
-            n = self.config.num_targets
-            init.copy_(module.target_mean, torch.tensor(self.config.target_mean or [0.0] * n, dtype=torch.float32))
-            init.copy_(module.target_std, torch.tensor(self.config.target_std or [1.0] * n, dtype=torch.float32))
-        elif isinstance(module, nn.Linear):
-            init.normal_(module.weight, std=module.in_features**-0.5 * factor)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
+            # on this method to give them values, from the config.
+            from_config = TargetScaling.from_config(self.config)
+            init.copy_(module.mean, from_config.mean)
+            init.copy_(module.std, from_config.std)
 
     @classmethod
     def from_clip(cls, name_or_path: str = "openai/clip-vit-base-patch16", **config_overrides):
@@ -323,6 +475,7 @@ class MoleCLIPModel(MoleCLIPPreTrainedModel):
         """The CLIP tower's output with `pooler_output` replaced by the projected embedding (OpenAI CLIP's
         `encode_image`), as `CLIPModel.get_image_features` returns it in transformers 5: the embedding is
         `model.get_image_features(pixel_values).pooler_output`, the same tensor as `model(pixel_values).image_embeds`.
+        The tower's own pooled output, before the projection, is `model(pixel_values).vision_pooler_output`.
         """
         tower = self.vision_model(
             pixel_values=pixel_values,
@@ -404,7 +557,7 @@ class MoleCLIPModel(MoleCLIPPreTrainedModel):
             augmented_image_embeds=augmented_embeds,
             logits_per_view=logits_per_view,
             label_logits=label_logits,
-            pooler_output=tower.pooler_output,
+            vision_pooler_output=tower.pooler_output,
             last_hidden_state=tower.last_hidden_state,
             hidden_states=tower.hidden_states,
             attentions=tower.attentions,
@@ -425,18 +578,10 @@ class MoleCLIPForPropertyPrediction(MoleCLIPPreTrainedModel):
     def __init__(self, config: MoleCLIPConfig):
         super().__init__(config)
         self.moleclip = MoleCLIPModel(config, with_pretraining_heads=False)
-        self.head = PropertyHead(
-            config.projection_dim,
-            config.num_targets,
-            hidden_size=config.head_hidden_size,
-            num_layers=config.head_num_layers,
-            dropout=config.head_dropout,
-        )
-        mean = torch.tensor(config.target_mean or [0.0] * config.num_targets, dtype=torch.float32)
-        std = torch.tensor(config.target_std or [1.0] * config.num_targets, dtype=torch.float32)
-        # Non-persistent: the config is the single source of the scaling, so it cannot disagree with the weights.
-        self.register_buffer("target_mean", mean, persistent=False)
-        self.register_buffer("target_std", std, persistent=False)
+        self.head = PropertyHead.from_config(config)
+        # Its buffers are not saved: the config is the single source of the scaling, so it cannot disagree with the
+        # weights.
+        self.target_scaling = TargetScaling.from_config(config)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -445,12 +590,39 @@ class MoleCLIPForPropertyPrediction(MoleCLIPPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.moleclip.set_input_embeddings(value)
 
-    def set_target_scaling(self, mean, std) -> None:
-        """Record regression target statistics (from the training split) in the config and the model."""
-        self.config.target_mean = [float(m) for m in mean]
-        self.config.target_std = [float(s) if s > 0 else 1.0 for s in std]
-        self.target_mean.copy_(torch.tensor(self.config.target_mean))
-        self.target_std.copy_(torch.tensor(self.config.target_std))
+    @property
+    def target_mean(self) -> torch.Tensor:
+        """Mean of each regression target (a buffer of `target_scaling`)."""
+        return self.target_scaling.mean
+
+    @property
+    def target_std(self) -> torch.Tensor:
+        """Standard deviation of each regression target (a buffer of `target_scaling`)."""
+        return self.target_scaling.std
+
+    def set_target_scaling(self, scaling: "TargetScaling | Sequence[float]", std: Sequence[float] | None = None) -> None:
+        """Record the regression targets' scaling (from the training split) in the config and the model.
+
+        Give a [`TargetScaling`] (e.g. `TargetScaling.from_labels(train_labels)`), or the means and standard
+        deviations as two sequences.
+        """
+        if not get_task(self.config.task).standardized_targets:
+            raise ValueError(f"a {self.config.task} model has no target scaling (only regression targets are scaled)")
+        if not isinstance(scaling, TargetScaling):
+            scaling = TargetScaling(scaling, std)
+        self.target_scaling.copy_from(scaling)
+        self.config.target_mean, self.config.target_std = self.target_scaling.statistics()
+
+    def reset_head(self) -> PropertyHead:
+        """Replace the head by a freshly initialised one built from the config, and return it.
+
+        Its weights are drawn from the global RNG with the head's default (PyTorch) initialisation, so seed before
+        calling for a reproducible run; set `config.head_dropout` (or the other head settings) first to change them.
+        The new head is put on the encoder's device and floating dtype.
+        """
+        reference = next(self.moleclip.parameters())
+        self.head = PropertyHead.from_config(self.config).to(device=reference.device, dtype=reference.dtype)
+        return self.head
 
     def forward(
         self,
@@ -474,7 +646,7 @@ class MoleCLIPForPropertyPrediction(MoleCLIPPreTrainedModel):
             )
             image_embeds, hidden_states, attentions = encoded.image_embeds, encoded.hidden_states, encoded.attentions
         logits, loss = scaled_property_outputs(self.head(image_embeds), labels, self.config.task,
-                                               self.config.regression_loss, self.target_mean, self.target_std)
+                                               self.config.regression_loss, self.target_scaling)
         output = MoleCLIPPropertyOutput(
             loss=loss, logits=logits, image_embeds=image_embeds, hidden_states=hidden_states, attentions=attentions
         )

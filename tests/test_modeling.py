@@ -2,13 +2,15 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, CLIPConfig, CLIPModel, CLIPVisionConfig
 
-from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPModel
-from moleclip.modeling_moleclip import contrastive_loss, property_loss
+from moleclip import MODEL_PRESETS, MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPModel, TargetScaling
+from moleclip.modeling_moleclip import PropertyHead, contrastive_loss, loss_from_predictions, property_loss
+from moleclip.tasks import TASK_TYPES, get_task, infer_task
 
 TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=64,
                    patch_size=16, projection_dim=16)
@@ -27,9 +29,13 @@ def test_embedding_is_projected_pooled_output():
     torch.manual_seed(0)
     model = MoleCLIPModel(tiny_config()).eval()
     out = model(pixel_values=images())
-    assert out.image_embeds.shape == (4, 16)
-    torch.testing.assert_close(out.image_embeds, model.visual_projection(out.pooler_output))
-    torch.testing.assert_close(model.get_image_features(images()).pooler_output, out.image_embeds)
+    assert out.image_embeds.shape == (4, 16) and out.vision_pooler_output.shape == (4, 32)
+    assert "pooler_output" not in out  # one name, one tensor: the projected one is `image_embeds`
+    torch.testing.assert_close(out.image_embeds, model.visual_projection(out.vision_pooler_output))
+    # as transformers 5's CLIPModel: get_image_features(...).pooler_output is the projected embedding
+    features = model.get_image_features(images())
+    torch.testing.assert_close(features.pooler_output, out.image_embeds)
+    torch.testing.assert_close(features.last_hidden_state, out.last_hidden_state)
     assert out.loss is None and out.contrastive_loss is None
 
 
@@ -70,7 +76,7 @@ def test_wrong_pseudo_label_count_is_explained():
         model(pixel_values=images(), pseudo_labels=torch.zeros(4, 1, dtype=torch.long))
 
 
-@pytest.mark.parametrize("task", ["regression", "classification"])
+@pytest.mark.parametrize("task", sorted(TASK_TYPES))
 def test_property_loss_ignores_missing_labels(task):
     predictions = torch.tensor([[0.5, -1.0], [2.0, 0.3], [0.1, 0.9]], requires_grad=True)
     labels = torch.tensor([[1.0, float("nan")], [float("nan"), 0.0], [0.0, 1.0]])
@@ -87,10 +93,101 @@ def test_property_loss_ignores_missing_labels(task):
     assert all_missing.item() == 0.0 and all_missing.requires_grad
 
 
-def test_multiclass_loss():
-    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
-    labels = torch.tensor([0, -100])
-    torch.testing.assert_close(property_loss(logits, labels, "multiclass"), F.cross_entropy(logits[:1], labels[:1]))
+def test_mse_regression_loss_and_unknown_tasks():
+    predictions = torch.tensor([[0.0, 1.0], [2.0, 0.0]])
+    labels = torch.tensor([[1.0, float("nan")], [0.0, 0.0]])
+    torch.testing.assert_close(property_loss(predictions, labels, "regression", "mse"), torch.tensor(5.0 / 3))
+    with pytest.raises(ValueError, match="task must be one of"):
+        property_loss(predictions, labels, "multiclass")
+    with pytest.raises(ValueError, match="one of"):
+        property_loss(predictions, labels, "regression", "huber")
+
+
+def test_task_types_are_the_one_list():
+    assert set(TASK_TYPES) == {"regression", "classification"}
+    assert get_task("regression").default_metric == "mae" and get_task("regression").default_loss == "l1"
+    assert get_task("classification").metrics == ("roc_auc",)
+    assert infer_task(np.array([[0.0, np.nan], [1.0, 1.0]])) == "classification"
+    assert infer_task(np.array([0.0, 0.5])) == "regression" and infer_task(np.array([np.nan])) == "regression"
+
+
+def test_target_scaling_from_labels():
+    labels = np.array([[1.0, 5.0, np.nan], [3.0, 5.0, np.nan], [np.nan, 5.0, np.nan]])
+    scaling = TargetScaling.from_labels(labels)
+    mean, std = scaling.statistics()
+    assert mean == pytest.approx([2.0, 5.0, 0.0]) and std == pytest.approx([1.0, 1.0, 1.0])  # ddof 0; std 0 -> 1
+    np.testing.assert_allclose(scaling.standardize(labels)[:2, 0], [-1.0, 1.0])
+    assert np.isnan(scaling.standardize(labels)[2, 0])
+    values = torch.randn(4, 3, dtype=torch.float64)
+    back = scaling.unstandardize(scaling.standardize(values))
+    assert back.dtype == torch.float64
+    torch.testing.assert_close(back, values)
+    one = TargetScaling.from_labels(np.array([2.0, 4.0]))
+    assert one.statistics() == ([3.0], [1.0])
+    with pytest.raises(ValueError, match="positive"):
+        TargetScaling([0.0], [-1.0])
+    with pytest.raises(ValueError, match="2 values for 1 targets"):
+        TargetScaling([0.0], [1.0, 2.0])
+
+
+def test_loss_from_predictions_is_the_training_loss():
+    torch.manual_seed(0)
+    labels = torch.tensor([[10.0, -5.0], [12.0, -4.5], [8.0, float("nan")], [11.0, -6.0]])
+    for task, regression_loss in (("regression", "l1"), ("regression", "mse"), ("classification", "l1")):
+        model = MoleCLIPForPropertyPrediction(tiny_config(num_targets=2, task=task, regression_loss=regression_loss))
+        y = labels if task == "regression" else (labels > 9).float().where(~labels.isnan(), labels)
+        scaling = TargetScaling.from_labels(y) if task == "regression" else None
+        if scaling is not None:
+            model.set_target_scaling(scaling)
+        out = model.eval()(image_embeds=torch.randn(4, 16), labels=y)
+        got = loss_from_predictions(out.logits.detach().numpy(), y.numpy(), task, regression_loss, scaling)
+        assert got == pytest.approx(out.loss.item(), rel=1e-5), (task, regression_loss)
+    with pytest.raises(ValueError, match="TargetScaling"):
+        loss_from_predictions(np.zeros(3), np.zeros(3), "regression")
+
+
+def test_head_defaults_are_the_papers():
+    config = tiny_config(num_targets=3)
+    assert config.head_dropout == 0.0
+    model = MoleCLIPForPropertyPrediction(config)
+    assert all(m.p == 0.0 for m in model.head.modules() if isinstance(m, torch.nn.Dropout))
+    # PyTorch's nn.Linear init: weights and biases uniform in +-1/sqrt(fan_in) (Kaiming-uniform with a=sqrt(5))
+    def check_default_init(head):
+        linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
+        assert len(linears) == config.head_num_layers + 1
+        for layer in linears:
+            bound = layer.in_features**-0.5
+            assert layer.weight.abs().max() <= bound and layer.bias.abs().max() <= bound
+            assert layer.bias.abs().max() > 0  # not the zero bias of the normal(std=fan_in**-0.5) scheme
+        scaled = torch.cat([(m.weight * m.in_features**0.5).detach().reshape(-1) for m in linears])
+        assert scaled.std().item() == pytest.approx(1 / math.sqrt(3), rel=0.2)  # uniform(-1, 1), not normal(0, 1)
+
+    check_default_init(model.head)
+    torch.manual_seed(1)
+    old = model.head
+    config.head_dropout = 0.25
+    new = model.reset_head()
+    assert model.head is new and new is not old
+    assert [m.p for m in new.modules() if isinstance(m, torch.nn.Dropout)] == [0.25] * config.head_num_layers
+    check_default_init(new)
+    torch.manual_seed(1)
+    again = PropertyHead.from_config(config)
+    for a, b in zip(new.parameters(), again.parameters()):
+        torch.testing.assert_close(a, b)  # the global RNG decides, so a seeded run is reproducible
+
+
+def test_head_init_from_an_encoder_checkpoint_is_pytorch_default(tmp_path):
+    MoleCLIPModel(tiny_config()).save_pretrained(tmp_path)
+    predictor = MoleCLIPForPropertyPrediction.from_pretrained(tmp_path, num_targets=2)
+    for layer in (m for m in predictor.head.modules() if isinstance(m, torch.nn.Linear)):
+        bound = layer.in_features**-0.5
+        assert layer.weight.abs().max() <= bound and 0 < layer.bias.abs().max() <= bound
+
+
+def test_target_scaling_only_for_regression():
+    model = MoleCLIPForPropertyPrediction(tiny_config(task="classification"))
+    with pytest.raises(ValueError, match="no target scaling"):
+        model.set_target_scaling([0.0], [1.0])
 
 
 def test_regression_head_predicts_in_target_units():
@@ -143,9 +240,12 @@ def test_property_model_from_encoder_checkpoint_and_back(tmp_path):
 def test_regression_scaling_survives_save_and_load(tmp_path):
     model = MoleCLIPForPropertyPrediction(tiny_config()).eval()
     model.set_target_scaling([3.0], [0.25])
+    assert model.config.target_mean == [3.0] and model.config.target_std == [0.25]
     model.save_pretrained(tmp_path)
+    assert not any("target" in key for key in model.state_dict())  # the config carries the scaling
     again = MoleCLIPForPropertyPrediction.from_pretrained(tmp_path).eval()
     assert again.target_mean.tolist() == [3.0] and again.target_std.tolist() == [0.25]
+    assert again.target_scaling.statistics() == ([3.0], [0.25])
     torch.testing.assert_close(again(pixel_values=images()).logits, model(pixel_values=images()).logits)
 
 
@@ -185,14 +285,15 @@ def test_from_clip_refuses_a_tower_without_projection(tmp_path):
         MoleCLIPModel.from_clip(str(tmp_path))
 
 
-@pytest.mark.parametrize("bad", [dict(task="ranking"), dict(num_targets=0), dict(task="multiclass", num_targets=1),
+@pytest.mark.parametrize("bad", [dict(task="ranking"), dict(num_targets=0), dict(task="multiclass", num_targets=3),
                                  dict(pseudo_label_classes=[1]), dict(target_std=[0.0])])
 def test_invalid_config_is_refused(bad):
     with pytest.raises(ValueError):
         tiny_config(**bad)
 
 
-def test_presets():
+def test_model_presets():
+    assert set(MODEL_PRESETS) == {"tiny", "base"}
     tiny = MoleCLIPConfig.from_preset("tiny")
     base = MoleCLIPConfig.from_preset("base")
     assert tiny.vision_config.num_hidden_layers == 2 and base.vision_config.patch_size == 16

@@ -16,7 +16,7 @@ from pathlib import Path
 from huggingface_hub import HfApi
 
 from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPImageProcessor, MoleCLIPModel, __version__
-from moleclip.configuration_moleclip import PRESETS
+from moleclip.configuration_moleclip import MODEL_PRESETS as PRESETS
 from moleclip.model_cards import render_model_card
 
 __all__ = ["HubUnavailableError", "check_init_factor", "load_backbone", "load_processor", "save_model_dir", "push_model_dir",
