@@ -12,7 +12,8 @@ import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score, roc_auc_score
 
 from moleclip.training import scoring
-from moleclip.training.scoring import compute_metrics, higher_is_better, load_metric, mean_std_ci
+from moleclip.tasks import METRIC_HIGHER_IS_BETTER, TASK_TYPES
+from moleclip.training.scoring import MetricReport, compute_metrics, higher_is_better, load_metric, mean_std_ci
 
 
 @pytest.fixture(autouse=True)
@@ -54,8 +55,19 @@ def test_metric_scripts_are_local_files():
     for name in scoring.METRICS:
         assert (scoring.METRICS_DIR / f"{name}.py").is_file()
     assert scoring.METRICS_HELPER.is_file() and scoring.METRICS_HELPER.parent == scoring.METRICS_DIR
-    with pytest.raises(ValueError, match="roc_auc, r2, rmse, mae"):
+    with pytest.raises(ValueError, match="roc_auc, mae, rmse, r2"):
         load_metric("accuracy")
+
+
+def test_every_task_metric_has_a_script_and_a_direction():
+    # the task types in moleclip.tasks are the one list; scoring only reads it
+    assert set(scoring.METRICS) == set(METRIC_HIGHER_IS_BETTER)
+    for name, task in TASK_TYPES.items():
+        assert scoring.TASK_METRICS[name] == task.metrics
+        assert scoring.PRIMARY_METRIC[name] == task.metrics[0]
+        for metric in task.metrics:
+            assert (scoring.METRICS_DIR / f"{metric}.py").is_file()
+            assert higher_is_better(metric) == METRIC_HIGHER_IS_BETTER[metric]
 
 
 def test_evaluate_sees_the_helper_import_of_every_script():
@@ -121,9 +133,9 @@ def test_roc_auc_masks_missing_labels_per_task(classification_data):
     for j in range(y.shape[1]):
         mask = ~np.isnan(y[:, j])
         expected.append(roc_auc_score(y[mask, j], scores[mask, j]))
-    np.testing.assert_allclose(out["per_task"], expected)
+    np.testing.assert_allclose(out["per_target"], expected)
     assert out["roc_auc"] == pytest.approx(np.mean(expected))
-    assert out["skipped_tasks"] == []
+    assert out["left_out"] == [] and out["left_out_reasons"] == []
 
 
 def test_roc_auc_single_task_1d_matches_sklearn():
@@ -132,15 +144,49 @@ def test_roc_auc_single_task_1d_matches_sklearn():
     assert compute_metrics("classification", y, s)["roc_auc"] == pytest.approx(roc_auc_score(y, s))
 
 
-def test_roc_auc_skips_single_class_task_with_note(classification_data):
+def test_roc_auc_leaves_out_single_class_task_with_note(classification_data):
     y, scores = classification_data
     y = y.copy()
     y[:, 1] = np.where(np.isnan(y[:, 1]), np.nan, 1.0)
-    with pytest.warns(UserWarning, match="skipped 1 of 3 task.*tox"):
+    with pytest.warns(UserWarning, match="left out 1 of 3 task.*tox .one class"):
         out = load_metric("roc_auc").compute(predictions=scores, references=y, target_names=["a", "tox", "c"])
-    assert out["skipped_tasks"] == [1] and math.isnan(out["per_task"][1])
-    kept = [out["per_task"][0], out["per_task"][2]]
+    assert out["left_out"] == [1] and math.isnan(out["per_target"][1])
+    assert out["left_out_reasons"][0].startswith("one class: all") and out["left_out_reasons"][0].endswith("are 1")
+    kept = [out["per_target"][0], out["per_target"][2]]
     assert out["roc_auc"] == pytest.approx(np.mean(kept))
+
+
+def test_compute_metrics_reports_per_task_values_and_left_out_tasks(classification_data):
+    # three tasks, the second has one class in this split: the mean is over the other two, and the report says so
+    y, scores = classification_data
+    y = y.copy()
+    y[:, 1] = np.where(np.isnan(y[:, 1]), np.nan, 0.0)
+    with pytest.warns(UserWarning, match="left out 1 of 3"):
+        report = compute_metrics("classification", y, scores, target_names=["a", "b", "c"])
+    assert isinstance(report, MetricReport) and set(report) == {"roc_auc"}
+    expected = {}
+    for j, name in ((0, "a"), (2, "c")):
+        mask = ~np.isnan(y[:, j])
+        expected[name] = roc_auc_score(y[mask, j], scores[mask, j])
+    assert report.per_task["roc_auc"]["a"] == pytest.approx(expected["a"])
+    assert report.per_task["roc_auc"]["c"] == pytest.approx(expected["c"])
+    assert math.isnan(report.per_task["roc_auc"]["b"])
+    labelled_b = int((~np.isnan(y[:, 1])).sum())
+    assert report.left_out == {"roc_auc": {"b": f"one class: all {labelled_b} labels are 0"}}
+    assert report["roc_auc"] == pytest.approx((expected["a"] + expected["c"]) / 2)
+    # the plain mean-only view still works, and the whole report serialises
+    assert dict(report) == {"roc_auc": report["roc_auc"]}
+    full = json.loads(json.dumps(report.as_dict()))
+    assert full["left_out"]["roc_auc"] == {"b": f"one class: all {labelled_b} labels are 0"}
+    assert set(full["per_task"]["roc_auc"]) == {"a", "b", "c"}
+
+
+def test_task_without_labels_in_a_split_is_left_out():
+    y = np.array([[0.0, np.nan], [1.0, np.nan], [1.0, np.nan]])
+    s = np.array([[0.1, 0.5], [0.9, 0.5], [0.8, 0.5]])
+    with pytest.warns(UserWarning):
+        report = compute_metrics("classification", y, s)
+    assert report["roc_auc"] == 1.0 and report.left_out == {"roc_auc": {"1": "no labels"}}
 
 
 def test_roc_auc_rejects_bad_input():
@@ -172,14 +218,15 @@ def test_regression_without_missing_equals_sklearn_uniform_average():
     got = compute_metrics("regression", y, p)
     assert got["mae"] == pytest.approx(mean_absolute_error(y, p))
     assert got["r2"] == pytest.approx(r2_score(y, p))
-    assert set(got) == {"rmse", "mae", "r2"}
+    assert list(got) == ["mae", "rmse", "r2"]  # the task's metrics, the default first
 
 
-def test_compute_metrics_per_target_keys(regression_data):
+def test_compute_metrics_per_task_values(regression_data):
     y, pred = regression_data
-    got = compute_metrics("regression", y, pred, target_names=["a", "b"], per_target=True)
-    assert {"rmse/a", "rmse/b", "mae/a", "r2/b"} <= set(got)
-    assert got["mae"] == pytest.approx((got["mae/a"] + got["mae/b"]) / 2)
+    got = compute_metrics("regression", y, pred, target_names=["a", "b"])
+    assert set(got.per_task) == {"rmse", "mae", "r2"} and set(got.per_task["rmse"]) == {"a", "b"}
+    assert got["mae"] == pytest.approx((got.per_task["mae"]["a"] + got.per_task["mae"]["b"]) / 2)
+    assert got.left_out == {"mae": {}, "rmse": {}, "r2": {}}
 
 
 def test_compute_metrics_validation():
@@ -192,17 +239,22 @@ def test_compute_metrics_validation():
 
 
 def test_target_with_no_labels_is_left_out_of_average():
-    y = np.array([[1.0, np.nan], [2.0, np.nan], [4.0, np.nan]])
+    y = np.array([[1.0, np.nan], [2.0, np.nan], [4.0, 7.0]])
     p = np.array([[1.5, 0.0], [2.0, 0.0], [3.0, 0.0]])
-    got = compute_metrics("regression", y, p, per_target=True)
-    assert got["mae"] == pytest.approx(0.5) and math.isnan(got["mae/1"])
+    got = compute_metrics("regression", y, p, target_names=["a", "b"])
+    assert got["mae"] == pytest.approx((0.5 + 7.0) / 2) and got.left_out["mae"] == {}
+    # R^2 needs two labels: "b" has one, so R^2 is "a"'s alone
+    assert got.left_out["r2"] == {"b": "1 label, fewer than the 2 it needs"}
+    assert got["r2"] == pytest.approx(got.per_task["r2"]["a"]) and math.isnan(got.per_task["r2"]["b"])
+    y[2, 1] = np.nan
+    assert compute_metrics("regression", y, p).left_out["rmse"] == {"1": "no labels"}
 
 
 def test_higher_is_better_and_primary():
     assert higher_is_better("roc_auc") and higher_is_better("r2")
     assert not higher_is_better("rmse") and not higher_is_better("mae")
     assert scoring.PRIMARY_METRIC["classification"] == "roc_auc"
-    assert scoring.PRIMARY_METRIC["regression"] in ("rmse", "mae")
+    assert scoring.PRIMARY_METRIC["regression"] == "mae"
     with pytest.raises(ValueError):
         higher_is_better("accuracy")
 

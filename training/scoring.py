@@ -5,6 +5,9 @@ Hub, so evaluation works offline and cannot change under a fixed package version
 ``[N, T]`` inputs with NaN for missing labels and average over targets; the input checks and the per-target averaging
 they share sit next to them in ``masked_targets.py``, which evaluate copies into its module cache along with each
 script.
+
+Which metrics a task is scored with, which one is its default, and which way each improves are defined once, in
+``moleclip.tasks``; the names here (`TASK_METRICS`, `PRIMARY_METRIC`, `higher_is_better`) read them from there.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from moleclip.processing.property_data import DEFAULT_METRIC, TASKS
+from moleclip.tasks import METRIC_HIGHER_IS_BETTER, TASK_TYPES, get_task
+from moleclip.tasks import higher_is_better as _higher_is_better
 
 __all__ = [
     "METRICS",
@@ -24,6 +28,7 @@ __all__ = [
     "METRICS_HELPER",
     "PRIMARY_METRIC",
     "TASK_METRICS",
+    "MetricReport",
     "compute_metrics",
     "higher_is_better",
     "load_metric",
@@ -33,16 +38,16 @@ __all__ = [
 METRICS_DIR = Path(__file__).resolve().parent / "evaluate_modules"
 # imported relatively by every metric script; evaluate copies it only from the script's own folder
 METRICS_HELPER = METRICS_DIR / "masked_targets.py"
-# Direction of each metric, which model selection needs to know which epoch/configuration is best.
-_HIGHER_IS_BETTER = {"roc_auc": True, "r2": True, "rmse": False, "mae": False}
-METRICS = tuple(_HIGHER_IS_BETTER)
-TASK_METRICS = {"classification": ("roc_auc",), "regression": ("rmse", "mae", "r2")}
+# Every metric a task type uses; each has its evaluate script here.
+METRICS = tuple(METRIC_HIGHER_IS_BETTER)
+# Metrics of each task type, the default (for selection) first.
+TASK_METRICS = {name: task.metrics for name, task in TASK_TYPES.items()}
 # Metric used for selection when a dataset does not name its own (the named sets carry theirs in `.metric`).
-PRIMARY_METRIC = dict(DEFAULT_METRIC)
+PRIMARY_METRIC = {name: task.default_metric for name, task in TASK_TYPES.items()}
 
 
 def _check_name(name: str) -> str:
-    if name not in _HIGHER_IS_BETTER:
+    if name not in METRIC_HIGHER_IS_BETTER:
         raise ValueError(f"Unknown metric {name!r}; available: {', '.join(METRICS)}")
     return name
 
@@ -73,8 +78,37 @@ def _cached_metric(name: str):
 
 
 def higher_is_better(name: str) -> bool:
-    """True for ROC-AUC and R^2, False for RMSE and MAE."""
-    return _HIGHER_IS_BETTER[_check_name(name)]
+    """True for ROC-AUC and R^2, False for RMSE and MAE (from ``moleclip.tasks``)."""
+    return _higher_is_better(_check_name(name))
+
+
+class MetricReport(dict):
+    """Scores of one set of predictions.
+
+    The mapping itself holds the mean of each metric over targets (``report["roc_auc"]``), so it reads, iterates and
+    serialises like the plain ``{metric: mean}`` dict callers have always had. Besides it:
+
+    * ``per_task``: ``{metric: {target name: value}}``, NaN for a target left out;
+    * ``left_out``: ``{metric: {target name: reason}}`` for the targets a mean leaves out (e.g. ROC-AUC of a task whose
+      labels in this set are all one class, or a target without labels here); empty dicts when none is.
+
+    ``as_dict()`` gives all three in one JSON-ready dict.
+    """
+
+    def __init__(self, means: dict[str, float], per_task: dict[str, dict[str, float]],
+                 left_out: dict[str, dict[str, str]]):
+        super().__init__(means)
+        self.per_task = per_task
+        self.left_out = left_out
+
+    def as_dict(self) -> dict:
+        """``{metric: mean, ..., "per_task": {metric: {target: value}}, "left_out": {metric: {target: reason}}}``."""
+        return {**self, "per_task": {m: dict(v) for m, v in self.per_task.items()},
+                "left_out": {m: dict(v) for m, v in self.left_out.items()}}
+
+    def __repr__(self) -> str:
+        left = {m: list(v) for m, v in self.left_out.items() if v}
+        return f"MetricReport({dict(self)!r}, left_out={left!r})"
 
 
 def compute_metrics(
@@ -82,24 +116,22 @@ def compute_metrics(
     y_true,
     y_pred,
     target_names: Sequence[str] | None = None,
-    per_target: bool = False,
-) -> dict[str, float]:
-    """Score predictions for a task.
+) -> MetricReport:
+    """Score predictions for a task with each of its metrics (``moleclip.tasks.TASK_TYPES[task].metrics``).
 
     Args:
         task: ``"classification"`` (ROC-AUC; ``y_pred`` are scores or logits for the positive class) or
-            ``"regression"`` (RMSE, MAE, R^2).
+            ``"regression"`` (MAE, RMSE, R^2).
         y_true: labels ``[N]`` or ``[N, T]``, NaN for missing.
         y_pred: predictions of the same shape.
-        target_names: names used for the per-target keys and in warnings.
-        per_target: also return ``"<metric>/<target>"`` entries for each target.
+        target_names: names of the targets, for ``per_task`` / ``left_out`` and warnings (default "0", "1", ...).
 
     Returns:
-        ``{"roc_auc": ...}`` or ``{"rmse": ..., "mae": ..., "r2": ...}`` (averages over targets), plus per-target
-        entries when asked.
+        A :class:`MetricReport`: ``report["roc_auc"]`` (or ``"mae"``, ``"rmse"``, ``"r2"``) is the equal-weight mean over
+        the targets the metric is defined for; ``report.per_task`` has each target's value and ``report.left_out``
+        the targets left out of each mean, with the reason.
     """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    get_task(task)
     y_true = np.asarray(y_true, dtype=np.float64)
     y_pred = np.asarray(y_pred, dtype=np.float64)
     if y_true.ndim == 1:
@@ -114,15 +146,16 @@ def compute_metrics(
         raise ValueError(f"{len(target_names)} target names for {y_true.shape[1]} targets")
     names = list(target_names) if target_names is not None else [str(j) for j in range(y_true.shape[1])]
 
-    results: dict[str, float] = {}
+    means: dict[str, float] = {}
+    per_task: dict[str, dict[str, float]] = {}
+    left_out: dict[str, dict[str, str]] = {}
     for metric in TASK_METRICS[task]:
         extra = {"target_names": names} if metric == "roc_auc" else {}
         out = _cached_metric(metric).compute(predictions=y_pred, references=y_true, **extra)
-        results[metric] = float(out[metric])
-        if per_target:
-            values = out["per_task"] if metric == "roc_auc" else out["per_target"]
-            results.update({f"{metric}/{name}": float(v) for name, v in zip(names, values)})
-    return results
+        means[metric] = float(out[metric])
+        per_task[metric] = {name: float(v) for name, v in zip(names, out["per_target"])}
+        left_out[metric] = {names[j]: why for j, why in zip(out["left_out"], out["left_out_reasons"])}
+    return MetricReport(means, per_task, left_out)
 
 
 def mean_std_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:

@@ -24,9 +24,15 @@ __all__ = [
     "metric_info",
     "regression_inputs_description",
     "score_targets",
+    "too_few_labels",
 ]
 
 Score = Callable[[np.ndarray, np.ndarray], float]
+# Given one target's present labels: None when the metric is defined for them, else the reason it is not.
+WhyUndefined = Callable[[np.ndarray], "str | None"]
+
+LEFT_OUT_DESCRIPTION = """left_out (`list` of `int`): positions of the targets left out of the mean (their value is NaN).
+    left_out_reasons (`list` of `str`): why each of them was left out, in the same order."""
 
 PER_TARGET_AVERAGING = """Each target is scored on the molecules that have a label for it (NaN in the references =
 missing), then the per-target values are averaged with equal weight, so a sparsely labelled target counts as much as
@@ -66,6 +72,7 @@ Args:
 Returns:
     {name} (`float`): mean over the scored targets (NaN if none could be scored).
     per_target (`list` of `float`): value for each target, NaN where a target {too_few}.
+    {LEFT_OUT_DESCRIPTION}
 Examples:
     >>> metric = moleclip.training.scoring.load_metric("{name}")
     >>> round(metric.compute(predictions=[1.0, 2.0, 4.0], references=[1.0, 2.0, 3.0])["{name}"], 4)
@@ -126,26 +133,42 @@ def score_targets(
     y_true: np.ndarray,
     y_pred: np.ndarray,
     labelled: np.ndarray,
-    is_defined: Callable[[np.ndarray], bool],
-) -> tuple[list[float], list[int]]:
+    why_undefined: WhyUndefined,
+) -> tuple[list[float], list[int], list[str]]:
     """Score each target on its labelled rows.
 
-    ``is_defined(labels)`` says whether the metric exists for a target's present labels (enough of them, both
-    classes...); targets where it does not get NaN.
+    ``why_undefined(labels)`` says why the metric does not exist for a target's present labels (too few of them,
+    one class...), or None when it does; such targets get NaN.
 
     Returns:
-        ``(per_target, undefined)``: one value per target, and the positions of the NaN ones.
+        ``(per_target, left_out, reasons)``: one value per target, the positions of the NaN ones and why each is NaN.
     """
     per_target: list[float] = []
-    undefined: list[int] = []
+    left_out: list[int] = []
+    reasons: list[str] = []
     for j in range(y_true.shape[1]):
         mask = labelled[:, j]
-        if is_defined(y_true[mask, j]):
+        reason = why_undefined(y_true[mask, j])
+        if reason is None:
             per_target.append(float(score(y_true[mask, j], y_pred[mask, j])))
         else:
             per_target.append(float("nan"))
-            undefined.append(j)
-    return per_target, undefined
+            left_out.append(j)
+            reasons.append(reason)
+    return per_target, left_out, reasons
+
+
+def too_few_labels(min_labels: int) -> WhyUndefined:
+    """A ``why_undefined`` for metrics that need at least ``min_labels`` labels per target."""
+
+    def why(labels: np.ndarray) -> str | None:
+        if labels.size >= min_labels:
+            return None
+        if labels.size == 0:
+            return "no labels"
+        return f"{labels.size} label{'s' if labels.size != 1 else ''}, fewer than the {min_labels} it needs"
+
+    return why
 
 
 def mean_of_scored(per_target: list[float]) -> float:
@@ -155,8 +178,8 @@ def mean_of_scored(per_target: list[float]) -> float:
 
 
 def masked_regression(name: str, score: Score, predictions, references, min_labels: int = 1) -> dict:
-    """``{name: mean over targets, "per_target": [...]}`` for a regression score, NaN where a target has fewer
-    than ``min_labels`` labels."""
+    """``{name: mean over targets, "per_target": [...], "left_out": [...], "left_out_reasons": [...]}`` for a
+    regression score, NaN where a target has fewer than ``min_labels`` labels."""
     y_true, y_pred, labelled = masked_inputs(predictions, references)
-    per_target, _ = score_targets(score, y_true, y_pred, labelled, lambda labels: labels.size >= min_labels)
-    return {name: mean_of_scored(per_target), "per_target": per_target}
+    per_target, left_out, reasons = score_targets(score, y_true, y_pred, labelled, too_few_labels(min_labels))
+    return {name: mean_of_scored(per_target), "per_target": per_target, "left_out": left_out, "left_out_reasons": reasons}

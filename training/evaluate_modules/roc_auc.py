@@ -12,12 +12,13 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 # evaluate copies the helper along only for this exact form, comment-free: it would read a comment as a URL
-from .masked_targets import masked_inputs, mean_of_scored, metric_info, score_targets
+from .masked_targets import LEFT_OUT_DESCRIPTION, masked_inputs, mean_of_scored, metric_info, score_targets
 
 _DESCRIPTION = """
 Area under the ROC curve for one or more binary tasks, averaged over tasks (the MoleculeNet convention). Missing
-labels (NaN in the references) are left out task by task. A task whose present labels are all of one class has no
-defined ROC-AUC: it is skipped, reported in `skipped_tasks` and in a warning, and left out of the average.
+labels (NaN in the references) are left out task by task. A task whose present labels are all of one class (or that
+has none) has no defined ROC-AUC: it is left out of the average, and reported in `left_out` with the reason in
+`left_out_reasons` and in a warning.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -25,11 +26,11 @@ Args:
     predictions (`list` of `float` or of `list` of `float`): scores for the positive class, shape [N] or [N, T].
         Probabilities, logits or any monotone score give the same value.
     references (`list` of `float` or of `list` of `float`): 0/1 labels of the same shape, NaN (or None) = missing.
-    target_names (`list` of `str`, optional): task names used in the warning about skipped tasks.
+    target_names (`list` of `str`, optional): task names used in the warning about tasks left out.
 Returns:
     roc_auc (`float`): mean ROC-AUC over the scored tasks (NaN if no task could be scored).
-    per_task (`list` of `float`): ROC-AUC of each task, NaN for skipped tasks.
-    skipped_tasks (`list` of `int`): positions of the tasks left out (one class or no labels).
+    per_target (`list` of `float`): ROC-AUC of each task, NaN for tasks left out.
+    """ + LEFT_OUT_DESCRIPTION + """
 Examples:
     >>> metric = moleclip.training.scoring.load_metric("roc_auc")
     >>> metric.compute(predictions=[0.1, 0.8, 0.4], references=[0, 1, 1])["roc_auc"]
@@ -53,8 +54,13 @@ def _check_binary(labels):
         raise ValueError(f"ROC-AUC references must be 0, 1 or NaN (missing), found {bad!r}")
 
 
-def _has_both_classes(labels):
-    return np.unique(labels).size >= 2
+def _why_undefined(labels):
+    if labels.size == 0:
+        return "no labels"
+    classes = np.unique(labels)
+    if classes.size < 2:
+        return f"one class: all {labels.size} labels are {int(classes[0])}"
+    return None
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -67,12 +73,17 @@ class RocAuc(evaluate.Metric):
             predictions, references, check_references=_check_binary, prediction_noun="scores"
         )
         names = list(target_names) if target_names is not None else [f"task {j}" for j in range(y_true.shape[1])]
-        per_task, skipped = score_targets(roc_auc_score, y_true, y_score, labelled, is_defined=_has_both_classes)
-        if skipped:
+        per_target, left_out, reasons = score_targets(roc_auc_score, y_true, y_score, labelled, _why_undefined)
+        if left_out:
+            shown = "; ".join(f"{names[j]} ({why})" for j, why in list(zip(left_out, reasons))[:10])
             warnings.warn(
-                f"ROC-AUC skipped {len(skipped)} of {y_true.shape[1]} task(s) whose labels here are all one class "
-                f"(or missing): {', '.join(str(names[j]) for j in skipped[:10])}",
+                f"ROC-AUC left out {len(left_out)} of {y_true.shape[1]} task(s) from the mean: {shown}",
                 UserWarning,
                 stacklevel=2,
             )
-        return {"roc_auc": mean_of_scored(per_task), "per_task": per_task, "skipped_tasks": skipped}
+        return {
+            "roc_auc": mean_of_scored(per_target),
+            "per_target": per_target,
+            "left_out": left_out,
+            "left_out_reasons": reasons,
+        }
