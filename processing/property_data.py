@@ -9,7 +9,8 @@ Hugging Face :class:`datasets.Dataset`.
 The named sets of the MoleCLIP paper live under a data directory (``data_dir=`` or ``$MOLECLIP_DATA_DIR``) in the
 normalised layout of ``DATASETS``; the MoleculeNet ones can also be fetched from the DeepChem mirror when online.
 
-Flat relative imports only (see processing/molecules.py for why).
+Relative imports only (see processing/molecules.py for why). The task types and each one's default metric come from
+the package's one list of them, ``moleclip.tasks``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..tasks import TASK_TYPES, infer_task
 from .molecules import MAX_HEAVY_ATOMS, SkippedMolecule, parse_many
 
 __all__ = [
@@ -42,10 +44,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "MOLECLIP_DATA_DIR"
-TASKS = ("regression", "classification")
-# Metric used to pick the best epoch / hyperparameters when a file is not one of the named sets. Regression defaults
-# to MAE because the finetuning loss is L1 and the paper reports MAE on its own (non-MoleculeNet) sets.
-DEFAULT_METRIC = {"classification": "roc_auc", "regression": "mae"}
+TASKS = tuple(TASK_TYPES)
+# Metric used to pick the best epoch / hyperparameters when a file is not one of the named sets: each task type's
+# default (regression: MAE, because the finetuning loss is L1 and the paper reports MAE on its own sets).
+DEFAULT_METRIC = {name: task.default_metric for name, task in TASK_TYPES.items()}
 
 # Cell contents read as a missing label, besides the empty cell (written by pandas, R and spreadsheets).
 _MISSING_TOKENS = frozenset({"", "nan", "na", "n/a", "null", "none"})
@@ -346,11 +348,6 @@ def _to_float(column: pd.Series, name: str, path: Path) -> np.ndarray:
     return values
 
 
-def _infer_task(targets: np.ndarray) -> str:
-    labelled = targets[~np.isnan(targets)]
-    return "classification" if labelled.size and np.isin(labelled, (0.0, 1.0)).all() else "regression"
-
-
 def _check_classification(targets: np.ndarray, names: list[str], path: Path) -> None:
     for j, name in enumerate(names):
         col = targets[:, j]
@@ -446,7 +443,7 @@ def load_property_dataset(
         if np.isnan(targets[:, j]).all():
             raise ValueError(f"Target column {name!r} in {path} has no labels at all (every cell is empty)")
     if task is None:
-        task = spec.task if spec is not None else _infer_task(targets)
+        task = spec.task if spec is not None else infer_task(targets)
     if task == "classification":
         _check_classification(targets, target_columns, path)
 
