@@ -22,8 +22,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from moleclip import MoleCLIPImageProcessor
-    from moleclip.convert_original import convert_original_checkpoint
+    from moleclip.convert_original import convert_original_checkpoint, original_processor
 
     from ..hub import push_model_dir, save_model_dir
 
@@ -33,7 +32,8 @@ def run(args) -> int:
     model = convert_original_checkpoint(args.input, **overrides)
     card = {"title": "MoleCLIP (paper's primary encoder, converted)", "backbone": f"`{args.input}` (Harnik et al. 2025)",
             "training_summary": "ChEMBL-25 pretraining by the paper's authors (4 epochs)", "repo_id": args.push_to_hub}
-    folder = save_model_dir(args.output_dir, model, MoleCLIPImageProcessor(), card=card)
+    # The released weights were trained on B, G, R pictures: the saved processor feeds them so (channel_order="bgr").
+    folder = save_model_dir(args.output_dir, model, original_processor(), card=card)
     print(f"wrote {folder}")
     if args.push_to_hub:
         print(f"pushed: {push_model_dir(folder, args.push_to_hub)}")

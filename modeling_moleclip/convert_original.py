@@ -6,6 +6,10 @@ shapes, and map each tensor to its `CLIPVisionModel` name: the fused attention `
 OpenAI's `proj` (hidden x projection, applied as `x @ proj`) is transposed into the bias-free `visual_projection`.
 
 The file is loaded with `torch.load(weights_only=True)`: a pickle from the internet must not run code.
+
+The released weights were trained on B, G, R pictures (the reference wrote its drawings as PNG files and read them
+back with `cv2.imread`, then normalised them with CLIP's R, G, B mean and std). `original_processor()` is the image
+processor that feeds them that way (`channel_order="bgr"`); `moleclip convert-original` saves it with the weights.
 """
 
 import re
@@ -16,7 +20,12 @@ import torch
 from .configuration_moleclip import MoleCLIPConfig
 from .modeling_moleclip import MoleCLIPModel
 
-__all__ = ["convert_original_checkpoint", "find_visual_prefix", "original_state_dict_to_hf", "config_from_original"]
+__all__ = ["convert_original_checkpoint", "find_visual_prefix", "original_processor", "original_state_dict_to_hf",
+           "config_from_original", "ORIGINAL_PROCESSOR_SETTINGS"]
+
+# What the paper's pipeline fed the released encoder, as image-processor settings: B, G, R channels (cv2.imread of
+# a PNG) normalised with CLIP's statistics in R, G, B order (MoleCLIPImageProcessor's default mean and std).
+ORIGINAL_PROCESSOR_SETTINGS = {"channel_order": "bgr"}
 
 _BLOCK = re.compile(r"^transformer\.resblocks\.(\d+)\.(.+)$")
 _BLOCK_NAMES = {
@@ -137,3 +146,11 @@ def convert_original_checkpoint(path: str | Path, **config_overrides) -> MoleCLI
         raise ValueError(f"conversion incomplete: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.config._name_or_path = str(path)
     return model.eval()
+
+
+def original_processor(**overrides):
+    """The image processor the released weights expect: a `MoleCLIPImageProcessor` with `channel_order="bgr"`
+    (see the module docstring); `overrides` set other settings (or knowingly change that one)."""
+    from .processing.image_processing_moleclip import MoleCLIPImageProcessor
+
+    return MoleCLIPImageProcessor(**{**ORIGINAL_PROCESSOR_SETTINGS, **overrides})

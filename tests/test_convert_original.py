@@ -5,6 +5,7 @@ its published structure (fused in_proj attention, QuickGELU MLP, pre-LN blocks, 
 applied to the very tensors we save in the synthetic checkpoint.
 """
 
+import json
 import pickle
 
 import pytest
@@ -130,3 +131,36 @@ def test_pickled_code_is_refused(tmp_path):
         pickle.dump({"model": Payload()}, fh)
     with pytest.raises(ValueError, match="weights_only"):
         convert_original_checkpoint(path)
+
+
+# ------------------------------------------------------------------------------------ the processor the weights need
+def test_convert_original_command_saves_a_bgr_processor(released_file, tmp_path):
+    from moleclip import MoleCLIPImageProcessor
+    from moleclip.cli.main import main
+
+    path, _ = released_file
+    out = tmp_path / "converted"
+    assert main(["convert-original", "--input", str(path), "--output-dir", str(out), "--pseudo-label-classes"]) == 0
+    saved = json.loads((out / "preprocessor_config.json").read_text())
+    assert saved["channel_order"] == "bgr" and saved["drawing_backend"] == "hybrid"
+    # CLIP's R, G, B statistics, applied to the B, G, R channels in that order, as the reference did.
+    assert saved["image_mean"] == pytest.approx([0.48145466, 0.4578275, 0.40821073])
+    processor = MoleCLIPImageProcessor.from_pretrained(out)
+    assert processor.channel_order == "bgr"
+
+
+def test_processors_for_each_kind_of_backbone(released_file, tmp_path):
+    from moleclip.convert_original import ORIGINAL_PROCESSOR_SETTINGS, original_processor
+    from moleclip.training.hub import load_processor
+
+    path, _ = released_file
+    assert ORIGINAL_PROCESSOR_SETTINGS == {"channel_order": "bgr"}
+    assert original_processor().channel_order == "bgr"
+    assert original_processor(size=96).size == {"height": 96, "width": 96}
+    assert load_processor(str(path)).channel_order == "bgr"  # what `moleclip init --backbone x.pth` saves
+    assert load_processor(str(path), size=96).size == {"height": 96, "width": 96}
+    assert load_processor("tiny").channel_order == "rgb"  # presets and CLIP checkpoints (from_clip) stay RGB
+    clip_dir = tmp_path / "clip"
+    clip_dir.mkdir()
+    (clip_dir / "config.json").write_text(json.dumps({"model_type": "clip_vision_model"}))
+    assert load_processor(str(clip_dir)).channel_order == "rgb"

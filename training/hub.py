@@ -128,19 +128,29 @@ def _encoder_to(model_class, encoder: MoleCLIPModel, overrides: dict):
 
 
 def load_processor(spec: str, **overrides) -> MoleCLIPImageProcessor:
-    """The image processor saved with a checkpoint, or the default one (presets, CLIP checkpoints, .pth files)."""
+    """The image processor that goes with a backbone or checkpoint, with `overrides` (settings, checked) applied.
+
+    A MoleCLIP checkpoint (folder or Hub name): the processor saved with it. The paper's released `.pth` file: the
+    processor its weights expect, `channel_order="bgr"` (`moleclip.convert_original.original_processor`). A preset
+    or a CLIP checkpoint: the default processor (RGB, CLIP's statistics; CLIP's own processor is for photos).
+    """
+    spec = str(spec)
     path = Path(spec)
     if path.is_dir() and (path / "preprocessor_config.json").is_file():
-        processor = MoleCLIPImageProcessor.from_pretrained(spec)
-        for key, value in overrides.items():
-            setattr(processor, key, value)
-        return processor
-    if not path.exists() and spec not in PRESETS and not spec.endswith((".pth", ".pt")):
+        return MoleCLIPImageProcessor.from_pretrained(spec, **overrides)
+    if spec.endswith((".pth", ".pt")):
+        from moleclip.convert_original import original_processor
+
+        return original_processor(**overrides)
+    if not path.exists() and spec not in PRESETS:
         try:
-            if _model_type_of(spec) == MoleCLIPConfig.model_type:
-                return MoleCLIPImageProcessor.from_pretrained(spec, **overrides)
-        except Exception:
-            pass  # a CLIP checkpoint: its own processor is for photos; ours draws molecules with CLIP's statistics
+            model_type = _model_type_of(spec)
+        except Exception:  # cannot be read here: load_backbone reports that; the default processor stands in
+            model_type = None
+        if model_type == MoleCLIPConfig.model_type:
+            # Its saved processor or nothing: a default one could feed the model other pictures (channel order,
+            # back end, size) than it was trained on.
+            return MoleCLIPImageProcessor.from_pretrained(spec, **overrides)
     return MoleCLIPImageProcessor(**overrides)
 
 
