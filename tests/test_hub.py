@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPImageProcessor, MoleCLIPModel
+from moleclip.processing.augment import CLIP_MEAN, CLIP_STD
 
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1"]
 
@@ -101,12 +102,81 @@ def test_saved_folder_loads_with_remote_code_in_fresh_process(tmp_path, predicto
     folder = save_model_dir(tmp_path / "model", predictor, MoleCLIPImageProcessor(), card={"dataset": "toy"})
     files = {p.name for p in folder.iterdir()}
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "configuration_moleclip.py",
-            "modeling_moleclip.py", "image_processing_moleclip.py", "rendering.py", "augment.py", "molecules.py"} <= files
+            "modeling_moleclip.py", "image_processing_moleclip.py", "rendering.py", "cairo_replay.py", "augment.py",
+            "molecules.py"} <= files
     auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
     assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForImageClassification"}
     assert "AutoImageProcessor" in json.loads((folder / "preprocessor_config.json").read_text())["auto_map"]
     result = run_fresh(str(folder), {"HF_HUB_OFFLINE": "1"}, tmp_path)
     assert_matches(result, predictor)
+
+
+PROCESS_IN_FRESH = textwrap.dedent(
+    """
+    import json, sys, torch
+    folders, smiles, calls, use_package, out = sys.argv[1:6]
+    if use_package == "1":
+        import moleclip  # registers the class: no remote code
+    from transformers import AutoImageProcessor
+    result = {}
+    for folder in json.loads(folders):
+        processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+        result[folder] = {"module": type(processor).__module__, "settings": processor.to_dict(),
+                          "pixels": [processor(json.loads(smiles), **kw)["pixel_values"] for kw in json.loads(calls)]}
+    torch.save(result, out)
+    """
+)
+
+
+def process_fresh(folders: list[Path], smiles: list[str], calls: list[dict], use_package: bool, cwd: Path) -> dict:
+    """Each saved processor, loaded in a new Python process (through remote code with this package blocked, or
+    through the package), run on `smiles` once per keyword set in `calls`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "PYTHONPATH"))}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(cwd / "modules"))
+    out = cwd / f"fresh-{int(use_package)}.pt"
+    code = PROCESS_IN_FRESH if use_package else BLOCK_PACKAGE + PROCESS_IN_FRESH
+    args = [json.dumps([str(f) for f in folders]), json.dumps(smiles), json.dumps(calls), "1" if use_package else "0", str(out)]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {Path(k).name: v for k, v in torch.load(out).items()}
+
+
+def test_saved_processors_draw_the_same_pixels_in_a_fresh_process_and_through_remote_code(tmp_path, predictor):
+    from moleclip.processing.rendering import fast_backend_available
+    from moleclip.training.hub import save_model_dir
+
+    settings = {"hybrid": {}, "cairo": {"drawing_backend": "cairo"}, "bgr": {"channel_order": "bgr"}}
+    if fast_backend_available():
+        settings["fast"] = {"drawing_backend": "fast"}
+    processors = {name: MoleCLIPImageProcessor(size=96, **kw) for name, kw in settings.items()}
+    folders = []
+    for name, processor in processors.items():
+        if name == "bgr":  # also the way a converted checkpoint travels: next to its model
+            folders.append(save_model_dir(tmp_path / name, predictor, processor))
+        else:
+            processor.save_pretrained(tmp_path / name)
+            folders.append(tmp_path / name)
+    smiles = ["OCCN", "CC(=O)Nc1ccc(O)cc1", "OC(=O)c1ccc(Cl)cc1"]
+    calls = [{}, {"randomize_drawing": True, "augmentation": "default", "seed": 3}]
+    expected = {name: [p(smiles, **kw)["pixel_values"] for kw in calls] for name, p in processors.items()}
+    for use_package in (False, True):
+        fresh = process_fresh(folders, smiles, calls, use_package, tmp_path)
+        for name, processor in processors.items():
+            got = fresh[name]
+            assert got["module"].startswith("moleclip" if use_package else "transformers_modules"), got["module"]
+            assert got["settings"]["channel_order"] == processor.channel_order
+            assert got["settings"]["drawing_backend"] == processor.drawing_backend
+            for mine, theirs in zip(expected[name], got["pixels"]):
+                assert torch.equal(mine, theirs), (name, use_package)
+    # The settings really act: each back end, and the channel order, give other pixels.
+    assert not torch.equal(expected["hybrid"][1], expected["cairo"][1])  # random styles: replay vs RDKit's Cairo
+    assert torch.equal(expected["hybrid"][0], expected["cairo"][0])  # plain drawings: RDKit's Cairo in both
+    bgr, rgb = expected["bgr"][0], expected["hybrid"][0]
+    mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    as_u8 = lambda x: ((x * std + mean) * 255).round()  # noqa: E731  (the statistics in the order given)
+    torch.testing.assert_close(as_u8(bgr), as_u8(rgb).flip(1))
+    red = lambda x, c: int(((x[:, c] > 180) & (x[:, [i for i in range(3) if i != c]] < 100).all(1)).sum())  # noqa: E731
+    assert red(as_u8(rgb)[:1], 0) > 10 and red(as_u8(bgr)[:1], 2) == red(as_u8(rgb)[:1], 0)  # red O: channel 2 in bgr
 
 
 class RecordingHub:
