@@ -56,7 +56,8 @@ class ToyModel(torch.nn.Module):
         return ModelOutput(loss=loss, l1_loss=loss.detach())
 
 
-def run(tmp_path, max_steps, resume=None, save_every=None, evaluate=None, select_key=None, eval_every=None):
+def run(tmp_path, max_steps, resume=None, save_every=None, evaluate=None, select_key=None, eval_every=None,
+        save_last=False):
     set_seed(0)
     data = ToyData()
     model = ToyModel()
@@ -65,7 +66,7 @@ def run(tmp_path, max_steps, resume=None, save_every=None, evaluate=None, select
     loader = DataLoader(data, batch_sampler=SeededBatches(len(data), 8))
     settings = LoopSettings(output_dir=str(tmp_path), max_steps=max_steps, log_every=1, save_every=save_every,
                             save_total_limit=2, progress=False, eval_each_epoch=evaluate is not None and eval_every is None,
-                            eval_every=eval_every, select_key=select_key)
+                            eval_every=eval_every, select_key=select_key, save_last=save_last)
     loop = TrainingLoop(Accelerator(cpu=True), model, optimizer, loader, settings, scheduler=scheduler, evaluate=evaluate)
     state = loop.run(resume=resume)
     return loop, state
@@ -94,10 +95,17 @@ def test_resume_mid_epoch_gives_identical_weights(tmp_path):
     with pytest.raises(Killed):
         run(tmp_path / "cut", max_steps=13, save_every=3, evaluate=kill, eval_every=9)
     assert checkpoint_dirs(tmp_path / "cut")[-1].name == "step_6"
+    logged = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "cut" / "metrics.csv"))]
+    assert logged == list(range(1, 10))  # step 9 was logged just before the evaluation that "killed" the run
     resumed, state = run(tmp_path / "cut", max_steps=13, save_every=3, resume="latest")
     assert state.global_step == 13
     for a, b in zip(full.model.parameters(), resumed.model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # Rows 7-9 of the killed run came after its checkpoint (step 6): the resumed run logs them again, once.
+    full_rows = list(csv.DictReader(open(tmp_path / "full" / "metrics.csv")))
+    cut_rows = list(csv.DictReader(open(tmp_path / "cut" / "metrics.csv")))
+    assert [int(r["step"]) for r in cut_rows] == list(range(1, 14))
+    assert [r["loss"] for r in cut_rows] == [r["loss"] for r in full_rows]
 
 
 def test_checkpoints_are_complete_and_limited(tmp_path):
@@ -105,6 +113,20 @@ def test_checkpoints_are_complete_and_limited(tmp_path):
     names = [p.name for p in checkpoint_dirs(tmp_path)]
     assert names == ["step_6", "step_8"]  # limit 2; the final step is not checkpointed (the caller saves the model)
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+
+
+def test_last_step_is_checkpointed_on_request_and_a_run_can_continue_past_it(tmp_path):
+    run(tmp_path, max_steps=7, save_every=3, save_last=True)  # 7 is between save intervals
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step_6", "step_7"]
+    _, state = run(tmp_path, max_steps=10, save_every=3, save_last=True, resume="latest")
+    assert state.global_step == 10 and checkpoint_dirs(tmp_path)[-1].name == "step_10"
+    assert [int(r["step"]) for r in csv.DictReader(open(tmp_path / "metrics.csv"))] == list(range(1, 11))
+
+
+def test_a_fresh_run_drops_the_rows_of_an_earlier_attempt(tmp_path):
+    run(tmp_path, max_steps=4)
+    run(tmp_path, max_steps=3)  # no checkpoint to resume: starts at step 0, so the old rows are stale
+    assert [int(r["step"]) for r in csv.DictReader(open(tmp_path / "metrics.csv"))] == [1, 2, 3]
 
 
 def test_half_written_checkpoint_is_ignored(tmp_path):

@@ -10,7 +10,9 @@ whose `batch_sampler` has `set_epoch(epoch, start_batch=0)` and shards the data 
 process its share, and their `start_batch` lets a resumed run skip consumed batches without rendering them.
 
 Checkpoints are written to `<output_dir>/checkpoints/step_<N>.tmp` and renamed to `step_<N>` only when complete, so a
-run killed while saving never leaves a checkpoint that looks usable.
+run killed while saving never leaves a checkpoint that looks usable. A run that starts at step N (N = 0 for a fresh
+start, or the step of the checkpoint it resumes) first drops the metrics rows after step N: rows an interrupted run
+logged after its last checkpoint are logged again by the resumed run, and each step appears once in the log.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class LoopSettings:
     eval_every: int | None = None  # optimizer steps; None: only at the end of each epoch (if eval_each_epoch)
     eval_each_epoch: bool = False
     save_every: int | None = None  # optimizer steps; None: no intermediate checkpoints
+    save_last: bool = False  # also checkpoint the final step (a later run can then continue past it)
     save_total_limit: int | None = 3
     select_key: str | None = None  # evaluation metric that defines the best model, e.g. "valid_loss"
     select_mode: str = "min"  # "min" or "max"
@@ -158,20 +161,41 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 
 
 class _MetricsLog:
-    """Appends rows to `<output_dir>/<name>.csv` (main process only), and to TensorBoard when it is installed."""
+    """Appends rows to `<output_dir>/<name>.csv` (main process only), and to TensorBoard when it is installed.
 
-    def __init__(self, accelerator: Accelerator, output_dir: Path, name: str):
+    `start_step`: the optimizer step the run starts from. Rows of later steps (logged by an interrupted run after the
+    checkpoint being resumed, or by an earlier run in the same folder) are dropped, in the CSV and in TensorBoard.
+    """
+
+    def __init__(self, accelerator: Accelerator, output_dir: Path, name: str, start_step: int = 0):
         self.enabled = accelerator.is_main_process
         self.path = output_dir / f"{name}.csv"
         self.tensorboard = None
         self.fields: list[str] | None = None
         if self.enabled:
+            self._drop_after(start_step)
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"))
+                self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"), purge_step=start_step + 1)
             except Exception:  # tensorboard is an optional extra
                 self.tensorboard = None
+
+    def _drop_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            fields, rows = reader.fieldnames, list(reader)
+        kept = [r for r in rows if not _step_of(r) > step]
+        if len(kept) == len(rows):
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields or [])
+            writer.writeheader()
+            writer.writerows(kept)
+        tmp.replace(self.path)
 
     def write(self, row: Mapping[str, float]) -> None:
         if not self.enabled:
@@ -203,6 +227,13 @@ class _MetricsLog:
     def close(self) -> None:
         if self.tensorboard is not None:
             self.tensorboard.close()
+
+
+def _step_of(row: Mapping[str, str]) -> float:
+    try:
+        return float(row.get("step") or "nan")
+    except ValueError:
+        return float("nan")  # not a step: kept
 
 
 def _to_device(batch, device):
@@ -345,7 +376,7 @@ class TrainingLoop:
         acc, s = self.accelerator, self.settings
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.resume(resume)
-        log = _MetricsLog(acc, self.output_dir, s.log_name)
+        log = _MetricsLog(acc, self.output_dir, s.log_name, start_step=self.state.global_step)
         sampler = self.train_loader.batch_sampler
         batches_per_epoch = len(sampler)
         if batches_per_epoch == 0:
@@ -400,9 +431,10 @@ class TrainingLoop:
                     self.state.batch_in_epoch = 0
                     if s.eval_each_epoch:
                         self._run_evaluation(log)
-                if s.save_every and step % s.save_every == 0 and step < s.max_steps:
+                last = step >= s.max_steps
+                if (s.save_every and step % s.save_every == 0 and not last) or (last and s.save_last):
                     self.save_checkpoint()
-                if step >= s.max_steps:
+                if last:
                     break
             else:
                 # The sampler ran out (its last partial batch, if any, was dropped): the epoch is over.
