@@ -1,7 +1,9 @@
-"""Pretraining: the two-view data pipeline, the config/command line, a whole tiny run with a Hub push, two processes on
-CPU (global-batch contrastive loss, disjoint shards, one copy of each checkpoint), and a SIGKILLed run resumed to
-bit-identical weights."""
+"""Pretraining: the two-view data pipeline, the config/command line (`training/pretrain.py` and `moleclip pretrain`),
+the optimiser, a whole tiny run with a Hub push, two processes on CPU (global-batch contrastive loss, disjoint shards,
+one copy of each checkpoint), and a SIGKILLed run resumed to bit-identical weights and a log without repeated steps."""
 
+import argparse
+import ast
 import csv
 import json
 import os
@@ -22,10 +24,12 @@ from moleclip.processing.pretraining_data import (
     normalize_pixels, prerender)
 from moleclip.processing.rendering import CoordinateCache, DrawingStyle, render
 from moleclip.training.loop import checkpoint_dirs
-from moleclip.training.pretrain import KILL_ENV, PretrainConfig, build_param_groups, pretrain
+from moleclip.training.pretrain_config import KILL_ENV, PretrainConfig
+from moleclip.training.pretrain_run import build_param_groups, build_pretrain_optimizer, pretrain
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "training" / "pretrain.py"
+COMMAND = REPO / "cli" / "pretrain.py"  # installed as moleclip.cli.pretrain
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "CCN(CC)CC", "O=C(O)c1ccccc1", "C1CCCCC1", "CC(C)Cc1ccc(C)cc1",
           "Clc1ccc(Br)cc1", "CCOC(=O)C", "N#Cc1ccccc1", "CC(=O)OC1=CC=CC=C1C(=O)O", "C1=CC=C2C=CC=CC2=C1"]
 
@@ -192,7 +196,7 @@ def test_prerendered_store_round_trip(tmp_path):
 def test_prerender_command(tmp_path, capsys):
     import argparse
 
-    from moleclip.training.commands import prerender as command
+    from moleclip.cli import prerender as command
 
     source = tmp_path / "mols.smi"
     source.write_text("smiles\n" + "\n".join(SMILES[:4]) + "\nnot_a_smiles\n")
@@ -213,13 +217,29 @@ def test_command_line_contract_and_config_file():
         "--seed", "3", "--resume", "latest", "--push-to-hub", "lab/model", "--k", "30", "300", "--schedule", "cosine",
         "--warmup-steps", "5", "--mixed-precision", "bf16", "--gradient-accumulation-steps", "2", "--max-grad-norm",
         "none", "--save-every", "5", "--save-total-limit", "2", "--eval-every", "4", "--valid-fraction", "0.05",
-        "--num-workers", "3", "--group-size", "16", "--prerendered", "store", "--no-progress",
+        "--num-workers", "3", "--group-size", "16", "--prerendered", "store", "--no-progress", "--optimizer", "adamw",
+        "--classifier-lr", "0.02", "--classifier-weight-decay", "0.001",
     ])
     assert (config.batch_size, config.max_steps, config.seed, config.resume, config.push_to_hub) == (64, 10, 3, "latest", "lab/model")
     assert config.k == [30, 300] and config.groups_per_batch == 4 and config.max_grad_norm is None
-    assert (config.encoder_lr, config.encoder_weight_decay, config.head_lr, config.head_weight_decay) == (5e-6, 0.1, 0.01, 0.0)
-    assert config.progress is False and config.mixed_precision == "bf16"
+    assert (config.encoder_lr, config.encoder_weight_decay, config.classifier_lr, config.classifier_weight_decay) == (
+        5e-6, 0.1, 0.02, 0.001)
+    assert config.progress is False and config.mixed_precision == "bf16" and config.optimizer == "adamw"
     assert PretrainConfig.from_json(config.to_json()) == config
+    assert json.loads(config.to_json())["optimizer"] == "adamw"  # saved in pretrain_config.json
+    # The paper's optimisation is the default: Adam (L2 decay), encoder decay 0.1, classifiers lr 0.01, no clipping.
+    paper = PretrainConfig(input="x", output_dir="y")
+    assert (paper.optimizer, paper.encoder_weight_decay, paper.classifier_lr, paper.max_grad_norm) == ("adam", 0.1, 0.01, None)
+    # A pretrain_config.json written before the rename still reads (head_lr was the classifiers' learning rate).
+    old = json.loads(paper.to_json())
+    old["head_lr"] = old.pop("classifier_lr")
+    old["head_weight_decay"] = old.pop("classifier_weight_decay")
+    old["head_lr"] = 0.5
+    assert PretrainConfig.from_json(json.dumps(old)).classifier_lr == 0.5
+    with pytest.raises(ValueError, match="optimizer must be one of adam, adamw"):
+        PretrainConfig(input="x", output_dir="y", optimizer="sgd")
+    with pytest.raises(SystemExit):
+        PretrainConfig.from_args(["--input", "x", "--output-dir", "y", "--head-lr", "0.1"])  # the old name is gone
     with pytest.raises(ValueError, match="multiple of group_size"):
         PretrainConfig(input="x", output_dir="y", batch_size=48, group_size=32)
     with pytest.raises(ValueError, match="groups_per_batch"):
@@ -230,6 +250,47 @@ def test_command_line_contract_and_config_file():
         PretrainConfig(input="x", output_dir="y", init_factor=5.0)  # the default backbone is CLIP's trained weights
     with pytest.raises(ValueError, match="positive"):
         PretrainConfig(input="x", output_dir="y", backbone="tiny", init_factor=0.0)
+
+
+def load_command_module():
+    from moleclip.cli import pretrain as command
+
+    return command
+
+
+def option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    return sorted(s for action in parser._actions for s in action.option_strings)
+
+
+def test_command_module_follows_the_cli_contract_with_the_scripts_options():
+    command = load_command_module()
+    assert command.NAME == "pretrain" and command.HELP and "\n" not in command.HELP
+    assert "--optimizer" in command.__doc__ and "model/" in command.__doc__
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    assert option_strings(parser) == option_strings(PretrainConfig.build_parser())  # one builder for both
+    assert {"--optimizer", "--classifier-lr", "--classifier-weight-decay"} <= set(option_strings(parser))
+    assert not {"--head-lr", "--head-weight-decay"} & set(option_strings(parser))
+    from moleclip.cli.main import build_parser  # registered with the `moleclip` command
+
+    args = build_parser().parse_args(["pretrain", "--input", "x.smi", "--output-dir", "y", "--optimizer", "adamw"])
+    assert args._run is command.run and PretrainConfig.from_namespace(args).optimizer == "adamw"
+
+
+def test_command_line_modules_import_nothing_heavy_at_module_level():
+    # `moleclip --help` builds every command's options: the config module and the command module may import the
+    # standard library only (torch, transformers, RDKit, pandas: inside the functions that run).
+    for path in (REPO / "training" / "pretrain_config.py", COMMAND):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top in sys.stdlib_module_names or top == "__future__", f"{path.name} imports {name}"
 
 
 def test_param_groups_follow_the_paper():
@@ -245,6 +306,39 @@ def test_param_groups_follow_the_paper():
     assert sum(p.numel() for p in groups["heads"]["params"]) == 32 * 3 + 3 + 32 * 6 + 6
     optimizer = build_optimizer(list(groups.values()))
     assert [g["name"] for g in optimizer.param_groups] == ["encoder", "heads"]  # the fixed logit scale is not trained
+
+
+def test_optimizer_is_the_papers_adam_with_l2_decay_or_adamw_on_request():
+    from moleclip import MoleCLIPConfig, MoleCLIPModel
+
+    def one_step(kind):
+        torch.manual_seed(0)
+        model = MoleCLIPModel(MoleCLIPConfig.from_preset("tiny", pseudo_label_classes=[3]))
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        optimizer = build_pretrain_optimizer(model, PretrainConfig(input="x", output_dir="y", optimizer=kind))
+        for p in model.parameters():
+            if p.requires_grad:
+                p.grad = torch.zeros_like(p)  # no loss gradient: whatever moves, moves by weight decay
+        optimizer.step()
+        return optimizer, before, dict(model.named_parameters())
+
+    lr, wd = 5e-6, 0.1  # the encoder's defaults
+    optimizer, before, after = one_step("adam")
+    assert type(optimizer) is torch.optim.Adam  # (AdamW subclasses Adam: compare the exact type)
+    w0, w1 = before["visual_projection.weight"], after["visual_projection.weight"].detach()
+    # Adam: the decay is an L2 term in the gradient, g = wd * w, and Adam's first step is lr * g / (|g| + eps):
+    # about lr * sign(w) for every weight, however small.
+    g = wd * w0
+    torch.testing.assert_close(w1, w0 - lr * g / (g.abs() + 1e-6), rtol=0, atol=1e-7)
+    head = "label_heads.0.weight"  # the classifiers have no decay: nothing moves them
+    assert torch.equal(before[head], after[head].detach())
+
+    optimizer, before, after = one_step("adamw")
+    assert type(optimizer) is torch.optim.AdamW
+    # AdamW: the decay multiplies the weight, w (1 - lr wd); the zero gradient adds nothing.
+    torch.testing.assert_close(after["visual_projection.weight"].detach(), before["visual_projection.weight"] * (1 - lr * wd),
+                               rtol=0, atol=1e-12)
+    assert torch.equal(before[head], after[head].detach())
 
 
 # ---------------------------------------------------------------------------------------------------- whole runs
@@ -274,21 +368,35 @@ def test_tiny_pretraining_saves_a_loadable_model_and_pushes_it(tmp_path, smi_fil
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # CI sets it; the push goes to the stand-in
     hub = RecordingHub()
     out = tmp_path / "run"
-    config = PretrainConfig.from_args(tiny_args(smi_file, out, "--max-steps", "4", "--save-every", "2",
+    # 5 steps, checkpoints every 2: the run ends between two intervals.
+    config = PretrainConfig.from_args(tiny_args(smi_file, out, "--max-steps", "5", "--save-every", "2",
                                                 "--eval-every", "2", "--push-to-hub", "lab/tiny-moleclip",
                                                 "--init-factor", "5"))
     summary = pretrain(config, hub_api=hub)
 
-    assert summary["steps"] == 4 and summary["pseudo_label_ks"] == [3, 6] and summary["train_molecules"] == 108
-    files = {p.name for p in out.iterdir()}
+    assert summary["steps"] == 5 and summary["pseudo_label_ks"] == [3, 6] and summary["train_molecules"] == 108
+    # The run folder: settings, logs, pseudo-labels, checkpoints, results; the model in its own folder.
+    assert {p.name for p in out.iterdir()} >= {"pretrain_config.json", "training_results.json", "metrics.csv",
+                                               "pseudo_labels.parquet", "validation_initial.json", "checkpoints", "model"}
+    assert not (out / "model.safetensors").exists()
+    model_dir = out / "model"
+    assert summary["model_dir"] == str(model_dir)
+    in_model = {p.name for p in model_dir.iterdir()}
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "modeling_moleclip.py",
-            "pretrain_config.json", "training_results.json", "metrics.csv", "pseudo_labels.parquet"} <= files
+            "training_results.json"} <= in_model
+    assert not in_model & {"checkpoints", "metrics.csv", "pseudo_labels.parquet", "pretrain_config.json"}
+    # The last step is checkpointed too (limit 3: steps 2, 4 and 5), with the final model's weights.
+    assert [p.name for p in checkpoint_dirs(out)] == ["step_2", "step_4", "step_5"]
+    final = load_file(model_dir / "model.safetensors")
+    last_checkpoint = load_file(out / "checkpoints" / "step_5" / "model.safetensors")
+    assert all(torch.equal(final[k], last_checkpoint[k]) for k in final)
     assert PretrainConfig.from_json((out / "pretrain_config.json").read_text()) == config
-    card = (out / "README.md").read_text()
-    assert "4 optimizer steps" in card and "K = 3, 6" in card and "lab/tiny-moleclip" in card
+    card = (model_dir / "README.md").read_text()
+    assert "5 optimizer steps" in card and "K = 3, 6" in card and "lab/tiny-moleclip" in card
+    assert "Adam (L2 weight decay)" in card and "no gradient clipping" in card
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     train_rows = [r for r in rows if r["loss"]]
-    assert [int(r["step"]) for r in train_rows] == [1, 2, 3, 4]
+    assert [int(r["step"]) for r in train_rows] == [1, 2, 3, 4, 5]
     for r in train_rows:  # the total is the sum of its logged parts
         parts = float(r["contrastive_loss"]) + float(r["classification_loss_k3"]) + float(r["classification_loss_k6"])
         assert abs(float(r["loss"]) - parts) < 1e-4
@@ -300,14 +408,13 @@ def test_tiny_pretraining_saves_a_loadable_model_and_pushes_it(tmp_path, smi_fil
 
     from transformers import AutoModel
 
-    loaded = AutoModel.from_pretrained(out)
+    loaded = AutoModel.from_pretrained(model_dir)
     assert loaded.config.pseudo_label_classes == [3, 6] and [h.out_features for h in loaded.label_heads] == [3, 6]
     assert loaded.config.vision_config.initializer_factor == 5.0
 
     assert hub.calls[0] == ("create_repo", "lab/tiny-moleclip", None)
     uploaded = hub.calls[1][2]
-    assert "model.safetensors" in uploaded and "README.md" in uploaded and "training_results.json" in uploaded
-    assert not any(name.startswith("checkpoints/") for name in uploaded)
+    assert uploaded == sorted(p.name for p in model_dir.iterdir())  # the model folder, nothing of the run around it
     assert json.loads((out / "training_results.json").read_text())["hub_commit"].endswith("/commit/0123")
     with pytest.raises(ValueError, match="--resume latest"):  # a second run may not overwrite the first by accident
         pretrain(PretrainConfig.from_args(tiny_args(smi_file, out, "--max-steps", "4")))
@@ -329,6 +436,25 @@ def test_input_label_columns_are_used_and_checked(tmp_path):
     table.to_parquet(path)
     with pytest.raises(ValueError, match="must be in 0..3"):
         pretrain(PretrainConfig.from_args(args + ["--output-dir", str(tmp_path / "c")]))
+
+
+def test_moleclip_pretrain_command_runs_a_pretraining(tmp_path):
+    command = load_command_module()
+    table = pd.DataFrame({"smiles": molecules(40), "label_k4": np.arange(40) % 4})  # labelled: nothing to compute
+    table.to_parquet(tmp_path / "labelled.parquet")
+    out = tmp_path / "run"
+    argv = ["--input", str(tmp_path / "labelled.parquet"), "--backbone", "tiny", "--output-dir", str(out),
+            "--batch-size", "8", "--group-size", "4", "--num-workers", "0", "--valid-fraction", "0", "--max-steps", "1",
+            "--save-every", "none", "--no-progress", "--optimizer", "adamw"]
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(argv)
+    args.command, args._run = "pretrain", command.run  # what a dispatcher adds to the options is not a setting
+    assert command.run(args) == 0
+    assert PretrainConfig.from_json((out / "pretrain_config.json").read_text()) == PretrainConfig.from_args(argv)
+    assert (out / "model" / "model.safetensors").is_file()
+    assert not (out / "checkpoints").exists()  # --save-every none: no checkpoints, not even the last step
+    assert "AdamW (decoupled weight decay)" in (out / "model" / "README.md").read_text()
 
 
 @pytest.mark.slow
@@ -370,22 +496,31 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, smi_file):
     cut = launch(tmp_path / "cut", kill_at=7)
     assert cut.returncode == -signal.SIGKILL
     assert [p.name for p in checkpoint_dirs(tmp_path / "cut")] == ["step_3", "step_6"]
-    assert not (tmp_path / "cut" / "model.safetensors").exists()
+    assert not (tmp_path / "cut" / "model").exists()
+    killed_steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "cut" / "metrics.csv")) if r["loss"]]
+    assert killed_steps == [1, 2, 3, 4, 5, 6, 7]  # step 7 was logged after the last checkpoint (6)
     # A checkpoint left half-written by a crash during saving must be ignored.
     (tmp_path / "cut" / "checkpoints" / "step_7.tmp").mkdir()
     resumed = launch(tmp_path / "cut", extra=["--resume", "latest"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout + resumed.stderr and "step 6" in resumed.stdout + resumed.stderr
 
-    a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
+    a, b = load_file(tmp_path / "full" / "model" / "model.safetensors"), load_file(tmp_path / "cut" / "model" / "model.safetensors")
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
     start = load_file(tmp_path / "cut" / "checkpoints" / "step_3" / "model.safetensors")
     assert not torch.equal(start["visual_projection.weight"], a["visual_projection.weight"])  # training moved it
-    # The log of the resumed run continues the killed one: every step once up to the checkpoint, then the resumed steps.
-    steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "cut" / "metrics.csv")) if r["loss"]]
-    assert steps[-3:] == [7, 8, 9]
+    # The log of the resumed run continues the killed one: each step once (step 7 is the resumed run's), the same
+    # rows as the uninterrupted run's but for the throughput column.
+    def log(run):
+        return [{k: v for k, v in r.items() if k != "images_per_s"} for r in csv.DictReader(open(tmp_path / run / "metrics.csv"))]
+
+    assert [int(r["step"]) for r in log("cut") if r["loss"]] == list(range(1, 10))
+    assert [int(r["step"]) for r in log("cut") if r.get("valid_loss")] == [4, 8]
+    assert log("cut") == log("full")
+    # The last step (9) is checkpointed once, like every third step before it.
+    assert [p.name for p in checkpoint_dirs(tmp_path / "cut")] == ["step_3", "step_6", "step_9"]
 
 
 def free_port() -> int:
@@ -431,7 +566,7 @@ def test_two_processes_share_the_contrastive_batch(tmp_path, smi_file):
         assert abs(records[0][call]["contrastive_loss"] - float(local)) > 1e-4  # not a per-process loss
 
     # Exactly one copy of each checkpoint and of the final model; one metrics row per step.
-    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_2"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_2", "step_4"]  # 4: the last step
     assert sorted(p.name for p in (out / "checkpoints" / "step_2").iterdir()) == [
         "loop_state.json", "model.safetensors", "optimizer.bin", "random_states_0.pkl", "random_states_1.pkl",
         "scheduler.bin"]

@@ -1,0 +1,345 @@
+"""One pretraining run: the model and its optimiser, the loss of a batch, validation, the loop, and the saved results.
+
+`pretrain(config)` is what `training/pretrain.py` (the `accelerate launch` entry point) and `moleclip pretrain` call.
+The objective is the paper's: a symmetric contrastive loss between a plain and a randomly styled, augmented drawing of
+each molecule, with the negatives taken from the global batch across processes, plus one cross-entropy per K-means
+pseudo-label set of MACCS keys. Batches are groups of molecules of the same fine class. The optimiser is the paper's
+`torch.optim.Adam` with L2 weight decay (`--optimizer adamw` for decoupled decay), without gradient clipping.
+Module level: standard library only; torch, accelerate and the model are imported when a run starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+from moleclip.training.pretrain_config import CONFIG_FILE, KILL_ENV, MODEL_DIR, RESULTS_FILE, PretrainConfig
+from moleclip.training.pretrain_table import load_pretraining_table, split_positions
+
+__all__ = ["pretrain", "build_param_groups", "build_pretrain_optimizer", "PretrainStep", "make_evaluator"]
+
+
+# ---------------------------------------------------------------------------------------------------- model
+def build_param_groups(model, config: PretrainConfig) -> list[dict]:
+    """Encoder (tower + projection): `encoder_lr`, `encoder_weight_decay`; pseudo-label classifiers ("heads"):
+    `classifier_lr`, `classifier_weight_decay`.
+
+    A learnable logit scale trains at the encoder rate without decay (decay would pull the temperature towards 1).
+    """
+    encoder = list(model.vision_model.parameters()) + list(model.visual_projection.parameters())
+    heads = list(model.label_heads.parameters())
+    covered = {id(p) for p in encoder + heads} | {id(model.logit_scale)}
+    stray = [n for n, p in model.named_parameters() if id(p) not in covered]
+    if stray:
+        raise ValueError(f"parameters outside the encoder and heads would not be trained: {stray}")
+    return [
+        {"params": encoder, "lr": config.encoder_lr, "weight_decay": config.encoder_weight_decay, "name": "encoder"},
+        {"params": heads, "lr": config.classifier_lr, "weight_decay": config.classifier_weight_decay, "name": "heads"},
+        {"params": [model.logit_scale], "lr": config.encoder_lr, "weight_decay": 0.0, "name": "logit_scale"},
+    ]
+
+
+def build_pretrain_optimizer(model, config: PretrainConfig):
+    """`config.optimizer` ("adam": the paper's L2 decay; "adamw") over the groups of `build_param_groups`."""
+    from moleclip.training.loop import build_optimizer
+
+    return build_optimizer(build_param_groups(model, config), kind=config.optimizer)
+
+
+class PretrainStep:
+    """The loss of one batch for the training loop: normalise on the device, run both views, name the loss parts."""
+
+    def __init__(self, ks: list[int], dump_dir: str | None = None, rank: int = 0, dump_embeddings: int = 2):
+        self.ks = list(ks)
+        self.loop = None  # set once the loop exists: the dump and the kill hook read its step counter
+        self.dump_file = None
+        if dump_dir:
+            Path(dump_dir).mkdir(parents=True, exist_ok=True)
+            self.dump_file = Path(dump_dir) / f"rank{rank}.jsonl"
+        self.dump_embeddings = dump_embeddings
+        self.calls = 0
+        kill = os.environ.get(KILL_ENV)
+        self.kill_at = int(kill) if kill else None
+
+    def forward(self, model, batch):
+        from moleclip.processing.pretraining_data import normalize_pixels
+
+        return model(
+            pixel_values=normalize_pixels(batch["pixel_values"]),
+            augmented_pixel_values=normalize_pixels(batch["augmented_pixel_values"]),
+            pseudo_labels=batch.get("pseudo_labels"),
+        )
+
+    def __call__(self, model, batch):
+        step = self.loop.state.global_step if self.loop is not None else None
+        if self.kill_at is not None and step is not None and step >= self.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # a hard crash: no cleanup, no final save
+        output = self.forward(model, batch)
+        parts = {"contrastive_loss": float(output.contrastive_loss.detach())}
+        if output.classification_losses is not None:
+            for k, value in zip(self.ks, output.classification_losses.detach().tolist()):
+                parts[f"classification_loss_k{k}"] = value
+        if self.dump_file is not None:
+            from moleclip.training.loop import unwrap
+
+            record = {"call": self.calls, "step": step, "epoch": self.loop.state.epoch if self.loop else None,
+                      "indices": batch["indices"].tolist(), "logits_shape": list(output.logits_per_view.shape),
+                      "contrastive_loss": parts["contrastive_loss"],
+                      "logit_scale": float(unwrap(model).logit_scale.exp())}
+            if self.calls < self.dump_embeddings:
+                record["image_embeds"] = output.image_embeds.detach().float().tolist()
+                record["augmented_image_embeds"] = output.augmented_image_embeds.detach().float().tolist()
+            with open(self.dump_file, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        self.calls += 1
+        return output.loss, parts
+
+
+def make_evaluator(accelerator, step: PretrainStep, loader, ks: list[int]):
+    """Validation: mean loss parts and pseudo-label accuracies over the held-out batches, across processes."""
+    import torch
+
+    def evaluate(model) -> dict[str, float]:
+        model.eval()
+        names = ["loss", "contrastive_loss"] + [f"classification_loss_k{k}" for k in ks] + [f"accuracy_k{k}" for k in ks]
+        totals = torch.zeros(len(names), dtype=torch.float64, device=accelerator.device)
+        batches = 0
+        with torch.no_grad():
+            for batch in loader:
+                batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+                out = step.forward(model, batch)
+                values = [out.loss, out.contrastive_loss]
+                values += list(out.classification_losses) if ks else []
+                values += [(logits.argmax(-1) == batch["pseudo_labels"][:, j]).float().mean()
+                           for j, logits in enumerate(out.label_logits or [])]
+                totals += torch.stack([v.detach().double() for v in values])
+                batches += 1
+        totals = accelerator.reduce(totals / max(batches, 1), reduction="mean")
+        return {f"valid_{name}": float(v) for name, v in zip(names, totals.tolist())}
+
+    return evaluate
+
+
+# ---------------------------------------------------------------------------------------------------- the run
+def _default_workers(num_processes: int) -> int:
+    from moleclip.processing.cores import available_cores
+
+    return max(0, available_cores() // max(1, num_processes) - 1)
+
+
+def _check_resumed_config(config: PretrainConfig, saved_file: Path, accelerator) -> None:
+    """Warn when a resumed run changes settings that decide the data order or the optimisation."""
+    if not saved_file.is_file():
+        return
+    saved = PretrainConfig.saved_settings(saved_file.read_text())
+    # A file written before `optimizer` was a setting comes from a run that used AdamW.
+    saved.setdefault("optimizer", "adamw")
+    harmless = {"resume", "push_to_hub", "hub_private", "progress", "num_workers", "max_steps", "epochs", "save_every",
+                "save_total_limit", "eval_every", "log_every", "debug_dump_dir", "pseudo_label_jobs", "coordinate_cache_size",
+                "prerendered"}
+    changed = {k: (saved.get(k), v) for k, v in dataclasses.asdict(config).items() if k not in harmless and saved.get(k) != v}
+    if changed:
+        accelerator.print("warning: resuming with changed settings (the run will not repeat the original exactly): " +
+                          ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+
+
+def pretrain(config: PretrainConfig, hub_api=None) -> dict:
+    """Run a pretraining described by `config`; returns the summary also written to `training_results.json`.
+
+    The final model goes to `<output_dir>/model` (see `pretrain_config` for the whole layout of the output folder).
+
+    `hub_api` (an `HfApi`-like object) is used for `push_to_hub` instead of a real `HfApi` (tests pass a stand-in).
+    """
+    config.check_required()
+    import numpy as np
+    import torch
+    from accelerate import Accelerator, InitProcessGroupKwargs
+    from accelerate.utils import set_seed
+    from torch.utils.data import DataLoader
+
+    from moleclip.processing.pretraining_data import (
+        VALID_STREAM, EpochBatches, FixedBatches, PrerenderedImages, TwoViewDataset, collate_two_views)
+    from moleclip.processing.cores import available_cores
+    from moleclip.training.hub import describe_backbone, load_backbone, load_processor, push_model_dir, save_model_dir
+    from moleclip.training.loop import LoopSettings, TrainingLoop, build_scheduler, latest_checkpoint
+    from moleclip.training.samplers import GroupedClassBatchSampler
+
+    started = time.perf_counter()
+    # Pseudo-labels may be computed on the main process while the others wait at a barrier: allow for it.
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(hours=2))],
+    )
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} (the global batch) cannot be split evenly over {world} processes")
+    output_dir = Path(config.output_dir)
+    if config.resume is None and latest_checkpoint(output_dir) is not None:
+        raise ValueError(f"{output_dir} already holds checkpoints of a run: pass --resume latest to continue it, or "
+                         "choose another --output-dir")
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if config.resume:
+            _check_resumed_config(config, output_dir / CONFIG_FILE, accelerator)
+        (output_dir / CONFIG_FILE).write_text(config.to_json())
+    accelerator.wait_for_everyone()
+
+    # ---- data
+    table = load_pretraining_table(config, accelerator)
+    train_pos, valid_pos = split_positions(len(table.smiles), config, world)
+    if len(train_pos) < config.batch_size:
+        raise ValueError(f"{len(train_pos)} training molecules cannot fill one batch of {config.batch_size}")
+    set_seed(config.seed)
+    model = load_backbone(config.backbone, init_factor=config.init_factor, pseudo_label_classes=table.ks)
+    image_size = model.config.vision_config.image_size
+    store = PrerenderedImages(config.prerendered) if config.prerendered else None
+
+    def dataset(positions, **kwargs):
+        smiles = [table.smiles[i] for i in positions]
+        slots = store.slots_for(smiles) if store is not None else None
+        return TwoViewDataset(smiles, table.labels[positions], seed=config.seed, size=image_size,
+                              augmentation=config.augmentation, ids=table.ids[positions],
+                              coordinate_cache_size=config.coordinate_cache_size, prerendered=store, store_slots=slots,
+                              **kwargs)
+
+    fine = int(np.argmax(table.ks))  # batches group molecules of the finest label set
+    sampler = GroupedClassBatchSampler(table.labels[train_pos, fine], group_size=config.group_size,
+                                       groups_per_batch=config.groups_per_batch, num_replicas=world, rank=rank,
+                                       seed=config.seed, drop_last=True)
+    workers = _default_workers(world) if config.num_workers is None else config.num_workers
+    if accelerator.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # Drawing workers and the training step share the cores. An OpenMP thread without a core of its own makes
+        # every parallel region wait for it: on 2 cores with a busy worker, 2 threads ran a step 30x slower than 1.
+        torch.set_num_threads(max(1, available_cores() // world - workers))
+    loader_kwargs = dict(num_workers=workers, collate_fn=collate_two_views, pin_memory=torch.cuda.is_available())
+    if workers > 0:
+        loader_kwargs.update(persistent_workers=True, prefetch_factor=4)
+    train_loader = DataLoader(dataset(train_pos), batch_sampler=EpochBatches(sampler), **loader_kwargs)
+    batches_per_epoch = len(sampler)
+    steps_per_epoch = max(1, batches_per_epoch // config.gradient_accumulation_steps)
+    max_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+
+    evaluate = None
+    if len(valid_pos):
+        per_process = config.batch_size // world
+        valid_batch = min(per_process, len(valid_pos) // world)
+        valid_loader = DataLoader(dataset(valid_pos, stream=VALID_STREAM),
+                                  batch_sampler=FixedBatches(range(len(valid_pos)), valid_batch, world, rank),
+                                  num_workers=min(workers, 4), collate_fn=collate_two_views)
+    accelerator.print(
+        f"{len(table.smiles)} molecules ({len(train_pos)} train, {len(valid_pos)} validation), pseudo-labels K = "
+        f"{table.ks}; {world} process(es) x {config.batch_size // world} molecules a batch, {batches_per_epoch} "
+        f"batches an epoch; {max_steps} optimizer steps ({max_steps / steps_per_epoch:.2f} epochs); {workers} drawing "
+        f"worker(s) per process{'; pre-rendered store ' + str(config.prerendered) if store else ''}; "
+        f"{torch.get_num_threads()} torch thread(s) per process; optimizer {config.optimizer}, gradient clipping "
+        f"{config.max_grad_norm if config.max_grad_norm else 'none'}")
+
+    # ---- optimisation
+    optimizer = build_pretrain_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config.schedule, warmup_steps=config.warmup_steps, total_steps=max_steps)
+    step = PretrainStep(table.ks, dump_dir=config.debug_dump_dir, rank=rank)
+    if len(valid_pos):
+        evaluate = make_evaluator(accelerator, step, valid_loader, table.ks)
+    settings = LoopSettings(
+        output_dir=str(output_dir), max_steps=max_steps, gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_grad_norm=config.max_grad_norm, log_every=config.log_every, eval_every=config.eval_every if evaluate else None,
+        save_every=config.save_every, save_last=config.save_every is not None, save_total_limit=config.save_total_limit,
+        select_key="valid_loss" if evaluate else None, progress=config.progress,
+    )
+    loop = TrainingLoop(accelerator, model, optimizer, train_loader, settings, scheduler=scheduler, evaluate=evaluate,
+                        compute_loss=step)
+    step.loop = loop
+    initial_file = output_dir / "validation_initial.json"
+    resuming = config.resume is not None and (config.resume != "latest" or latest_checkpoint(output_dir) is not None)
+    if evaluate is not None and not resuming and not initial_file.exists():
+        initial = evaluate(loop.model)
+        if accelerator.is_main_process:
+            initial_file.write_text(json.dumps(initial, indent=2))
+    state = loop.run(resume=config.resume)
+
+    # ---- the end: final validation, model folder (<output-dir>/model), Hub
+    final_valid = None
+    if evaluate is not None:
+        last = state.history[-1] if state.history else None
+        final_valid = ({k: v for k, v in last.items() if k.startswith("valid_")}
+                       if last and last.get("step") == state.global_step else evaluate(loop.model))
+    summary = None
+    if accelerator.is_main_process:
+        summary = _summary(config, table, train_pos, valid_pos, state, max_steps, steps_per_epoch, world, output_dir,
+                           final_valid, time.perf_counter() - started)
+        model_dir = output_dir / MODEL_DIR
+        summary["model_dir"] = str(model_dir)
+        model_out = accelerator.unwrap_model(loop.model)
+        processor = load_processor(config.backbone, size=image_size)
+        card = {
+            "title": f"MoleCLIP encoder pretrained on {Path(config.input).name}",
+            "backbone": describe_backbone(config.backbone),
+            "training_summary": summary["card_summary"],
+            "repo_id": config.push_to_hub,
+            "extra_tags": "- moleclip-pretraining",
+        }
+        (output_dir / RESULTS_FILE).write_text(json.dumps(summary, indent=2))
+        # The model folder is what a user loads and what goes to the Hub: weights, config, processor, code, card,
+        # and a copy of the results; checkpoints, logs and pseudo-labels stay beside it in the run folder.
+        save_model_dir(model_dir, model_out, processor, card=card,
+                       extra_files={RESULTS_FILE: json.dumps(summary, indent=2)})
+        accelerator.print(f"model saved to {model_dir}")
+        if config.push_to_hub:
+            url = push_model_dir(model_dir, config.push_to_hub, private=config.hub_private or None, api=hub_api,
+                                 commit_message=f"MoleCLIP pretraining: {state.global_step} steps")
+            summary["hub_commit"] = url
+            (output_dir / RESULTS_FILE).write_text(json.dumps(summary, indent=2))
+            accelerator.print(f"pushed to the Hub: {url}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary or {}
+
+
+def _optimizer_text(config: PretrainConfig) -> str:
+    """The optimiser as a person should read it: Adam's decay is an L2 term, AdamW's is decoupled."""
+    name = ("Adam (L2 weight decay)" if config.optimizer == "adam" else "AdamW (decoupled weight decay)")
+    clipping = f"gradient norm clipped at {config.max_grad_norm:g}" if config.max_grad_norm else "no gradient clipping"
+    return (f"{name}, encoder lr {config.encoder_lr:g} (decay {config.encoder_weight_decay:g}), classifier lr "
+            f"{config.classifier_lr:g} (decay {config.classifier_weight_decay:g}), {clipping}")
+
+
+def _summary(config, table, train_pos, valid_pos, state, max_steps, steps_per_epoch, world, output_dir, final_valid,
+             seconds) -> dict:
+    import csv
+
+    rows = []
+    metrics = output_dir / "metrics.csv"
+    if metrics.is_file():
+        with open(metrics, newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if r.get("loss")]
+    def parts(row):
+        return {k: float(v) for k, v in row.items()
+                if v not in (None, "") and not k.startswith("valid_") and (k.endswith("loss") or "_loss_" in k)}
+
+    first, last = (parts(rows[0]), parts(rows[-1])) if rows else ({}, {})
+    initial = output_dir / "validation_initial.json"
+    initial_valid = json.loads(initial.read_text()) if initial.is_file() else None
+    epochs = state.global_step / steps_per_epoch
+    molecules = state.global_step * config.batch_size * config.gradient_accumulation_steps
+    loss_text = (f"train loss {first.get('loss', float('nan')):.3f} -> {last.get('loss', float('nan')):.3f}"
+                 if rows else "no loss logged")
+    if final_valid:
+        loss_text += f"; validation loss {final_valid['valid_loss']:.3f}"
+    card = (f"{state.global_step} optimizer steps ({epochs:.2f} epochs over {len(train_pos):,} molecules of "
+            f"`{Path(config.input).name}`), batch {config.batch_size * config.gradient_accumulation_steps} "
+            f"(groups of {config.group_size} of one pseudo-class), {world} process(es); contrastive + classification "
+            f"(K = {', '.join(map(str, table.ks))}); {_optimizer_text(config)}, {config.schedule} schedule; {loss_text}")
+    return {
+        "steps": state.global_step, "max_steps": max_steps, "epochs": epochs, "molecules_seen": molecules,
+        "images_seen": 2 * molecules, "train_molecules": int(len(train_pos)), "valid_molecules": int(len(valid_pos)),
+        "pseudo_label_ks": table.ks, "pseudo_labels": table.source, "processes": world, "wall_seconds": seconds,
+        "first_logged": first, "last_logged": last, "initial_validation": initial_valid, "final_validation": final_valid,
+        "best_valid_loss": state.best_value, "best_step": state.best_step, "card_summary": card,
+        "config": dataclasses.asdict(config),
+    }

@@ -1,0 +1,211 @@
+"""The molecules of a pretraining run and their pseudo-labels, and the held-out split.
+
+`load_pretraining_table` reads the input (.smi/.csv/.parquet) and takes its pseudo-labels from its `label_k<K>`
+columns, from the file a previous attempt of the same run saved, or computes them (MACCS keys + seeded mini-batch
+K-means) on the main process and saves them, so that a resumed run trains on the very same labels.
+Module level: standard library only; pandas, numpy and the labelling code are imported when used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from moleclip.training.pretrain_config import PSEUDO_LABEL_FILE, PretrainConfig
+
+__all__ = ["PretrainingTable", "load_pretraining_table", "split_positions"]
+
+
+@dataclass
+class PretrainingTable:
+    """The molecules to train on, their pseudo-labels and where they came from."""
+
+    smiles: list[str]
+    labels: "object"  # np.ndarray [n, n_label_sets], int64
+    ks: list[int]
+    ids: "object"  # np.ndarray [n]: row of each molecule in the input file (0-based, header excluded)
+    source: str  # how the labels were obtained, for the model card
+
+
+def _read_input(config: PretrainConfig):
+    import pandas as pd
+
+    from moleclip.processing.smiles_files import detect_smiles_column, read_smiles
+
+    path = Path(config.input)
+    if not path.is_file():
+        raise FileNotFoundError(f"input file not found: {path}")
+    name = path.name.lower()
+    if name.endswith((".csv", ".csv.gz")):
+        frame = pd.read_csv(path, dtype={config.smiles_column: str} if config.smiles_column else None,
+                            keep_default_na=False, nrows=config.limit)
+    elif name.endswith((".parquet", ".pq")):
+        frame = pd.read_parquet(path)
+    else:
+        frame = pd.DataFrame({"smiles": read_smiles(path)})
+    if config.limit is not None:
+        frame = frame.iloc[: config.limit]
+    column = detect_smiles_column(frame.columns, config.smiles_column, source=str(path))
+    frame = frame.rename(columns={column: "smiles"}) if column != "smiles" else frame
+    frame["smiles"] = frame["smiles"].astype(str)
+    return frame.reset_index(drop=True)
+
+
+def _columns_by_k(columns) -> dict[int, str]:
+    from moleclip.processing.pseudo_labels import LABEL_PREFIX, label_columns
+
+    found = label_columns([str(c) for c in columns])
+    if isinstance(found, dict):  # {K: column}
+        return dict(found)
+    return {int(name[len(LABEL_PREFIX):]): name for name in found}
+
+
+def _labels_from_columns(frame, config: PretrainConfig):
+    import numpy as np
+
+    found = _columns_by_k(frame.columns)
+    if not found:
+        return None
+    if config.k == ["auto"]:
+        raise ValueError("--k auto chooses K when labels are computed; this input already has label columns "
+                         f"{list(found.values())}: give --k from {sorted(found)} or leave it out")
+    ks = config.k or sorted(found)
+    missing = [k for k in ks if k not in found]
+    if missing:
+        raise ValueError(f"--k {' '.join(map(str, ks))}: the input has label columns for K = {sorted(found)}, not {missing}")
+    labels = np.stack([frame[found[k]].to_numpy() for k in ks], axis=1)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"label columns {[found[k] for k in ks]} must hold integer classes")
+    labels = labels.astype(np.int64)
+    for j, k in enumerate(ks):
+        low, high = int(labels[:, j].min()), int(labels[:, j].max())
+        if low < 0 or high >= k:
+            raise ValueError(f"column {found[k]} holds classes {low}..{high}; a K={k} label must be in 0..{k - 1}")
+    return labels, ks, found
+
+
+def load_pretraining_table(config: PretrainConfig, accelerator=None) -> PretrainingTable:
+    """Read the input and get its pseudo-labels: from its label columns, from a previous run's file, or computed.
+
+    Computing happens on the main process only (the others wait and read the saved file), and the result is saved to
+    `<output_dir>/pseudo_labels.parquet` so that a resumed run trains on the very same labels without recomputing.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from moleclip.processing.pseudo_labels import compute_pseudo_labels
+
+    frame = _read_input(config)
+    if frame.empty:
+        raise ValueError(f"{config.input} holds no molecules")
+    given = _labels_from_columns(frame, config)
+    if given is not None:
+        labels, ks, columns = given
+        return PretrainingTable(frame["smiles"].tolist(), labels, ks, np.arange(len(frame), dtype=np.int64),
+                                f"label columns {', '.join(columns[k] for k in ks)} of the input")
+
+    ks = config.k or [300, 3000]
+    out = Path(config.output_dir) / PSEUDO_LABEL_FILE
+    meta_file = out.with_suffix(".json")
+    from moleclip.processing.pretraining_data import smiles_digest
+
+    wanted = {"input_sha1": smiles_digest(frame["smiles"].tolist()), "k": ks, "seed": config.seed}
+    is_main = accelerator is None or accelerator.is_main_process
+
+    def usable() -> bool:
+        return out.is_file() and meta_file.is_file() and json.loads(meta_file.read_text()).get("request") == wanted
+
+    if is_main and not usable():
+        print(f"computing pseudo-labels (MACCS keys + K-means, K = {ks}) for {len(frame)} molecules ...", flush=True)
+        start = time.perf_counter()
+        table, info = compute_pseudo_labels(frame["smiles"].tolist(), "auto" if ks == ["auto"] else ks, seed=config.seed,
+                                            n_jobs=config.pseudo_label_jobs, progress=config.progress)
+        if info.get("skipped"):
+            skipped = info["skipped"]
+            shown = "; ".join(f"row {s.index}: {_shorten(s.smiles)} {_shorten(s.reason, 80)}" for s in skipped[:3])
+            print(f"warning: {len(skipped)} of {len(frame)} molecules left out of pretraining (rows count from 0 after "
+                  f"any header): {shown}{' ...' if len(skipped) > 3 else ''}", flush=True)
+        kept = _kept_rows(table, info, frame)
+        table = table.copy()
+        table.insert(0, "row", kept)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        table.to_parquet(tmp, index=False)
+        tmp.replace(out)
+        meta_file.write_text(json.dumps({"request": wanted, "seconds": time.perf_counter() - start,
+                                         "n_molecules": len(frame), "n_labelled": len(table),
+                                         "info": _jsonable(info)}, indent=2))
+        print(f"pseudo-labels for {len(table)} of {len(frame)} molecules saved to {out} "
+              f"({time.perf_counter() - start:.1f} s)", flush=True)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    if not usable():
+        raise RuntimeError(f"{out} was not written by the main process")
+    table = pd.read_parquet(out)
+    columns = _columns_by_k(table.columns)
+    ks = sorted(columns) if ks == ["auto"] else ks
+    labels = np.stack([table[columns[k]].to_numpy() for k in ks], axis=1).astype(np.int64)
+    return PretrainingTable(table["smiles"].astype(str).tolist(), labels, ks, table["row"].to_numpy(np.int64),
+                            f"computed on the fly (MACCS keys, mini-batch K-means, seed {config.seed})")
+
+
+def _shorten(text: str, width: int = 40) -> str:
+    text = str(text)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _kept_rows(table, info, frame):
+    """Input rows of the labelled molecules (invalid SMILES are left out by the labelling)."""
+    import numpy as np
+
+    for key in ("kept", "kept_indices", "rows"):
+        value = info.get(key) if isinstance(info, dict) else getattr(info, key, None)
+        if value is not None and len(value) == len(table):
+            return np.asarray(value, dtype=np.int64)
+    if len(table) == len(frame):
+        return np.arange(len(frame), dtype=np.int64)
+    # Fall back on matching SMILES (first occurrence in order), which is exact when the table keeps input order.
+    rows, j = [], 0
+    source = frame["smiles"].tolist()
+    for s in table["smiles"].tolist():
+        while j < len(source) and source[j] != s:
+            j += 1
+        if j == len(source):
+            raise RuntimeError("the pseudo-label table does not keep the input order; cannot line its rows up")
+        rows.append(j)
+        j += 1
+    return np.asarray(rows, dtype=np.int64)
+
+
+def _jsonable(value):
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items() if not isinstance(v, np.ndarray) or v.size <= 64}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value][:1000]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if dataclasses.is_dataclass(value):
+        return _jsonable(dataclasses.asdict(value))
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def split_positions(n: int, config: PretrainConfig, num_processes: int):
+    """(train positions, valid positions): a seeded random held-out slice, at most `max_valid` molecules."""
+    import numpy as np
+
+    from moleclip.processing.seeding import sample_rng
+
+    n_valid = min(config.max_valid, int(round(config.valid_fraction * n))) if config.valid_fraction > 0 else 0
+    if 0 < n_valid < num_processes:
+        n_valid = 0
+    order = sample_rng(config.seed, 7).permutation(n)  # 7: the split's own stream of the run seed
+    return np.sort(order[n_valid:]), np.sort(order[:n_valid])
