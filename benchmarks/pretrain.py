@@ -6,10 +6,14 @@ Sections (all by default; choose with --sections):
                  sizes, the figures of benchmarks/results/pseudo_labels.json are reported when that file exists.
   data           two views per molecule through DataLoader workers: images/s and images/s per core, first pass
                  (2D layouts computed) and second pass (layouts cached), and from a pre-rendered store.
-  train_cpu      training step throughput (forward + backward + AdamW, both views) of the `tiny` preset on CPU.
+  train_cpu      training step throughput (forward + backward + optimizer step, both views) of the `tiny` preset on CPU.
   gpu            only with CUDA: the ViT-B/16 shape (`base` preset) at batch 256 molecules (512 images) in bf16:
                  images/s, achieved FLOP/s and the fraction of the GPU's dense bf16 peak; then the data pipeline with
                  --gpu-workers workers (drawing, and reading a pre-rendered store) against the training step rate.
+
+The training sections step pretraining's own optimizer (`build_pretrain_optimizer`: Adam with L2 weight decay, the
+paper's). Figures recorded before pretraining had --optimizer were measured with AdamW, whose update costs the same
+(one extra elementwise pass over the weights either way).
 
 FLOPs of a ViT training step are counted analytically (2 FLOPs per multiply-add; backward = 2 x forward, so a
 training step is 3 x forward). With N = (image/patch)^2 + 1 tokens, width d, MLP width m, L layers, patch p:
@@ -36,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine_info import cpu_cores, describe_machine
+from machine_info import describe_machine
+from moleclip.processing.cores import available_cores
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "pretrain.json"
@@ -137,10 +142,10 @@ def bench_pseudo_labels(sizes: list[int]) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"pseudo-label benchmark for {n} molecules failed (exit {proc.returncode})")
         result = json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT"))[6:])
-        result.update(source=name, peak_rss_gib=memory.peak / 2**30, ks=[300, 3000], cores=cpu_cores())
+        result.update(source=name, peak_rss_gib=memory.peak / 2**30, ks=[300, 3000], cores=available_cores())
         out[f"n{n}"] = result
         print(f"pseudo-labels for {result['molecules']:,} molecules ({name}), K = 300, 3000: {result['seconds']:.1f} s, "
-              f"peak memory {result['peak_rss_gib']:.2f} GiB (process tree), {cpu_cores()} cores")
+              f"peak memory {result['peak_rss_gib']:.2f} GiB (process tree), {available_cores()} cores")
     return out
 
 
@@ -232,15 +237,16 @@ def synthetic_batch(batch: int, size: int, ks: list[int], device) -> dict:
 
 
 def train_throughput(preset: str, batch: int, steps: int, warmup: int, device: str, bf16: bool, compile_model: bool) -> dict:
-    """Images/s of full training steps (both views forward + backward + AdamW) on a fixed synthetic batch."""
+    """Images/s of full training steps (both views forward + backward + pretraining's optimizer step) on a fixed
+    synthetic batch."""
     from moleclip import MoleCLIPConfig, MoleCLIPModel
     from moleclip.processing.pretraining_data import normalize_pixels
-    from moleclip.training.loop import build_optimizer
-    from moleclip.training.pretrain import PretrainConfig, build_param_groups
+    from moleclip.training.pretrain_config import PretrainConfig
+    from moleclip.training.pretrain_run import build_pretrain_optimizer
 
     ks = [300, 3000]
     model = MoleCLIPModel(MoleCLIPConfig.from_preset(preset, pseudo_label_classes=ks)).to(device).train()
-    optimizer = build_optimizer(build_param_groups(model, PretrainConfig(input="-", output_dir="-")))
+    optimizer = build_pretrain_optimizer(model, PretrainConfig(input="-", output_dir="-"))
     forward = torch.compile(model) if compile_model else model
     size = model.config.vision_config.image_size
     data = synthetic_batch(batch, size, ks, device)
@@ -279,7 +285,7 @@ def train_throughput(preset: str, batch: int, steps: int, warmup: int, device: s
 def bench_train_cpu(batch: int, steps: int) -> dict:
     out = {}
     default_threads = torch.get_num_threads()
-    for threads in sorted({1, cpu_cores()}):
+    for threads in sorted({1, available_cores()}):
         torch.set_num_threads(threads)
         torch.manual_seed(0)
         result = train_throughput("tiny", batch, steps, warmup=2, device="cpu", bf16=False, compile_model=False)
@@ -342,7 +348,7 @@ def main(argv=None) -> int:
 
     output = Path(args.output)
     results = json.loads(output.read_text()) if output.is_file() else {}
-    workers = args.workers or sorted({1, cpu_cores()})
+    workers = args.workers or sorted({1, available_cores()})
     # Sections are merged into the file from runs on different days and machines: each keeps its own conditions.
     machine = describe_machine()
 

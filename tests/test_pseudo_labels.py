@@ -22,7 +22,6 @@ from moleclip.processing.pseudo_labels import (
     write_pseudo_labels,
 )
 from moleclip.processing.smiles_files import read_smiles
-from moleclip.training.commands import pseudo_labels as command
 
 SMILES = [
     "CCO", "CCCO", "CCCCO", "OCCO", "CC(C)O", "CCN", "CCCN", "NCCN", "CC(C)N", "CCCCN",
@@ -186,6 +185,8 @@ def test_compute_pseudo_labels_auto_uses_the_knee():
 
 
 def _cli(argv):
+    from moleclip.cli import pseudo_labels as command
+
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
     return command.run(parser.parse_args(argv))
@@ -225,7 +226,8 @@ def test_cli_on_a_small_smi_file(tmp_path, capsys):
 
 
 def test_cli_is_registered_with_the_moleclip_command(tmp_path):
-    from moleclip.training.cli import build_parser
+    from moleclip.cli import pseudo_labels as command
+    from moleclip.cli.main import build_parser
 
     args = build_parser().parse_args(["pseudo-labels", "--input", "x.smi", "--k", "300", "3000", "--output", "y.parquet"])
     assert args.k == [300, 3000] and args._run is command.run
