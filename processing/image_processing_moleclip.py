@@ -130,6 +130,7 @@ class MoleCLIPImageProcessor(PilBackend):
     def _settings(self, overrides: dict) -> dict:
         """The processor's settings with one call's overrides (None: the processor's own), standardised and checked."""
         _refuse_unknown(overrides, "unexpected argument")
+        overrides = {k: dict(v) if isinstance(v, SizeDict) else v for k, v in overrides.items()}  # e.g. processor.size
         validate_typed_dict(self.valid_kwargs, {k: v for k, v in overrides.items() if v is not None})
         names = self.valid_kwargs.__annotations__
         settings = {}

@@ -14,6 +14,11 @@ Where a module is missing we register an empty stand-in under the same name, so 
 unchanged; where it exists (a git checkout of the transformers repository) the real module is used. The export
 tests lost this way are replaced by `test_torch_export_matches_eager` in `test_hf_common.py`.
 
+`tests/test_image_processing_common.py` (`ImageProcessingTestMixin`) imports `url_to_local_path` from the repository's
+`utils/fetch_hub_objects_for_ci.py`, which is not in the sdist either; it only maps test-image URLs to a CI cache, for
+the tests that download pictures (backend equivalence on a COCO photo, which needs two backends and is skipped for
+MoleCLIP). Its stand-in returns the URL unchanged.
+
 The sdist's folder is a package called `tests`, like ours: it is imported under another name
 (`transformers_common_tests`) so neither shadows the other.
 """
@@ -28,7 +33,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["ENV_VAR", "PACKAGE", "CommonTests", "find_tests_dir", "load_common_tests"]
+__all__ = ["ENV_VAR", "PACKAGE", "CommonTests", "find_tests_dir", "load_common_tests", "load_image_processing_tests"]
 
 ENV_VAR = "TRANSFORMERS_TESTS_DIR"
 PACKAGE = "transformers_common_tests"
@@ -134,3 +139,18 @@ def load_common_tests(tests_dir: Path) -> CommonTests:
             name=error.name,
         ) from error
     return CommonTests(modeling=modeling, configuration=configuration, stand_ins=sys.modules[PACKAGE].stand_ins)
+
+
+def load_image_processing_tests(tests_dir: Path) -> types.ModuleType:
+    """Import ``test_image_processing_common`` (``ImageProcessingTestMixin``, ``ImageProcessingTester``) from
+    ``tests_dir``, after :func:`load_common_tests` (idempotent)."""
+    load_common_tests(tests_dir)
+    helper = Path(tests_dir).resolve().parent / "utils" / "fetch_hub_objects_for_ci.py"
+    if not helper.is_file() and "fetch_hub_objects_for_ci" not in sys.modules:
+        module = types.ModuleType("fetch_hub_objects_for_ci")
+        module.__doc__ = "Stand-in: utils/fetch_hub_objects_for_ci.py is not in the transformers sdist."
+        module.url_to_local_path = lambda url, *args, **kwargs: url
+        sys.modules[module.__name__] = module
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Unknown pytest\.mark\.")
+        return importlib.import_module(f"{PACKAGE}.test_image_processing_common")

@@ -1,4 +1,5 @@
-"""The `transformers` library's own common model tests (`ModelTesterMixin`, `ConfigTester`) run on MoleCLIP.
+"""The `transformers` library's own common tests run on MoleCLIP: `ModelTesterMixin` and `ConfigTester` on the models,
+`ImageProcessingTestMixin` on the image processor.
 
 They live in the tests/ folder of the transformers sdist, which is not installed with the library:
 `scripts/get_transformers_tests.sh` downloads the sdist of the installed version and prints the folder; set
@@ -11,14 +12,19 @@ Shapes follow CLIP's vision tester (hidden 32, 2 layers, 30 px images in 2 px pa
 few minutes on a laptop CPU.
 """
 
+import os
+import pickle
+import subprocess
 import sys
+import tempfile
+import textwrap
 import unittest
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hf_common_support import find_tests_dir, load_common_tests  # noqa: E402
+from hf_common_support import find_tests_dir, load_common_tests, load_image_processing_tests  # noqa: E402
 
 # Decided before the heavy imports, so that a run without the sdist skips at once.
 TESTS_DIR, WHY_NOT = find_tests_dir()
@@ -26,15 +32,20 @@ if TESTS_DIR is None:
     pytest.skip(WHY_NOT, allow_module_level=True)
 
 common = load_common_tests(TESTS_DIR)  # first: it explains a missing test dependency
+image_processing_common = load_image_processing_tests(TESTS_DIR)
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from parameterized import parameterized  # noqa: E402
 from transformers.exporters import DynamoConfig, DynamoExporter  # noqa: E402
 
-from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPModel  # noqa: E402
+from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPImageProcessor, MoleCLIPModel  # noqa: E402
+from moleclip.processing.augment import CLIP_MEAN, CLIP_STD  # noqa: E402
 
 ModelTesterMixin = common.modeling.ModelTesterMixin
 ConfigTester = common.configuration.ConfigTester
+ImageProcessingTestMixin = image_processing_common.ImageProcessingTestMixin
+ImageProcessingTester = image_processing_common.ImageProcessingTester
 floats_tensor = common.modeling.floats_tensor
 
 
@@ -213,3 +224,106 @@ class MoleCLIPForPropertyPredictionTest(MoleCLIPCommonTests, unittest.TestCase):
 
     def setUp(self):
         self.model_tester = MoleCLIPModelTester(self)
+
+
+# ------------------------------------------------------------------------------------------------ image processor
+class MoleCLIPImageProcessingTester(ImageProcessingTester):
+    """Settings and random inputs for `ImageProcessingTestMixin`, as transformers' CLIP processor tester sets them.
+
+    The settings are the ones the processor would save; pictures are 20 x 20 so the suite runs in seconds. The
+    mixin's inputs are photos-like arrays (PIL, numpy, torch, 30..400 px): MoleCLIP resizes, augments and normalises
+    given pictures exactly like its drawings.
+    """
+
+    def __init__(self, parent, **kwargs):
+        kwargs.setdefault("size", {"height": 20, "width": 20})
+        kwargs.setdefault("do_resize", True)
+        kwargs.setdefault("do_rescale", True)
+        kwargs.setdefault("do_normalize", True)
+        kwargs.setdefault("image_mean", list(CLIP_MEAN))
+        kwargs.setdefault("image_std", list(CLIP_STD))
+        kwargs.setdefault("do_convert_rgb", True)
+        kwargs.setdefault("augmentation", "none")
+        kwargs.setdefault("randomize_drawing", False)
+        kwargs.setdefault("r_groups", False)
+        kwargs.setdefault("channel_order", "rgb")
+        kwargs.setdefault("drawing_backend", "hybrid")
+        super().__init__(parent, **kwargs)
+
+    def _get_image_processing_classes(self):
+        # The mixin finds classes by the test file's folder name in transformers' own registry; MoleCLIP is not in
+        # it (its processor registers at import and travels as remote code). PilBackend is its one backend.
+        return {"pil": MoleCLIPImageProcessor}
+
+
+class MoleCLIPImageProcessingTest(ImageProcessingTestMixin, unittest.TestCase):
+    image_processor_tester_class = MoleCLIPImageProcessingTester
+    test_cast_dtype = True  # run test_cast_dtype_device (the mixin leaves it off by default)
+
+    @unittest.skip(
+        reason="a policy for models added to the transformers repository (new ones must ship a torchvision backend); "
+        "MoleCLIP is a separate package whose processor draws with RDKit and uses transformers' PIL backend, "
+        "without torchvision"
+    )
+    def test_new_models_require_torchvision_backend(self):
+        pass
+
+    def test_image_processor_preprocess_arguments(self):
+        # The mixin checks argument validation through `_valid_processor_keys` or a decorator that warns about extra
+        # arguments; MoleCLIP refuses them instead. Every setting in `valid_kwargs` is accepted per call (it acts, or
+        # is refused with a ValueError naming it when it cannot: crop, pad...), and anything else is a TypeError.
+        processor = MoleCLIPImageProcessor(**self.image_processor_dict)
+        inputs = self.image_processor_tester.prepare_image_inputs()
+        for name in MoleCLIPImageProcessor.valid_kwargs.__annotations__:
+            value = getattr(processor, name, None)
+            processor(inputs, **({name: value} if value is not None else {}))
+        with self.assertRaisesRegex(TypeError, "extra_argument"):
+            processor(inputs, extra_argument=True)
+        for name, value in (("do_center_crop", True), ("crop_size", 10), ("do_pad", True), ("pad_size", 30)):
+            with self.assertRaisesRegex(ValueError, name):
+                processor(inputs, **{name: value})
+
+    def test_pil_can_run_without_torchvision(self):
+        # The mixin's version (slow) loads the saved processor in a fresh process with torchvision blocked, through
+        # transformers' registry; MoleCLIP's processor is not in it and arrives as remote code, so load it that way.
+        processor = MoleCLIPImageProcessor(**self.image_processor_dict)
+        inputs = self.image_processor_tester.prepare_processor_inputs(equal_resolution=False)
+        expected = processor(**inputs, return_tensors=None)
+        script = textwrap.dedent(
+            """
+            import pickle, sys
+            sys.modules["torchvision"] = None  # raises ImportError on `import torchvision`
+            from transformers import AutoImageProcessor
+            folder, inputs_path, outputs_path = sys.argv[1:]
+            processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+            assert type(processor).__name__ == "MoleCLIPImageProcessor" and processor.backend == "pil"
+            with open(inputs_path, "rb") as f:
+                inputs = pickle.load(f)
+            with open(outputs_path, "wb") as f:
+                pickle.dump(dict(processor(**inputs, return_tensors=None).data), f)
+            """
+        )
+        with tempfile.TemporaryDirectory() as folder:
+            processor.save_pretrained(folder)
+            inputs_path, outputs_path = os.path.join(folder, "inputs.pkl"), os.path.join(folder, "outputs.pkl")
+            with open(inputs_path, "wb") as f:
+                pickle.dump(inputs, f)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONPATH")}
+            env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=os.path.join(folder, "modules"))
+            result = subprocess.run([sys.executable, "-c", script, folder, inputs_path, outputs_path],
+                                    capture_output=True, text=True, env=env, cwd=folder, timeout=300)
+            self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+            with open(outputs_path, "rb") as f:
+                outputs = pickle.load(f)
+        np.testing.assert_equal(outputs, dict(expected.data))
+
+    def test_override_instance_attributes_does_not_affect_other_instances(self):
+        # The mixin runs this only for `size` dicts and `image_mean` lists; transformers v5 stores them as a SizeDict
+        # and a tuple, so it skips. The same guarantee, checked on those types.
+        first, second = MoleCLIPImageProcessor(), MoleCLIPImageProcessor()
+        self.assertIsNot(first.size, second.size)
+        first.size["height"] = -1
+        self.assertEqual(second.size, {"height": 224, "width": 224})
+        self.assertEqual(MoleCLIPImageProcessor().size, {"height": 224, "width": 224})
+        self.assertEqual(MoleCLIPImageProcessor.size, {"height": 224, "width": 224})
+        self.assertIsInstance(second.image_mean, tuple)  # immutable: nothing to share
