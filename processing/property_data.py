@@ -6,8 +6,8 @@ it with errors that name the offending column and value, leaves out (and reports
 SMILES cannot be used, and returns a :class:`PropertyDataset` holding plain arrays plus the same data as a
 Hugging Face :class:`datasets.Dataset`.
 
-The named sets of the MoleCLIP paper live under a data directory (``data_dir=`` or ``$MOLECLIP_DATA_DIR``) in the
-normalised layout of ``DATASETS``; the MoleculeNet ones can also be fetched from the DeepChem mirror when online.
+The named sets of the MoleCLIP paper live under a data directory (``data_dir=``, else ``$MOLECLIP_DATA_DIR``, else
+``shared/data`` beside the repository checkout: see :func:`resolve_data_dir`) in the normalised layout of ``DATASETS``; the MoleculeNet ones can also be fetched from the DeepChem mirror when online.
 
 Relative imports only (see processing/molecules.py for why). The task types and each one's default metric come from
 the package's one list of them, ``moleclip.tasks``.
@@ -27,6 +27,7 @@ import pandas as pd
 
 from ..tasks import TASK_TYPES, infer_task
 from .molecules import MAX_HEAVY_ATOMS, SkippedMolecule, parse_many
+from .tables import ColumnNotFoundError, read_molecule_table
 
 __all__ = [
     "DATASETS",
@@ -38,6 +39,7 @@ __all__ = [
     "PropertyDataset",
     "SkippedRow",
     "load_property_dataset",
+    "default_data_dir",
     "resolve_data_dir",
 ]
 
@@ -51,8 +53,6 @@ DEFAULT_METRIC = {name: task.default_metric for name, task in TASK_TYPES.items()
 
 # Cell contents read as a missing label, besides the empty cell (written by pandas, R and spreadsheets).
 _MISSING_TOKENS = frozenset({"", "nan", "na", "n/a", "null", "none"})
-_SMILES_COLUMN_GUESSES = ("smiles", "canonical_smiles", "smi", "mol")
-_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet", ".pq")
 # Parsing below this many rows is quick enough that a progress bar would only be noise.
 _PROGRESS_MIN_ROWS = 20_000
 
@@ -140,8 +140,8 @@ PAPER_TABLE_SEEDS: dict[str, tuple[int, ...]] = {
 class SkippedRow(SkippedMolecule):
     """A table row left out because its SMILES could not be used.
 
-    ``index`` is the 0-based data row, ``line`` the 1-based line of the file (the header is line 1, so for a CSV
-    written one record per line it is ``index + 2``; for Parquet it is the 1-based row number).
+    ``index`` is the 0-based data row, ``line`` its line in the file as :func:`tables.read_molecule_table` counts
+    them (the header is line 1; blank lines and multi-line records counted; for Parquet the 1-based row number).
     """
 
     line: int = 0
@@ -219,16 +219,27 @@ def _to_hf_dataset(smiles: list[str], targets: np.ndarray, target_names: list[st
     return datasets.Dataset.from_dict(columns, features=features)
 
 
+def default_data_dir() -> Path:
+    """``shared/data`` beside the source checkout (``<checkout>/../shared/data``), where a workplace keeps the
+    datasets next to its clone of the repository; only used when it exists."""
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The data directory: ``data_dir`` if given, else ``$MOLECLIP_DATA_DIR``; an error explaining both otherwise."""
+    """The data directory: ``data_dir`` if given, else ``$MOLECLIP_DATA_DIR``, else :func:`default_data_dir` when it
+    exists; an error explaining all three otherwise."""
     source = "data_dir argument"
     if data_dir is None:
         data_dir = os.environ.get(DATA_DIR_ENV) or None
         source = f"${DATA_DIR_ENV}"
     if data_dir is None:
+        default = default_data_dir()
+        if default.is_dir():
+            return default
         raise FileNotFoundError(
-            f"No data directory given: pass data_dir=... or set the environment variable {DATA_DIR_ENV} to the "
-            "folder holding moleculenet/ and catalysis/ (e.g. export MOLECLIP_DATA_DIR=/path/to/data)."
+            f"No data directory: pass data_dir=..., set the environment variable {DATA_DIR_ENV} to the folder holding "
+            f"moleculenet/ and catalysis/ (e.g. export MOLECLIP_DATA_DIR=/path/to/data), or put that folder at "
+            f"{default} (shared/data beside the repository checkout)."
         )
     path = Path(data_dir).expanduser()
     if not path.is_dir():
@@ -288,43 +299,15 @@ def _locate_named(spec: DatasetSpec, data_dir) -> tuple[Path, bool]:
         ) from err
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    """Every column as text (CSV) so that validation, not pandas' guessing, decides what a cell means."""
-    name = path.name.lower()
-    if name.endswith((".parquet", ".pq")):
-        return pd.read_parquet(path)
-    if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
-        sep = "\t" if ".tsv" in name else ","
-        # skip_blank_lines=False keeps row positions aligned with file lines for the skipped-row report
-        try:
-            return pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False, sep=sep)
-        except pd.errors.EmptyDataError as err:
-            raise ValueError(
-                f"{path} is empty: expected a header line with a SMILES column and target columns"
-            ) from err
-    raise ValueError(f"Unsupported file type for {path}: expected one of {', '.join(_SUFFIXES)}")
+def _target_column(columns, wanted: str, path: Path) -> str:
+    if wanted in columns:
+        return wanted
+    available = ", ".join(repr(str(c)) for c in columns)
+    raise ColumnNotFoundError(f"{path} has no target column {wanted!r}; available columns: {available}")
 
 
-def _find_column(df: pd.DataFrame, wanted: str | None, path: Path, what: str) -> str:
-    available = ", ".join(map(repr, df.columns))
-    if wanted is not None:
-        if wanted in df.columns:
-            return wanted
-        raise KeyError(f"{path} has no {what} column {wanted!r}; available columns: {available}")
-    lowered = {str(c).lower(): c for c in df.columns}
-    for guess in _SMILES_COLUMN_GUESSES:
-        if guess in lowered:
-            return lowered[guess]
-    raise KeyError(f"Could not find a SMILES column in {path}; pass smiles_column=... (available columns: {available})")
-
-
-def _first_line(path: Path) -> int:
-    """File line of data row 0: 2 under a CSV header, 1 for Parquet (where 'line' means the 1-based row)."""
-    return 1 if path.name.lower().endswith((".parquet", ".pq")) else 2
-
-
-def _to_float(column: pd.Series, name: str, path: Path) -> np.ndarray:
-    """A target column as float64 with NaN for missing cells; an error naming the first non-numeric cell."""
+def _to_float(column: pd.Series, name: str, path: Path, lines: np.ndarray) -> np.ndarray:
+    """A target column as float64 with NaN for missing cells; an error naming the first non-numeric cell's line."""
     if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
         values = column.astype("float64").to_numpy()
     else:
@@ -335,7 +318,7 @@ def _to_float(column: pd.Series, name: str, path: Path) -> np.ndarray:
         if bad.any():
             first = int(np.flatnonzero(bad.to_numpy())[0])
             raise ValueError(
-                f"Target column {name!r} in {path} is not numeric: line {first + _first_line(path)} holds "
+                f"Target column {name!r} in {path} is not numeric: line {lines[first]} holds "
                 f"{text.iloc[first]!r}. Targets must be numbers, with an empty cell for a missing label; pass "
                 "target_columns=... to leave out non-target columns."
             )
@@ -343,7 +326,7 @@ def _to_float(column: pd.Series, name: str, path: Path) -> np.ndarray:
     if np.isinf(values).any():
         first = int(np.flatnonzero(np.isinf(values))[0])
         raise ValueError(
-            f"Target column {name!r} in {path} holds an infinite value at line {first + _first_line(path)}"
+            f"Target column {name!r} in {path} holds an infinite value at line {lines[first]}"
         )
     return values
 
@@ -378,15 +361,18 @@ def load_property_dataset(
     data_dir: str | os.PathLike | None = None,
     max_heavy_atoms: int = MAX_HEAVY_ATOMS,
 ) -> PropertyDataset:
-    """Load a property table: a named set (see ``DATASETS``) or a CSV / CSV.gz / Parquet file.
+    """Load a property table: a named set (see ``DATASETS``) or a CSV / TSV / Parquet file (gzipped or not), read by
+    :func:`tables.read_molecule_table`.
 
     Args:
         path_or_name: a file path, or the name of one of the paper's sets (``"bace"``, ``"esol"``, ...).
-        smiles_column: column holding SMILES; guessed (``smiles``, any case) when not given.
+        smiles_column: column holding SMILES; recognised by name (``smiles``, ``canonical_smiles``, ``smi``, ``mol``,
+            any case) when not given.
         target_columns: target columns; by default the registry's for a named set, else every other column.
         task: ``"regression"`` or ``"classification"``; inferred (all labels 0/1 means classification) when not
             given, validated when given.
-        data_dir: folder holding the named sets; defaults to ``$MOLECLIP_DATA_DIR``. Named MoleculeNet sets that are
+        data_dir: folder holding the named sets; defaults to ``$MOLECLIP_DATA_DIR``, else ``shared/data`` beside the
+            checkout (:func:`resolve_data_dir`). Named MoleculeNet sets that are
             not there are downloaded from the DeepChem mirror when online.
         max_heavy_atoms: molecules larger than this are left out like unparsable ones (they cannot be drawn).
 
@@ -413,22 +399,24 @@ def load_property_dataset(
         path, raw = _locate_named(spec, data_dir)
         if raw:
             rename = {spec.source_smiles_column: "smiles", **dict(zip(spec.source_target_columns, spec.target_columns))}
-        smiles_column = smiles_column or spec.smiles_column
+        smiles_column = spec.source_smiles_column if raw else (smiles_column or spec.smiles_column)
         target_columns = list(target_columns) if target_columns is not None else list(spec.target_columns)
 
-    df = _read_table(path)
+    # Every cell as text (CSV), so that the checks below, not a parser's guessing, decide what a cell means.
+    table = read_molecule_table(path, smiles_column)
+    df, smiles_column, lines = table.frame, table.smiles_column, table.line_numbers
     if rename:
         df = df.rename(columns=rename)
+        smiles_column = rename.get(smiles_column, smiles_column)
     if len(df.columns) != len(set(df.columns)):
         dupes = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
         raise ValueError(f"{path} has duplicate column names: {dupes}")
-    smiles_column = _find_column(df, smiles_column, path, "SMILES")
     if target_columns is None:
         target_columns = [c for c in df.columns if c != smiles_column]
     else:
         if isinstance(target_columns, str):
             target_columns = [target_columns]
-        target_columns = [_find_column(df, c, path, "target") for c in target_columns]
+        target_columns = [_target_column(list(df.columns), c, path) for c in target_columns]
     if not target_columns:
         raise ValueError(f"{path} has no target columns besides the SMILES column {smiles_column!r}")
     if smiles_column in target_columns:
@@ -438,7 +426,7 @@ def load_property_dataset(
     if len(df) == 0:
         raise ValueError(f"{path} has a header but no data rows")
 
-    targets = np.stack([_to_float(df[c], c, path) for c in target_columns], axis=1)
+    targets = np.stack([_to_float(df[c], c, path, lines) for c in target_columns], axis=1)
     for j, name in enumerate(target_columns):
         if np.isnan(targets[:, j]).all():
             raise ValueError(f"Target column {name!r} in {path} has no labels at all (every cell is empty)")
@@ -447,7 +435,7 @@ def load_property_dataset(
     if task == "classification":
         _check_classification(targets, target_columns, path)
 
-    raw_smiles = ["" if s is None or (isinstance(s, float) and np.isnan(s)) else str(s) for s in df[smiles_column]]
+    raw_smiles = df[smiles_column].tolist()
     progress = None
     items: Sequence[str] = raw_smiles
     if len(raw_smiles) >= _PROGRESS_MIN_ROWS:
@@ -458,8 +446,7 @@ def load_property_dataset(
     _, kept, bad = parse_many(items, on_error="skip", max_heavy_atoms=max_heavy_atoms)
     if progress is not None:
         progress.close()
-    first_line = _first_line(path)
-    skipped = [SkippedRow(index=s.index, smiles=s.smiles, reason=s.reason, line=s.index + first_line) for s in bad]
+    skipped = [SkippedRow(index=s.index, smiles=s.smiles, reason=s.reason, line=int(lines[s.index])) for s in bad]
     if not kept:
         first = skipped[0] if skipped else None
         raise ValueError(

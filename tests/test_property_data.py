@@ -1,6 +1,5 @@
 """Loading labelled molecule tables: named sets, user files, missing labels, bad rows and clear errors."""
 
-import os
 import warnings
 from pathlib import Path
 
@@ -18,8 +17,6 @@ from moleclip.processing.property_data import (
 )
 
 DATA = Path(__file__).parent / "data"
-SHARED = os.environ.get("MOLECLIP_DATA_DIR")
-needs_data = pytest.mark.skipif(not SHARED, reason="MOLECLIP_DATA_DIR not set")
 
 
 def _load_quiet(*args, **kwargs):
@@ -86,11 +83,11 @@ def test_given_task_is_validated():
 def test_missing_column_lists_available(tmp_path):
     with pytest.raises(KeyError, match=r"no target column 'pIC50'.*'smiles', 'logp', 'charge'"):
         load_property_dataset(DATA / "tiny_regression.csv", target_columns=["pIC50"])
-    with pytest.raises(KeyError, match=r"no SMILES column 'SMILES'"):
+    with pytest.raises(KeyError, match=r"column 'SMILES' not found .*'smiles', 'logp', 'charge'"):
         load_property_dataset(DATA / "tiny_regression.csv", smiles_column="SMILES")
     path = tmp_path / "nosmiles.csv"
     path.write_text("molecule,y\nCCO,1.0\n")
-    with pytest.raises(KeyError, match="Could not find a SMILES column.*'molecule'"):
+    with pytest.raises(KeyError, match="no SMILES column found.*'molecule'"):
         load_property_dataset(path)
     ds = load_property_dataset(path, smiles_column="molecule")
     assert ds.smiles == ["CCO"]
@@ -139,8 +136,11 @@ def test_parquet_and_gzip(tmp_path):
 
 def test_resolve_data_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("MOLECLIP_DATA_DIR", raising=False)
-    with pytest.raises(FileNotFoundError, match="data_dir=.*MOLECLIP_DATA_DIR"):
+    monkeypatch.setattr(property_data, "default_data_dir", lambda: tmp_path / "shared" / "data")
+    with pytest.raises(FileNotFoundError, match="data_dir=.*MOLECLIP_DATA_DIR.*shared/data"):
         resolve_data_dir()
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    assert resolve_data_dir() == tmp_path / "shared" / "data"  # the default beside the checkout
     assert resolve_data_dir(tmp_path) == tmp_path
     monkeypatch.setenv("MOLECLIP_DATA_DIR", str(tmp_path))
     assert resolve_data_dir() == tmp_path
@@ -196,11 +196,10 @@ def test_registry_is_consistent():
 
 
 @pytest.mark.data
-@needs_data
 @pytest.mark.parametrize("name", sorted(n for n, s in DATASETS.items() if not s.path.endswith(".gz")))
-def test_real_named_sets_match_registry(name):
+def test_real_named_sets_match_registry(name, data_dir):
     spec = DATASETS[name]
-    header = pd.read_csv(Path(SHARED) / spec.path, nrows=0).columns.tolist()
+    header = pd.read_csv(data_dir / spec.path, nrows=0).columns.tolist()
     assert header == ["smiles", *spec.target_columns]
     ds = _load_quiet(name)
     assert ds.task == spec.task and ds.targets.shape == (len(ds), len(spec.target_columns))
@@ -210,12 +209,84 @@ def test_real_named_sets_match_registry(name):
 
 
 @pytest.mark.data
-@needs_data
-def test_tox21_reports_unparsable_rows():
+def test_tox21_reports_unparsable_rows(data_dir):
     with pytest.warns(UserWarning, match="8 of 7831 rows"):
         ds = load_property_dataset("tox21")
     assert len(ds) == 7831 - 8 and len(ds.skipped) == 8
-    raw = pd.read_csv(Path(SHARED) / "moleculenet/tox21.csv")
+    raw = pd.read_csv(data_dir / "moleculenet/tox21.csv")
     for s in ds.skipped:
         assert raw.smiles.iloc[s.line - 2] == s.smiles
     assert np.isnan(ds.targets).any()
+
+
+def test_default_data_dir_is_shared_data_beside_the_checkout():
+    checkout = Path(property_data.__file__).resolve().parent.parent
+    assert property_data.default_data_dir() == checkout.parent / "shared" / "data"
+
+
+def test_text_cells_kept_as_written_and_lines_counted(tmp_path):
+    """Through the one table reader: a UTF-8 BOM, blank lines and a quoted multi-line cell; targets become floats,
+    every other column stays text."""
+    path = tmp_path / "t.csv"
+    path.write_bytes('\ufeffid,smiles,y\n0001,CCO,1.5\n\n"00\n02",not_a_smiles,2\n0003,CC,NA\n'.encode())
+    with pytest.warns(UserWarning, match="line 4 'not_a_smiles'"):
+        ds = load_property_dataset(path, target_columns=["y"])
+    assert ds.smiles == ["CCO", "CC"] and [s.line for s in ds.skipped] == [4]
+    np.testing.assert_array_equal(np.isnan(ds.targets[:, 0]), [False, True])  # "NA" is a missing label
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text("SMILES\tlogp\nCCO\t-0.3\n")
+    assert load_property_dataset(tsv).target_names == ["logp"]
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("smiles,y,note\nCCO,1,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin.csv is not UTF-8"):
+        load_property_dataset(latin, target_columns=["y"])
+
+
+# ------------------------------------------------------------------------------ the one reader of molecule files
+def test_molecule_table_formats_and_lines(tmp_path):
+    import gzip
+
+    from moleclip.processing.tables import read_molecule_table
+
+    smi = tmp_path / "m.smi.gz"
+    with gzip.open(smi, "wt") as handle:
+        handle.write("SMILES ID\nCCO 0001\n\nc1ccccc1\tbenzene ring\nNA\n")
+    table = read_molecule_table(smi)
+    assert table.smiles_column == "SMILES" and list(table.frame.columns) == ["SMILES", "ID"]
+    assert table.smiles == ["CCO", "c1ccccc1", "NA"] and table.frame["ID"].tolist() == ["0001", "benzene ring", ""]
+    assert table.line_numbers.tolist() == [2, 4, 5]
+    plain = tmp_path / "plain.txt"
+    plain.write_text("CCO\nCC\n")
+    assert list(read_molecule_table(plain).frame.columns) == ["smiles"]  # no names, no name column
+
+    frame = pd.DataFrame({"id": ["0001", "0002"], "Canonical_SMILES": ["CCO", None], "n": [1, 2]})
+    frame.to_parquet(tmp_path / "p.parquet", index=False)
+    table = read_molecule_table(tmp_path / "p.parquet")
+    assert table.smiles_column == "Canonical_SMILES" and table.smiles == ["CCO", ""]
+    assert table.frame["n"].tolist() == [1, 2] and table.line_numbers.tolist() == [1, 2]  # Parquet keeps its types
+
+    csv = tmp_path / "c.csv"
+    csv.write_text("id,smiles,note\n0001,NA,\n0002,CCO\n")
+    table = read_molecule_table(csv, limit=1)
+    assert table.frame.to_dict("list") == {"id": ["0001"], "smiles": ["NA"], "note": [""]}
+
+
+def test_molecule_table_errors_name_the_file(tmp_path):
+    from moleclip.processing.tables import ColumnNotFoundError, read_molecule_table
+
+    with pytest.raises(FileNotFoundError, match="not found: .*absent.smi"):
+        read_molecule_table(tmp_path / "absent.smi")
+    (tmp_path / "x.sdf").write_text("")
+    with pytest.raises(ValueError, match="Unsupported file type for .*x.sdf"):
+        read_molecule_table(tmp_path / "x.sdf")
+    wide = tmp_path / "wide.csv"
+    wide.write_text("smiles,y\nCCO,1,2\n")
+    with pytest.raises(ValueError, match=r"wide.csv: line 2 has 3 fields"):
+        read_molecule_table(wide)
+    (tmp_path / "none.csv").write_text("id,structure\n1,CCO\n")
+    with pytest.raises(ColumnNotFoundError, match=r"none.csv.*'id', 'structure'") as info:
+        read_molecule_table(tmp_path / "none.csv")
+    assert isinstance(info.value, KeyError) and isinstance(info.value, ValueError)
+    (tmp_path / "fake.csv.gz").write_text("smiles\nCCO\n")
+    with pytest.raises(ValueError, match="fake.csv.gz is not a complete gzip file"):
+        read_molecule_table(tmp_path / "fake.csv.gz")

@@ -1,0 +1,323 @@
+"""The one reader of molecule tables: a file of SMILES (and whatever else the rows carry) in, a table out.
+
+Every part of the package that takes a file of molecules from a user (`moleclip embed`, `predict`, `render`,
+`pseudo-labels`, `prerender`, the property tables of finetuning, the pretraining input) reads it here, so the formats,
+the choice of the SMILES column and the error messages are the same everywhere.
+
+Formats, chosen by the file name (case-insensitive), each optionally gzipped (``.gz``):
+
+- ``.smi``, ``.smiles``, ``.txt``: one molecule a line, SMILES first, then optionally whitespace and a name (the rest
+  of the line, the SMILES-file convention). Blank lines are not molecules. A first line whose first field is
+  ``smiles`` (any case) is a header: it names the SMILES column and, with a second field, the name column. The table
+  has the SMILES column (``smiles`` unless the header spells it otherwise) and, when any line has a name or the header
+  names one, a name column (``name`` by default; ``""`` for a line without a name).
+- ``.csv``, ``.tsv`` / ``.tab``: a header line naming the columns, then one record a line (quoted fields may span
+  lines). Every cell is read as text, exactly as written: no conversion of ``NA``, ``null`` or ``""`` to missing
+  values, no numbers (an ID ``0001`` stays ``"0001"``, a SMILES ``NA`` stays ``"NA"``). Blank lines are skipped; a
+  record with fewer fields than the header is padded with ``""``, one with more is an error.
+- ``.parquet``, ``.pq``: the columns keep the types they were written with (Parquet is typed already), except the
+  SMILES column, which becomes text with ``""`` for a missing value.
+
+Text is UTF-8, with or without a byte-order mark. Anything else fails with an error that names the file.
+
+The SMILES column is ``smiles_column`` when given (exactly as spelt in the header), else the first column named
+``smiles``, ``canonical_smiles``, ``smi`` or ``mol`` in that order of preference, ignoring case and surrounding spaces.
+
+Nothing is validated here: a SMILES that does not parse comes back as written, so that the parsing step reports it
+with its line. Each row's line in the file is kept: the header is line 1, so a one-record-a-line CSV's first data row
+is line 2; blank lines and multi-line records are counted as they are in the file. A Parquet file has no lines: its
+rows are numbered from 1.
+
+Flat imports only (pandas, numpy, the standard library), so the module can travel with Hugging Face remote code.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "SMILES_COLUMN_NAMES",
+    "SUPPORTED_SUFFIXES",
+    "ColumnNotFoundError",
+    "MoleculeTable",
+    "find_smiles_column",
+    "read_molecule_table",
+]
+
+# Column names taken for the SMILES column when none is given, in order of preference (compared ignoring case).
+SMILES_COLUMN_NAMES = ("smiles", "canonical_smiles", "smi", "mol")
+
+_SMI_SUFFIXES = (".smi", ".smiles", ".txt")
+_CSV_SUFFIXES = (".csv",)
+_TSV_SUFFIXES = (".tsv", ".tab")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+SUPPORTED_SUFFIXES = tuple(
+    s + gz for s in _SMI_SUFFIXES + _CSV_SUFFIXES + _TSV_SUFFIXES for gz in ("", ".gz")
+) + _PARQUET_SUFFIXES
+
+_DEFAULT_NAME_COLUMN = "name"
+
+
+class ColumnNotFoundError(KeyError, ValueError):
+    """A named column is not in the table, or no SMILES column could be recognised.
+
+    Both a KeyError (a missing key) and a ValueError (a bad input), so either ``except`` catches it; its message reads
+    plainly (a bare KeyError would print its message in quotes).
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass
+class MoleculeTable:
+    """A table of molecules as read from a file.
+
+    Attributes:
+        frame: every row of the file with every column (text, except Parquet's typed non-SMILES columns), with a
+            0-based RangeIndex.
+        smiles_column: the name of the SMILES column in ``frame``.
+        line_numbers: int64 ``[len(frame)]``, the file line of each row (header = line 1; Parquet: 1-based row).
+        path: the file read.
+    """
+
+    frame: pd.DataFrame
+    smiles_column: str
+    line_numbers: np.ndarray
+    path: Path
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def smiles(self) -> list[str]:
+        """The SMILES of every row, as written."""
+        return self.frame[self.smiles_column].tolist()
+
+    def line(self, row: int) -> int:
+        """The file line of 0-based row ``row``."""
+        return int(self.line_numbers[row])
+
+
+def _columns_text(columns) -> str:
+    return ", ".join(repr(str(c)) for c in columns)
+
+
+def find_smiles_column(columns, smiles_column: str | None = None, source: str = "the table") -> str:
+    """The SMILES column among ``columns``: ``smiles_column`` if given (it must be present, spelt exactly), else the
+    first recognised name (:data:`SMILES_COLUMN_NAMES`, ignoring case). Raises :class:`ColumnNotFoundError`."""
+    columns = list(columns)
+    if smiles_column is not None:
+        if smiles_column in columns:
+            return smiles_column
+        raise ColumnNotFoundError(
+            f"column {smiles_column!r} not found in {source}; its columns are {_columns_text(columns)}"
+        )
+    folded = {}
+    for column in columns:
+        folded.setdefault(str(column).strip().lower(), column)
+    for name in SMILES_COLUMN_NAMES:
+        if name in columns:
+            return name
+        if name in folded:
+            return folded[name]
+    raise ColumnNotFoundError(
+        f"no SMILES column found in {source}: looked for {', '.join(SMILES_COLUMN_NAMES)} (any case) among the "
+        f"columns {_columns_text(columns)}; name it with smiles_column=... (--smiles-column on the command line)"
+    )
+
+
+def _kind(path: Path) -> str:
+    name = path.name.lower()
+    plain = name[:-3] if name.endswith(".gz") else name
+    if name.endswith(_PARQUET_SUFFIXES):
+        return "parquet"
+    if plain.endswith(_SMI_SUFFIXES):
+        return "smi"
+    if plain.endswith(_CSV_SUFFIXES):
+        return "csv"
+    if plain.endswith(_TSV_SUFFIXES):
+        return "tsv"
+    raise ValueError(f"Unsupported file type for {path}: expected one of {', '.join(SUPPORTED_SUFFIXES)}")
+
+
+def _open_text(path: Path):
+    # utf-8-sig drops a byte-order mark if there is one; newline="" lets the csv module see quoted line breaks.
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+class _ReadError(Exception):
+    """Raised inside a reader with the line it happened on; turned into one message naming the file."""
+
+
+def _read_smi(handle, limit: int | None):
+    smiles: list[str] = []
+    names: list[str] = []
+    lines: list[int] = []
+    smiles_name, name_name, named = "smiles", _DEFAULT_NAME_COLUMN, False
+    for number, line in enumerate(handle, start=1):
+        if limit is not None and len(smiles) >= limit:
+            break
+        fields = line.strip().split(None, 1)
+        if not fields:
+            continue
+        if number == 1 and fields[0].lower() == "smiles":
+            smiles_name = fields[0]
+            if len(fields) > 1:
+                name_name, named = fields[1].strip(), True
+            continue
+        smiles.append(fields[0])
+        names.append(fields[1].strip() if len(fields) > 1 else "")
+        lines.append(number)
+    columns = {smiles_name: smiles}
+    if named or any(names):
+        if name_name == smiles_name:
+            name_name = _DEFAULT_NAME_COLUMN if smiles_name != _DEFAULT_NAME_COLUMN else "name_"
+        columns[name_name] = names
+    return columns, smiles_name, lines
+
+
+def _read_delimited(text: str, delimiter: str, limit: int | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """(frame, line numbers) of a CSV/TSV text. Fast path: pandas' C parser when no field is quoted (then every record
+    is one line, so a row's line follows from its position); otherwise, or for a malformed record, the csv module,
+    which counts the lines of quoted multi-line fields and says which record is wrong."""
+    first_line = text.split("\n", 1)[0]
+    if '"' not in text and first_line.strip():
+        try:
+            frame = pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, na_filter=False,
+                                skip_blank_lines=False, engine="c")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError):
+            frame = None  # let the csv module below say what is wrong, and where
+        # pandas makes the first column the index when records have one field more than the header: an error here
+        if frame is not None and isinstance(frame.index, pd.RangeIndex):
+            header = next(csv.reader([first_line.rstrip("\r")], delimiter=delimiter))
+            _check_header(header)
+            frame = frame.fillna("")  # a record shorter than the header: its missing fields are empty text
+            lines = np.arange(2, len(frame) + 2, dtype=np.int64)
+            blank = (frame == "").all(axis=1).to_numpy() if len(frame.columns) else np.zeros(len(frame), bool)
+            if blank.any():
+                frame, lines = frame.loc[~blank].reset_index(drop=True), lines[~blank]
+            if limit is not None:
+                frame, lines = frame.iloc[:limit], lines[:limit]
+            return frame, lines
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    previous = 0
+    try:
+        for record in reader:
+            start, previous = previous + 1, reader.line_num
+            if not any(record):
+                continue  # a blank line (or a record of empty fields only): nothing written there
+            if header is None:
+                header = record
+                continue
+            if limit is not None and len(rows) >= limit:
+                break
+            if len(record) > len(header):
+                raise _ReadError(f"line {start} has {len(record)} fields, but the header names {len(header)} columns")
+            if len(record) < len(header):
+                record = record + [""] * (len(header) - len(record))
+            rows.append(record)
+            lines.append(start)
+    except csv.Error as err:
+        raise _ReadError(f"line {reader.line_num}: {err}") from err
+    if header is None:
+        raise _ReadError("the file is empty: expected a header line naming the columns")
+    _check_header(header)
+    columns = {name: list(values) for name, values in zip(header, zip(*rows))} if rows else {n: [] for n in header}
+    return pd.DataFrame(columns, dtype=str), np.asarray(lines, dtype=np.int64)
+
+
+def _check_header(header: list[str]) -> None:
+    duplicates = sorted({c for c in header if header.count(c) > 1})
+    if duplicates:
+        raise _ReadError(f"duplicate column names in the header: {_columns_text(duplicates)}")
+
+
+def read_molecule_table(
+    path: str | os.PathLike, smiles_column: str | None = None, limit: int | None = None
+) -> MoleculeTable:
+    """Read a file of molecules (see the module's docstring for the formats and rules).
+
+    Args:
+        path: the file.
+        smiles_column: the SMILES column of a CSV/TSV/Parquet file (exact header spelling); recognised by name when
+            not given. For a one-SMILES-a-line file it may only name that file's SMILES column.
+        limit: read only the first ``limit`` rows.
+
+    Returns:
+        A :class:`MoleculeTable`: the frame, its SMILES column's name and each row's file line.
+
+    Raises:
+        FileNotFoundError / IsADirectoryError: no such file.
+        ValueError: an unsupported file type, a file that is not UTF-8 text or not gzip, a malformed record.
+        ColumnNotFoundError (a KeyError and a ValueError): ``smiles_column`` is absent, or no SMILES column is
+            recognised.
+    """
+    path = Path(os.fspath(path)).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"file not found: {path}")
+    if path.is_dir():
+        raise IsADirectoryError(f"expected a file of molecules, got a folder: {path}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    kind = _kind(path)
+    if kind == "parquet":
+        return _read_parquet(path, smiles_column, limit)
+    try:
+        with _open_text(path) as handle:
+            if kind == "smi":
+                columns, smiles_name, lines = _read_smi(handle, limit)
+                frame = pd.DataFrame(columns, dtype=str)
+            else:
+                frame, lines = _read_delimited(handle.read(), "\t" if kind == "tsv" else ",", limit)
+    except _ReadError as err:
+        raise ValueError(f"{path}: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start} of a block): save it as "
+                         "UTF-8") from None
+    except (gzip.BadGzipFile, EOFError) as err:
+        raise ValueError(f"{path} is not a complete gzip file ({err})") from None
+    if kind == "smi":
+        if smiles_column is not None and smiles_column.strip().lower() != smiles_name.lower():
+            raise ValueError(
+                f"smiles_column={smiles_column!r} was given, but {path} is a one-SMILES-a-line file (the SMILES "
+                "is the first field of each line): leave the SMILES column unset"
+            )
+        column = smiles_name
+    else:
+        column = find_smiles_column(frame.columns, smiles_column, source=str(path))
+    return MoleculeTable(frame=frame, smiles_column=column, line_numbers=np.asarray(lines, dtype=np.int64), path=path)
+
+
+def _read_parquet(path: Path, smiles_column: str | None, limit: int | None) -> MoleculeTable:
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception as err:  # pyarrow raises ArrowInvalid and friends for a file that is not Parquet
+        raise ValueError(f"{path} is not a readable Parquet file ({err})") from None
+    names = [n for n in schema.names if not n.startswith("__index_level_")]
+    column = find_smiles_column(names, smiles_column, source=str(path))
+    table = pq.read_table(path)
+    if limit is not None:
+        table = table.slice(0, limit)
+    frame = table.to_pandas()
+    frame = frame.reset_index(drop=True) if not isinstance(frame.index, pd.RangeIndex) else frame
+    values = frame[column].tolist()
+    frame[column] = pd.Series(["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values],
+                              dtype=str, index=frame.index)
+    return MoleculeTable(frame=frame, smiles_column=column, line_numbers=np.arange(1, len(frame) + 1, dtype=np.int64),
+                         path=path)
