@@ -1,57 +1,57 @@
-"""Small pieces several commands share: input reading and output writing of tables of molecules."""
+"""What several commands share: the input options and reading, checking and writing output tables, reports.
+
+Imports of pandas, numpy and the package's processing code stay inside the functions: command modules import this
+one while the parser is built.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from moleclip.processing.molecules import describe_skipped
-
-
-def add_input_arguments(parser, required: bool = True) -> None:
-    parser.add_argument("--input", required=required, help="a .smi/.smi.gz (one SMILES a line), .csv/.csv.gz or .parquet file")
-    parser.add_argument("--smiles-column", default=None, help="SMILES column of a CSV/Parquet input (default: auto-detect)")
+INPUT_HELP = ("a file of molecules: .smi/.smiles/.txt (one SMILES a line, optionally a name after it), .csv/.tsv "
+              "with a header, or .parquet; text files may be gzipped (.gz)")
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet")
 
 
-def read_table(path: str, smiles_column: str | None) -> tuple[pd.DataFrame, str]:
-    """The input as a table and the name of its SMILES column (a .smi file becomes a one-column table)."""
+def add_input_arguments(parser, required: bool = True, help: str = INPUT_HELP) -> None:
+    parser.add_argument("--input", required=required, help=help)
+    parser.add_argument("--smiles-column", default=None,
+                        help="the SMILES column of a table (default: the column named smiles, canonical_smiles, smi "
+                             "or mol, any case)")
+
+
+def read_input(path: str, smiles_column: str | None = None, limit: int | None = None):
+    """The input file as a `moleclip.processing.tables.MoleculeTable` (every column as written, the SMILES
+    column's name, each row's line in the file)."""
+    from moleclip.processing.tables import read_molecule_table
+
+    return read_molecule_table(path, smiles_column, limit=limit)
+
+
+def check_output_suffix(path: str, allowed=TABLE_SUFFIXES, option: str = "--output") -> None:
+    """Refuse an output name of a type the command cannot write, before any work is done."""
+    if not str(path).lower().endswith(tuple(allowed)):
+        raise ValueError(f"{option} {path}: unsupported file type; use one of {', '.join(allowed)}")
+
+
+def write_table(frame, path: str) -> None:
+    """Write a table as CSV, TSV (gzipped when the name ends in .gz) or Parquet, creating the folder."""
+    check_output_suffix(path)
     path_ = Path(path)
-    if not path_.is_file():
-        raise FileNotFoundError(f"input file not found: {path}")
     name = path_.name.lower()
-    if name.endswith((".smi", ".smi.gz", ".txt")):
-        from moleclip.processing.smiles_files import read_smiles
-
-        return pd.DataFrame({"smiles": read_smiles(path)}), "smiles"
-    frame = pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path)
-    if smiles_column is None:
-        candidates = [c for c in frame.columns if c.lower() == "smiles"]
-        if not candidates:
-            raise ValueError(f"no SMILES column in {path}; columns are {list(frame.columns)}: pass --smiles-column")
-        smiles_column = candidates[0]
-    elif smiles_column not in frame.columns:
-        raise ValueError(f"column {smiles_column!r} not in {path}; columns are {list(frame.columns)}")
-    frame[smiles_column] = frame[smiles_column].fillna("").astype(str)
-    return frame, smiles_column
-
-
-def write_table(frame: pd.DataFrame, path: str) -> None:
-    path_ = Path(path)
     path_.parent.mkdir(parents=True, exist_ok=True)
-    if path_.suffix == ".parquet":
+    if name.endswith(".parquet"):
         frame.to_parquet(path_, index=False)
-    elif path_.suffix in (".csv", ".gz"):
-        frame.to_csv(path_, index=False)
     else:
-        raise ValueError(f"unsupported output type {path_.suffix!r}: use .csv or .parquet")
+        frame.to_csv(path_, index=False, sep="\t" if ".tsv" in name else ",")
 
 
-def report_skipped(skipped, total: int) -> None:
+def report_skipped(skipped, total: int, what: str = "their rows are left out of the output") -> None:
     if skipped:
-        print(f"warning: {describe_skipped(skipped)} (of {total}); their rows are left out of the output")
+        from moleclip.processing.molecules import describe_skipped
+
+        print(f"warning: {describe_skipped(skipped)} (of {total}); {what}")
 
 
-def embedding_columns(embeddings: np.ndarray) -> dict[str, np.ndarray]:
+def embedding_columns(embeddings) -> dict:
     return {f"emb_{i}": embeddings[:, i] for i in range(embeddings.shape[1])}

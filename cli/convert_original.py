@@ -24,7 +24,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from moleclip.convert_original import convert_original_checkpoint, original_processor
 
-    from ..hub import push_model_dir, save_model_dir
+    from moleclip.training.hub import push_model_dir, save_model_dir
 
     overrides = {}
     if args.pseudo_label_classes is not None:

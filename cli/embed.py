@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
 
     parser.add_argument("--model", required=True, help="MoleCLIP/CLIP checkpoint (folder or Hub name), .pth, or preset")
     add_input_arguments(parser)
-    parser.add_argument("--output", required=True, help=".parquet, .csv or .npy")
+    parser.add_argument("--output", required=True, help=".parquet, .csv, .tsv (optionally .gz) or .npy")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best available)")
     parser.add_argument("--r-groups", action="store_true", help="draw terminal atoms as R-group labels")
@@ -32,25 +32,31 @@ def run(args) -> int:
     import numpy as np
     import pandas as pd
 
-    from ..hub import load_backbone, load_processor
-    from ..inference import embed_smiles
-    from ._common import embedding_columns, read_table, report_skipped, write_table
+    from moleclip.training.hub import load_backbone, load_processor
+    from moleclip.training.inference import embed_smiles
 
-    frame, column = read_table(args.input, args.smiles_column)
+    from ._common import TABLE_SUFFIXES, check_output_suffix, embedding_columns, read_input, report_skipped, write_table
+
+    check_output_suffix(args.output, (*TABLE_SUFFIXES, ".npy"))
+    table = read_input(args.input, args.smiles_column)
+    frame = table.frame
+    if not len(frame):
+        raise ValueError(f"{args.input} holds no molecules")
     model = load_backbone(args.model)
     processor = load_processor(args.model)
     extra = {"r_groups": True} if args.r_groups else {}
-    embeddings, kept, skipped = embed_smiles(model, processor, frame[column].tolist(), batch_size=args.batch_size,
+    embeddings, kept, skipped = embed_smiles(model, processor, table.smiles, batch_size=args.batch_size,
                                              device=args.device, progress=not args.no_progress, **extra)
     report_skipped(skipped, len(frame))
+    if not len(kept):
+        raise ValueError(f"none of the {len(frame)} molecules in {args.input} could be drawn; nothing written")
     out = Path(args.output)
     if out.suffix == ".npy":
         out.parent.mkdir(parents=True, exist_ok=True)
         np.save(out, embeddings.astype(np.float32))
         np.save(out.with_suffix(".rows.npy"), kept)
     else:
-        table = frame.iloc[kept].reset_index(drop=True)
-        table = pd.concat([table, pd.DataFrame(embedding_columns(embeddings))], axis=1)
-        write_table(table, args.output)
+        rows = frame.iloc[kept].reset_index(drop=True)
+        write_table(pd.concat([rows, pd.DataFrame(embedding_columns(embeddings))], axis=1), args.output)
     print(f"wrote {len(kept)} embeddings of size {embeddings.shape[1]} to {out}")
-    return 0 if len(kept) else 2
+    return 0

@@ -29,7 +29,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import torch
 
-    from ..hub import describe_backbone, load_backbone, load_processor, push_model_dir, save_model_dir
+    from moleclip.training.hub import describe_backbone, load_backbone, load_processor, push_model_dir, save_model_dir
 
     torch.manual_seed(args.seed)
     overrides = {}

@@ -1,8 +1,12 @@
-"""The `moleclip` command: one subcommand per module in `moleclip.training.commands`.
+"""The `moleclip` command: one subcommand per module of `moleclip.cli` (see that package's docstring for the protocol).
 
-Each command module exposes `NAME`, `HELP`, `add_arguments(parser)` and `run(args) -> int`; this file only
-dispatches, and turns the errors a user can fix (bad SMILES, missing files, an unreachable Hub) into one readable line
-instead of a stack trace. Set MOLECLIP_DEBUG=1 to see the trace anyway.
+This file dispatches and stands between the commands and the user:
+
+* building the parser imports only the command modules, which import nothing heavy, so `--help` answers at once;
+* an error a user can act on (a missing file or model, a bad SMILES or option, an unreachable Hub) is printed as one
+  line, `moleclip COMMAND: error: ...`, with exit status 2; anything else as one line too, with status 1 and the
+  advice to set MOLECLIP_DEBUG=1, which shows the traceback instead;
+* an output folder that a failed command (an exception or a non-zero status) created and left empty is removed.
 """
 
 from __future__ import annotations
@@ -11,20 +15,43 @@ import argparse
 import importlib
 import os
 import sys
+from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["COMMANDS", "main", "build_parser"]
 
-COMMAND_MODULES = ("render", "init", "embed", "convert_original", "pseudo_labels", "prerender", "predict")
+# Command word -> module of moleclip.cli, in the order `moleclip --help` lists them (roughly a project's workflow).
+COMMANDS = {
+    "init": "init",
+    "convert-original": "convert_original",
+    "render": "render",
+    "pseudo-labels": "pseudo_labels",
+    "prerender": "prerender",
+    "pretrain": "pretrain",
+    "finetune": "finetune",
+    "predict": "predict",
+    "embed": "embed",
+}
+
+DEBUG_ENV = "MOLECLIP_DEBUG"
+# Options naming what a command writes; a folder they caused to be created is removed if the command fails and
+# leaves it empty.
+_OUTPUT_OPTIONS = ("output_dir", "output")
+
+
+def command_module(name: str):
+    """The module of command `name` (e.g. "pseudo-labels" -> moleclip.cli.pseudo_labels)."""
+    return importlib.import_module(f"{__package__}.{COMMANDS[name]}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moleclip",
         description="MoleCLIP: molecular representations from images of molecules (Hugging Face-native).",
+        epilog=f"`moleclip COMMAND --help` describes a command. {DEBUG_ENV}=1 shows a failing command's traceback.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module_name in COMMAND_MODULES:
-        module = importlib.import_module(f"moleclip.training.commands.{module_name}")
+    for name in COMMANDS:
+        module = command_module(name)
         command = sub.add_parser(module.NAME, help=module.HELP, description=module.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(command)
@@ -32,21 +59,78 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename is not None and err.strerror and str(err).startswith("[Errno"):
+        return f"{err.strerror}: {err.filename}"  # "[Errno 2] No such file ..." from the OS, said plainly
+    if type(err).__str__ is KeyError.__str__ and err.args:
+        return str(err.args[0])  # a bare KeyError would print its message in quotes
+    return str(err) or type(err).__name__
+
+
+def _user_error(err: BaseException) -> bool:
+    """Errors that mean "your input or setup", not "a bug here": files, models, values, the network, imports."""
+    return isinstance(err, (OSError, ValueError, LookupError, ImportError))
+
+
+class _CreatedFolders:
+    """Remembers, for each output option, the nearest folder that exists before the command runs; `clean()` removes
+    the folders below it that the command created and left empty (never a file, never a folder with anything in it)."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.paths: list[tuple[Path, Path]] = []
+        for option in _OUTPUT_OPTIONS:
+            value = getattr(args, option, None)
+            if not isinstance(value, (str, os.PathLike)) or not str(value):
+                continue
+            path = Path(value).expanduser().absolute()
+            existing = path
+            while not existing.exists() and existing != existing.parent:
+                existing = existing.parent
+            if existing != path:
+                self.paths.append((path, existing))
+
+    def clean(self) -> None:
+        for path, existing in self.paths:
+            folder = path
+            while folder != existing and existing in folder.parents:
+                try:
+                    if folder.is_dir() and not folder.is_symlink():
+                        folder.rmdir()  # only succeeds when empty
+                except OSError:
+                    break
+                folder = folder.parent
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from moleclip.processing.molecules import InvalidMoleculeError
-
-    from .hub import HubUnavailableError
-
+    created = _CreatedFolders(args)
     try:
-        return int(args._run(args) or 0)
-    except (InvalidMoleculeError, HubUnavailableError, FileNotFoundError, ValueError, KeyError) as err:
-        if os.environ.get("MOLECLIP_DEBUG"):
+        status = int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        created.clean()
+        if _debug():
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"moleclip {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        print(f"moleclip {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        created.clean()
+        if _debug():
+            raise
+        message = " ".join(line.strip() for line in _message(err).splitlines() if line.strip())
+        if _user_error(err):
+            print(f"moleclip {args.command}: error: {message}", file=sys.stderr)
+            return 2
+        print(f"moleclip {args.command}: internal error ({type(err).__name__}): {message} "
+              f"[{DEBUG_ENV}=1 shows the traceback]", file=sys.stderr)
+        return 1
+    if status:
+        created.clean()
+    return status
 
 
 if __name__ == "__main__":

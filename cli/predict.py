@@ -1,6 +1,7 @@
 """Predict properties of new molecules with a finetuned model: a table of SMILES in, the same table with predictions out.
 
-The model is a folder written by `training/finetune.py` (its `model/` folder) or a Hub repository holding one. The
+The model is a folder written by `moleclip finetune` (its `<output-dir>/model` folder) or a Hub repository holding
+one. The
 output keeps every input row and adds one column per target: `predicted_<target>` (regression, in the target's
 units) or `probability_<target>` (classification). Rows whose SMILES cannot be drawn keep empty prediction cells and
 are listed in a warning. A fingerprint-baseline folder (`--baseline fingerprint`) works the same way.
@@ -21,9 +22,10 @@ __all__ = ["NAME", "HELP", "add_arguments", "run", "load_predictor", "predict_ta
 def add_arguments(parser) -> None:
     from ._common import add_input_arguments
 
-    parser.add_argument("--model", required=True, help="finetuned model folder (finetune.py's <output-dir>/model) or Hub name")
+    parser.add_argument("--model", required=True,
+                        help="finetuned model folder (`moleclip finetune`'s <output-dir>/model) or Hub name")
     add_input_arguments(parser)
-    parser.add_argument("--output", required=True, help=".csv or .parquet")
+    parser.add_argument("--output", required=True, help=".csv, .tsv (optionally .gz) or .parquet")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best available)")
     parser.add_argument("--no-progress", action="store_true")
@@ -34,32 +36,19 @@ def load_predictor(spec: str):
 
     A pretrained encoder without a trained head is refused: its "predictions" would come from random weights.
     """
-    import json
     from pathlib import Path
 
-    from moleclip.training.finetune import FP_CONFIG, FingerprintPredictor
+    from moleclip.training.baselines import FingerprintPredictor
+    from moleclip.training.hub import read_model_config
 
     path = Path(spec)
-    if path.is_dir() and (path / FP_CONFIG).is_file():
+    if path.is_dir() and (path / FingerprintPredictor.CONFIG_FILE).is_file():
         return FingerprintPredictor.load(path), None
-    if path.is_dir():
-        config_file = path / "config.json"
-        if not config_file.is_file():
-            raise FileNotFoundError(f"{path} has no config.json: not a saved model folder")
-        architectures = json.loads(config_file.read_text()).get("architectures") or []
-    else:
-        from transformers.utils import cached_file
-
-        from moleclip.training.hub import _hub_help
-
-        try:
-            architectures = json.loads(Path(cached_file(spec, "config.json")).read_text()).get("architectures") or []
-        except Exception as err:
-            raise _hub_help(spec, err) from err
+    architectures = read_model_config(spec).get("architectures") or []
     if "MoleCLIPForPropertyPrediction" not in architectures:
         raise ValueError(
             f"{spec} is not a finetuned property model (architectures: {architectures or 'none recorded'}); "
-            "finetune it first with training/finetune.py and pass its model/ folder"
+            "finetune it first with `moleclip finetune` and pass its model/ folder"
         )
     from moleclip import MoleCLIPForPropertyPrediction
     from moleclip.training.hub import load_backbone, load_processor
@@ -103,22 +92,25 @@ def predict_table(model, processor, smiles: list[str], batch_size: int = 64, dev
 
 
 def run(args) -> int:
-    from moleclip.processing.molecules import describe_skipped
-
-    from ._common import read_table, write_table
+    from ._common import check_output_suffix, read_input, report_skipped, write_table
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be >= 1")
-    frame, column = read_table(args.input, args.smiles_column)
+    check_output_suffix(args.output)
+    table = read_input(args.input, args.smiles_column)
+    frame = table.frame
+    if not len(frame):
+        raise ValueError(f"{args.input} holds no molecules")
     model, processor = load_predictor(args.model)
-    values, names, skipped, task = predict_table(model, processor, frame[column].tolist(), batch_size=args.batch_size,
+    values, names, skipped, task = predict_table(model, processor, table.smiles, batch_size=args.batch_size,
                                                  device=args.device, progress=not args.no_progress)
-    if skipped:
-        print(f"warning: {describe_skipped(skipped)} (of {len(frame)}); their prediction cells are left empty")
+    report_skipped(skipped, len(frame), "their prediction cells are left empty")
+    if len(skipped) == len(frame):
+        raise ValueError(f"none of the {len(frame)} molecules in {args.input} could be used; nothing written")
     prefix = "probability" if task == "classification" else "predicted"
     columns = [f"{prefix}_{name}" for name in names] if task != "multiclass" else [f"probability_class_{j}" for j in range(values.shape[1])]
     for j, name in enumerate(columns):
         frame[name] = values[:, j]
     write_table(frame, args.output)
     print(f"wrote predictions for {len(frame) - len(skipped)} of {len(frame)} molecules to {args.output}")
-    return 0 if len(frame) > len(skipped) else 2
+    return 0

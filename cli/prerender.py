@@ -1,7 +1,7 @@
 """Draw the pretraining pictures of every molecule once, ahead of training, for machines where drawing cannot keep up.
 
 The store holds, per molecule, the plain drawing and N drawings in random styles (PNG, about 10 kB each at 224 px);
-`training/pretrain.py --prerendered STORE` then only decodes and augments. Pre-render the same file you pretrain on
+`moleclip pretrain --prerendered STORE` (or `training/pretrain.py`) then only decodes and augments. Pre-render the same file you pretrain on
 (typically the output of `moleclip pseudo-labels`); molecules are matched by SMILES, and any missing from the store
 are drawn during training as usual.
 
@@ -13,7 +13,7 @@ Examples:
 from __future__ import annotations
 
 NAME = "prerender"
-HELP = "draw pretraining pictures ahead of time into a store read by pretrain.py --prerendered"
+HELP = "draw pretraining pictures ahead of time into a store read by `moleclip pretrain --prerendered`"
 
 
 def add_arguments(parser) -> None:
@@ -33,11 +33,10 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from moleclip.processing.pretraining_data import prerender
-    from moleclip.processing.smiles_files import read_smiles
 
-    smiles = read_smiles(args.input, smiles_column=args.smiles_column)
-    if args.limit is not None:
-        smiles = smiles[: args.limit]
+    from ._common import read_input
+
+    smiles = read_input(args.input, args.smiles_column, limit=args.limit).smiles
     store = prerender(smiles, args.output, size=args.size, n_variants=args.variants, seed=args.seed, n_jobs=args.n_jobs,
                       overwrite=args.overwrite, progress=not args.no_progress)
     meta = store.meta

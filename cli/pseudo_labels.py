@@ -1,7 +1,8 @@
 """Structural pseudo-labels for pretraining: MACCS keys clustered by mini-batch K-means, one label column per K.
 
-The output Parquet has a `smiles` column and one int32 column `label_k<K>` per K; `moleclip pretrain --input` reads
-it directly (the largest K groups the batches). Molecules that do not parse are left out and listed in the summary.
+The output Parquet has a `smiles` column and one int32 column `label_k<K>` per K; `moleclip pretrain --input` (and
+`training/pretrain.py --input`) reads it directly (the largest K groups the batches). Molecules that do not parse are
+left out and listed in the summary, with their lines in the input file.
 
 Examples:
   moleclip pseudo-labels --input chembl.smi.gz --k 300 3000 --output labels.parquet
@@ -39,8 +40,9 @@ def _positive_int(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", required=True, help="a .smi/.smi.gz (one SMILES a line), .csv/.csv.gz or .parquet file")
-    parser.add_argument("--smiles-column", default=None, help="SMILES column of a CSV/Parquet input (default: auto-detect)")
+    from ._common import add_input_arguments
+
+    add_input_arguments(parser)
     parser.add_argument("--output", required=True, help="the pseudo-label table to write (.parquet)")
     parser.add_argument("--k", nargs="+", type=_k_value, required=True, metavar="K",
                         help="numbers of clusters, one label column each (paper: 300 3000), or 'auto' for the knee "
@@ -68,7 +70,8 @@ def _where(skipped, line_numbers, limit: int = 5) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from moleclip.processing.pseudo_labels import K_SCAN, compute_pseudo_labels, plot_k_scan, write_pseudo_labels
-    from moleclip.processing.smiles_files import read_smiles
+
+    from ._common import read_input
 
     ks = args.k
     auto = "auto" in ks
@@ -81,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--output must be a .parquet file, got {output.name}")
 
     started = time.perf_counter()
-    smiles, line_numbers = read_smiles(args.input, smiles_column=args.smiles_column, return_line_numbers=True)
+    table = read_input(args.input, args.smiles_column)
+    smiles, line_numbers = table.smiles, table.line_numbers
     if not smiles:
         raise ValueError(f"{args.input} holds no SMILES")
     print(f"read {len(smiles)} SMILES from {args.input}", flush=True)
@@ -113,10 +117,3 @@ def run(args: argparse.Namespace) -> int:
     lines.append(f"written: {output}")
     print("\n".join(lines), flush=True)
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover - the `moleclip` command is the usual entry point
-    parser = argparse.ArgumentParser(prog=f"moleclip {NAME}", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    raise SystemExit(run(parser.parse_args()))

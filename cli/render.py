@@ -8,18 +8,15 @@ Examples:
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from PIL import Image
-
 NAME = "render"
 HELP = "draw SMILES as the model sees them (PNG)"
 
 
 def add_arguments(parser) -> None:
+    from ._common import INPUT_HELP, add_input_arguments
+
     parser.add_argument("smiles", nargs="*", help="SMILES strings to draw")
-    parser.add_argument("--input", help="or a .smi/.csv/.parquet file of SMILES")
-    parser.add_argument("--smiles-column", default=None)
+    add_input_arguments(parser, required=False, help="or " + INPUT_HELP)
     parser.add_argument("--output", help="PNG path, for a single molecule")
     parser.add_argument("--output-dir", help="folder for one PNG per molecule (mol_<position>.png)")
     parser.add_argument("--size", type=int, default=224)
@@ -31,14 +28,17 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
+    from PIL import Image
+
     from moleclip import MoleCLIPImageProcessor
 
-    from ._common import read_table, report_skipped
+    from ._common import read_input, report_skipped
 
     smiles = list(args.smiles)
     if args.input:
-        frame, column = read_table(args.input, args.smiles_column)
-        smiles += frame[column].tolist()
+        smiles += read_input(args.input, args.smiles_column).smiles
     if not smiles:
         raise ValueError("give SMILES on the command line or an --input file")
     if bool(args.output) == bool(args.output_dir):
@@ -46,7 +46,7 @@ def run(args) -> int:
     if args.output and len(smiles) != 1:
         raise ValueError(f"--output takes one molecule, got {len(smiles)}: use --output-dir")
     if args.model:
-        from ..hub import load_processor
+        from moleclip.training.hub import load_processor
 
         processor = load_processor(args.model)
     else:
@@ -60,10 +60,12 @@ def run(args) -> int:
         Image.fromarray(images[0]).save(args.output)
         print(f"wrote {args.output}")
         return 0
+    report_skipped(skipped, len(smiles))
+    if not len(images):
+        raise ValueError(f"none of the {len(smiles)} molecules could be drawn; nothing written")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     for index, image in zip(kept, images):
         Image.fromarray(image).save(out / f"mol_{index}.png")
-    report_skipped(skipped, len(smiles))
     print(f"wrote {len(images)} PNG files to {out}")
-    return 0 if images else 2
+    return 0

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from moleclip import MoleCLIPForPropertyPrediction
-from moleclip.training.cli import main as cli
-from moleclip.training.finetune import main as finetune
+from moleclip.cli.main import main as cli
 
 SMILES = ["C" * k + s for k in range(1, 7) for s in ["", "O", "N", "c1ccccc1"]]
 HEAVY = [k + {"": 0, "O": 1, "N": 1, "c1ccccc1": 6}[s] for k in range(1, 7) for s in ["", "O", "N", "c1ccccc1"]]
@@ -21,8 +20,8 @@ def trained(tmp_path_factory):
     pd.DataFrame({"smiles": SMILES, "heavy": HEAVY}).to_csv(data, index=False)
     common = ["--dataset", str(data), "--split", "random", "--seeds", "1", "--epochs", "2", "--head-lr", "1e-3",
               "--augmentation", "none", "--no-progress", "--no-plots", "--batch-size", "8"]
-    assert finetune([*common, "--model", "tiny", "--freeze-encoder", "--output-dir", str(root / "moleclip")]) == 0
-    assert finetune([*common, "--baseline", "fingerprint", "--output-dir", str(root / "fp")]) == 0
+    assert cli(["finetune", *common, "--model", "tiny", "--freeze-encoder", "--output-dir", str(root / "moleclip")]) == 0
+    assert cli(["finetune", *common, "--baseline", "fingerprint", "--output-dir", str(root / "fp")]) == 0
     new = root / "new.csv"
     pd.DataFrame({"id": range(len(NEW)), "SMILES": NEW}).to_csv(new, index=False)
     return root, new
@@ -66,3 +65,19 @@ def test_predict_refuses_an_encoder_without_trained_head(tmp_path, trained, caps
     assert code == 2
     err = capsys.readouterr().err
     assert "not a finetuned property model" in err and "Traceback" not in err
+
+
+def test_predict_keeps_text_columns_and_reports_missing_model(trained, tmp_path, capsys):
+    root, _ = trained
+    new = tmp_path / "ids.csv"
+    new.write_text("id,smiles\n0001,CCO\n0002,NA\n")
+    out = tmp_path / "p.csv"
+    assert cli(["predict", "--model", str(root / "fp" / "model"), "--input", str(new), "--output", str(out),
+                "--no-progress"]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[1].startswith("0001,CCO,") and lines[2] == "0002,NA,"  # IDs and the SMILES "NA" as written
+    capsys.readouterr()
+    missing = tmp_path / "runs" / "x" / "model"
+    assert cli(["predict", "--model", str(missing), "--input", str(new), "--output", str(tmp_path / "q" / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"moleclip predict: error: not found: {missing}" and not (tmp_path / "q").exists()

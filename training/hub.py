@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from huggingface_hub import HfApi
@@ -19,8 +20,8 @@ from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPImag
 from moleclip.configuration_moleclip import MODEL_PRESETS as PRESETS
 from moleclip.model_cards import render_model_card
 
-__all__ = ["HubUnavailableError", "check_init_factor", "load_backbone", "load_processor", "save_model_dir", "push_model_dir",
-           "describe_backbone"]
+__all__ = ["HubUnavailableError", "check_init_factor", "check_model_exists", "load_backbone", "load_processor",
+           "looks_like_local_path", "read_model_config", "save_model_dir", "push_model_dir", "describe_backbone"]
 
 DEFAULT_BACKBONE = "openai/clip-vit-base-patch16"
 
@@ -29,33 +30,100 @@ class HubUnavailableError(OSError):
     """A model could not be fetched (no network, no such repository, or offline mode) and is not cached."""
 
 
-def _hub_help(spec: str, err: Exception) -> HubUnavailableError:
-    return HubUnavailableError(
-        f"Could not load {spec!r} from the Hugging Face Hub or the local cache ({type(err).__name__}: "
-        f"{str(err).splitlines()[0] if str(err) else ''}).\n"
-        "Ways forward:\n"
-        "  - online: check the name, and `hf auth login` for private repositories;\n"
-        "  - offline: pass a local folder (a saved MoleCLIP or CLIP checkpoint), the paper's `MoleCLIP - Primary.pth`,\n"
-        "    or a randomly initialised preset: `tiny` (seconds on a CPU) or `base` (ViT-B/16 shape);\n"
-        "  - to use a model already in your cache without network access, set HF_HUB_OFFLINE=1."
-    )
+_HUB_ID = re.compile(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)?")
+_WAYS_FORWARD = ("pass a local folder (a saved MoleCLIP or CLIP checkpoint), the paper's 'MoleCLIP - Primary.pth', "
+                 "or a randomly initialised preset: tiny (seconds on a CPU) or base (the ViT-B/16 shape)")
 
 
-def _model_type_of(spec: str) -> str | None:
-    """`model_type` of a local folder or Hub repo's config.json (None when it cannot be read)."""
-    path = Path(spec)
+def _hub_help(spec: str, err: BaseException | None = None, reason: str | None = None) -> HubUnavailableError:
+    """One line saying why `spec` could not be had from the Hub, and what to do instead."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if reason is None:
+        if isinstance(err, GatedRepoError):
+            reason = "it is a gated repository: accept its terms on huggingface.co, then `hf auth login`"
+        elif isinstance(err, RepositoryNotFoundError):
+            reason = "there is no such repository on the Hugging Face Hub (or it is private: `hf auth login`)"
+        elif constants.HF_HUB_OFFLINE:
+            reason = "HF_HUB_OFFLINE is set and the files are not in the local Hugging Face cache"
+        else:
+            first = str(err).strip().splitlines()[0] if err is not None and str(err).strip() else ""
+            reason = f"{type(err).__name__}: {first}" if err is not None else "unknown error"
+    return HubUnavailableError(f"cannot load {spec!r}: {reason}. Instead, {_WAYS_FORWARD}.")
+
+
+def looks_like_local_path(spec: str) -> bool:
+    """Whether a model name that is not on disk was meant as a path rather than a Hub repository id: it starts with
+    `.`, `/` or `~`, has more than one `/` (or a backslash), its parent folder exists, or it cannot be a Hub id."""
+    text = str(spec)
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text or os.sep in text.replace("/", ""):
+        return True
+    parent = os.path.dirname(text)
+    if parent and os.path.isdir(parent):
+        return True
+    return _HUB_ID.fullmatch(text) is None
+
+
+def _hub_file(spec: str, filename: str) -> str:
+    """Local path of `filename` of Hub repository `spec`: from the cache, else downloaded. Fails at once, with the
+    advice of :func:`_hub_help`, when offline or when the Hub cannot be reached: huggingface_hub itself would retry a
+    failed request for a file it has not cached for about 25 s, and transformers asks for several files."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(spec, filename)
+    if isinstance(cached, str):
+        return cached
+    if constants.HF_HUB_OFFLINE:
+        raise _hub_help(spec, reason="HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache")
+    try:  # one request, no retries: is the Hub there, and is the repository?
+        get_hf_file_metadata(hf_hub_url(spec, filename), timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except Exception as err:
+        from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+        if isinstance(err, EntryNotFoundError):
+            raise FileNotFoundError(f"{spec} on the Hugging Face Hub has no {filename}: not a model repository") from err
+        if isinstance(err, HfHubHTTPError):
+            raise _hub_help(spec, err) from err
+        raise _hub_help(spec, reason=f"the Hugging Face Hub cannot be reached ({type(err).__name__}: "
+                                     f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no answer'}) "
+                                     "and it is not in the local cache") from err
+    from transformers.utils import cached_file
+
+    try:
+        return cached_file(spec, filename)
+    except Exception as err:
+        raise _hub_help(spec, err) from err
+
+
+def check_model_exists(spec: str) -> None:
+    """Raise FileNotFoundError("not found: SPEC") for a model that is neither on disk nor a plausible Hub name."""
+    spec = str(spec)
+    if spec in PRESETS or Path(spec).expanduser().exists():
+        return
+    if spec.endswith((".pth", ".pt")) or looks_like_local_path(spec):
+        raise FileNotFoundError(f"not found: {spec}")
+
+
+def read_model_config(spec: str) -> dict:
+    """The config.json of a checkpoint folder or Hub repository, as a dict (see :func:`check_model_exists` and
+    :func:`_hub_file` for the errors)."""
+    spec = str(spec)
+    check_model_exists(spec)
+    path = Path(spec).expanduser()
     if path.is_dir():
         config_file = path / "config.json"
         if not config_file.is_file():
             raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face checkpoint folder")
-        return json.loads(config_file.read_text()).get("model_type")
-    from transformers.utils import cached_file
+        return json.loads(config_file.read_text())
+    if path.exists():
+        raise ValueError(f"{path} is a file; a model is a checkpoint folder, a Hub name, a .pth file or a preset")
+    return json.loads(Path(_hub_file(spec, "config.json")).read_text())
 
-    try:
-        resolved = cached_file(spec, "config.json")
-    except Exception as err:
-        raise _hub_help(spec, err) from err
-    return json.loads(Path(resolved).read_text()).get("model_type")
+
+def _model_type_of(spec: str) -> str | None:
+    """`model_type` of a local folder or Hub repo's config.json."""
+    return read_model_config(spec).get("model_type")
 
 
 def describe_backbone(spec: str) -> str:
@@ -95,6 +163,7 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, model_class=MoleCLIPModel, init_
         config_overrides["vision_config"] = vision
     if spec in PRESETS:
         return model_class(MoleCLIPConfig.from_preset(spec, **config_overrides))
+    check_model_exists(spec)
     if spec.endswith((".pth", ".pt")):
         from moleclip.convert_original import convert_original_checkpoint
 
@@ -113,6 +182,8 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, model_class=MoleCLIPModel, init_
     except HubUnavailableError:
         raise
     except OSError as err:
+        if Path(spec).exists():
+            raise  # a local checkpoint's own problem (a missing weights file...), not the Hub's
         raise _hub_help(spec, err) from err
     raise ValueError(
         f"{spec!r} is a {model_type!r} checkpoint; MoleCLIP starts from a CLIP or MoleCLIP checkpoint, the paper's "
