@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from moleclip.training.finetune import build_parser as finetune_parser
-from moleclip.training.finetune import finetune
+from moleclip.cli.finetune import build_parser as finetune_parser
+from moleclip.training.finetuning import finetune
 
 RESULTS = Path(__file__).resolve().parent / "results" / "finetune_gpu.json"
 

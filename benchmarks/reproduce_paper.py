@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 
 from moleclip.processing.property_data import DATASETS, PAPER_TABLE_SEEDS, resolve_data_dir
-from moleclip.training.finetune import AUGMENTATIONS, HEAD_LRS
-from moleclip.training.finetune import build_parser as finetune_parser
-from moleclip.training.finetune import finetune
+from moleclip.cli.finetune import AUGMENTATIONS, HEAD_LRS
+from moleclip.cli.finetune import build_parser as finetune_parser
+from moleclip.training.finetuning import finetune
 from moleclip.training.search import format_number, paper_reference
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -56,10 +56,10 @@ def main(argv: list[str] | None = None) -> dict:
     machine = describe_machine()  # before training: the load average at the start says what the run shared the CPU with
     run_dir = Path(args.from_run or args.output_dir)
     if args.from_run is None:
-        from moleclip.training.finetune import main as finetune_main
+        from moleclip.cli.finetune import build_parser, run
 
         extra = ["--data-dir", args.data_dir] if args.data_dir else []
-        finetune_main([*FINETUNE_ARGS, *extra, "--output-dir", str(run_dir)])
+        run(build_parser().parse_args([*FINETUNE_ARGS, *extra, "--output-dir", str(run_dir)]))
     results = json.loads((run_dir / "results.json").read_text())
     protocol = results["protocol"]
     if results["dataset"]["name"] != "esol" or results["mode"] != "full":

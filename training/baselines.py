@@ -1,26 +1,110 @@
-"""Fixed-representation baseline: a random forest on Morgan fingerprints (radius 2, 2048 bits).
+"""Fixed-representation baselines on Morgan fingerprints (radius 2, 2048 bits): the paper's MLP, and a random forest.
 
-A reference point that needs no images and no GPU: if MoleCLIP does not beat a forest on ECFP4-like bits, the
-image pretraining is not buying anything on that set. Hyperparameters are fixed in advance (scikit-learn's defaults
-apart from 500 trees, as in MoleculeNet's RF), so the test set never influences the baseline; the validation metrics
-are reported beside the test ones only for symmetry with the finetuning runs.
+A reference point that needs no images and no GPU: if MoleCLIP does not beat these on ECFP4-like bits, the image
+pretraining is not buying anything on that set.
+
+* :class:`FingerprintPredictor`: the paper's fixed-representation baseline, the bits into the same MLP head as
+  MoleCLIP's, trained by the finetuning protocol (`moleclip finetune --baseline fingerprint`). It is a
+  :class:`FeatureHeadModel`, the head on precomputed features that the frozen-encoder mode trains too.
+* :func:`random_forest_baseline`: hyperparameters fixed in advance (scikit-learn's defaults apart from 500 trees, as in
+  MoleculeNet's RF), so the test set never influences it; the validation metrics are reported beside the test ones
+  only for symmetry with the finetuning runs.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from tqdm.auto import tqdm
 
+from moleclip.modeling_moleclip import MoleCLIPPropertyOutput, PropertyHead, TargetScaling, scaled_property_outputs
 from moleclip.processing.fingerprints import morgan_fingerprints
 from moleclip.processing.property_data import PropertyDataset
 from moleclip.processing.splits import DEFAULT_FRACTIONS, SPLIT_KINDS, make_split
 from moleclip.training.scoring import compute_metrics
 
-__all__ = ["fingerprint_matrix", "fit_predict_forest", "random_forest_baseline"]
+__all__ = [
+    "FP_RADIUS",
+    "FP_BITS",
+    "FeatureHeadModel",
+    "FingerprintPredictor",
+    "fingerprint_matrix",
+    "fit_predict_forest",
+    "random_forest_baseline",
+]
+
+FP_RADIUS, FP_BITS = 2, 2048
+
+
+class FeatureHeadModel(nn.Module):
+    """The paper's MLP head on precomputed features (fingerprint bits, or a frozen encoder's embeddings).
+
+    Same loss, masking and target standardisation as [`MoleCLIPForPropertyPrediction`], so the two differ only in
+    what the head reads. The head keeps PyTorch's default initialisation of `nn.Linear`, as the reference code did.
+    """
+
+    def __init__(self, in_features: int, num_targets: int, task: str, regression_loss: str = "l1",
+                 hidden_size: int = 512, num_layers: int = 3, dropout: float = 0.0,
+                 target_mean: Sequence[float] | None = None, target_std: Sequence[float] | None = None,
+                 target_names: Sequence[str] | None = None):
+        super().__init__()
+        self.settings = dict(in_features=in_features, num_targets=num_targets, task=task, regression_loss=regression_loss,
+                             hidden_size=hidden_size, num_layers=num_layers, dropout=dropout,
+                             target_names=list(target_names) if target_names else None)
+        self.task, self.regression_loss = task, regression_loss
+        self.head = PropertyHead(in_features, num_targets, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout)
+        self.target_scaling = TargetScaling(target_mean, target_std, num_targets=num_targets)
+
+    def set_target_scaling(self, scaling: TargetScaling) -> None:
+        self.target_scaling.copy_from(scaling)
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> MoleCLIPPropertyOutput:
+        logits, loss = scaled_property_outputs(self.head(features.float()), labels, self.task, self.regression_loss,
+                                               self.target_scaling)
+        return MoleCLIPPropertyOutput(loss=loss, logits=logits)
+
+
+class FingerprintPredictor(FeatureHeadModel):
+    """The fingerprint-MLP baseline as a saved model: Morgan bits (`radius`, `in_features` bits) into the head.
+
+    Saved as `fingerprint_mlp.json` (settings and target scaling) and `fingerprint_mlp.safetensors` (weights), so that
+    `moleclip predict` can use it like a MoleCLIP model folder.
+    """
+
+    CONFIG_FILE = "fingerprint_mlp.json"
+    WEIGHTS_FILE = "fingerprint_mlp.safetensors"
+
+    def __init__(self, *args, radius: int = FP_RADIUS, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.settings["radius"] = radius
+
+    def save(self, folder: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        mean, std = self.target_scaling.statistics()
+        settings = {**self.settings, "target_mean": mean, "target_std": std}
+        (folder / self.CONFIG_FILE).write_text(json.dumps(settings, indent=2))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(folder / self.WEIGHTS_FILE))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "FingerprintPredictor":
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        settings = json.loads((folder / cls.CONFIG_FILE).read_text())
+        model = cls(**settings)
+        model.load_state_dict(load_file(str(folder / cls.WEIGHTS_FILE)))
+        return model.eval()
 
 
 def fingerprint_matrix(

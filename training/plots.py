@@ -137,8 +137,9 @@ def learning_curves(metrics_csv: str | Path, path: str | Path, metric: str | Non
                     best_epoch: int | None = None, title: str = "") -> Path:
     """Losses and a metric against epochs, from the training loop's metrics CSV.
 
-    Left: training loss (the loop's logged rows) with validation and test loss (the evaluation rows). Right:
-    validation and test `metric` when given and present. `best_epoch` draws the selected epoch as a vertical line.
+    Left: training loss (the loop's logged rows) with validation and test loss (the evaluation rows, every epoch).
+    Right: validation and test `metric` when given and present. `best_epoch` draws the epoch chosen on validation as
+    a vertical line. `title` should name the data set, the setting and the seed.
     """
     rows = _read_metrics(Path(metrics_csv))
     if not rows:
@@ -146,32 +147,33 @@ def learning_curves(metrics_csv: str | Path, path: str | Path, metric: str | Non
     train = [r for r in rows if math.isfinite(r.get("loss", math.nan))]
     evals = [r for r in rows if math.isfinite(r.get("valid_loss", math.nan))]
     panels = 2 if metric and any(math.isfinite(r.get(f"valid_{metric}", math.nan)) for r in evals) else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.0), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.6), squeeze=False)
     ax = axes[0, 0]
     # Training rows are logged at the end of an epoch's last step, with the epoch counter not yet advanced.
     if train:
         ax.plot([r["epoch"] + 1 for r in train], [r["loss"] for r in train], label="train loss")
-    # finetune.py scores the test set only at epochs where validation improved, so test points are sparse
-    for key, label in (("valid_loss", "validation loss"), ("test_loss", "test loss (at new best validation)")):
+    for key, label in (("valid_loss", "validation loss"), ("test_loss", "test loss")):
         points = [(r["epoch"], r[key]) for r in evals if math.isfinite(r.get(key, math.nan))]
         if points:
             ax.plot(*zip(*points), marker="o", ms=3, label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
-    ax.set_title(f"{title} loss".strip())
+    ax.set_title("loss")
     if panels == 2:
         ax2 = axes[0, 1]
-        for part in ("valid", "test"):
+        for part, label in (("valid", "validation"), ("test", "test")):
             key = f"{part}_{metric}"
             points = [(r["epoch"], r[key]) for r in evals if math.isfinite(r.get(key, math.nan))]
             if points:
-                label = f"validation {metric}" if part == "valid" else f"test {metric} (at new best validation)"
-                ax2.plot(*zip(*points), marker="o", ms=3, label=label)
+                ax2.plot(*zip(*points), marker="o", ms=3, label=f"{label} {metric}")
         ax2.set_xlabel("epoch")
         ax2.set_ylabel(metric)
-        ax2.set_title(f"{title} {metric}".strip())
+        ax2.set_title(metric)
     for axis in axes.reshape(-1):
         if best_epoch is not None:
-            axis.axvline(best_epoch, color="grey", ls=":", lw=1, label=f"selected epoch {best_epoch}")
-        axis.legend()
+            axis.axvline(best_epoch, color="grey", ls=":", lw=1, label=f"selected epoch {best_epoch} (best validation)")
+        # below the plot, never over the curves
+        axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize="small", frameon=False)
+    if title:
+        fig.suptitle(title, fontsize="medium")
     return _save(fig, path)

@@ -1,0 +1,14 @@
+"""Finetuning with the paper's protocol, split by concern.
+
+- `inputs.py`: what a run reads — drawn pictures, frozen embeddings or fingerprints — behind one small protocol.
+- `data.py`: the training items those inputs hand to a DataLoader, keyed by (epoch, row) so augmentation is seeded.
+- `run.py`: one run (one setting, one seed) through the package's training loop, scored at its best-validation epoch.
+- `job.py`: the whole job: data, splits, the grid search on validation, the final runs, the saved model.
+- `report.py`: what a person reads: results.json / results.md, the model card's protocol text, plots.
+
+The command line is `moleclip finetune` (`cli/finetune.py`); `training/finetune.py` is the same as a script.
+"""
+
+from .job import finetune
+
+__all__ = ["finetune"]

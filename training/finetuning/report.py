@@ -1,0 +1,194 @@
+"""What a person reads after a finetuning job: results.json / results.md, the protocol in words, plots, model-index.
+
+Every file is written to a temporary name and renamed when complete, so a crash never leaves a half-written result
+that reads cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from moleclip.processing.property_data import PropertyDataset
+from moleclip.training.search import public_view, setting_name
+
+__all__ = ["write_results", "results_markdown", "per_target_markdown", "protocol_text", "model_index", "write_plots", "write_text_atomic"]
+
+OPTIMIZER_TEXT = {
+    "adam": "Adam (L2 weight decay added to the gradient, as torch.optim.Adam and the paper)",
+    "adamw": "AdamW (decoupled weight decay)",
+}
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder, renamed when complete."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_results(output_dir: Path, results: dict, markdown: str) -> None:
+    write_text_atomic(output_dir / "results.json", json.dumps(public_view(results), indent=2, allow_nan=True))
+    write_text_atomic(output_dir / "results.md", markdown + "\n")
+
+
+def selection_text(task: str, n_targets: int, select_key: str, regression_loss: str | None) -> str:
+    """How epochs and settings are chosen, exactly, including how it differs from the reported metric."""
+    if select_key != "loss":
+        return f"validation {select_key}, the reported metric itself"
+    if task != "regression":
+        return "validation loss (binary cross-entropy, missing labels masked, averaged over the labelled entries)"
+    loss = {"l1": "L1", "mse": "squared error"}.get(regression_loss or "l1", regression_loss)
+    text = (f"validation loss: the {loss} on targets standardised with the training part's mean and std (the "
+            "training loss)")
+    if n_targets == 1:
+        return text + "; for one target this ranks epochs exactly as the raw error does"
+    return (text + f"; with {n_targets} targets each target's error is divided by its training std before "
+            "averaging, while the reported MAE/RMSE average the raw errors, so a target with a large spread weighs "
+            "less in the choice than in the reported metric (use --select-on metric to choose on the reported metric)")
+
+
+def protocol_text(args, data: PropertyDataset, split_kind: str, mode: str, grid: dict, options) -> str:
+    def show(v):
+        return "default" if v is None else format(v, "g") if isinstance(v, float) else str(v)
+
+    axes = ", ".join(f"{k} {{{', '.join(show(v) for v in vals)}}}" for k, vals in grid.items() if len(vals) > 1)
+    fixed = ", ".join(f"{k} {show(vals[0])}" for k, vals in grid.items() if len(vals) == 1)
+    fractions = "/".join(format(f, "g") for f in args.fractions)
+    training = {"full": "encoder and head finetuned", "frozen": "frozen encoder, head trained on its embeddings",
+                "fingerprint": "Morgan fingerprints (radius 2, 2048 bits) into the MLP head"}[mode]
+    text = (f"{split_kind} split {fractions}, seeds {', '.join(map(str, args.seeds))}; {training}; "
+            f"{OPTIMIZER_TEXT[options.optimizer]}, betas (0.9, 0.98), eps 1e-6, batch {args.batch_size}, "
+            f"{args.epochs} epochs per search run, {fixed}")
+    if args.final_epochs:
+        text += f", {args.final_epochs} epochs for the final runs"
+    text += f"; grid over {axes}" if axes else ""
+    if data.task == "regression":
+        text += "; regression targets standardised with the training part's mean and std, predictions in raw units"
+    text += (f"; the test score of a run is taken at its best-validation epoch and settings are chosen on the mean "
+             f"over seeds of the same validation value: "
+             f"{selection_text(data.task, data.n_targets, options.select_key, options.regression_loss)}")
+    if mode == "frozen":
+        text += f"; {args.frozen_views} augmented embedding view(s) per training molecule and augmentation preset"
+    if getattr(args, "r_groups", False):
+        text += "; molecules drawn with R-group labels"
+    return text
+
+
+def model_index(title: str, data: PropertyDataset, split_kind: str, summary: dict, metrics: Sequence[str],
+                n_seeds: int) -> str:
+    """The model card's `model-index` block (YAML) with the test scores."""
+    import yaml
+
+    scores = [{"type": m, "value": round(float(summary["test"][m]["mean"]), 6),
+               "name": f"test {m.upper() if m != 'roc_auc' else 'ROC-AUC'} (mean of {n_seeds} seeds)"}
+              for m in metrics if m in summary["test"] and math.isfinite(summary["test"][m]["mean"])]
+    block = {"model-index": [{"name": title, "results": [{
+        "task": {"type": "tabular-regression" if data.task == "regression" else "tabular-classification",
+                 "name": "Molecular property prediction"},
+        "dataset": {"name": data.name, "type": data.name, "split": f"test ({split_kind} split)"},
+        "metrics": scores,
+    }]}]}
+    return yaml.safe_dump(block, sort_keys=False).rstrip()
+
+
+def write_plots(output_dir: Path, data: PropertyDataset, kept: dict, metric: str, varied: Sequence[str]) -> dict:
+    """Test-set parity / ROC plot, learning curves and the test predictions of the saved run."""
+    import pandas as pd
+
+    from moleclip.training import plots
+
+    folder = output_dir / "plots"
+    rows = kept["_rows"]["test"]
+    pred = kept["_predictions"]["test"]
+    if data.task == "classification":
+        pred = 1.0 / (1.0 + np.exp(-pred))
+    run = kept["run"]
+    title = f"{data.name}, {setting_name(kept['setting'], varied) or 'fixed setting'}, seed {run['seed']}"
+    written = {}
+    name = "parity_test.png" if data.task == "regression" else "roc_test.png"
+    written["test"] = str(plots.plot_predictions(data.task, data.targets[rows], pred, folder / name,
+                                                 data.target_names, title=f"{title}, test:"))
+    curves = Path(run["metrics_csv"])
+    if curves.is_file():
+        written["learning_curves"] = str(plots.learning_curves(curves, folder / "learning_curves.png", metric=metric,
+                                                               best_epoch=run["best_epoch"], title=title))
+    table = pd.DataFrame({"smiles": [data.smiles[i] for i in rows]})
+    for j, target in enumerate(data.target_names):
+        table[target] = data.targets[rows, j]
+        table[f"predicted_{target}"] = pred[:, j]
+    tmp = folder / ".test_predictions.csv.tmp"
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, folder / "test_predictions.csv")
+    written["test_predictions"] = str(folder / "test_predictions.csv")
+    return written
+
+
+def per_target_markdown(runs: Sequence[dict], metrics: Sequence[str]) -> str:
+    """Test scores per target (mean ± std over seeds) and every target a metric left out, per seed and split part."""
+    targets = list(next(iter(runs[0]["per_target"]["test"].values())))
+    header = "| target | " + " | ".join(f"test {m}" for m in metrics) + " |"
+    lines = [header, "|" + "---|" * (len(metrics) + 1)]
+    for target in targets:
+        cells = []
+        for metric in metrics:
+            values = np.array([run["per_target"]["test"][metric][target] for run in runs], dtype=float)
+            finite = values[np.isfinite(values)]
+            if not len(finite):
+                cells.append("n/a")
+            else:
+                cells.append(f"{finite.mean():.4g} ± {finite.std(ddof=1) if len(finite) > 1 else 0.0:.2g}"
+                             + (f" ({len(finite)} of {len(values)} seeds)" if len(finite) < len(values) else ""))
+        lines.append(f"| {target} | " + " | ".join(cells) + " |")
+    left = [f"- seed {run['seed']}, {part}: {metric} leaves out {target} ({reason})"
+            for run in runs for part in ("valid", "test") for metric, reasons in run["left_out"][part].items()
+            for target, reason in reasons.items()]
+    if left:
+        lines += ["", "Targets left out of a metric's mean (at the reported epoch):", "", *left]
+    return "\n".join(lines)
+
+
+def results_markdown(results: dict, data: PropertyDataset) -> str:
+    p = results["protocol"]
+    lines = [
+        f"# {data.name}: {results['mode']} finetuning",
+        "",
+        f"{len(data)} molecules, {p['split']} split {'/'.join(format(f, 'g') for f in p['fractions'])}, seeds "
+        f"{', '.join(map(str, p['seeds']))}. Backbone: {results['backbone']}.",
+        f"Each run's test score is taken at its best-validation epoch ({p['select_key']}); the setting is chosen on "
+        f"{results['search']['selected_by']} - test scores never enter the choice.",
+    ]
+    if p.get("selection"):
+        lines.append(f"Selection criterion: {p['selection']}.")
+    lines += [
+        "",
+        f"## Final: {results['chosen_name']}" + (f", {p['final_epochs']} epochs" if p.get("final_epochs") else ""),
+        "",
+        "Test scores, mean ± std [95% confidence interval of the mean] over seeds.",
+        "",
+        results["final_table"],
+    ]
+    runs = results["final"]["runs"]
+    if runs and "per_target" in runs[0] and (data.n_targets > 1 or any(
+            reasons for run in runs for part in run["left_out"].values() for reasons in part.values())):
+        metrics = list(runs[0]["per_target"]["test"])
+        lines += ["", "### Per target", "", per_target_markdown(runs, metrics)]
+    lines += [
+        "",
+        "## Search",
+        "",
+        results["search_table"],
+    ]
+    if "saved_model" in results:
+        s = results["saved_model"]
+        lines += ["", f"Saved model: `{s['dir']}` ({setting_name(s['setting'], results['search']['varied'])}, seed "
+                  f"{s['seed']}, epoch {s['best_epoch']}).", f"Wall time: {results.get('wall_seconds', 0):.0f} s."]
+    if results["paper"] and data.name == "phosphines_yield":
+        lines.append("Phosphine yields are fractions here and in paper_results.csv; the paper prints them in percent.")
+    return "\n".join(lines)
