@@ -71,7 +71,8 @@ def predict_table(model, processor, smiles: list[str], batch_size: int = 64, dev
         outputs = []
         with torch.no_grad():
             for start in range(0, len(result.kept), batch_size):
-                x = torch.as_tensor(result.bits[start:start + batch_size], dtype=torch.float32, device=model.target_mean.device)
+                x = torch.as_tensor(result.bits[start:start + batch_size], dtype=torch.float32,
+                                    device=next(model.parameters()).device)
                 logits = model(features=x).logits
                 outputs.append((torch.sigmoid(logits) if model.task == "classification" else logits).cpu().numpy())
         values = np.concatenate(outputs) if outputs else np.zeros((0, model.settings["num_targets"]))
