@@ -245,11 +245,20 @@ def collate_two_views(items: list[dict]) -> dict[str, torch.Tensor]:
 
 
 def normalize_pixels(
-    images: torch.Tensor, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD
+    images: torch.Tensor, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD,
+    channel_order: str = "rgb",
 ) -> torch.Tensor:
-    """uint8 ``[B, 3, H, W]`` (0..255) to float32 normalised with per-channel mean/std, on the images' device."""
+    """uint8 RGB ``[B, 3, H, W]`` (0..255) to float32 normalised with per-channel mean/std, on the images' device.
+
+    ``channel_order="bgr"`` feeds the channels as B, G, R (then normalised with `mean`/`std` in that order), as the
+    image processor does for the paper's converted weights: pretraining from them must see what they were trained on.
+    """
     if images.dtype != torch.uint8:
         raise TypeError(f"expected uint8 pictures, got {images.dtype}")
+    if channel_order not in ("rgb", "bgr"):
+        raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+    if channel_order == "bgr":
+        images = images.flip(1)
     mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     return (images.float().div_(255.0) - mean_t) / std_t

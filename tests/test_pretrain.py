@@ -576,3 +576,22 @@ def test_two_processes_share_the_contrastive_batch(tmp_path, smi_file):
     assert [float(r["lr"]) for r in rows] == pytest.approx([5e-6, 5e-6, 2.5e-6, 0.0], abs=1e-12)
     summary = json.loads((out / "training_results.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 4
+
+
+def test_device_normalisation_matches_the_processor_in_both_channel_orders():
+    # pretraining normalises whole uint8 batches on the device; it must feed the model exactly what the saved
+    # processor feeds it, BGR included (the paper's converted weights)
+    import numpy as np
+    import torch
+
+    from moleclip.processing.image_processing_moleclip import MoleCLIPImageProcessor
+    from moleclip.processing.pretraining_data import normalize_pixels
+    from moleclip.training.pretrain_run import PretrainStep
+
+    pictures = np.random.default_rng(0).integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
+    for order in ("rgb", "bgr"):
+        processor = MoleCLIPImageProcessor(size=32, channel_order=order)
+        expected = processor.pictures_to_pixel_values(list(pictures))
+        batch = torch.from_numpy(pictures).permute(0, 3, 1, 2).contiguous()
+        got = normalize_pixels(batch, **PretrainStep([], processor=processor).pixels)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

@@ -55,8 +55,12 @@ def build_pretrain_optimizer(model, config: PretrainConfig):
 class PretrainStep:
     """The loss of one batch for the training loop: normalise on the device, run both views, name the loss parts."""
 
-    def __init__(self, ks: list[int], dump_dir: str | None = None, rank: int = 0, dump_embeddings: int = 2):
+    def __init__(self, ks: list[int], dump_dir: str | None = None, rank: int = 0, dump_embeddings: int = 2,
+                 processor=None):
         self.ks = list(ks)
+        # the processor's normalisation and channel order (BGR for the paper's converted weights)
+        self.pixels = ({} if processor is None else
+                       dict(mean=processor.image_mean, std=processor.image_std, channel_order=processor.channel_order))
         self.loop = None  # set once the loop exists: the dump and the kill hook read its step counter
         self.dump_file = None
         if dump_dir:
@@ -71,8 +75,8 @@ class PretrainStep:
         from moleclip.processing.pretraining_data import normalize_pixels
 
         return model(
-            pixel_values=normalize_pixels(batch["pixel_values"]),
-            augmented_pixel_values=normalize_pixels(batch["augmented_pixel_values"]),
+            pixel_values=normalize_pixels(batch["pixel_values"], **self.pixels),
+            augmented_pixel_values=normalize_pixels(batch["augmented_pixel_values"], **self.pixels),
             pseudo_labels=batch.get("pseudo_labels"),
         )
 
@@ -243,7 +247,8 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
     # ---- optimisation
     optimizer = build_pretrain_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config.schedule, warmup_steps=config.warmup_steps, total_steps=max_steps)
-    step = PretrainStep(table.ks, dump_dir=config.debug_dump_dir, rank=rank)
+    processor = load_processor(config.backbone, size=image_size)
+    step = PretrainStep(table.ks, dump_dir=config.debug_dump_dir, rank=rank, processor=processor)
     if len(valid_pos):
         evaluate = make_evaluator(accelerator, step, valid_loader, table.ks)
     settings = LoopSettings(
@@ -276,7 +281,6 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
         model_dir = output_dir / MODEL_DIR
         summary["model_dir"] = str(model_dir)
         model_out = accelerator.unwrap_model(loop.model)
-        processor = load_processor(config.backbone, size=image_size)
         card = {
             "title": f"MoleCLIP encoder pretrained on {Path(config.input).name}",
             "backbone": describe_backbone(config.backbone),
