@@ -252,7 +252,10 @@ def test_thin_script_bootstrap_runs_a_command_from_a_checkout(tmp_path):
     import moleclip.training._script as script
 
     root = script._ROOT
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import _script; "
+    # As from a checkout that was never pip-installed: the editable install's finder is taken away first.
+    code = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in "
+            "(getattr(f, '__module__', '') or type(f).__module__)]; "
+            "sys.path.insert(0, sys.argv[1]); import _script; "
             "sys.exit(_script.run_command('render', sys.argv[2:]))")
     out = subprocess.run([sys.executable, "-c", code, str(root / "training"), "CCO", "--output", str(tmp_path / "e.png")],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
