@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from moleclip.cli.finetune import build_parser as finetune_parser
+from moleclip_cli.finetune import build_parser as finetune_parser
 from moleclip.training.finetuning import finetune
 
 RESULTS = Path(__file__).resolve().parent / "results" / "finetune_gpu.json"

@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 
 from moleclip.processing.property_data import DATASETS, PAPER_TABLE_SEEDS, resolve_data_dir
-from moleclip.cli.finetune import AUGMENTATIONS, HEAD_LRS
-from moleclip.cli.finetune import build_parser as finetune_parser
+from moleclip_cli.finetune import AUGMENTATIONS, HEAD_LRS
+from moleclip_cli.finetune import build_parser as finetune_parser
 from moleclip.training.finetuning import finetune
 from moleclip.training.search import format_number, paper_reference
 

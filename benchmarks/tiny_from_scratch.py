@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     machine = describe_machine()  # before training: the load average at the start says what the run shared the CPU with
     run_dir = Path(args.from_run or args.output_dir)
     if args.from_run is None:
-        from moleclip.cli.finetune import build_parser, run
+        from moleclip_cli.finetune import build_parser, run
 
         extra = ["--data-dir", args.data_dir] if args.data_dir else []
         run(build_parser().parse_args([*FINETUNE_ARGS, *extra, "--output-dir", str(run_dir)]))

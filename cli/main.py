@@ -1,4 +1,4 @@
-"""The `moleclip` command: one subcommand per module of `moleclip.cli` (see that package's docstring for the protocol).
+"""The `moleclip` command: one subcommand per module of `moleclip_cli` (see that package's docstring for the protocol).
 
 This file dispatches and stands between the commands and the user:
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 __all__ = ["COMMANDS", "main", "build_parser"]
 
-# Command word -> module of moleclip.cli, in the order `moleclip --help` lists them (roughly a project's workflow).
+# Command word -> module of moleclip_cli, in the order `moleclip --help` lists them (roughly a project's workflow).
 COMMANDS = {
     "init": "init",
     "convert-original": "convert_original",
@@ -39,7 +39,7 @@ _OUTPUT_OPTIONS = ("output_dir", "output")
 
 
 def command_module(name: str):
-    """The module of command `name` (e.g. "pseudo-labels" -> moleclip.cli.pseudo_labels)."""
+    """The module of command `name` (e.g. "pseudo-labels" -> moleclip_cli.pseudo_labels)."""
     return importlib.import_module(f"{__package__}.{COMMANDS[name]}")
 
 

@@ -22,13 +22,13 @@ HELP = "continued pretraining of an encoder: contrastive + pseudo-label classifi
 
 
 def add_arguments(parser) -> None:
-    from moleclip.training.pretrain_config import PretrainConfig  # standard library only: --help stays fast
+    from moleclip_cli.pretrain_config import PretrainConfig  # standard library only: --help stays fast
 
     PretrainConfig.add_arguments(parser)
 
 
 def run(args) -> int:
-    from moleclip.training.pretrain_config import PretrainConfig
+    from moleclip_cli.pretrain_config import PretrainConfig
     from moleclip.training.pretrain_run import pretrain
 
     summary = pretrain(PretrainConfig.from_namespace(args))

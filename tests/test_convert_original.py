@@ -136,7 +136,7 @@ def test_pickled_code_is_refused(tmp_path):
 # ------------------------------------------------------------------------------------ the processor the weights need
 def test_convert_original_command_saves_a_bgr_processor(released_file, tmp_path):
     from moleclip import MoleCLIPImageProcessor
-    from moleclip.cli.main import main
+    from moleclip_cli.main import main
 
     path, _ = released_file
     out = tmp_path / "converted"

@@ -28,7 +28,7 @@ TINY = ["--model", "tiny", "--no-progress", "--no-plots"]
 
 def main(argv, hub_api=None) -> int:
     """`moleclip finetune ARGV` in this process."""
-    from moleclip.cli.finetune import build_parser, run
+    from moleclip_cli.finetune import build_parser, run
 
     return run(build_parser().parse_args(argv), hub_api=hub_api)
 
@@ -331,7 +331,7 @@ def test_named_dataset_from_data_dir(tmp_path):
 
 def test_command_line_choice_lists_match_the_package():
     # cli/finetune.py spells its choices out so that `--help` needs no torch; they must stay the package's own lists
-    from moleclip.cli import finetune as command
+    from moleclip_cli import finetune as command
     from moleclip.processing.augment import AUGMENTATION_PRESETS
     from moleclip.processing.splits import DEFAULT_FRACTIONS, SPLIT_KINDS
     from moleclip.training.loop import OPTIMIZERS, SCHEDULES
@@ -342,7 +342,7 @@ def test_command_line_choice_lists_match_the_package():
 
 
 def test_paper_optimizer_and_head_are_the_defaults(tmp_path, regression_csv):
-    from moleclip.cli.finetune import build_parser
+    from moleclip_cli.finetune import build_parser
     from moleclip.training.finetuning.inputs import FingerprintInputs
 
     args = build_parser().parse_args(["--dataset", "x", "--output-dir", str(tmp_path)])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from moleclip import MoleCLIPForPropertyPrediction
-from moleclip.cli.main import main as cli
+from moleclip_cli.main import main as cli
 
 SMILES = ["C" * k + s for k in range(1, 7) for s in ["", "O", "N", "c1ccccc1"]]
 HEAVY = [k + {"": 0, "O": 1, "N": 1, "c1ccccc1": 6}[s] for k in range(1, 7) for s in ["", "O", "N", "c1ccccc1"]]

@@ -185,7 +185,7 @@ def test_compute_pseudo_labels_auto_uses_the_knee():
 
 
 def _cli(argv):
-    from moleclip.cli import pseudo_labels as command
+    from moleclip_cli import pseudo_labels as command
 
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
@@ -226,8 +226,8 @@ def test_cli_on_a_small_smi_file(tmp_path, capsys):
 
 
 def test_cli_is_registered_with_the_moleclip_command(tmp_path):
-    from moleclip.cli import pseudo_labels as command
-    from moleclip.cli.main import build_parser
+    from moleclip_cli import pseudo_labels as command
+    from moleclip_cli.main import build_parser
 
     args = build_parser().parse_args(["pseudo-labels", "--input", "x.smi", "--k", "300", "3000", "--output", "y.parquet"])
     assert args.k == [300, 3000] and args._run is command.run

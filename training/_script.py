@@ -22,7 +22,7 @@ __all__ = ["ensure_package_importable", "run_command"]
 _ROOT = Path(__file__).resolve().parent.parent  # the repository checkout
 # The layout of setup.cfg's package_dir, for a checkout whose setup.cfg cannot be read.
 _FALLBACK_FOLDERS = {"moleclip": "modeling_moleclip", "moleclip.processing": "processing",
-                     "moleclip.training": "training", "moleclip.model_cards": "model_cards", "moleclip.cli": "cli"}
+                     "moleclip.training": "training", "moleclip.model_cards": "model_cards", "moleclip_cli": "cli"}
 
 
 def _package_folders() -> dict[str, str]:
@@ -58,9 +58,9 @@ class _SourceTreeFinder(importlib.abc.MetaPathFinder):
 
 
 def ensure_package_importable() -> None:
-    """Make `import moleclip` (with `moleclip.cli`) work from a source checkout that was not pip-installed."""
+    """Make `import moleclip` (with `moleclip_cli`) work from a source checkout that was not pip-installed."""
     try:
-        import moleclip.cli.main  # noqa: F401
+        import moleclip_cli.main  # noqa: F401
 
         return
     except ImportError:
@@ -78,6 +78,6 @@ def run_command(name: str, argv: list[str] | None = None) -> int:
     """Run `moleclip NAME ARGS` in this process, ARGS being `argv` or else the script's own arguments (sys.argv[1:]);
     returns the exit status."""
     ensure_package_importable()
-    from moleclip.cli.main import main
+    from moleclip_cli.main import main
 
     return main([name, *(sys.argv[1:] if argv is None else argv)])
