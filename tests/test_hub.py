@@ -293,3 +293,27 @@ def test_init_factor_scales_only_a_presets_random_weights(tmp_path):
         load_backbone(str(tmp_path / "checkpoint"), init_factor=5)
     with pytest.raises(ValueError, match="positive"):
         load_backbone("tiny", init_factor=0)
+
+
+def test_a_fresh_head_is_announced_in_one_line_and_missing_encoder_weights_are_refused(tmp_path, capfd, caplog):
+    import logging
+
+    from safetensors.torch import load_file, save_file
+
+    from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPModel
+    from moleclip.training.hub import load_backbone
+
+    MoleCLIPModel(MoleCLIPConfig.from_preset("tiny")).save_pretrained(tmp_path / "encoder")
+    capfd.readouterr()
+    with caplog.at_level(logging.WARNING):
+        load_backbone(str(tmp_path / "encoder"), MoleCLIPForPropertyPrediction, num_targets=2)
+    captured = capfd.readouterr()
+    assert "LOAD REPORT" not in captured.out + captured.err and "\x1b[" not in captured.out + captured.err
+    announced = [r.getMessage() for r in caplog.records if "initialised" in r.getMessage()]
+    assert announced == [f"{tmp_path / 'encoder'} has none: a new property head is initialised, to be trained"]
+
+    weights = load_file(str(tmp_path / "encoder" / "model.safetensors"))
+    weights.pop(next(k for k in weights if "encoder.layers.0" in k))
+    save_file(weights, str(tmp_path / "encoder" / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="lacks or reshapes weights the model needs"):
+        load_backbone(str(tmp_path / "encoder"), MoleCLIPForPropertyPrediction, num_targets=2)

@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -18,6 +20,8 @@ from huggingface_hub import HfApi
 
 from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPImageProcessor, MoleCLIPModel, __version__
 from moleclip.configuration_moleclip import MODEL_PRESETS as PRESETS
+
+logger = logging.getLogger(__name__)
 from moleclip.model_cards import render_model_card
 
 __all__ = ["HubUnavailableError", "check_init_factor", "check_model_exists", "load_backbone", "load_processor",
@@ -176,7 +180,11 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, model_class=MoleCLIPModel, init_
             for key, value in config_overrides.items():
                 setattr(config, key, value)
             config._validate_moleclip()
-            return model_class.from_pretrained(spec, config=config, dtype="float32", ignore_mismatched_sizes=True)
+            with _quiet_loading():
+                model, info = model_class.from_pretrained(spec, config=config, dtype="float32",
+                                                          ignore_mismatched_sizes=True, output_loading_info=True)
+            _check_loaded(model_class, spec, info)
+            return model
         if model_type in ("clip", "clip_vision_model"):
             return model_class.from_clip(spec, **config_overrides)
     except HubUnavailableError:
@@ -189,6 +197,53 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, model_class=MoleCLIPModel, init_
         f"{spec!r} is a {model_type!r} checkpoint; MoleCLIP starts from a CLIP or MoleCLIP checkpoint, the paper's "
         f".pth file, or a preset ({', '.join(PRESETS)})"
     )
+
+
+# Parts of a checkpoint that a new job may legitimately start afresh: the property head (new targets) and the
+# pseudo-label classifiers (new label sets). Anything else missing or reshaped means the weights are not usable.
+_FRESH_PARTS = {"head.": "a new property head is", "label_heads.": "new pseudo-label classifiers are",
+                "moleclip.label_heads.": "new pseudo-label classifiers are"}
+
+
+def _drop_load_report(record: logging.LogRecord) -> bool:
+    return "LOAD REPORT" not in str(record.msg)
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """transformers' loading report (a coloured table) and progress bar off: `_check_loaded` says what matters.
+
+    A filter, not a higher level: transformers reads its logger's level to decide what else to check and log.
+    """
+    from transformers.utils import logging as hf_logging
+
+    report = logging.getLogger("transformers.modeling_utils")  # the logger the report is written to
+    bars = hf_logging.is_progress_bar_enabled()
+    report.addFilter(_drop_load_report)
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        report.removeFilter(_drop_load_report)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _check_loaded(model_class, spec: str, info: dict) -> None:
+    """Refuse a checkpoint whose encoder weights are missing or reshaped; announce freshly initialised heads in one line."""
+    missing = list(info.get("missing_keys") or [])
+    reshaped = [entry[0] if isinstance(entry, (tuple, list)) else entry for entry in info.get("mismatched_keys") or []]
+    fresh = {}
+    for key in missing + reshaped:
+        part = next((name for prefix, name in _FRESH_PARTS.items() if key.startswith(prefix)), None)
+        if part is None:
+            raise ValueError(f"{spec}: the checkpoint lacks or reshapes weights the model needs ({key}"
+                             f"{f' and {len(missing) + len(reshaped) - 1} more' if len(missing) + len(reshaped) > 1 else ''})"
+                             "; it is not a complete MoleCLIP checkpoint for this model")
+        fresh[part] = "reshaped" if key in reshaped and part not in fresh else fresh.get(part, "absent")
+    for part, why in fresh.items():
+        cause = "has none" if why == "absent" else "has one of another shape"
+        logger.warning(f"{spec} {cause}: {part} initialised, to be trained")
 
 
 def _encoder_to(model_class, encoder: MoleCLIPModel, overrides: dict):
