@@ -61,7 +61,7 @@ def drawable(smiles: list[str]) -> list[str]:
 
 
 def read_smiles_file(name: str, n: int | None = None) -> list[str]:
-    from moleclip.processing.smiles_files import read_smiles
+    from moleclip.processing.tables import read_molecule_table
 
     path = DATA_DIR / "pretraining" / name
     if not path.is_file():
@@ -69,7 +69,7 @@ def read_smiles_file(name: str, n: int | None = None) -> list[str]:
     if n is not None and name.endswith(".smi.gz"):
         with gzip.open(path, "rt") as fh:  # no need to read 150k lines for a 2k sample
             return [line.split()[0] for _, line in zip(range(n), fh) if line.strip()]
-    smiles = read_smiles(path)
+    smiles = read_molecule_table(path).smiles
     return smiles[:n] if n else smiles
 
 

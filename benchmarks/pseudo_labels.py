@@ -49,7 +49,7 @@ def _worker(size: str, data_dir: str, ks: list[int], n_jobs: int | None, kmeans_
 
     from moleclip.processing.fingerprints import maccs_keys
     from moleclip.processing.pseudo_labels import assign_clusters, fit_kmeans
-    from moleclip.processing.smiles_files import read_smiles
+    from moleclip.processing.tables import read_molecule_table
 
     path = os.path.join(data_dir, DATASETS[size])
     # Importing the package loads torch and transformers (the modelling package), a fixed cost in every figure below.
@@ -58,7 +58,7 @@ def _worker(size: str, data_dir: str, ks: list[int], n_jobs: int | None, kmeans_
                     "rss_after_imports_mb": _max_rss_mb(resource.RUSAGE_SELF)}
 
     start = time.perf_counter()
-    smiles = read_smiles(path)
+    smiles = read_molecule_table(path).smiles
     if limit is not None:
         smiles = smiles[:limit]
     result["read_s"] = time.perf_counter() - start

@@ -577,3 +577,16 @@ def test_device_normalisation_matches_the_processor_in_both_channel_orders():
         batch = torch.from_numpy(pictures).permute(0, 3, 1, 2).contiguous()
         got = normalize_pixels(batch, **PretrainStep([], processor=processor).pixels)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_label_columns_of_a_csv_are_read_as_integer_classes(tmp_path):
+    # the one table reader keeps CSV cells as text; pseudo-label columns must still become classes, or be refused
+    from moleclip.training.pretrain_table import load_pretraining_table
+
+    path = tmp_path / "labelled.csv"
+    path.write_text("smiles,label_k3\nCCO,0\nCCN,2\nc1ccccc1,1\n")
+    table = load_pretraining_table(PretrainConfig(input=str(path), output_dir=str(tmp_path / "out")))
+    assert table.ks == [3] and table.labels[:, 0].tolist() == [0, 2, 1] and table.smiles[2] == "c1ccccc1"
+    path.write_text("smiles,label_k3\nCCO,0\nCCN,two\n")
+    with pytest.raises(ValueError, match="integer classes; row 2 holds 'two'"):
+        load_pretraining_table(PretrainConfig(input=str(path), output_dir=str(tmp_path / "out")))

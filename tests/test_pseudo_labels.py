@@ -21,7 +21,7 @@ from moleclip.processing.pseudo_labels import (
     scan_k,
     write_pseudo_labels,
 )
-from moleclip.processing.smiles_files import read_smiles
+from moleclip.processing.tables import read_molecule_table
 
 SMILES = [
     "CCO", "CCCO", "CCCCO", "OCCO", "CC(C)O", "CCN", "CCCN", "NCCN", "CC(C)N", "CCCCN",
@@ -48,7 +48,8 @@ def test_read_smi_with_names_blank_lines_header_and_gzip(tmp_path):
     with gzip.open(packed, "wt") as handle:
         handle.write(text)
     for path in (plain, packed):
-        smiles, lines = read_smiles(path, return_line_numbers=True)
+        table = read_molecule_table(path)
+        smiles, lines = table.smiles, table.line_numbers.tolist()
         assert smiles == ["CCO", "c1ccccc1", "not_a_smiles"]  # bad entries kept: the parser reports them
         assert lines == [2, 4, 6]
 
@@ -59,21 +60,21 @@ def test_read_csv_and_parquet_columns(tmp_path):
     frame.to_csv(tmp_path / "a.csv.gz", index=False)
     frame.to_parquet(tmp_path / "a.parquet", index=False)
     for name in ("a.csv", "a.csv.gz", "a.parquet"):
-        assert read_smiles(tmp_path / name) == ["CCO", "", "NA"]  # "" and "NA" stay strings
+        assert read_molecule_table(tmp_path / name).smiles == ["CCO", "", "NA"]  # "" and "NA" stay strings
     frame.rename(columns={"SMILES": "structure"}).to_csv(tmp_path / "b.csv", index=False)
     with pytest.raises(KeyError, match=r"looked for .*'id', 'structure'"):
-        read_smiles(tmp_path / "b.csv")
-    assert read_smiles(tmp_path / "b.csv", smiles_column="structure") == ["CCO", "", "NA"]
+        read_molecule_table(tmp_path / "b.csv")
+    assert read_molecule_table(tmp_path / "b.csv", smiles_column="structure").smiles == ["CCO", "", "NA"]
     with pytest.raises(KeyError, match="'nope' not found"):
-        read_smiles(tmp_path / "a.parquet", smiles_column="nope")
+        read_molecule_table(tmp_path / "a.parquet", smiles_column="nope")
 
 
 def test_read_smiles_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.smi"):
-        read_smiles(tmp_path / "missing.smi")
+        read_molecule_table(tmp_path / "missing.smi")
     (tmp_path / "x.sdf").write_text("")
     with pytest.raises(ValueError, match="Unsupported"):
-        read_smiles(tmp_path / "x.sdf")
+        read_molecule_table(tmp_path / "x.sdf")
 
 
 @pytest.mark.data
@@ -81,7 +82,7 @@ def test_read_real_pretraining_file():
     data_dir = os.environ.get("MOLECLIP_DATA_DIR")
     if not data_dir:
         pytest.skip("MOLECLIP_DATA_DIR is not set")
-    smiles = read_smiles(os.path.join(data_dir, "pretraining", "chembl25_3k.smi"))
+    smiles = read_molecule_table(os.path.join(data_dir, "pretraining", "chembl25_3k.smi")).smiles
     assert len(smiles) == 3000 and all(smiles)
 
 

@@ -31,26 +31,13 @@ class PretrainingTable:
 
 
 def _read_input(config: PretrainConfig):
-    import pandas as pd
+    """The input as a frame with a `smiles` column (the package's one table reader: formats, column choice, errors)."""
+    from moleclip.processing.tables import read_molecule_table
 
-    from moleclip.processing.smiles_files import detect_smiles_column, read_smiles
-
-    path = Path(config.input)
-    if not path.is_file():
-        raise FileNotFoundError(f"input file not found: {path}")
-    name = path.name.lower()
-    if name.endswith((".csv", ".csv.gz")):
-        frame = pd.read_csv(path, dtype={config.smiles_column: str} if config.smiles_column else None,
-                            keep_default_na=False, nrows=config.limit)
-    elif name.endswith((".parquet", ".pq")):
-        frame = pd.read_parquet(path)
-    else:
-        frame = pd.DataFrame({"smiles": read_smiles(path)})
-    if config.limit is not None:
-        frame = frame.iloc[: config.limit]
-    column = detect_smiles_column(frame.columns, config.smiles_column, source=str(path))
-    frame = frame.rename(columns={column: "smiles"}) if column != "smiles" else frame
-    frame["smiles"] = frame["smiles"].astype(str)
+    table = read_molecule_table(config.input, config.smiles_column, limit=config.limit)
+    frame = table.frame
+    if table.smiles_column != "smiles":
+        frame = frame.drop(columns=["smiles"], errors="ignore").rename(columns={table.smiles_column: "smiles"})
     return frame.reset_index(drop=True)
 
 
@@ -76,15 +63,27 @@ def _labels_from_columns(frame, config: PretrainConfig):
     missing = [k for k in ks if k not in found]
     if missing:
         raise ValueError(f"--k {' '.join(map(str, ks))}: the input has label columns for K = {sorted(found)}, not {missing}")
-    labels = np.stack([frame[found[k]].to_numpy() for k in ks], axis=1)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"label columns {[found[k] for k in ks]} must hold integer classes")
-    labels = labels.astype(np.int64)
+    labels = np.stack([_integer_column(frame[found[k]], found[k]) for k in ks], axis=1)
     for j, k in enumerate(ks):
         low, high = int(labels[:, j].min()), int(labels[:, j].max())
         if low < 0 or high >= k:
             raise ValueError(f"column {found[k]} holds classes {low}..{high}; a K={k} label must be in 0..{k - 1}")
     return labels, ks, found
+
+
+def _integer_column(column, name: str):
+    """Class labels as int64: integer columns (Parquet) as they are, text (CSV cells) only when every cell is an integer."""
+    import numpy as np
+    import pandas as pd
+
+    if pd.api.types.is_integer_dtype(column.dtype):
+        return column.to_numpy(dtype=np.int64)
+    text = column.astype(str).str.strip()
+    bad = ~text.str.fullmatch(r"[+-]?\d+")
+    if bad.any():
+        raise ValueError(f"label column {name} must hold integer classes; row {int(np.flatnonzero(bad)[0]) + 1} holds "
+                         f"{column.iloc[int(np.flatnonzero(bad)[0])]!r}")
+    return text.astype(np.int64).to_numpy()
 
 
 def load_pretraining_table(config: PretrainConfig, accelerator=None) -> PretrainingTable:
