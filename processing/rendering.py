@@ -44,7 +44,6 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 from rdkit import Chem, RDConfig
-from rdkit.Chem import rdDepictor
 from rdkit.Chem.Draw import rdMolDraw2D
 
 from .cairo_replay import (

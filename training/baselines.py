@@ -24,7 +24,8 @@ from torch import nn
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from tqdm.auto import tqdm
 
-from moleclip.modeling_moleclip import MoleCLIPPropertyOutput, PropertyHead, TargetScaling, scaled_property_outputs
+from moleclip.modeling_moleclip import MoleCLIPPropertyOutput
+from moleclip.property_head import PropertyHead, TargetScaling, scaled_property_outputs
 from moleclip.processing.fingerprints import morgan_fingerprints
 from moleclip.processing.property_data import PropertyDataset
 from moleclip.processing.splits import DEFAULT_FRACTIONS, SPLIT_KINDS, make_split

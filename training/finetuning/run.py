@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from moleclip.modeling_moleclip import TargetScaling, loss_from_predictions
+from moleclip.property_head import TargetScaling, loss_from_predictions
 from moleclip.processing.pretraining_data import EpochBatches
 from moleclip.processing.property_data import PropertyDataset
 from moleclip.processing.splits import Split
