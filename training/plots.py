@@ -133,6 +133,9 @@ def _read_metrics(path: Path) -> list[dict]:
     return out
 
 
+_PART_COLOURS = {"valid": "tab:blue", "test": "tab:orange"}  # the same colour for a part in every panel
+
+
 def learning_curves(metrics_csv: str | Path, path: str | Path, metric: str | None = None,
                     best_epoch: int | None = None, title: str = "") -> Path:
     """Losses and a metric against epochs, from the training loop's metrics CSV.
@@ -151,11 +154,11 @@ def learning_curves(metrics_csv: str | Path, path: str | Path, metric: str | Non
     ax = axes[0, 0]
     # Training rows are logged at the end of an epoch's last step, with the epoch counter not yet advanced.
     if train:
-        ax.plot([r["epoch"] + 1 for r in train], [r["loss"] for r in train], label="train loss")
+        ax.plot([r["epoch"] + 1 for r in train], [r["loss"] for r in train], color="tab:gray", label="train loss")
     for key, label in (("valid_loss", "validation loss"), ("test_loss", "test loss")):
         points = [(r["epoch"], r[key]) for r in evals if math.isfinite(r.get(key, math.nan))]
         if points:
-            ax.plot(*zip(*points), marker="o", ms=3, label=label)
+            ax.plot(*zip(*points), marker="o", ms=3, color=_PART_COLOURS[key.split("_")[0]], label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title("loss")
@@ -165,7 +168,7 @@ def learning_curves(metrics_csv: str | Path, path: str | Path, metric: str | Non
             key = f"{part}_{metric}"
             points = [(r["epoch"], r[key]) for r in evals if math.isfinite(r.get(key, math.nan))]
             if points:
-                ax2.plot(*zip(*points), marker="o", ms=3, label=f"{label} {metric}")
+                ax2.plot(*zip(*points), marker="o", ms=3, color=_PART_COLOURS[part], label=f"{label} {metric}")
         ax2.set_xlabel("epoch")
         ax2.set_ylabel(metric)
         ax2.set_title(metric)
