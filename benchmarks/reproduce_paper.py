@@ -1,6 +1,6 @@
 """The paper's finetuning protocol on its eight headline sets, for one checkpoint, printed beside the paper's table.
 
-Protocol (DESIGN.md): BACE, BBBP, FreeSolv, ESOL on the deterministic scaffold split 0.8/0.1/0.1 with seeds 1-3
+Protocol (the paper's): BACE, BBBP, FreeSolv, ESOL on the deterministic scaffold split 0.8/0.1/0.1 with seeds 1-3
 (mean ± std); DHBDs, NHCs, phosphine yield and selectivity on random 0.8/0.1/0.1 splits with seeds 1-5 (mean ± 95%
 confidence half-width). For every set: a grid over head learning rate x augmentation preset, each setting trained
 once per seed, the test score of a run taken at its best-validation-loss epoch, the setting chosen on mean

@@ -1,7 +1,7 @@
 """The paper's classical image augmentation presets and CLIP normalisation, on uint8 RGB arrays (numpy and PIL only).
 
 ``augment(image, preset, rng)`` applies one preset to one picture, with every random choice drawn from ``rng`` per
-picture (the reference code drew the shrink size once per pipeline, a bug DESIGN.md asks us not to repeat):
+picture (the reference code drew the shrink size once per pipeline, a bug not repeated here):
 
 ``none``
     the picture unchanged.
