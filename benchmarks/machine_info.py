@@ -8,7 +8,9 @@ import platform
 
 def cpu_cores() -> int:
     """Cores this process may run on (the affinity mask, which containers narrow), not the host's count."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from moleclip.processing.cores import available_cores
+
+    return available_cores()
 
 
 def describe_machine() -> dict:

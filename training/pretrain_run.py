@@ -171,7 +171,7 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
         VALID_STREAM, EpochBatches, FixedBatches, PrerenderedImages, TwoViewDataset, collate_two_views)
     from moleclip.processing.cores import available_cores
     from moleclip.training.hub import describe_backbone, load_backbone, load_processor, push_model_dir, save_model_dir
-    from moleclip.training.loop import LoopSettings, TrainingLoop, build_scheduler, latest_checkpoint
+    from moleclip.training.loop import LoopSettings, TrainingLoop, build_scheduler, latest_checkpoint, unwrap
     from moleclip.training.samplers import GroupedClassBatchSampler
 
     started = time.perf_counter()
@@ -280,7 +280,7 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
                            final_valid, time.perf_counter() - started)
         model_dir = output_dir / MODEL_DIR
         summary["model_dir"] = str(model_dir)
-        model_out = accelerator.unwrap_model(loop.model)
+        model_out = unwrap(loop.model)
         card = {
             "title": f"MoleCLIP encoder pretrained on {Path(config.input).name}",
             "backbone": describe_backbone(config.backbone),
