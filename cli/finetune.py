@@ -8,8 +8,10 @@ Protocol: the data set is split once per seed (scaffold splits are deterministic
 every setting of the grid (lists of values are grid axes) is trained once per seed; each run's test score is taken at
 its best-validation epoch; settings are compared on their mean validation value only; the chosen setting's runs (or
 fresh --final-epochs runs) make the final table. Learning curves record validation and test every epoch; the choices
-read validation only. Defaults follow the paper: Adam (L2 weight decay 1e-5) with betas (0.9, 0.98), eps 1e-6,
-encoder lr 5e-6, batch 64, 60 epochs, the MLP head without dropout and with PyTorch's default initialisation.
+read validation only. Defaults follow the paper's code: Adam with L2 weight decay 1e-5, betas (0.9, 0.98) and eps 1e-6
+for the encoder (lr 5e-6), PyTorch's default betas and eps for the head; batch 64, 60 epochs; the MLP head without
+dropout and with PyTorch's default initialisation. Regression targets are standardised with the training part's mean
+and std (the paper's code used raw targets; standardising is better on FreeSolv, see BENCHMARKS.md).
 
 Modes:
   (default)                  pictures are drawn and augmented on the fly; encoder and head are trained

@@ -374,3 +374,20 @@ def test_multi_target_selection_criterion_is_stated(frozen_run):
     selection = results["protocol"]["selection"]
     assert "standardised" in selection and "2 targets" in selection and "--select-on metric" in selection
     assert results["protocol"]["standardized_targets"] is True
+
+
+def test_encoder_and_head_get_the_reference_codes_adam_settings():
+    # the reference trained the encoder with Adam (0.9, 0.98), eps 1e-6 and the head with PyTorch's defaults
+    from moleclip.training.finetuning.inputs import ImageInputs
+    from moleclip.training.hub import load_backbone, load_processor
+    from moleclip.training.loop import build_optimizer
+
+    inputs = ImageInputs(load_backbone("tiny", MoleCLIPForPropertyPrediction), load_processor("tiny"), ["CCO"],
+                         progress=False)
+    setting = {"head_lr": 1e-3, "encoder_lr": 5e-6, "weight_decay": 1e-5}
+    model = inputs.new_model(setting)
+    optimizer = build_optimizer(inputs.param_groups(model, setting))
+    encoder, head = optimizer.param_groups
+    assert type(optimizer) is torch.optim.Adam
+    assert (encoder["lr"], encoder["betas"], encoder["eps"], encoder["weight_decay"]) == (5e-6, (0.9, 0.98), 1e-6, 1e-5)
+    assert (head["lr"], head["betas"], head["eps"], head["weight_decay"]) == (1e-3, (0.9, 0.999), 1e-8, 1e-5)

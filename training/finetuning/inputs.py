@@ -28,7 +28,16 @@ from moleclip.training.baselines import FP_BITS, FP_RADIUS, FeatureHeadModel, Fi
 
 from .data import KeyedItems, PictureItems, PictureSource, TableItems, pass_batch
 
-__all__ = ["TrainingInputs", "ImageInputs", "EmbeddingInputs", "FingerprintInputs"]
+__all__ = ["TrainingInputs", "ImageInputs", "EmbeddingInputs", "FingerprintInputs", "ENCODER_ADAM", "HEAD_ADAM"]
+
+# The reference code's two optimisers: the encoder's Adam with CLIP's betas and eps, the head's with PyTorch's defaults
+# (both with L2 weight decay). Adam takes betas and eps per parameter group, so one optimiser carries both.
+ENCODER_ADAM = {"betas": (0.9, 0.98), "eps": 1e-6}
+HEAD_ADAM = {"betas": (0.9, 0.999), "eps": 1e-8}
+
+
+def _head_group(parameters, setting: dict) -> dict:
+    return {"params": list(parameters), "lr": setting["head_lr"], "weight_decay": setting["weight_decay"], **HEAD_ADAM}
 
 
 class TrainingInputs(Protocol):
@@ -117,9 +126,9 @@ class ImageInputs:
         return _with_fresh_head(self.template, setting)
 
     def param_groups(self, model, setting: dict) -> list[dict]:
-        decay = setting["weight_decay"]
-        return [{"params": list(model.moleclip.parameters()), "lr": setting["encoder_lr"], "weight_decay": decay},
-                {"params": list(model.head.parameters()), "lr": setting["head_lr"], "weight_decay": decay}]
+        return [{"params": list(model.moleclip.parameters()), "lr": setting["encoder_lr"],
+                 "weight_decay": setting["weight_decay"], **ENCODER_ADAM},
+                _head_group(model.head.parameters(), setting)]
 
     def best_state(self, model) -> dict:
         return _cpu_copy(model)
@@ -196,7 +205,7 @@ class EmbeddingInputs:
         return FeatureHeadModel(**_head_settings(self.template, setting))
 
     def param_groups(self, model, setting: dict) -> list[dict]:
-        return [{"params": list(model.parameters()), "lr": setting["head_lr"], "weight_decay": setting["weight_decay"]}]
+        return [_head_group(model.parameters(), setting)]
 
     def best_state(self, model) -> dict:
         return _cpu_copy(model.head)
@@ -241,7 +250,7 @@ class FingerprintInputs:
         return FingerprintPredictor(**args)
 
     def param_groups(self, model, setting: dict) -> list[dict]:
-        return [{"params": list(model.parameters()), "lr": setting["head_lr"], "weight_decay": setting["weight_decay"]}]
+        return [_head_group(model.parameters(), setting)]
 
     def best_state(self, model) -> dict:
         return _cpu_copy(model)

@@ -214,7 +214,7 @@ def finetune(args: argparse.Namespace, hub_api=None) -> dict:
         "protocol": {
             "split": split_kind, "fractions": list(args.fractions), "seeds": list(args.seeds),
             "epochs": args.epochs, "final_epochs": args.final_epochs, "batch_size": args.batch_size,
-            "optimizer": report.OPTIMIZER_TEXT[args.optimizer] + ", betas (0.9, 0.98), eps 1e-6",
+            "optimizer": f"{report.OPTIMIZER_TEXT[args.optimizer]}; {report.BETAS_TEXT}",
             "scheduler": args.scheduler, "select_on": args.select_on, "select_key": f"valid_{options.select_key}",
             "select_mode": options.select_mode,
             "selection": report.selection_text(data.task, data.n_targets, options.select_key, args.regression_loss),

@@ -20,9 +20,11 @@ from moleclip.training.search import public_view, setting_name
 __all__ = ["write_results", "results_markdown", "per_target_markdown", "protocol_text", "model_index", "write_plots", "write_text_atomic"]
 
 OPTIMIZER_TEXT = {
-    "adam": "Adam (L2 weight decay added to the gradient, as torch.optim.Adam and the paper)",
+    "adam": "Adam (L2 weight decay added to the gradient, as torch.optim.Adam and the paper's code)",
     "adamw": "AdamW (decoupled weight decay)",
 }
+# What `inputs.ENCODER_ADAM` and `inputs.HEAD_ADAM` set, in words.
+BETAS_TEXT = "betas (0.9, 0.98), eps 1e-6 for the encoder; PyTorch's defaults (0.9, 0.999), eps 1e-8 for the head"
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -64,7 +66,7 @@ def protocol_text(args, data: PropertyDataset, split_kind: str, mode: str, grid:
     training = {"full": "encoder and head finetuned", "frozen": "frozen encoder, head trained on its embeddings",
                 "fingerprint": "Morgan fingerprints (radius 2, 2048 bits) into the MLP head"}[mode]
     text = (f"{split_kind} split {fractions}, seeds {', '.join(map(str, args.seeds))}; {training}; "
-            f"{OPTIMIZER_TEXT[options.optimizer]}, betas (0.9, 0.98), eps 1e-6, batch {args.batch_size}, "
+            f"{OPTIMIZER_TEXT[options.optimizer]}, {BETAS_TEXT}, batch {args.batch_size}, "
             f"{args.epochs} epochs per search run, {fixed}")
     if args.final_epochs:
         text += f", {args.final_epochs} epochs for the final runs"
