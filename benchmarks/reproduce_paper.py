@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
             "grid": {"head_lr": args.head_lr, "augmentation": ["none"] if mode == "fp_mlp" else args.augmentation},
             "epochs": args.epochs, "final_epochs": args.final_epochs, "select_on": args.select_on,
             "n_molecules": out["dataset"]["n_used"], "chosen": out["chosen_setting"],
+            "optimizer": out["protocol"].get("optimizer"), "selection": out["protocol"].get("selection"),
             "test": out["final"]["summary"]["test"][metric], "valid": out["final"]["summary"]["valid"][metric],
             "test_all": {k: v["mean"] for k, v in out["final"]["summary"]["test"].items()},
             "seconds": round(seconds, 1), "output_dir": str(Path(args.output_root) / mode / name),
