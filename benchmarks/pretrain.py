@@ -171,7 +171,8 @@ def loader_throughput(dataset, workers: int, batch_size: int = 32, passes: int =
     """Images/s (two per molecule) of each pass over `dataset` through persistent workers."""
     from torch.utils.data import DataLoader
 
-    from moleclip.processing.pretraining_data import EpochBatches, collate_two_views
+    from moleclip.processing.pretraining_data import collate_two_views
+    from moleclip.training.samplers import EpochBatches
 
     sampler = EpochBatches(_Batches(len(dataset), batch_size))
     kwargs = dict(persistent_workers=True, prefetch_factor=4) if workers else {}

@@ -5,7 +5,7 @@ multiple-bond offset, rotation); both then go through the same classical augment
 
 Reproducibility: every random choice for a sample comes from a generator seeded by ``(seed, epoch, index)``, never
 from a worker's global state. A run resumed mid-epoch, or run with a different number of workers, therefore draws
-exactly the same pictures. The epoch travels with each index: :class:`EpochBatches` wraps the batch sampler and
+exactly the same pictures. The epoch travels with each index: :class:`moleclip.training.samplers.EpochBatches` wraps the batch sampler and
 yields ``(epoch, index)`` keys, so the dataset holds no mutable epoch that worker copies could disagree on.
 
 Cost: computing 2D coordinates is the slow part of drawing (about 3x a Cairo draw). Each worker keeps a
@@ -33,7 +33,7 @@ import multiprocessing
 import os
 import shutil
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,6 @@ from .seeding import sample_rng
 __all__ = [
     "PackedStrings",
     "TwoViewDataset",
-    "EpochBatches",
     "FixedBatches",
     "collate_two_views",
     "normalize_pixels",
@@ -132,7 +131,7 @@ class TwoViewDataset(Dataset):
 
     Items are dicts of ``pixel_values`` / ``augmented_pixel_values`` (uint8 ``[3, H, W]``), ``pseudo_labels``
     (int64 ``[n_label_sets]``, when labels are given) and ``index``. Keys are ``(epoch, index)`` pairs (see
-    :class:`EpochBatches`) or plain indices (epoch 0). A molecule that cannot be drawn comes back as two white pictures
+    :class:`moleclip.training.samplers.EpochBatches`) or plain indices (epoch 0). A molecule that cannot be drawn comes back as two white pictures
     with pseudo-labels -100 (ignored by the cross-entropy), with a warning, so that batches keep their size.
     """
 
@@ -262,31 +261,6 @@ def normalize_pixels(
     mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     return (images.float().div_(255.0) - mean_t) / std_t
-
-
-class EpochBatches:
-    """Wraps a batch sampler that has ``set_epoch(epoch, start_batch)`` and tags every index with the epoch.
-
-    The training loop talks to this object as it would to the wrapped sampler; the dataset receives ``(epoch, i)``.
-    """
-
-    def __init__(self, sampler):
-        if not hasattr(sampler, "set_epoch"):
-            raise TypeError("the wrapped batch sampler needs set_epoch(epoch, start_batch)")
-        self.sampler = sampler
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch = int(epoch)
-        self.sampler.set_epoch(epoch, start_batch=start_batch)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        epoch = self.epoch
-        for batch in self.sampler:
-            yield [(epoch, int(i)) for i in batch]
 
 
 class FixedBatches:

@@ -153,6 +153,16 @@ def test_classification_with_missing_labels_through_the_pipeline(tmp_path, class
     pred, _ = saved_predictions(tmp_path / "model", data.smiles[test].tolist())
     assert saved["test"]["roc_auc"] == pytest.approx(compute_metrics("classification", y, pred)["roc_auc"], abs=1e-6)
     assert math.isfinite(saved["test"]["loss"])
+    # per-task scores, and every task a split part left out of the mean with the reason, in results.json and .md
+    run = results["final"]["runs"][0]
+    assert set(run["per_target"]["test"]["roc_auc"]) == {"big", "has_o"}
+    left_out = {part: reasons.get("roc_auc", {}) for part, reasons in run["left_out"].items()}
+    for part, rows in (("valid", make_split("random", data.smiles.tolist(), seed=3).valid), ("test", test)):
+        one_class = {name for name in ("big", "has_o")
+                     if len(set(data[name].dropna().to_numpy()[np.isin(data[name].dropna().index, rows)])) < 2}
+        assert set(left_out[part]) == one_class
+    assert any(left_out.values())  # this toy split does leave a one-class task out somewhere
+    assert "left out" in (tmp_path / "results.md").read_text()
 
 
 def test_same_seed_same_split_and_result(tmp_path, regression_csv):

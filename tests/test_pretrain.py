@@ -19,10 +19,11 @@ import torch
 from safetensors.torch import load_file
 
 from moleclip.processing.pretraining_data import (
-    VALID_STREAM, EpochBatches, FixedBatches, PackedStrings, PrerenderedImages, TwoViewDataset, collate_two_views,
+    VALID_STREAM, FixedBatches, PackedStrings, PrerenderedImages, TwoViewDataset, collate_two_views,
     normalize_pixels, prerender)
 from moleclip.processing.rendering import CoordinateCache, DrawingStyle, render
 from moleclip.training.loop import checkpoint_dirs
+from moleclip.training.samplers import EpochBatches
 from moleclip_cli.pretrain_config import KILL_ENV, PretrainConfig
 from moleclip.training.pretrain_run import build_param_groups, build_pretrain_optimizer, pretrain
 

@@ -168,11 +168,11 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
     from torch.utils.data import DataLoader
 
     from moleclip.processing.pretraining_data import (
-        VALID_STREAM, EpochBatches, FixedBatches, PrerenderedImages, TwoViewDataset, collate_two_views)
+        VALID_STREAM, FixedBatches, PrerenderedImages, TwoViewDataset, collate_two_views)
     from moleclip.processing.cores import available_cores
     from moleclip.training.hub import describe_backbone, load_backbone, load_processor, push_model_dir, save_model_dir
     from moleclip.training.loop import LoopSettings, TrainingLoop, build_scheduler, latest_checkpoint, unwrap
-    from moleclip.training.samplers import GroupedClassBatchSampler
+    from moleclip.training.samplers import EpochBatches, GroupedClassBatchSampler
 
     started = time.perf_counter()
     # Pseudo-labels may be computed on the main process while the others wait at a barrier: allow for it.

@@ -12,6 +12,8 @@ ones are never built. ``len()`` is always the number of batches in a whole epoch
 
 - :class:`GroupedClassBatchSampler`: MoleCLIP pretraining batches, groups of molecules of the same (fine) pseudo-class.
 - :class:`ShuffledBatchSampler`: a plain shuffled sampler (finetuning).
+- :class:`EpochBatches`: wraps either and tags every index with its epoch, `(epoch, i)`, so datasets can seed each
+  item's random choices by (seed, epoch, item) without holding a mutable epoch that worker copies could disagree on.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 
 from moleclip.processing.seeding import sample_rng
 
-__all__ = ["GroupedClassBatchSampler", "ShuffledBatchSampler"]
+__all__ = ["EpochBatches", "GroupedClassBatchSampler", "ShuffledBatchSampler"]
 
 
 class _ShardedEpochBatches:
@@ -200,3 +202,28 @@ class ShuffledBatchSampler(_ShardedEpochBatches):
 
     def _epoch_order(self, rng: np.random.Generator) -> np.ndarray:
         return rng.permutation(self.n)
+
+
+class EpochBatches:
+    """Wraps a batch sampler that has ``set_epoch(epoch, start_batch)`` and tags every index with the epoch.
+
+    The training loop talks to this object as it would to the wrapped sampler; the dataset receives ``(epoch, i)``.
+    """
+
+    def __init__(self, sampler):
+        if not hasattr(sampler, "set_epoch"):
+            raise TypeError("the wrapped batch sampler needs set_epoch(epoch, start_batch)")
+        self.sampler = sampler
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch = int(epoch)
+        self.sampler.set_epoch(epoch, start_batch=start_batch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch = self.epoch
+        for batch in self.sampler:
+            yield [(epoch, int(i)) for i in batch]

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from moleclip.property_head import TargetScaling, loss_from_predictions
-from moleclip.processing.pretraining_data import EpochBatches
+from moleclip.training.samplers import EpochBatches
 from moleclip.processing.property_data import PropertyDataset
 from moleclip.processing.splits import Split
 from moleclip.training.loop import LoopSettings, TrainingLoop, build_optimizer, build_scheduler
