@@ -481,28 +481,28 @@ def _unavailable_message(backend: str, reason: str) -> str:
     )
 
 
+def _draw(drawer, mol: Chem.Mol, style: DrawingStyle, black_dummies: bool, use_font_file: bool):
+    """Let an RDKit drawer draw `mol` in `style` (R-group dummies in black); returns what it drew."""
+    options = drawer.drawOptions()
+    _apply_style(options, style, use_font_file=use_font_file)
+    if black_dummies:
+        options.updateAtomPalette({0: (0.0, 0.0, 0.0)})
+    drawer.DrawMolecule(mol)
+    drawer.FinishDrawing()
+    return drawer.GetDrawingText()
+
+
 def _render_fast(mol: Chem.Mol, size: int, style: DrawingStyle, black_dummies: bool) -> np.ndarray:
     if not fast_backend_available():  # checked first: the SVG layout below is wasted work otherwise
         raise BackendUnavailableError(fast_backend_info()["reason"])
     drawer = rdMolDraw2D.MolDraw2DSVG(size, size, -1, -1, True)  # noFreetype: one <text> per character
-    options = drawer.drawOptions()
-    _apply_style(options, style, use_font_file=False)
-    if black_dummies:
-        options.updateAtomPalette({0: (0.0, 0.0, 0.0)})
-    drawer.DrawMolecule(mol)
-    drawer.FinishDrawing()
-    return replay(drawer.GetDrawingText(), size, style.font_file or _default_font_file())
+    svg = _draw(drawer, mol, style, black_dummies, use_font_file=False)
+    return replay(svg, size, style.font_file or _default_font_file())
 
 
 def _render_cairo(mol: Chem.Mol, size: int, style: DrawingStyle, black_dummies: bool) -> np.ndarray:
-    drawer = rdMolDraw2D.MolDraw2DCairo(size, size)
-    options = drawer.drawOptions()
-    _apply_style(options, style, use_font_file=True)
-    if black_dummies:
-        options.updateAtomPalette({0: (0.0, 0.0, 0.0)})
-    drawer.DrawMolecule(mol)
-    drawer.FinishDrawing()
-    picture = Image.open(io.BytesIO(drawer.GetDrawingText()))
+    png = _draw(rdMolDraw2D.MolDraw2DCairo(size, size), mol, style, black_dummies, use_font_file=True)
+    picture = Image.open(io.BytesIO(png))
     if picture.mode != "RGB":  # Cairo writes RGB for opaque drawings; be safe about anything else
         background = Image.new("RGB", picture.size, (255, 255, 255))
         background.paste(picture, mask=picture.getchannel("A") if "A" in picture.getbands() else None)

@@ -7,6 +7,8 @@ with the same error handling. It works in a source checkout that was never pip-i
 
 Importable both as `moleclip.training._script` and, from a script in training/ (whose folder Python puts first on
 sys.path), as the plain module `_script`; it imports nothing but the standard library before the package is found.
+Imported the second way, it takes training/ off sys.path again, where its module names (`loop`, `search`, ...) could
+shadow installed packages: everything else is imported through `moleclip`.
 """
 
 from __future__ import annotations
@@ -72,6 +74,10 @@ def ensure_package_importable() -> None:
     for name in [n for n in sys.modules if n == "moleclip" or n.startswith("moleclip.")]:
         del sys.modules[name]  # half-imported leftovers of the failed attempt
     sys.meta_path.insert(0, _SourceTreeFinder(_ROOT, folders))
+
+
+if __name__ == "_script" and sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
 
 
 def run_command(name: str, argv: list[str] | None = None) -> int:

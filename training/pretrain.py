@@ -15,15 +15,6 @@ Examples:
 """
 
 if __name__ == "__main__":
-    import sys
-    from pathlib import Path
+    import _script  # training/_script.py, found because this folder is first on sys.path (it takes it off again)
 
-    # Run as a script, training/ is first on sys.path, where its module names could shadow installed packages.
-    here = Path(__file__).resolve().parent
-    if sys.path and Path(sys.path[0] or ".").resolve() == here:
-        sys.path.pop(0)
-    sys.path.insert(0, str(here))
-    import _script  # noqa: E402  (training/_script.py: makes `moleclip` importable from a source checkout)
-
-    sys.path.remove(str(here))
-    sys.exit(_script.run_command("pretrain"))
+    raise SystemExit(_script.run_command("pretrain"))

@@ -139,7 +139,23 @@ class ImageInputs:
         return model.eval()
 
 
-class EmbeddingInputs:
+class _PrecomputedFeatures:
+    """What the two head-only modes share: a table of features computed once (`self.features`, one row per molecule)
+    read by whole batches, and one optimiser group for the head."""
+
+    features: torch.Tensor
+    collate = staticmethod(pass_batch)
+
+    def eval_batches(self, rows, batch_size) -> Iterator[dict]:
+        rows = torch.as_tensor(np.asarray(rows), dtype=torch.long)
+        for start in range(0, len(rows), batch_size):
+            yield {"features": self.features[rows[start:start + batch_size]]}
+
+    def param_groups(self, model, setting: dict) -> list[dict]:
+        return [_head_group(model.parameters(), setting)]
+
+
+class EmbeddingInputs(_PrecomputedFeatures):
     """Embeddings computed once by the frozen encoder; each run trains a fresh head on them.
 
     Augmentation presets other than "none" are approximated by `views` augmented embeddings of each training molecule,
@@ -162,7 +178,7 @@ class EmbeddingInputs:
                                              progress=progress, on_error="skip")
         self.kept, self.skipped = np.asarray(kept, dtype=np.int64), skipped
         self.smiles = [smiles[i] for i in kept]
-        self.embeds = torch.as_tensor(embeds, dtype=torch.float32)
+        self.features = torch.as_tensor(embeds, dtype=torch.float32)
         self.augmented: dict[str, torch.Tensor] = {}
 
     def prepare_views(self, presets: Sequence[str], rows: np.ndarray) -> None:
@@ -173,7 +189,7 @@ class EmbeddingInputs:
         for p_index, preset in enumerate(AUGMENTATION_PRESETS):
             if preset == "none" or preset not in presets or preset in self.augmented:
                 continue
-            table = torch.zeros((self.views, *self.embeds.shape), dtype=torch.float32)
+            table = torch.zeros((self.views, *self.features.shape), dtype=torch.float32)
             for view in range(self.views):
                 # One generator per (preset, view) walks the molecules in row order: the views depend only on the
                 # molecules to embed, never on the run, so every run of the grid reads the same augmented data.
@@ -187,25 +203,15 @@ class EmbeddingInputs:
     def train_dataset(self, rows, labels, augmentation, seed) -> Dataset:
         rows = torch.as_tensor(np.asarray(rows), dtype=torch.long)
         if augmentation == "none":
-            items = TableItems("features", self.embeds, rows)
+            items = TableItems("features", self.features, rows)
         elif augmentation in self.augmented:
             items = TableItems("features", self.augmented[augmentation], rows, views=self.views)
         else:
             raise RuntimeError(f"no augmented embeddings for preset {augmentation!r}: call prepare_views first")
         return KeyedItems(labels, items, whole_batches=True)
 
-    collate = staticmethod(pass_batch)
-
-    def eval_batches(self, rows, batch_size) -> Iterator[dict]:
-        rows = torch.as_tensor(np.asarray(rows), dtype=torch.long)
-        for start in range(0, len(rows), batch_size):
-            yield {"features": self.embeds[rows[start:start + batch_size]]}
-
     def new_model(self, setting: dict) -> nn.Module:
         return FeatureHeadModel(**_head_settings(self.template, setting))
-
-    def param_groups(self, model, setting: dict) -> list[dict]:
-        return [_head_group(model.parameters(), setting)]
 
     def best_state(self, model) -> dict:
         return _cpu_copy(model.head)
@@ -216,7 +222,7 @@ class EmbeddingInputs:
         return model.eval()
 
 
-class FingerprintInputs:
+class FingerprintInputs(_PrecomputedFeatures):
     """Morgan fingerprints (radius 2, 2048 bits) for the fixed-representation baseline."""
 
     kind = "fingerprint"
@@ -227,30 +233,20 @@ class FingerprintInputs:
 
         result = morgan_fingerprints(list(smiles), radius=FP_RADIUS, n_bits=FP_BITS, progress=progress)
         self.kept, self.skipped = result.kept, result.skipped
-        self.bits = torch.as_tensor(result.bits, dtype=torch.float32)
+        self.features = torch.as_tensor(result.bits, dtype=torch.float32)
         self.model_args = dict(in_features=FP_BITS, num_targets=len(target_names), task=task,
                                regression_loss=regression_loss, hidden_size=hidden_size, num_layers=num_layers,
                                dropout=dropout, target_names=list(target_names))
 
     def train_dataset(self, rows, labels, augmentation, seed) -> Dataset:
-        items = TableItems("features", self.bits, torch.as_tensor(np.asarray(rows), dtype=torch.long))
+        items = TableItems("features", self.features, torch.as_tensor(np.asarray(rows), dtype=torch.long))
         return KeyedItems(labels, items, whole_batches=True)
-
-    collate = staticmethod(pass_batch)
-
-    def eval_batches(self, rows, batch_size) -> Iterator[dict]:
-        rows = torch.as_tensor(np.asarray(rows), dtype=torch.long)
-        for start in range(0, len(rows), batch_size):
-            yield {"features": self.bits[rows[start:start + batch_size]]}
 
     def new_model(self, setting: dict) -> nn.Module:
         args = dict(self.model_args)
         if setting.get("head_dropout") is not None:
             args["dropout"] = float(setting["head_dropout"])
         return FingerprintPredictor(**args)
-
-    def param_groups(self, model, setting: dict) -> list[dict]:
-        return [_head_group(model.parameters(), setting)]
 
     def best_state(self, model) -> dict:
         return _cpu_copy(model)
