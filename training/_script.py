@@ -76,8 +76,8 @@ def ensure_package_importable() -> None:
     sys.meta_path.insert(0, _SourceTreeFinder(_ROOT, folders))
 
 
-if __name__ == "_script" and sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
+if __name__ == "_script":  # imported by a script from this folder, which is on sys.path: take it off again
+    sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
 
 
 def run_command(name: str, argv: list[str] | None = None) -> int:

@@ -15,6 +15,10 @@ Examples:
 """
 
 if __name__ == "__main__":
-    import _script  # training/_script.py, found because this folder is first on sys.path (it takes it off again)
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # to find _script.py beside this file; it leaves again
+    import _script  # noqa: E402
 
     raise SystemExit(_script.run_command("pretrain"))
