@@ -210,7 +210,7 @@ def morgan_fingerprints(
     n_jobs: int | None = None,
     progress: bool = True,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    max_heavy_atoms: int | None = MAX_HEAVY_ATOMS,
+    max_heavy_atoms: int | None = None,
 ) -> FingerprintResult:
     """Folded Morgan (ECFP-like) bit fingerprints from RDKit's ``rdFingerprintGenerator``.
 
@@ -218,7 +218,9 @@ def morgan_fingerprints(
         smiles: SMILES strings.
         radius: Morgan radius (2 gives ECFP4-like features).
         n_bits: fingerprint length.
-        n_jobs, progress, chunk_size, max_heavy_atoms: as for :func:`maccs_keys`.
+        n_jobs, progress, chunk_size: as for :func:`maccs_keys`.
+        max_heavy_atoms: refuse larger molecules; None (the default): no limit, as nothing is drawn (a peptide of
+            300 heavy atoms gets its fingerprint).
     """
     if radius < 0:
         raise ValueError(f"radius must be non-negative, got {radius}")

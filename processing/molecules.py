@@ -18,6 +18,10 @@ from rdkit import Chem, RDLogger
 # Molecules above this many heavy atoms are refused before drawing: RDKit can spend minutes laying out a protein-sized
 # SMILES, and a 224 px picture of it carries no readable structure anyway.
 MAX_HEAVY_ATOMS = 250
+# Strings longer than this are refused before RDKit sees them: parsing a 1 MB string takes seconds and hundreds of MB
+# only to be refused by the heavy-atom limit afterwards. 250 heavy atoms written with brackets, stereo, charges and
+# ring closures stay far below it.
+MAX_SMILES_LENGTH = 10_000
 
 
 def shorten(smiles: str, limit: int = 80) -> str:
@@ -72,8 +76,30 @@ def _rdkit_reason(smiles: str) -> str:
     return lines[0] if lines else "could not be parsed"
 
 
-def to_mol(item, index: int | None = None, max_heavy_atoms: int = MAX_HEAVY_ATOMS) -> Chem.Mol:
-    """Return an RDKit molecule for a SMILES string or molecule, or raise :class:`InvalidMoleculeError`."""
+def _refuse_text(smiles: str, index: int | None) -> None:
+    """Refuse text that RDKit would read as something other than the one SMILES it looks like.
+
+    RDKit takes whatever follows a space, tab or newline as the molecule's name (so "CCO CCN" would be ethanol), stops
+    at a NUL byte, and skips characters it does not know ("CCÖ" would be ethane): none of these may pass silently.
+    """
+    for position, char in enumerate(smiles):
+        if char.isspace():
+            raise InvalidMoleculeError(smiles, index, f"holds whitespace at character {position + 1}: one SMILES per entry "
+                                       "(RDKit would read only the part before it and take the rest as a name)")
+        if not char.isprintable() or ord(char) > 127:
+            raise InvalidMoleculeError(smiles, index, f"holds the character {char!r} at character {position + 1}, which "
+                                       "is not part of SMILES")
+
+
+def to_mol(item, index: int | None = None, max_heavy_atoms: int | None = MAX_HEAVY_ATOMS) -> Chem.Mol:
+    """Return an RDKit molecule for a SMILES string or molecule, or raise :class:`InvalidMoleculeError`.
+
+    Anything that is not one SMILES is refused with the reason: an empty entry, a missing value (None, NaN), a number
+    or bytes, whitespace or control characters inside the string, characters outside SMILES' ASCII alphabet, a string
+    over `MAX_SMILES_LENGTH` characters, query features (SMARTS such as `[#6]~[#7]`), or more heavy atoms than
+    `max_heavy_atoms` (the drawing limit; None where nothing is drawn, as for fingerprints). Leading and trailing
+    whitespace is removed first (a table cell " CCO" is CCO).
+    """
     if isinstance(item, Chem.Mol):
         mol = item
         smiles = Chem.MolToSmiles(mol) if mol.GetNumAtoms() else ""
@@ -81,17 +107,22 @@ def to_mol(item, index: int | None = None, max_heavy_atoms: int = MAX_HEAVY_ATOM
         smiles = item.strip()
         if not smiles:
             raise InvalidMoleculeError(item, index, "is empty")
+        if len(smiles) > MAX_SMILES_LENGTH:
+            raise InvalidMoleculeError(smiles, index, f"is {len(smiles):,} characters long, more than the "
+                                       f"{MAX_SMILES_LENGTH:,} this package reads")
+        _refuse_text(smiles, index)
         with quiet_rdkit():
             mol = Chem.MolFromSmiles(smiles)
         if mol is None:
             raise InvalidMoleculeError(smiles, index, f"could not be parsed ({_rdkit_reason(smiles)})")
     else:
-        raise TypeError(
-            f"Expected a SMILES string or an RDKit Mol at position {index}, got {type(item).__name__}"
-        )
+        # Missing cells (None, NaN), numbers and bytes: a bad entry like any other, so `on_error="skip"` skips it.
+        raise InvalidMoleculeError(repr(item), index, f"is not a SMILES string (a {type(item).__name__})")
     if mol.GetNumAtoms() == 0:
         raise InvalidMoleculeError(smiles, index, "has no atoms")
-    if mol.GetNumHeavyAtoms() > max_heavy_atoms:
+    if mol.HasQuery():
+        raise InvalidMoleculeError(smiles, index, "has query features (a SMARTS pattern, not one molecule)")
+    if max_heavy_atoms is not None and mol.GetNumHeavyAtoms() > max_heavy_atoms:
         raise InvalidMoleculeError(
             smiles, index, f"has {mol.GetNumHeavyAtoms()} heavy atoms, more than the {max_heavy_atoms} this package draws"
         )
@@ -99,7 +130,7 @@ def to_mol(item, index: int | None = None, max_heavy_atoms: int = MAX_HEAVY_ATOM
 
 
 def parse_many(
-    items: Iterable, on_error: str = "raise", max_heavy_atoms: int = MAX_HEAVY_ATOMS
+    items: Iterable, on_error: str = "raise", max_heavy_atoms: int | None = MAX_HEAVY_ATOMS
 ) -> tuple[list[Chem.Mol], list[int], list[SkippedMolecule]]:
     """Parse a batch. Returns (molecules, indices of the kept inputs, skipped entries).
 

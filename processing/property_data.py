@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..tasks import TASK_TYPES, infer_task
-from .molecules import MAX_HEAVY_ATOMS, SkippedMolecule, parse_many
+from .molecules import SkippedMolecule, parse_many
 from .tables import ColumnNotFoundError, read_molecule_table
 
 __all__ = [
@@ -359,7 +359,7 @@ def load_property_dataset(
     target_columns: Sequence[str] | None = None,
     task: str | None = None,
     data_dir: str | os.PathLike | None = None,
-    max_heavy_atoms: int = MAX_HEAVY_ATOMS,
+    max_heavy_atoms: int | None = None,
 ) -> PropertyDataset:
     """Load a property table: a named set (see ``DATASETS``) or a CSV / TSV / Parquet file (gzipped or not), read by
     :func:`tables.read_molecule_table`.
@@ -374,7 +374,9 @@ def load_property_dataset(
         data_dir: folder holding the named sets; defaults to ``$MOLECLIP_DATA_DIR``, else ``shared/data`` beside the
             checkout (:func:`resolve_data_dir`). Named MoleculeNet sets that are
             not there are downloaded from the DeepChem mirror when online.
-        max_heavy_atoms: molecules larger than this are left out like unparsable ones (they cannot be drawn).
+        max_heavy_atoms: molecules larger than this are left out like unparsable ones. None (the default): no limit
+            here, as fingerprints need none; the modes that draw leave out, and report, what cannot be drawn
+            (`molecules.MAX_HEAVY_ATOMS`).
 
     Rows whose SMILES do not parse are left out, reported in a warning and in ``.skipped`` with their file lines.
     """

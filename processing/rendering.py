@@ -347,7 +347,7 @@ class CoordinateCache:
                     self._entries.move_to_end(key)
                     self.hits += 1
                     return entry[1]
-        mol = to_mol(item, index)  # raises TypeError for anything but str / Mol
+        mol = to_mol(item, index)  # the drawing limit applies: this molecule is about to be drawn
         try:
             prepared = prepare_for_drawing(mol)
         except InvalidMoleculeError as err:

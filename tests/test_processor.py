@@ -276,7 +276,9 @@ def test_huge_molecule_is_refused_clearly(processor):
 
 
 def test_wrong_inputs(processor):
-    with pytest.raises(TypeError):
+    from moleclip.processing.molecules import InvalidMoleculeError
+
+    with pytest.raises(InvalidMoleculeError, match="not a SMILES string"):  # a bad entry, skippable like any other
         processor([3.14])
     with pytest.raises(TypeError):
         processor(3.14)

@@ -42,7 +42,6 @@ HARD = {
     "complex": "Cl[Pt](Cl)([NH3])[NH3]",
     "stereo": "C[C@H](N)C(=O)O.F/C=C/F",
     "dative": "N->[Cu+2]<-N",
-    "query_bond": "C~C",
     "radical": "[CH2]C",
     "isotope": "[2H]C([2H])([2H])Cl",
     "chain_200": "C" * 200,
@@ -166,8 +165,10 @@ def test_coordinate_cache_reuses_evicts_and_reports_bad_input():
     with pytest.raises(InvalidMoleculeError) as info:
         cache.get("C1CC(", index=5)
     assert info.value.index == 5 and "C1CC(" in str(info.value)
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidMoleculeError, match="not a SMILES string"):
         cache.get(42)
+    with pytest.raises(InvalidMoleculeError, match="query features"):  # SMARTS is not one molecule to draw
+        cache.get("C~C")
     with pytest.raises(ValueError):
         CoordinateCache(max_size=0)
     clone = pickle.loads(pickle.dumps(cache))

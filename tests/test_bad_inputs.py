@@ -1,0 +1,79 @@
+"""A catalogue of inputs the package must refuse (or handle) rather than answer wrongly: one row per class of case.
+
+To add a case, add a row to the table of its kind; each row says what comes in and what the message must say.
+"""
+
+import time
+
+import numpy as np
+import pytest
+
+from moleclip.processing.molecules import MAX_SMILES_LENGTH, InvalidMoleculeError, parse_many, to_mol
+
+# ------------------------------------------------------------------------------------------------------- molecules
+# (case, entry, words the reason must contain). Each would otherwise be read as something else, or crash a batch.
+REFUSED_MOLECULES = [
+    ("two molecules separated by a space", "CCO CCN", "whitespace at character 4"),
+    ("two molecules separated by a newline", "CCO\nCCN", "whitespace at character 4"),
+    ("a table cell with a name after the SMILES", "c1ccsc1 CCN", "whitespace at character 8"),
+    ("a tab inside", "CC\tO", "whitespace at character 3"),
+    ("a non-ASCII letter RDKit would skip", "CCÖ", "'Ö' at character 3"),
+    ("a NUL byte RDKit would stop at", "CCO\x00", "'\\x00' at character 4"),
+    ("another control character", "C\x07C", "'\\x07' at character 2"),
+    ("a SMARTS query", "[#6]~[#7]", "query features"),
+    ("a query bond", "C~C", "query features"),
+    ("a missing cell (None)", None, "not a SMILES string (a NoneType)"),
+    ("a missing cell (NaN)", float("nan"), "not a SMILES string (a float)"),
+    ("a number", 42, "not a SMILES string (a int)"),
+    ("bytes", b"CCO", "not a SMILES string (a bytes)"),
+    ("an empty string", "", "is empty"),
+    ("only whitespace", "   ", "is empty"),
+    ("unparsable text", "C1CC(", "could not be parsed"),
+    ("a string far longer than any drawable molecule", "C" * (MAX_SMILES_LENGTH + 1), "characters long"),
+]
+
+
+@pytest.mark.parametrize("case, entry, reason", REFUSED_MOLECULES, ids=[row[0] for row in REFUSED_MOLECULES])
+def test_entries_that_are_not_one_smiles_are_refused_with_the_reason(case, entry, reason):
+    with pytest.raises(InvalidMoleculeError) as info:
+        to_mol(entry, index=7)
+    assert reason in info.value.reason and info.value.index == 7
+
+
+def test_skip_mode_skips_every_bad_entry_and_keeps_the_order():
+    entries = ["CCO", *[row[1] for row in REFUSED_MOLECULES], "c1ccccc1"]
+    mols, kept, skipped = parse_many(entries, on_error="skip")
+    assert kept == [0, len(entries) - 1] and len(mols) == 2
+    assert [s.index for s in skipped] == list(range(1, len(entries) - 1))
+
+
+def test_outer_whitespace_is_not_an_error():
+    assert to_mol("  CCO\n").GetNumAtoms() == 3
+
+
+def test_a_megabyte_string_is_refused_before_rdkit_parses_it():
+    started = time.perf_counter()
+    with pytest.raises(InvalidMoleculeError, match="characters long"):
+        to_mol("C" * 1_000_000)
+    assert time.perf_counter() - started < 1.0  # RDKit would take seconds; the length check takes microseconds
+
+
+def test_the_drawing_limit_applies_to_drawing_only():
+    from moleclip.processing.fingerprints import morgan_fingerprints
+
+    peptide = "N" + "CC(=O)N" * 80 + "CC(=O)O"  # 323 heavy atoms: too large to draw, a fine fingerprint
+    with pytest.raises(InvalidMoleculeError, match="more than the 250 this package draws"):
+        to_mol(peptide)
+    result = morgan_fingerprints([peptide, "CCO"], progress=False)
+    assert list(result.kept) == [0, 1] and result.bits[0].sum() > 0
+
+
+def test_the_processor_skips_a_column_with_missing_cells():
+    import pandas as pd
+
+    from moleclip.processing.image_processing_moleclip import MoleCLIPImageProcessor
+
+    column = pd.Series(["CCO", None, "c1ccccc1", np.nan, "CCO CCN"])
+    out = MoleCLIPImageProcessor(size=32)(column.tolist(), on_error="skip")
+    assert out["kept_indices"].tolist() == [0, 2] and out["pixel_values"].shape[0] == 2
+    assert [s.index for s in out.skipped] == [1, 3, 4]
