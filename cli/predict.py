@@ -53,7 +53,7 @@ def load_predictor(spec: str):
     from moleclip import MoleCLIPForPropertyPrediction
     from moleclip.training.hub import load_backbone, load_processor
 
-    model = load_backbone(spec, MoleCLIPForPropertyPrediction)
+    model = load_backbone(spec, MoleCLIPForPropertyPrediction, new_heads=False)  # every weight from the checkpoint
     return model.eval(), load_processor(spec)
 
 

@@ -77,3 +77,37 @@ def test_the_processor_skips_a_column_with_missing_cells():
     out = MoleCLIPImageProcessor(size=32)(column.tolist(), on_error="skip")
     assert out["kept_indices"].tolist() == [0, 2] and out["pixel_values"].shape[0] == 2
     assert [s.index for s in out.skipped] == [1, 3, 4]
+
+
+# ----------------------------------------------------------------------------------------------------- checkpoints
+def _property_model_dir(folder):
+    from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPImageProcessor
+    from moleclip.training.hub import save_model_dir
+
+    model = MoleCLIPForPropertyPrediction(MoleCLIPConfig.from_preset("tiny", num_targets=1))
+    return save_model_dir(folder, model, MoleCLIPImageProcessor(size=model.config.vision_config.image_size))
+
+
+@pytest.mark.parametrize("damage", ["head removed", "encoder tensor removed", "extra tensor added"])
+def test_predict_refuses_a_checkpoint_that_would_give_random_predictions(tmp_path, capsys, damage):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from moleclip_cli.main import main
+
+    folder = _property_model_dir(tmp_path / "model")
+    weights = load_file(str(folder / "model.safetensors"))
+    if damage == "head removed":
+        weights = {k: v for k, v in weights.items() if not k.startswith("head.")}
+    elif damage == "encoder tensor removed":
+        weights.pop(next(k for k in weights if "encoder.layers.1" in k))
+    else:
+        weights["moleclip.vision_model.extra.weight"] = torch.zeros(2)
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (tmp_path / "new.smi").write_text("CCO\nc1ccccc1\n")
+    capsys.readouterr()  # what saving the checkpoint printed
+    status = main(["predict", "--model", str(folder), "--input", str(tmp_path / "new.smi"),
+                   "--output", str(tmp_path / "out.csv"), "--no-progress"])
+    assert status == 2 and not (tmp_path / "out.csv").exists()
+    error = capsys.readouterr().err
+    assert "would use random weights" in error and error.count("\n") == 1

@@ -147,8 +147,13 @@ def check_init_factor(spec: str, init_factor: float) -> None:
 
 
 def load_backbone(spec: str = DEFAULT_BACKBONE, model_class=MoleCLIPModel, init_factor: float | None = None,
-                  **config_overrides):
+                  new_heads: bool = True, **config_overrides):
     """Build `model_class` (MoleCLIPModel or MoleCLIPForPropertyPrediction) from a backbone specification.
+
+    `new_heads=True` (finetuning, pretraining): a checkpoint without the property head or pseudo-label classifiers the
+    job needs gets new ones, announced in one line. `new_heads=False` (inference): every tensor the model needs must
+    be in the checkpoint with its shape, and nothing else may be, or the checkpoint is refused: a prediction never
+    comes from random weights.
 
     `config_overrides` set fields of the MoleCLIP config (heads, targets...). For a MoleCLIP checkpoint they are
     applied on top of the saved config; head weights whose shape changes are re-initialised.
@@ -183,7 +188,7 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, model_class=MoleCLIPModel, init_
             with _quiet_loading():
                 model, info = model_class.from_pretrained(spec, config=config, dtype="float32",
                                                           ignore_mismatched_sizes=True, output_loading_info=True)
-            _check_loaded(model_class, spec, info)
+            _check_loaded(model_class, spec, info, new_heads)
             return model
         if model_type in ("clip", "clip_vision_model"):
             return model_class.from_clip(spec, **config_overrides)
@@ -229,17 +234,22 @@ def _quiet_loading():
             hf_logging.enable_progress_bar()
 
 
-def _check_loaded(model_class, spec: str, info: dict) -> None:
-    """Refuse a checkpoint whose encoder weights are missing or reshaped; announce freshly initialised heads in one line."""
+def _check_loaded(model_class, spec: str, info: dict, new_heads: bool = True) -> None:
+    """Refuse a checkpoint whose weights are missing or reshaped (any of them when `new_heads` is False, the encoder's
+    always); announce freshly initialised heads in one line."""
     missing = list(info.get("missing_keys") or [])
     reshaped = [entry[0] if isinstance(entry, (tuple, list)) else entry for entry in info.get("mismatched_keys") or []]
+    unexpected = list(info.get("unexpected_keys") or [])
+    problems = missing + reshaped + ([] if new_heads else unexpected)
     fresh = {}
-    for key in missing + reshaped:
+    for key in problems:
         part = next((name for prefix, name in _FRESH_PARTS.items() if key.startswith(prefix)), None)
-        if part is None:
-            raise ValueError(f"{spec}: the checkpoint lacks or reshapes weights the model needs ({key}"
-                             f"{f' and {len(missing) + len(reshaped) - 1} more' if len(missing) + len(reshaped) > 1 else ''})"
-                             "; it is not a complete MoleCLIP checkpoint for this model")
+        if part is None or not new_heads:
+            what = "lacks, reshapes or adds weights" if not new_heads else "lacks or reshapes weights the model needs"
+            raise ValueError(f"{spec}: the checkpoint {what} ({key}"
+                             f"{f' and {len(problems) - 1} more' if len(problems) > 1 else ''}); it is not a complete "
+                             f"{model_class.__name__} checkpoint" + ("" if new_heads else ", and predicting from it "
+                                                                     "would use random weights"))
         fresh[part] = "reshaped" if key in reshaped and part not in fresh else fresh.get(part, "absent")
     for part, why in fresh.items():
         cause = "has none" if why == "absent" else "has one of another shape"
