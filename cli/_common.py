@@ -29,21 +29,25 @@ def read_input(path: str, smiles_column: str | None = None, limit: int | None = 
 
 
 def check_output_suffix(path: str, allowed=TABLE_SUFFIXES, option: str = "--output") -> None:
-    """Refuse an output name of a type the command cannot write, before any work is done."""
+    """Refuse an output the command cannot write (a type it does not know, a place it may not write), before any
+    work is done."""
+    from moleclip.training.outputs import check_writable
+
     if not str(path).lower().endswith(tuple(allowed)):
         raise ValueError(f"{option} {path}: unsupported file type; use one of {', '.join(allowed)}")
+    check_writable(path, option)
 
 
 def write_table(frame, path: str) -> None:
-    """Write a table as CSV, TSV (gzipped when the name ends in .gz) or Parquet, creating the folder."""
+    """Write a table as CSV, TSV (gzipped when the name ends in .gz) or Parquet, creating the folder; atomically."""
+    from moleclip.training.outputs import write_atomically
+
     check_output_suffix(path)
-    path_ = Path(path)
-    name = path_.name.lower()
-    path_.parent.mkdir(parents=True, exist_ok=True)
+    name = Path(path).name.lower()
     if name.endswith(".parquet"):
-        frame.to_parquet(path_, index=False)
+        write_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))
     else:
-        frame.to_csv(path_, index=False, sep="\t" if ".tsv" in name else ",")
+        write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, sep="\t" if ".tsv" in name else ","))
 
 
 def report_skipped(skipped, total: int, what: str = "their rows are left out of the output") -> None:

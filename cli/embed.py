@@ -52,9 +52,10 @@ def run(args) -> int:
         raise ValueError(f"none of the {len(frame)} molecules in {args.input} could be drawn; nothing written")
     out = Path(args.output)
     if out.suffix == ".npy":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, embeddings.astype(np.float32))
-        np.save(out.with_suffix(".rows.npy"), kept)
+        from moleclip.training.outputs import write_atomically
+
+        write_atomically(out.with_suffix(".rows.npy"), lambda tmp: np.save(tmp, np.asarray(kept)))
+        write_atomically(out, lambda tmp: np.save(tmp, embeddings.astype(np.float32)))
     else:
         rows = frame.iloc[kept].reset_index(drop=True)
         write_table(pd.concat([rows, pd.DataFrame(embedding_columns(embeddings))], axis=1), args.output)

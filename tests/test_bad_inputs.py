@@ -111,3 +111,43 @@ def test_predict_refuses_a_checkpoint_that_would_give_random_predictions(tmp_pat
     assert status == 2 and not (tmp_path / "out.csv").exists()
     error = capsys.readouterr().err
     assert "would use random weights" in error and error.count("\n") == 1
+
+
+# --------------------------------------------------------------------------------------------------------- outputs
+def test_an_unwritable_output_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    import os
+
+    from moleclip.training import outputs
+    from moleclip_cli.main import main
+
+    (tmp_path / "new.smi").write_text("CCO\n")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    # a read-only folder, as a non-root user or a read-only mount sees it (root may write anywhere, so say it here)
+    real_access = os.access
+    monkeypatch.setattr(outputs.os, "access", lambda p, mode: False if str(p).startswith(str(locked))
+                        else real_access(p, mode))
+    status = main(["embed", "--model", "tiny", "--input", str(tmp_path / "new.smi"),
+                   "--output", str(locked / "sub" / "emb.csv"), "--no-progress"])
+    assert status == 2 and "permission denied" in capsys.readouterr().err
+    assert not (locked / "sub").exists()
+    (tmp_path / "folder.csv").mkdir()
+    status = main(["embed", "--model", "tiny", "--input", str(tmp_path / "new.smi"),
+                   "--output", str(tmp_path / "folder.csv"), "--no-progress"])
+    assert status == 2 and "a folder is in the way" in capsys.readouterr().err
+
+
+def test_a_failed_write_leaves_the_previous_file_whole(tmp_path):
+    from moleclip.training.outputs import write_atomically
+
+    target = tmp_path / "predictions.csv"
+    target.write_text("id,prediction\n1,0.5\n")
+
+    def half_then_disk_full(tmp):
+        tmp.write_text("id,prediction\n1,")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        write_atomically(target, half_then_disk_full)
+    assert target.read_text() == "id,prediction\n1,0.5\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]  # no temporary file left behind

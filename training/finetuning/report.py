@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from moleclip.processing.property_data import PropertyDataset
+from moleclip.training.outputs import write_atomically, write_text_atomically
 from moleclip.training.search import public_view, setting_name
 
-__all__ = ["write_results", "results_markdown", "per_target_markdown", "protocol_text", "model_index", "write_plots", "write_text_atomic"]
+__all__ = ["write_results", "results_markdown", "per_target_markdown", "protocol_text", "model_index", "write_plots"]
 
 OPTIMIZER_TEXT = {
     "adam": "Adam (L2 weight decay added to the gradient, as torch.optim.Adam and the paper's code)",
@@ -27,17 +27,9 @@ OPTIMIZER_TEXT = {
 BETAS_TEXT = "betas (0.9, 0.98), eps 1e-6 for the encoder; PyTorch's defaults (0.9, 0.999), eps 1e-8 for the head"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder, renamed when complete."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_results(output_dir: Path, results: dict, markdown: str) -> None:
-    write_text_atomic(output_dir / "results.json", json.dumps(public_view(results), indent=2, allow_nan=True))
-    write_text_atomic(output_dir / "results.md", markdown + "\n")
+    write_text_atomically(output_dir / "results.json", json.dumps(public_view(results), indent=2, allow_nan=True))
+    write_text_atomically(output_dir / "results.md", markdown + "\n")
 
 
 def selection_text(task: str, n_targets: int, select_key: str, regression_loss: str | None) -> str:
@@ -125,9 +117,7 @@ def write_plots(output_dir: Path, data: PropertyDataset, kept: dict, metric: str
     for j, target in enumerate(data.target_names):
         table[target] = data.targets[rows, j]
         table[f"predicted_{target}"] = pred[:, j]
-    tmp = folder / ".test_predictions.csv.tmp"
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, folder / "test_predictions.csv")
+    write_atomically(folder / "test_predictions.csv", lambda tmp: table.to_csv(tmp, index=False))
     written["test_predictions"] = str(folder / "test_predictions.csv")
     return written
 
