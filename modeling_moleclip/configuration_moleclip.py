@@ -122,6 +122,33 @@ class MoleCLIPConfig(PreTrainedConfig):
             raise ValueError(f"target_std must be positive, got {self.target_std}")
         if self.head_num_layers < 0 or not 0.0 <= self.head_dropout < 1.0:
             raise ValueError("head_num_layers must be >= 0 and head_dropout in [0, 1)")
+        self._check_sizes()
+
+    def _check_sizes(self):
+        """Refuse shapes no real model has before anything is allocated: a config.json (or a converted .pth) that
+        declares a million layers or a million-wide model would otherwise allocate until the machine stops it."""
+        vision = self.vision_config
+        get = (lambda name: vision.get(name)) if isinstance(vision, dict) else (lambda name: getattr(vision, name, None))
+        bounds = {"hidden_size": 16_384, "intermediate_size": 65_536, "num_hidden_layers": 256,
+                  "num_attention_heads": 512, "image_size": 4_096, "patch_size": 4_096, "num_channels": 16}
+        for name, limit in bounds.items():
+            value = get(name)
+            if value is not None and not 1 <= int(value) <= limit:
+                raise ValueError(f"vision_config.{name} = {value} is outside 1..{limit:,}: not a model this package "
+                                 "builds (a damaged or hostile config?)")
+        for name, value, limit in (("projection_dim", self.projection_dim, 16_384),
+                                   ("head_hidden_size", self.head_hidden_size, 65_536),
+                                   ("head_num_layers", self.head_num_layers + 1, 65),
+                                   ("num_targets", self.num_targets, 100_000),
+                                   *(("pseudo_label_classes", k, 10_000_000) for k in self.pseudo_label_classes)):
+            if not 1 <= int(value) <= limit:
+                raise ValueError(f"{name} = {value} is outside the sizes this package builds")
+        hidden, layers = get("hidden_size"), get("num_hidden_layers")
+        image, patch = get("image_size"), get("patch_size")
+        if hidden and layers and int(hidden) ** 2 * int(layers) * 12 > 20e9:
+            raise ValueError(f"a vision tower of {layers} layers of width {hidden} has more than 20 billion weights")
+        if image and patch and (int(image) // int(patch)) ** 2 > 65_536:
+            raise ValueError(f"image_size {image} with patch_size {patch} gives more than 65,536 patches")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "MoleCLIPConfig":

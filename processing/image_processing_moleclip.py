@@ -32,6 +32,10 @@ from .rendering import DEFAULT_BACKEND, CoordinateCache, DrawingBackendError, Dr
 
 __all__ = ["CHANNEL_ORDERS", "MoleCLIPImageProcessor", "MoleCLIPImageProcessorKwargs"]
 
+# Larger pictures are refused when the processor is built: a saved preprocessor_config.json with size 20000 would
+# otherwise allocate gigabytes for every drawing.
+MAX_SIZE = 4096
+
 CHANNEL_ORDERS = ("rgb", "bgr")
 
 # Keys a saved preprocessor_config.json may hold besides the settings.
@@ -77,7 +81,7 @@ class MoleCLIPImageProcessor(PilBackend):
             (mean 0.4815 on the blue channel), and a converted checkpoint's processor says "bgr".
         cache_size (`int`, 100000): molecules whose 2D coordinates are kept, so repeated drawing skips the layout.
 
-    Standard settings (transformers' names and meanings): `size` ({"height": n, "width": n}, square, at least 16;
+    Standard settings (transformers' names and meanings): `size` ({"height": n, "width": n}, square, 16 to 4096;
     an int n is read as n x n), `do_resize` / `resample` (given images are resized to `size`, bicubic by default;
     drawings are made at `size`), `do_rescale` / `rescale_factor` (x 1/255), `do_normalize` / `image_mean` /
     `image_std` (OpenAI CLIP's), `do_convert_rgb` (given images to RGB, transparency onto white; False keeps their
@@ -340,8 +344,8 @@ def _check_settings(s: dict) -> None:
         raise ValueError(f"size must be {{'height': n, 'width': n}} (or an int n), got {dict(size)}")
     if size.height != size.width:
         raise ValueError(f"size must be square (molecules are drawn on square canvases), got {dict(size)}")
-    if size.height < 16:
-        raise ValueError(f"size must be at least 16 pixels, got {size.height}")
+    if not 16 <= size.height <= MAX_SIZE:
+        raise ValueError(f"size must be 16 to {MAX_SIZE} pixels, got {size.height}")
     refused = {
         "do_center_crop": (s["do_center_crop"], "cropping would cut atoms off the drawing; choose `size` instead"),
         "crop_size": (s["crop_size"], "MoleCLIP never crops (it would cut atoms off the drawing); choose `size` instead"),

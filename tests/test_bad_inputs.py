@@ -151,3 +151,40 @@ def test_a_failed_write_leaves_the_previous_file_whole(tmp_path):
         write_atomically(target, half_then_disk_full)
     assert target.read_text() == "id,prediction\n1,0.5\n"
     assert [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]  # no temporary file left behind
+
+
+# ------------------------------------------------------------------------------------------------ untrusted configs
+HOSTILE_CONFIGS = [
+    ("a million layers", {"vision_config": {"num_hidden_layers": 1_000_000}}, "num_hidden_layers"),
+    ("a million-wide model", {"vision_config": {"hidden_size": 1_200_000}}, "hidden_size"),
+    ("huge pictures", {"vision_config": {"image_size": 20_000}}, "image_size"),
+    ("billions of weights", {"vision_config": {"hidden_size": 8192, "num_hidden_layers": 256,
+                                               "num_attention_heads": 16}}, "20 billion"),
+    ("a gigantic head", {"head_hidden_size": 10_000_000}, "head_hidden_size"),
+]
+
+
+@pytest.mark.parametrize("case, settings, words", HOSTILE_CONFIGS, ids=[row[0] for row in HOSTILE_CONFIGS])
+def test_configs_no_real_model_has_are_refused_before_allocating(tmp_path, case, settings, words):
+    import json
+
+    from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction
+
+    with pytest.raises(ValueError, match=words):
+        MoleCLIPConfig(**settings)
+    # the same through a saved config.json, as a downloaded checkpoint would bring it
+    MoleCLIPConfig.from_preset("tiny").save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    for key, value in settings.items():
+        saved[key] = {**saved[key], **value} if isinstance(value, dict) else value
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=words):
+        MoleCLIPForPropertyPrediction.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("size", [0, -3, 20_000])
+def test_processor_sizes_out_of_range_are_refused_at_construction(size):
+    from moleclip.processing.image_processing_moleclip import MoleCLIPImageProcessor
+
+    with pytest.raises(ValueError, match="size must be 16 to 4096 pixels"):
+        MoleCLIPImageProcessor(size=size)

@@ -192,8 +192,8 @@ def test_given_images_of_every_kind(processor):
 
 @pytest.mark.parametrize("setting, message", [
     (dict(do_center_crop=True), "do_center_crop"), (dict(crop_size=200), "crop_size"), (dict(do_pad=True), "do_pad"),
-    (dict(pad_size=300), "pad_size"), (dict(size={"height": 200, "width": 100}), "square"), (dict(size=0), "at least 16"),
-    (dict(size=-5), "at least 16"), (dict(size={"shortest_edge": 224}), "height"), (dict(default_to_square=False), "square"),
+    (dict(pad_size=300), "pad_size"), (dict(size={"height": 200, "width": 100}), "square"), (dict(size=0), "16 to 4096"),
+    (dict(size=-5), "16 to 4096"), (dict(size={"shortest_edge": 224}), "height"), (dict(default_to_square=False), "square"),
     (dict(channel_order="brg"), "channel_order"), (dict(drawing_backend="auto"), "drawing backend"),
     (dict(augmentation="extreme"), "augmentation preset"), (dict(disable_grouping=True), "disable_grouping"),
     (dict(image_std=[0.0, 1.0, 1.0]), "image_std"), (dict(data_format="channels_middle"), "data_format"),
