@@ -112,6 +112,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("output")
     g.add_argument("--output-dir", required=True)
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier job in --output-dir (refused without it)")
     g.add_argument("--push-to-hub", default=None, metavar="REPO", help="upload the saved model with its model card")
     g.add_argument("--hub-private", action="store_true")
     g.add_argument("--no-plots", action="store_true")

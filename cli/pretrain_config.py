@@ -24,12 +24,15 @@ import types
 import typing
 from dataclasses import dataclass, field
 
-__all__ = ["PretrainConfig", "CONFIG_FILE", "PSEUDO_LABEL_FILE", "RESULTS_FILE", "MODEL_DIR", "KILL_ENV"]
+__all__ = ["PretrainConfig", "CONFIG_FILE", "PSEUDO_LABEL_FILE", "RESULTS_FILE", "MODEL_DIR", "KILL_ENV", "RUN_OUTPUTS"]
 
 CONFIG_FILE = "pretrain_config.json"
 PSEUDO_LABEL_FILE = "pseudo_labels.parquet"
 RESULTS_FILE = "training_results.json"
 MODEL_DIR = "model"
+# What a run writes in its folder (see the layout above): present before a run starts means another run is there.
+RUN_OUTPUTS = (CONFIG_FILE, PSEUDO_LABEL_FILE, "pseudo_labels.json", "metrics.csv", "tensorboard",
+               "validation_initial.json", "checkpoints", RESULTS_FILE, MODEL_DIR)
 # Test hook: the process SIGKILLs itself when it is about to run this optimizer step (fault-tolerance tests).
 KILL_ENV = "MOLECLIP_TEST_KILL_AT_STEP"
 # Settings renamed since they were first written to pretrain_config.json: old name -> new name.
@@ -100,6 +103,8 @@ class PretrainConfig:
     eval_every: int | None = field(default=500, metadata=_opt("validation every N optimizer steps (none: only at the end)"))
     log_every: int = field(default=10, metadata=_opt("metrics row every N optimizer steps"))
     resume: str | None = field(default=None, metadata=_opt("'latest' or a checkpoint folder to continue from"))
+    overwrite: bool = field(default=False, metadata=_opt(
+        "replace an earlier run in --output-dir (refused without it, unless resuming)"))
     push_to_hub: str | None = field(default=None, metadata=_opt("upload the final model to this Hub repo (org/name)"))
     hub_private: bool = field(default=False, metadata=_opt("create the Hub repo as private"))
     progress: bool = field(default=True, metadata=_opt("tqdm progress bars"))

@@ -188,3 +188,48 @@ def test_processor_sizes_out_of_range_are_refused_at_construction(size):
 
     with pytest.raises(ValueError, match="size must be 16 to 4096 pixels"):
         MoleCLIPImageProcessor(size=size)
+
+
+# ------------------------------------------------------------------------------------------------------ run folders
+def test_one_job_per_folder_unless_overwrite_which_leaves_no_stale_results(tmp_path):
+    import pandas as pd
+
+    from moleclip_cli.finetune import build_parser, run
+
+    data = tmp_path / "data.csv"
+    pd.DataFrame({"smiles": ["C" * k + s for k in range(1, 6) for s in ("", "O", "N")],
+                  "y": [float(k) for k in range(15)]}).to_csv(data, index=False)
+
+    def job(*extra):
+        argv = ["--dataset", str(data), "--output-dir", str(tmp_path / "out"), "--baseline", "fingerprint", "--split",
+                "random", "--seeds", "1", "--epochs", "1", "--no-progress", *extra]
+        return run(build_parser().parse_args(argv))
+
+    job("--head-lr", "1e-3", "4e-4")
+    assert (tmp_path / "out" / "runs" / "search" / "head_lr=0.0004").is_dir()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        job("--head-lr", "1e-3")
+    job("--head-lr", "1e-3", "--overwrite")
+    assert not (tmp_path / "out" / "runs" / "search" / "head_lr=0.0004").exists()  # the earlier grid is gone
+    assert not (tmp_path / "out" / ".moleclip.lock").exists()
+
+
+def test_a_folder_held_by_a_live_process_is_refused(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from moleclip.training.outputs import FolderInUseError, hold_run_folder
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / ".moleclip.lock").write_text(str(holder.pid))
+        with pytest.raises(FolderInUseError, match=f"pid {holder.pid}"):
+            with hold_run_folder(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with hold_run_folder(tmp_path):  # the holder died: its lock is taken over
+        assert (tmp_path / ".moleclip.lock").read_text() == str(os.getpid())
+    assert not (tmp_path / ".moleclip.lock").exists()

@@ -399,8 +399,13 @@ def test_tiny_pretraining_saves_a_loadable_model_and_pushes_it(tmp_path, smi_fil
     uploaded = hub.calls[1][2]
     assert uploaded == sorted(p.name for p in model_dir.iterdir())  # the model folder, nothing of the run around it
     assert json.loads((out / "training_results.json").read_text())["hub_commit"].endswith("/commit/0123")
-    with pytest.raises(ValueError, match="--resume latest"):  # a second run may not overwrite the first by accident
+    with pytest.raises(FileExistsError, match="--resume latest"):  # a second run may not overwrite the first by accident
         pretrain(PretrainConfig.from_args(tiny_args(smi_file, out, "--max-steps", "4")))
+    # ... but may replace it when told to: nothing of the first run is left beside the second's results
+    pretrain(PretrainConfig.from_args(tiny_args(smi_file, out, "--max-steps", "3", "--save-every", "none",
+                                                "--overwrite")))
+    assert not (out / "checkpoints").exists() and not (out / ".moleclip.lock").exists()
+    assert [int(r["step"]) for r in csv.DictReader(open(out / "metrics.csv")) if r["loss"]] == [1, 2, 3]
 
 
 def test_input_label_columns_are_used_and_checked(tmp_path):

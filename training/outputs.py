@@ -4,15 +4,27 @@
 * :func:`write_atomically` writes to a temporary name in the same folder and renames it into place only when the
   writer has finished: a crash or a full disk leaves the previous good file intact and never a truncated file that
   reads cleanly.
+* :func:`check_run_folder` and :func:`hold_run_folder`: one run per folder. A folder holding another run's results is
+  refused unless the user says `--overwrite` (its old results are then removed, so no stale file sits beside new
+  ones) or resumes it; while a run writes, a lock file keeps a second process out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["check_writable", "write_atomically", "write_text_atomically"]
+__all__ = ["check_writable", "write_atomically", "write_text_atomically", "check_run_folder", "hold_run_folder",
+           "FolderInUseError"]
+
+LOCK_FILE = ".moleclip.lock"
+
+
+class FolderInUseError(OSError):
+    """Another live process is writing this folder."""
 
 
 def check_writable(path: str | os.PathLike, option: str = "--output") -> Path:
@@ -48,3 +60,68 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> 
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
     return write_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def check_run_folder(folder: str | os.PathLike, outputs: Sequence[str], overwrite: bool = False,
+                     resumable: bool = False) -> None:
+    """Refuse a folder that holds another run's `outputs` (names inside it) unless `overwrite` is set; say how to
+    resume when the run can be resumed. Cheap: call it before any work."""
+    folder = Path(folder)
+    found = [name for name in outputs if (folder / name).exists()]
+    if found and not overwrite:
+        how = "pass --overwrite to replace it" + (", or --resume latest to continue it" if resumable else "")
+        raise FileExistsError(f"{folder} holds another run ({', '.join(found)}): {how}, or choose another folder")
+    check_writable(folder / LOCK_FILE, "the output folder")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, under another user
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def hold_run_folder(folder: str | os.PathLike, clear: Sequence[str] = ()) -> Iterator[Path]:
+    """Hold `folder` for this process (a lock file with its pid; a lock of a process that died is taken over), remove
+    the old outputs named in `clear` (the user said --overwrite), and let go at the end. A folder this call created
+    and that is still empty when the run fails is removed again."""
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_FILE
+    for _ in range(2):
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                holder = 0
+            if holder and holder != os.getpid() and _alive(holder):
+                raise FolderInUseError(f"{folder} is being written by another process (pid {holder}); wait for it, "
+                                       "or choose another folder") from None
+            lock.unlink(missing_ok=True)  # left by a process that died
+            continue
+        with os.fdopen(handle, "w") as out:
+            out.write(str(os.getpid()))
+        break
+    else:
+        raise FolderInUseError(f"{folder}: could not take its lock file {lock}")
+    try:
+        for name in clear:
+            target = folder / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+        yield folder
+    except BaseException:
+        lock.unlink(missing_ok=True)
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+    lock.unlink(missing_ok=True)

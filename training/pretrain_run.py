@@ -19,7 +19,7 @@ import signal
 import time
 from pathlib import Path
 
-from moleclip_cli.pretrain_config import CONFIG_FILE, KILL_ENV, MODEL_DIR, RESULTS_FILE, PretrainConfig
+from moleclip_cli.pretrain_config import CONFIG_FILE, KILL_ENV, MODEL_DIR, RESULTS_FILE, RUN_OUTPUTS, PretrainConfig
 from moleclip.training.pretrain_table import load_pretraining_table, split_positions
 
 __all__ = ["pretrain", "build_param_groups", "build_pretrain_optimizer", "PretrainStep", "make_evaluator"]
@@ -144,7 +144,7 @@ def _check_resumed_config(config: PretrainConfig, saved_file: Path, accelerator)
     saved = PretrainConfig.saved_settings(saved_file.read_text())
     # A file written before `optimizer` was a setting comes from a run that used AdamW.
     saved.setdefault("optimizer", "adamw")
-    harmless = {"resume", "push_to_hub", "hub_private", "progress", "num_workers", "max_steps", "epochs", "save_every",
+    harmless = {"resume", "overwrite", "push_to_hub", "hub_private", "progress", "num_workers", "max_steps", "epochs", "save_every",
                 "save_total_limit", "eval_every", "log_every", "debug_dump_dir", "pseudo_label_jobs", "coordinate_cache_size",
                 "prerendered"}
     changed = {k: (saved.get(k), v) for k, v in dataclasses.asdict(config).items() if k not in harmless and saved.get(k) != v}
@@ -157,10 +157,23 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
     """Run a pretraining described by `config`; returns the summary also written to `training_results.json`.
 
     The final model goes to `<output_dir>/model` (see `pretrain_config` for the whole layout of the output folder).
+    One run per folder: a folder holding another run is refused unless the run resumes it (`resume`) or replaces it
+    (`overwrite`: its files are removed first); a lock keeps a second process out while this one writes.
 
     `hub_api` (an `HfApi`-like object) is used for `push_to_hub` instead of a real `HfApi` (tests pass a stand-in).
     """
+    import contextlib
+
+    from moleclip.training.outputs import check_run_folder
+
     config.check_required()
+    check_run_folder(config.output_dir, RUN_OUTPUTS, overwrite=config.overwrite or config.resume is not None,
+                     resumable=True)
+    with contextlib.ExitStack() as held:
+        return _pretrain(config, hub_api, held)
+
+
+def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
     import numpy as np
     import torch
     from accelerate import Accelerator, InitProcessGroupKwargs
@@ -172,6 +185,7 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
     from moleclip.processing.cores import available_cores
     from moleclip.training.hub import describe_backbone, load_backbone, load_processor, push_model_dir, save_model_dir
     from moleclip.training.loop import LoopSettings, TrainingLoop, build_scheduler, latest_checkpoint, unwrap
+    from moleclip.training.outputs import hold_run_folder
     from moleclip.training.samplers import EpochBatches, GroupedClassBatchSampler
 
     started = time.perf_counter()
@@ -184,11 +198,9 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} (the global batch) cannot be split evenly over {world} processes")
     output_dir = Path(config.output_dir)
-    if config.resume is None and latest_checkpoint(output_dir) is not None:
-        raise ValueError(f"{output_dir} already holds checkpoints of a run: pass --resume latest to continue it, or "
-                         "choose another --output-dir")
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        replace = config.overwrite and config.resume is None
+        held.enter_context(hold_run_folder(output_dir, RUN_OUTPUTS if replace else ()))
         if config.resume:
             _check_resumed_config(config, output_dir / CONFIG_FILE, accelerator)
         (output_dir / CONFIG_FILE).write_text(config.to_json())

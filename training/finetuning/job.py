@@ -11,6 +11,7 @@ make the final table. The best run of the chosen setting is saved as a complete 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import time
@@ -23,6 +24,7 @@ import torch
 from moleclip import MoleCLIPForPropertyPrediction
 from moleclip.processing.property_data import PropertyDataset, load_property_dataset
 from moleclip.processing.splits import make_split
+from moleclip.training.outputs import check_run_folder, hold_run_folder
 from moleclip.training.scoring import TASK_METRICS
 from moleclip.training.search import expand_grid, final_markdown, paper_reference, public_view, run_search, \
     search_markdown, setting_name, summarize_runs
@@ -33,6 +35,8 @@ from .run import FinetuneRun, RunKeeper, RunOptions
 
 __all__ = ["finetune", "check_args"]
 
+# What a job writes in its folder: present before a job starts means another job's results are there.
+OUTPUTS = ("results.json", "results.md", "runs", "plots", "model")
 MODE_LABELS = {"full": "MoleCLIP (this run)", "frozen": "MoleCLIP, frozen encoder (this run)",
                "fingerprint": "FP-MLP baseline (this run)", "random_forest": "Random forest (this run)"}
 
@@ -113,10 +117,20 @@ def _grid(args, mode: str) -> dict:
 
 
 def finetune(args: argparse.Namespace, hub_api=None) -> dict:
-    """Run the whole job described by parsed command-line `args`; returns the results (as written to results.json)."""
+    """Run the whole job described by parsed command-line `args`; returns the results (as written to results.json).
+
+    One job per output folder: a folder holding another job's results is refused unless `args.overwrite` (they are
+    then removed before the new ones are written), and a lock keeps a second process out while this one writes.
+    """
+    check_args(args)
+    check_run_folder(args.output_dir, OUTPUTS, overwrite=args.overwrite)
+    with contextlib.ExitStack() as held:
+        return _finetune(args, hub_api, held)
+
+
+def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> dict:
     from accelerate import Accelerator
 
-    check_args(args)
     started = time.perf_counter()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -131,7 +145,7 @@ def finetune(args: argparse.Namespace, hub_api=None) -> dict:
                     "skipped_rows": [{"line": s.line, "smiles": s.smiles, "reason": s.reason} for s in data.skipped]}
     if mode == "random_forest":
         if acc.is_main_process:
-            output_dir.mkdir(parents=True, exist_ok=True)
+            held.enter_context(hold_run_folder(output_dir, OUTPUTS if args.overwrite else ()))
         return _random_forest(args, data, split_kind, dataset_info, output_dir, acc, started)
 
     template, processor, backbone = None, None, "Morgan fingerprints (radius 2, 2048 bits)"
@@ -153,7 +167,7 @@ def finetune(args: argparse.Namespace, hub_api=None) -> dict:
         data = data.subset(inputs.kept)
     dataset_info["n_used"] = len(data)
     if acc.is_main_process:  # only now: a job that fails while loading leaves no empty folder behind
-        output_dir.mkdir(parents=True, exist_ok=True)
+        held.enter_context(hold_run_folder(output_dir, OUTPUTS if args.overwrite else ()))
 
     splits = {seed: make_split(split_kind, data.smiles, seed=seed, fractions=args.fractions) for seed in args.seeds}
     for seed, split in splits.items():
