@@ -307,7 +307,22 @@ def _target_column(columns, wanted: str, path: Path) -> str:
 
 
 def _to_float(column: pd.Series, name: str, path: Path, lines: np.ndarray) -> np.ndarray:
-    """A target column as float64 with NaN for missing cells; an error naming the first non-numeric cell's line."""
+    """A target column as float64 with NaN for missing cells; an error naming the first non-numeric or out-of-range
+    cell's line."""
+    values = _parse_numbers(column, name, path, lines)
+    # Targets are trained in float32: a value beyond its range would become infinity there (and a mean of 3.4e38).
+    too_large = np.isinf(values) | (np.abs(np.nan_to_num(values)) > np.finfo(np.float32).max)
+    if too_large.any():
+        first = int(np.flatnonzero(too_large)[0])
+        raise ValueError(
+            f"Target column {name!r} in {path} holds {float(values[first]):g} at line {lines[first]}, beyond what float32 "
+            "training can represent (about 3.4e38): rescale the column"
+        )
+    return values
+
+
+def _parse_numbers(column: pd.Series, name: str, path: Path, lines: np.ndarray) -> np.ndarray:
+    """A column's cells as float64, NaN for missing ones; an error naming the first cell that is not a number."""
     if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
         values = column.astype("float64").to_numpy()
     else:
@@ -323,12 +338,41 @@ def _to_float(column: pd.Series, name: str, path: Path, lines: np.ndarray) -> np
                 "target_columns=... to leave out non-target columns."
             )
         values = numbers.astype("float64").to_numpy()
-    if np.isinf(values).any():
-        first = int(np.flatnonzero(np.isinf(values))[0])
-        raise ValueError(
-            f"Target column {name!r} in {path} holds an infinite value at line {lines[first]}"
-        )
     return values
+
+
+def _guess_target(df: pd.DataFrame, smiles_column: str, path: Path, lines: np.ndarray) -> list[str]:
+    """The target of a file given without target columns: its only numeric column, or a refusal listing the choices.
+
+    Every other column is never taken as a target: a file's extra columns (a calculated value, an ID, a unit) would
+    silently become targets.
+    """
+    others = [c for c in df.columns if c != smiles_column]
+    numeric = []
+    for column in others:
+        try:
+            _parse_numbers(df[column], column, path, lines)
+        except ValueError:
+            continue
+        numeric.append(column)
+    if len(numeric) == 1:
+        if len(others) > 1:
+            logger.warning("%s: using %r as the target, the only numeric column (others: %s)", path, numeric[0],
+                           ", ".join(repr(str(c)) for c in others if c != numeric[0]))
+        return numeric
+    if not numeric:
+        raise ValueError(f"{path} has no numeric column to predict besides the SMILES column {smiles_column!r} "
+                         f"(columns: {', '.join(repr(str(c)) for c in others) or 'none'})")
+    raise ValueError(f"{path} has several numeric columns ({', '.join(repr(str(c)) for c in numeric)}): say which "
+                     "are targets with target_columns (--target-columns)")
+
+
+def _check_not_constant(targets: np.ndarray, names: list[str], path: Path) -> None:
+    for j, name in enumerate(names):
+        labelled = targets[~np.isnan(targets[:, j]), j]
+        if labelled.size > 1 and np.unique(labelled).size == 1:
+            raise ValueError(f"Target column {name!r} in {path} is constant (every label is {labelled[0]:g}): there "
+                             "is nothing to learn; leave it out with target_columns (--target-columns)")
 
 
 def _check_classification(targets: np.ndarray, names: list[str], path: Path) -> None:
@@ -414,7 +458,7 @@ def load_property_dataset(
         dupes = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
         raise ValueError(f"{path} has duplicate column names: {dupes}")
     if target_columns is None:
-        target_columns = [c for c in df.columns if c != smiles_column]
+        target_columns = _guess_target(df, smiles_column, path, lines)
     else:
         if isinstance(target_columns, str):
             target_columns = [target_columns]
@@ -436,6 +480,7 @@ def load_property_dataset(
         task = spec.task if spec is not None else infer_task(targets)
     if task == "classification":
         _check_classification(targets, target_columns, path)
+    _check_not_constant(targets, target_columns, path)
 
     raw_smiles = df[smiles_column].tolist()
     progress = None

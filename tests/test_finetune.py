@@ -53,7 +53,13 @@ def classification_csv(tmp_path_factory):
     return path
 
 
+FIXTURE_TARGETS = {"toy_regression.csv": ["heavy", "parity"], "toy_classification.csv": ["big", "has_o"]}
+
+
 def finetune(out, data, *extra):
+    targets = FIXTURE_TARGETS.get(Path(str(data)).name, [])
+    if targets and "--target-columns" not in extra:  # a table's targets are never guessed from several columns
+        extra = (*extra, "--target-columns", *targets)
     argv = ["--dataset", str(data), "--output-dir", str(out), "--split", "random", *TINY, *extra]
     assert main(argv) == 0
     return json.loads((out / "results.json").read_text())
@@ -308,7 +314,7 @@ def test_push_to_hub_with_model_card_then_pull_offline(tmp_path, regression_csv)
     hub = RecordingHub(tmp_path / "hub")
     argv = ["--dataset", str(regression_csv), "--output-dir", str(tmp_path / "out"), "--split", "random", *TINY,
             "--freeze-encoder", "--seeds", "1", "--epochs", "2", "--head-lr", "1e-3", "--augmentation", "none",
-            "--push-to-hub", "lab/toy-moleclip"]
+            "--push-to-hub", "lab/toy-moleclip", "--target-columns", "heavy", "parity"]
     assert main(argv, hub_api=hub) == 0
     uploaded = hub.calls[-1][2]
     assert {"model.safetensors", "README.md", "results.json", "modeling_moleclip.py"} <= set(uploaded)

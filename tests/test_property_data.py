@@ -27,7 +27,7 @@ def _load_quiet(*args, **kwargs):
 
 def test_regression_file_missing_labels_and_skipped_rows():
     with pytest.warns(UserWarning, match=r"2 of 8 rows .* left out.*line 5 'not_a_smiles'"):
-        ds = load_property_dataset(DATA / "tiny_regression.csv")
+        ds = load_property_dataset(DATA / "tiny_regression.csv", target_columns=["logp", "charge"])
     assert ds.task == "regression" and ds.metric == "mae" and ds.default_split == "random"
     assert ds.target_names == ["logp", "charge"]
     assert ds.name == "tiny_regression"
@@ -41,7 +41,7 @@ def test_regression_file_missing_labels_and_skipped_rows():
 
 
 def test_hf_dataset_mirrors_arrays_and_subset():
-    ds = _load_quiet(DATA / "tiny_regression.csv")
+    ds = _load_quiet(DATA / "tiny_regression.csv", target_columns=["logp", "charge"])
     hf = ds.hf_dataset
     assert hf.column_names == ["smiles", "logp", "charge"]
     assert hf["smiles"] == ds.smiles
@@ -68,12 +68,27 @@ def test_classification_inferred_and_selected_columns():
 
 def test_non_numeric_target_names_column_and_value():
     with pytest.raises(ValueError, match=r"'id'.*not numeric.*'a'"):
+        load_property_dataset(DATA / "tiny_classification.csv", target_columns=["id", "active"])
+    # without target columns nothing is guessed from several candidates (an ID, a calculated value...)
+    with pytest.raises(ValueError, match=r"several numeric columns \('active', 'toxic'\).*--target-columns"):
         load_property_dataset(DATA / "tiny_classification.csv")
+
+
+def test_the_only_numeric_column_is_the_target_and_absurd_targets_are_refused(tmp_path):
+    path = tmp_path / "one.csv"
+    path.write_text("id,smiles,y,note\nmol-1,CCO,1.5,a\nmol-2,CCN,2.5,b\nmol-3,CCC,0.5,c\n")
+    assert load_property_dataset(path).target_names == ["y"]
+    path.write_text("smiles,y\nCCO,1e300\nCCN,2\nCCC,3\n")
+    with pytest.raises(ValueError, match=r"1e\+300 at line 2, beyond what float32"):
+        load_property_dataset(path)
+    path.write_text("smiles,y\nCCO,4\nCCN,4\nCCC,\n")
+    with pytest.raises(ValueError, match=r"'y'.*is constant \(every label is 4\)"):
+        load_property_dataset(path)
 
 
 def test_given_task_is_validated():
     with pytest.raises(ValueError, match=r"0 or 1.*'logp'"):
-        _load_quiet(DATA / "tiny_regression.csv", task="classification")
+        _load_quiet(DATA / "tiny_regression.csv", task="classification", target_columns=["logp", "charge"])
     with pytest.raises(ValueError, match="task must be one of"):
         load_property_dataset(DATA / "tiny_regression.csv", task="ranking")
     ds = load_property_dataset(DATA / "tiny_classification.csv", target_columns=["active"], task="regression")
@@ -108,7 +123,7 @@ def test_no_valid_rows_and_no_labels(tmp_path):
     empty = tmp_path / "empty_target.csv"
     empty.write_text("smiles,y,z\nCCO,1,\nCC,2,\n")
     with pytest.raises(ValueError, match="'z'.*no labels"):
-        load_property_dataset(empty)
+        load_property_dataset(empty, target_columns=["y", "z"])
     header = tmp_path / "header.csv"
     header.write_text("smiles,y\n")
     with pytest.raises(ValueError, match="no data rows"):
