@@ -23,6 +23,7 @@ from rdkit.Chem.Scaffolds import MurckoScaffold
 from .molecules import to_mol
 
 __all__ = [
+    "split_leakage",
     "SPLIT_KINDS",
     "Split",
     "make_split",
@@ -166,3 +167,30 @@ def make_split(
     if kind == "random_scaffold":
         return random_scaffold_split(smiles, fractions, seed)
     raise ValueError(f"Unknown split kind {kind!r}; valid kinds: {', '.join(SPLIT_KINDS)}")
+
+
+def split_leakage(smiles: Sequence[str], targets, split: Split) -> dict:
+    """The same molecule (canonical SMILES) in two parts of a split, and copies whose labels disagree.
+
+    Returns ``{"train_test": n, "train_valid": n, "conflicting": n, "examples": [...]}``: ``train_test`` counts test
+    molecules whose structure is also in the training part (their scores measure memory, not prediction), and
+    ``conflicting`` the structures that appear more than once with different labels anywhere in the data.
+    """
+    import numpy as np
+
+    canonical = []
+    for i, item in enumerate(smiles):
+        mol = to_mol(item, index=i, max_heavy_atoms=None)
+        canonical.append(Chem.MolToSmiles(mol))
+    targets = np.asarray(targets, dtype=np.float64).reshape(len(canonical), -1)
+    train = {canonical[i] for i in split.train}
+    examples = [canonical[i] for i in split.test if canonical[i] in train][:3]
+    labels: dict[str, set] = {}
+    for key, row in zip(canonical, targets):
+        labels.setdefault(key, set()).add(tuple(np.round(np.nan_to_num(row, nan=np.inf), 9)))
+    return {
+        "train_test": int(sum(canonical[i] in train for i in split.test)),
+        "train_valid": int(sum(canonical[i] in train for i in split.valid)),
+        "conflicting": int(sum(len(values) > 1 for values in labels.values())),
+        "examples": examples,
+    }

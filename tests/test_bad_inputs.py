@@ -233,3 +233,23 @@ def test_a_folder_held_by_a_live_process_is_refused(tmp_path):
     with hold_run_folder(tmp_path):  # the holder died: its lock is taken over
         assert (tmp_path / ".moleclip.lock").read_text() == str(os.getpid())
     assert not (tmp_path / ".moleclip.lock").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------- splits
+def test_the_same_molecule_in_train_and_test_is_reported(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from moleclip_cli.finetune import build_parser, run
+
+    smiles = ["C" * k + s for k in range(1, 6) for s in ("", "O", "N")]
+    # ethanol twice more, written differently and with another label: a duplicate that a split can put in two parts
+    table = pd.DataFrame({"smiles": smiles + ["OCC", "C(O)C"], "y": [float(k) for k in range(15)] + [1.0, 9.0]})
+    table.to_csv(tmp_path / "dups.csv", index=False)
+    argv = ["--dataset", str(tmp_path / "dups.csv"), "--output-dir", str(tmp_path / "out"), "--baseline", "fingerprint",
+            "--split", "random", "--seeds", "1", "2", "3", "--epochs", "1", "--head-lr", "1e-3", "--no-progress"]
+    with pytest.warns(UserWarning, match="also in the training part"):
+        run(build_parser().parse_args(argv))
+    leakage = json.loads((tmp_path / "out" / "results.json").read_text())["protocol"]["leakage"]
+    assert all(found["conflicting"] == 1 for found in leakage.values())

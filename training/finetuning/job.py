@@ -23,7 +23,7 @@ import torch
 
 from moleclip import MoleCLIPForPropertyPrediction
 from moleclip.processing.property_data import PropertyDataset, load_property_dataset
-from moleclip.processing.splits import make_split
+from moleclip.processing.splits import make_split, split_leakage
 from moleclip.training.outputs import check_run_folder, hold_run_folder
 from moleclip.training.scoring import TASK_METRICS
 from moleclip.training.search import expand_grid, final_markdown, paper_reference, public_view, run_search, \
@@ -174,6 +174,13 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
         if min(split.sizes) == 0:
             raise ValueError(f"the {split_kind} split of {len(data)} molecules with seed {seed} leaves a part empty "
                              f"(sizes {split.sizes}); use more molecules or other --fractions")
+    leakage = {seed: split_leakage(data.smiles, data.targets, split) for seed, split in splits.items()}
+    for seed, found in leakage.items():
+        if found["train_test"] or found["conflicting"]:
+            warnings.warn(f"split seed {seed}: {found['train_test']} test molecule(s) are also in the training part "
+                          f"(same canonical SMILES, e.g. {', '.join(found['examples']) or '-'}), and "
+                          f"{found['conflicting']} structure(s) appear more than once with different labels; their "
+                          "scores measure memory, not prediction: deduplicate the table", UserWarning, stacklevel=2)
 
     grid = _grid(args, mode)
     if mode == "frozen":
@@ -236,6 +243,7 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
             "r_groups": bool(args.r_groups), "frozen_views": args.frozen_views if mode == "frozen" else None,
             "regression_loss": args.regression_loss if data.task == "regression" else None,
             "grid": grid, "split_sizes": {str(s): list(v.sizes) for s, v in splits.items()},
+            "leakage": {str(s): {k: v for k, v in found.items() if k != "examples"} for s, found in leakage.items()},
         },
         "search": searched,
         "chosen_setting": chosen["setting"],
