@@ -102,6 +102,9 @@ def run(args) -> int:
     frame = table.frame
     if not len(frame):
         raise ValueError(f"{args.input} holds no molecules")
+    from moleclip.processing.molecules import warn_about_fragments
+
+    warn_about_fragments(table.smiles, args.input)
     model, processor = load_predictor(args.model)
     values, names, skipped, task = predict_table(model, processor, table.smiles, batch_size=args.batch_size,
                                                  device=args.device, progress=not args.no_progress)

@@ -151,6 +151,23 @@ def parse_many(
     return mols, kept, skipped
 
 
+def warn_about_fragments(smiles: Sequence, where: str) -> int:
+    """Warn, with a count, when entries hold several fragments (salts, solvents, mixtures); returns the count.
+
+    Every fragment is drawn and fingerprinted, so a salt and its parent get different predictions (nicotine and
+    nicotine oxalate differ by 0.14 log units): whether that is right depends on the property, so say it.
+    """
+    import warnings
+
+    count = sum(1 for s in smiles if isinstance(s, str) and "." in s)  # "." only ever separates fragments in SMILES
+    if count:
+        warnings.warn(f"{where}: {count} of {len(smiles)} molecules hold several fragments (salts, solvents, "
+                      "mixtures); every fragment is drawn and counted. If the property belongs to the parent "
+                      "compound, keep its largest fragment first (e.g. RDKit's rdMolStandardize)", UserWarning,
+                      stacklevel=2)
+    return count
+
+
 def describe_skipped(skipped: Sequence[SkippedMolecule], limit: int = 5) -> str:
     """One readable line about skipped entries, for warnings and CLI output."""
     if not skipped:

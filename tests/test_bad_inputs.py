@@ -253,3 +253,10 @@ def test_the_same_molecule_in_train_and_test_is_reported(tmp_path):
         run(build_parser().parse_args(argv))
     leakage = json.loads((tmp_path / "out" / "results.json").read_text())["protocol"]["leakage"]
     assert all(found["conflicting"] == 1 for found in leakage.values())
+
+
+def test_inputs_with_several_fragments_are_counted_in_a_warning():
+    from moleclip.processing.molecules import warn_about_fragments
+
+    with pytest.warns(UserWarning, match="2 of 3 molecules hold several fragments"):
+        assert warn_about_fragments(["CN1CCC[C@H]1c1cccnc1.OC(=O)C(=O)O", "[Na+].[Cl-]", "CCO"], "table.csv") == 2

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from moleclip import MoleCLIPForPropertyPrediction
+from moleclip.processing.molecules import warn_about_fragments
 from moleclip.processing.property_data import PropertyDataset, load_property_dataset
 from moleclip.processing.splits import make_split, split_leakage
 from moleclip.training.outputs import check_run_folder, hold_run_folder
@@ -138,6 +139,7 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
     acc = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision)
     progress = not args.no_progress and acc.is_local_main_process
     data = _load_data(args)
+    warn_about_fragments(data.smiles, str(data.source or data.name))
     split_kind = args.split or data.default_split
     mode = args.baseline or ("frozen" if args.freeze_encoder else "full")
     dataset_info = {"name": data.name, "source": str(data.source) if data.source else None, "task": data.task,
