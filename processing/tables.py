@@ -12,7 +12,7 @@ Formats, chosen by the file name (case-insensitive), each optionally gzipped (``
   has the SMILES column (``smiles`` unless the header spells it otherwise) and, when any line has a name or the header
   names one, a name column (``name`` by default; ``""`` for a line without a name).
 - ``.csv``, ``.tsv`` / ``.tab``: a header line naming the columns, then one record a line (quoted fields may span
-  lines). Every cell is read as text, exactly as written: no conversion of ``NA``, ``null`` or ``""`` to missing
+  lines). The delimiter is the kind's (comma, tab) unless the header holds none of it but a semicolon, tab or ``|``. Every cell is read as text, exactly as written: no conversion of ``NA``, ``null`` or ``""`` to missing
   values, no numbers (an ID ``0001`` stays ``"0001"``, a SMILES ``NA`` stays ``"NA"``). Blank lines are skipped; a
   record with fewer fields than the header is padded with ``""``, one with more is an error.
 - ``.parquet``, ``.pq``: the columns keep the types they were written with (Parquet is typed already), except the
@@ -187,6 +187,19 @@ def _read_smi(handle, limit: int | None):
     return columns, smiles_name, lines
 
 
+def _delimiter(text: str, kind: str) -> str:
+    """The delimiter of a .csv/.tsv file: its kind's, unless the header line holds none of it but ';', tab or '|'
+    (a semicolon CSV, as spreadsheets in many locales write it), which then is the delimiter."""
+    expected = "\t" if kind == "tsv" else ","
+    header = text.lstrip("\ufeff").split("\n", 1)[0]
+    if expected in header:
+        return expected
+    for other in (";", "\t", "|"):
+        if other in header:
+            return other
+    return expected
+
+
 def _read_delimited(text: str, delimiter: str, limit: int | None) -> tuple[pd.DataFrame, np.ndarray]:
     """(frame, line numbers) of a CSV/TSV text. Fast path: pandas' C parser when no field is quoted (then every record
     is one line, so a row's line follows from its position); otherwise, or for a malformed record, the csv module,
@@ -282,7 +295,8 @@ def read_molecule_table(
                 columns, smiles_name, lines = _read_smi(handle, limit)
                 frame = pd.DataFrame(columns, dtype=str)
             else:
-                frame, lines = _read_delimited(handle.read(), "\t" if kind == "tsv" else ",", limit)
+                text = handle.read()
+                frame, lines = _read_delimited(text, _delimiter(text, kind), limit)
     except _ReadError as err:
         raise ValueError(f"{path}: {err}") from None
     except UnicodeDecodeError as err:

@@ -260,3 +260,17 @@ def test_inputs_with_several_fragments_are_counted_in_a_warning():
 
     with pytest.warns(UserWarning, match="2 of 3 molecules hold several fragments"):
         assert warn_about_fragments(["CN1CCC[C@H]1c1cccnc1.OC(=O)C(=O)O", "[Na+].[Cl-]", "CCO"], "table.csv") == 2
+
+
+# ----------------------------------------------------------------------------------------------------------- tables
+def test_tables_in_other_dialects_are_read_or_refused_by_name(tmp_path):
+    from moleclip.processing.tables import read_molecule_table
+
+    (tmp_path / "semicolon.csv").write_text("smiles;y\nCCO;1\nCCN;2\n")
+    assert read_molecule_table(tmp_path / "semicolon.csv").frame["y"].tolist() == ["1", "2"]
+    (tmp_path / "sheet.xlsx").write_bytes(b"PK\x03\x04")
+    with pytest.raises(ValueError, match="Unsupported file type for .*sheet.xlsx"):
+        read_molecule_table(tmp_path / "sheet.xlsx")
+    (tmp_path / "utf16.csv").write_bytes("smiles,y\nCCO,1\n".encode("utf-16"))
+    with pytest.raises(ValueError, match="utf16.csv is not UTF-8"):
+        read_molecule_table(tmp_path / "utf16.csv")
