@@ -274,3 +274,13 @@ def test_tables_in_other_dialects_are_read_or_refused_by_name(tmp_path):
     (tmp_path / "utf16.csv").write_bytes("smiles,y\nCCO,1\n".encode("utf-16"))
     with pytest.raises(ValueError, match="utf16.csv is not UTF-8"):
         read_molecule_table(tmp_path / "utf16.csv")
+
+
+def test_pretraining_reports_left_out_molecules_by_their_file_line(tmp_path, capsys):
+    from moleclip.training.pretrain_table import load_pretraining_table
+    from moleclip_cli.pretrain_config import PretrainConfig
+
+    (tmp_path / "in.csv").write_text("smiles\nCCO\nCCN\nnot_a_smiles\nc1ccccc1\nCCCC\nCCCO\nCCCN\nCC(C)O\n")
+    table = load_pretraining_table(PretrainConfig(input=str(tmp_path / "in.csv"), output_dir=str(tmp_path / "out"),
+                                                  k=["2", "3"], progress=False))
+    assert len(table.smiles) == 7 and "line 4: not_a_smiles" in capsys.readouterr().out

@@ -38,7 +38,9 @@ def _read_input(config: PretrainConfig):
     frame = table.frame
     if table.smiles_column != "smiles":
         frame = frame.drop(columns=["smiles"], errors="ignore").rename(columns={table.smiles_column: "smiles"})
-    return frame.reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
+    frame.attrs["lines"] = table.line_numbers  # each row's line in the file, for messages
+    return frame
 
 
 def _columns_by_k(columns) -> dict[int, str]:
@@ -124,9 +126,11 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
                                             n_jobs=config.pseudo_label_jobs, progress=config.progress)
         if info.get("skipped"):
             skipped = info["skipped"]
-            shown = "; ".join(f"row {s.index}: {_shorten(s.smiles)} {_shorten(s.reason, 80)}" for s in skipped[:3])
-            print(f"warning: {len(skipped)} of {len(frame)} molecules left out of pretraining (rows count from 0 after "
-                  f"any header): {shown}{' ...' if len(skipped) > 3 else ''}", flush=True)
+            lines = frame.attrs.get("lines")
+            where = (lambda i: f"line {int(lines[i])}") if lines is not None else (lambda i: f"row {i + 1}")
+            shown = "; ".join(f"{where(s.index)}: {_shorten(s.smiles)} {_shorten(s.reason, 80)}" for s in skipped[:3])
+            print(f"warning: {len(skipped)} of {len(frame)} molecules left out of pretraining: "
+                  f"{shown}{' ...' if len(skipped) > 3 else ''}", flush=True)
         kept = _kept_rows(table, info, frame)
         table = table.copy()
         table.insert(0, "row", kept)
