@@ -284,3 +284,18 @@ def test_pretraining_reports_left_out_molecules_by_their_file_line(tmp_path, cap
     table = load_pretraining_table(PretrainConfig(input=str(tmp_path / "in.csv"), output_dir=str(tmp_path / "out"),
                                                   k=["2", "3"], progress=False))
     assert len(table.smiles) == 7 and "line 4: not_a_smiles" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mean, std, words", [(float("nan"), 1.0, "must be finite"), (0.0, 0.0, "must be positive")])
+def test_absurd_saved_target_statistics_are_refused_at_load(tmp_path, mean, std, words):
+    import json
+
+    from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction
+
+    config = MoleCLIPConfig.from_preset("tiny", num_targets=1, target_mean=[0.5], target_std=[2.0])
+    MoleCLIPForPropertyPrediction(config).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved.update(target_mean=[mean], target_std=[std])
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=words):
+        MoleCLIPForPropertyPrediction.from_pretrained(tmp_path)
