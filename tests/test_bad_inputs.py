@@ -299,3 +299,26 @@ def test_absurd_saved_target_statistics_are_refused_at_load(tmp_path, mean, std,
     (tmp_path / "config.json").write_text(json.dumps(saved))
     with pytest.raises(ValueError, match=words):
         MoleCLIPForPropertyPrediction.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("damage, words", [("truncated", "weights file is damaged"), ("random", "weights file is damaged"),
+                                           ("missing", "no weights file")])
+def test_damaged_or_half_saved_checkpoints_are_reported_as_such(tmp_path, capsys, damage, words):
+    import os
+
+    from moleclip_cli.main import main
+
+    folder = _property_model_dir(tmp_path / "model")
+    weights = folder / "model.safetensors"
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "random":
+        weights.write_bytes(os.urandom(4096))
+    else:
+        weights.unlink()
+    (tmp_path / "new.smi").write_text("CCO\n")
+    capsys.readouterr()
+    status = main(["predict", "--model", str(folder), "--input", str(tmp_path / "new.smi"),
+                   "--output", str(tmp_path / "out.csv"), "--no-progress"])
+    error = capsys.readouterr().err
+    assert status == 2 and words in error and "Hub" not in error

@@ -196,8 +196,16 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, model_class=MoleCLIPModel, init_
         raise
     except OSError as err:
         if Path(spec).exists():
-            raise  # a local checkpoint's own problem (a missing weights file...), not the Hub's
+            if "no file named" in str(err):
+                raise FileNotFoundError(f"{spec}: the folder has a config but no weights file (an interrupted save?): "
+                                        "save or download the checkpoint again") from err
+            raise  # a local checkpoint's own problem, not the Hub's
         raise _hub_help(spec, err) from err
+    except Exception as err:
+        if type(err).__name__ == "SafetensorError":  # safetensors' own error type, raised for a damaged file
+            raise ValueError(f"{spec}: its weights file is damaged ({err}); save or download the checkpoint "
+                             "again") from err
+        raise
     raise ValueError(
         f"{spec!r} is a {model_type!r} checkpoint; MoleCLIP starts from a CLIP or MoleCLIP checkpoint, the paper's "
         f".pth file, or a preset ({', '.join(PRESETS)})"
