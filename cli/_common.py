@@ -50,11 +50,25 @@ def write_table(frame, path: str) -> None:
         write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, sep="\t" if ".tsv" in name else ","))
 
 
-def report_skipped(skipped, total: int, what: str = "their rows are left out of the output") -> None:
-    if skipped:
-        from moleclip.processing.molecules import describe_skipped
+# The column that says why a row's outputs are empty (embed and predict keep every input row, in order).
+SKIPPED_COLUMN = "moleclip_skipped"
 
-        print(f"warning: {describe_skipped(skipped)} (of {total}); {what}")
+
+def report_skipped(skipped, table, what: str = "their output cells are left empty") -> None:
+    """One warning line naming the molecules that could not be used, by their line in the input file."""
+    if skipped:
+        shown = "; ".join(f"line {table.line(s.index)} {s.smiles!r} ({s.reason})" for s in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        print(f"warning: {len(skipped)} of {len(table)} molecules could not be used: {shown}{more}; {what} and "
+              f"the reason is in the {SKIPPED_COLUMN} column")
+
+
+def mark_skipped(frame, skipped) -> None:
+    """Add the reason column: empty for rows with outputs, the reason for the others."""
+    reasons = [""] * len(frame)
+    for s in skipped:
+        reasons[s.index] = s.reason
+    frame[SKIPPED_COLUMN] = reasons
 
 
 def embedding_columns(embeddings) -> dict:

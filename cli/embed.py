@@ -35,7 +35,8 @@ def run(args) -> int:
     from moleclip.training.hub import load_backbone, load_processor
     from moleclip.training.inference import embed_smiles
 
-    from ._common import TABLE_SUFFIXES, check_output_suffix, embedding_columns, read_input, report_skipped, write_table
+    from ._common import (TABLE_SUFFIXES, check_output_suffix, embedding_columns, mark_skipped, read_input,
+                          report_skipped, write_table)
 
     check_output_suffix(args.output, (*TABLE_SUFFIXES, ".npy"))
     table = read_input(args.input, args.smiles_column)
@@ -47,7 +48,7 @@ def run(args) -> int:
     extra = {"r_groups": True} if args.r_groups else {}
     embeddings, kept, skipped = embed_smiles(model, processor, table.smiles, batch_size=args.batch_size,
                                              device=args.device, progress=not args.no_progress, **extra)
-    report_skipped(skipped, len(frame))
+    report_skipped(skipped, table, "their embedding cells are left empty (.npy: their rows are left out)")
     if not len(kept):
         raise ValueError(f"none of the {len(frame)} molecules in {args.input} could be drawn; nothing written")
     out = Path(args.output)
@@ -57,7 +58,11 @@ def run(args) -> int:
         write_atomically(out.with_suffix(".rows.npy"), lambda tmp: np.save(tmp, np.asarray(kept)))
         write_atomically(out, lambda tmp: np.save(tmp, embeddings.astype(np.float32)))
     else:
-        rows = frame.iloc[kept].reset_index(drop=True)
-        write_table(pd.concat([rows, pd.DataFrame(embedding_columns(embeddings))], axis=1), args.output)
+        # every input row, in order; molecules that could not be drawn get empty embedding cells, like predict's
+        full = np.full((len(frame), embeddings.shape[1]), np.nan, dtype=np.float32)
+        full[np.asarray(kept)] = embeddings
+        frame = pd.concat([frame.reset_index(drop=True), pd.DataFrame(embedding_columns(full))], axis=1)
+        mark_skipped(frame, skipped)
+        write_table(frame, args.output)
     print(f"wrote {len(kept)} embeddings of size {embeddings.shape[1]} to {out}")
     return 0

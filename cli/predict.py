@@ -93,7 +93,7 @@ def predict_table(model, processor, smiles: list[str], batch_size: int = 64, dev
 
 
 def run(args) -> int:
-    from ._common import check_output_suffix, read_input, report_skipped, write_table
+    from ._common import check_output_suffix, mark_skipped, read_input, report_skipped, write_table
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be >= 1")
@@ -108,13 +108,14 @@ def run(args) -> int:
     model, processor = load_predictor(args.model)
     values, names, skipped, task = predict_table(model, processor, table.smiles, batch_size=args.batch_size,
                                                  device=args.device, progress=not args.no_progress)
-    report_skipped(skipped, len(frame), "their prediction cells are left empty")
+    report_skipped(skipped, table)
     if len(skipped) == len(frame):
         raise ValueError(f"none of the {len(frame)} molecules in {args.input} could be used; nothing written")
     prefix = "probability" if task == "classification" else "predicted"
     columns = [f"{prefix}_{name}" for name in names] if task != "multiclass" else [f"probability_class_{j}" for j in range(values.shape[1])]
     for j, name in enumerate(columns):
         frame[name] = values[:, j]
+    mark_skipped(frame, skipped)
     write_table(frame, args.output)
     print(f"wrote predictions for {len(frame) - len(skipped)} of {len(frame)} molecules to {args.output}")
     return 0

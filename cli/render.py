@@ -34,7 +34,9 @@ def run(args) -> int:
 
     from moleclip import MoleCLIPImageProcessor
 
-    from ._common import read_input, report_skipped
+    from moleclip.processing.molecules import describe_skipped
+
+    from ._common import read_input
 
     smiles = list(args.smiles)
     if args.input:
@@ -60,7 +62,8 @@ def run(args) -> int:
         Image.fromarray(images[0]).save(args.output)
         print(f"wrote {args.output}")
         return 0
-    report_skipped(skipped, len(smiles))
+    if skipped:  # mixed command-line and file input: positions in the list of molecules, which PNGs are named by
+        print(f"warning: {describe_skipped(skipped)} (of {len(smiles)}); no picture is written for them")
     if not len(images):
         raise ValueError(f"none of the {len(smiles)} molecules could be drawn; nothing written")
     out = Path(args.output_dir)

@@ -194,15 +194,19 @@ def test_embed_to_parquet_and_npy(tiny_dir, smi_file, tmp_path, capsys):
     out = tmp_path / "emb.parquet"
     assert main(["embed", "--model", str(tiny_dir), "--input", str(smi_file), "--output", str(out), "--batch-size", "2"]) == 0
     table = pd.read_parquet(out)
-    assert table["smiles"].tolist() == ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1"]
-    assert table["name"].tolist() == ["ethanol", "phenol", "paracetamol"]  # the .smi names travel along
-    assert [c for c in table.columns if c.startswith("emb_")] == [f"emb_{i}" for i in range(32)]
-    assert "1 molecule(s) skipped" in capsys.readouterr().out
+    # every input row, in order (as predict does): the one that could not be drawn has empty cells and its reason
+    assert table["smiles"].tolist() == ["CCO", "c1ccccc1O", "not_a_smiles", "CC(=O)Nc1ccc(O)cc1"]
+    assert table["name"].tolist() == ["ethanol", "phenol", "bad", "paracetamol"]  # the .smi names travel along
+    columns = [c for c in table.columns if c.startswith("emb_")]
+    assert columns == [f"emb_{i}" for i in range(32)]
+    assert table[columns].iloc[2].isna().all() and not table[columns].drop(index=2).isna().any().any()
+    assert table["moleclip_skipped"].tolist()[2].startswith("could not be parsed")
+    assert "1 of 4 molecules could not be used: line 3 'not_a_smiles'" in capsys.readouterr().out
     npy = tmp_path / "emb.npy"
     assert main(["embed", "--model", str(tiny_dir), "--input", str(smi_file), "--output", str(npy)]) == 0
     matrix = np.load(npy)
     assert np.load(tmp_path / "emb.rows.npy").tolist() == [0, 1, 3]
-    np.testing.assert_allclose(matrix, table[[f"emb_{i}" for i in range(32)]].to_numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(matrix, table[columns].drop(index=2).to_numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_embed_csv_keeps_text_columns_as_written(tiny_dir, tmp_path, capsys):

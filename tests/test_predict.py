@@ -33,11 +33,12 @@ def test_predict_new_smiles_keeps_every_row(trained, capsys):
     assert cli(["predict", "--model", str(root / "moleclip" / "model"), "--input", str(new), "--output", str(out),
                 "--smiles-column", "SMILES", "--batch-size", "2", "--no-progress"]) == 0
     table = pd.read_csv(out)
-    assert list(table.columns) == ["id", "SMILES", "predicted_heavy"]
+    assert list(table.columns) == ["id", "SMILES", "predicted_heavy", "moleclip_skipped"]
     assert len(table) == len(NEW)
     valid = [0, 2]
     assert table.predicted_heavy.isna().tolist() == [False, True, False, True]
-    assert "not a molecule" in capsys.readouterr().out
+    assert table.moleclip_skipped.isna().tolist() == [True, False, True, False]  # the reason where there is none
+    assert "line 3 'not a molecule'" in capsys.readouterr().out  # reported by its line in the file
 
     from moleclip.training.hub import load_processor
 
@@ -75,7 +76,7 @@ def test_predict_keeps_text_columns_and_reports_missing_model(trained, tmp_path,
     assert cli(["predict", "--model", str(root / "fp" / "model"), "--input", str(new), "--output", str(out),
                 "--no-progress"]) == 0
     lines = out.read_text().splitlines()
-    assert lines[1].startswith("0001,CCO,") and lines[2] == "0002,NA,"  # IDs and the SMILES "NA" as written
+    assert lines[1].startswith("0001,CCO,") and lines[2].startswith("0002,NA,,")  # IDs and the SMILES "NA" as written
     capsys.readouterr()
     missing = tmp_path / "runs" / "x" / "model"
     assert cli(["predict", "--model", str(missing), "--input", str(new), "--output", str(tmp_path / "q" / "p.csv")]) == 2
