@@ -27,6 +27,16 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from moleclip.training.outputs import hold_output_file
+
+    from ._common import TABLE_SUFFIXES, check_output_suffix
+
+    check_output_suffix(args.output, (*TABLE_SUFFIXES, ".npy"))
+    with hold_output_file(args.output):  # a second process writing the same file is refused, not silently lost
+        return _embed(args)
+
+
+def _embed(args) -> int:
     from pathlib import Path
 
     import numpy as np

@@ -93,6 +93,16 @@ def predict_table(model, processor, smiles: list[str], batch_size: int = 64, dev
 
 
 def run(args) -> int:
+    from moleclip.training.outputs import hold_output_file
+
+    from ._common import TABLE_SUFFIXES, check_output_suffix
+
+    check_output_suffix(args.output, TABLE_SUFFIXES)
+    with hold_output_file(args.output):  # a second process writing the same file is refused, not silently lost
+        return _predict(args)
+
+
+def _predict(args) -> int:
     from ._common import check_output_suffix, mark_skipped, read_input, report_skipped, write_table
 
     if args.batch_size < 1:

@@ -322,3 +322,25 @@ def test_damaged_or_half_saved_checkpoints_are_reported_as_such(tmp_path, capsys
                    "--output", str(tmp_path / "out.csv"), "--no-progress"])
     error = capsys.readouterr().err
     assert status == 2 and words in error and "Hub" not in error
+
+
+def test_a_second_process_writing_the_same_output_is_refused(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from moleclip_cli.main import main
+
+    (tmp_path / "new.smi").write_text("CCO\n")
+    out = tmp_path / "emb.csv"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / ".emb.csv.lock").write_text(str(holder.pid))  # as the first `moleclip embed` leaves it meanwhile
+        status = main(["embed", "--model", "tiny", "--input", str(tmp_path / "new.smi"), "--output", str(out),
+                       "--no-progress"])
+        assert status == 2 and f"pid {holder.pid}" in capsys.readouterr().err and not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["embed", "--model", "tiny", "--input", str(tmp_path / "new.smi"), "--output", str(out),
+                 "--no-progress"]) == 0
+    assert out.is_file() and not (tmp_path / ".emb.csv.lock").exists()

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 __all__ = ["check_writable", "write_atomically", "write_text_atomically", "check_run_folder", "hold_run_folder",
-           "FolderInUseError"]
+           "hold_output_file", "FolderInUseError"]
 
 LOCK_FILE = ".moleclip.lock"
 
@@ -85,14 +85,8 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def hold_run_folder(folder: str | os.PathLike, clear: Sequence[str] = ()) -> Iterator[Path]:
-    """Hold `folder` for this process (a lock file with its pid; a lock of a process that died is taken over), remove
-    the old outputs named in `clear` (the user said --overwrite), and let go at the end. A folder this call created
-    and that is still empty when the run fails is removed again."""
-    folder = Path(folder)
-    created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / LOCK_FILE
+def _lock(lock: Path, what: str) -> Iterator[None]:
+    """Hold `lock` (a file with this process's pid; the lock of a process that died is taken over) while inside."""
     for _ in range(2):
         try:
             handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -102,26 +96,49 @@ def hold_run_folder(folder: str | os.PathLike, clear: Sequence[str] = ()) -> Ite
             except (OSError, ValueError):
                 holder = 0
             if holder and holder != os.getpid() and _alive(holder):
-                raise FolderInUseError(f"{folder} is being written by another process (pid {holder}); wait for it, "
-                                       "or choose another folder") from None
+                raise FolderInUseError(f"{what} is being written by another process (pid {holder}); wait for it, "
+                                       "or choose another output") from None
             lock.unlink(missing_ok=True)  # left by a process that died
             continue
         with os.fdopen(handle, "w") as out:
             out.write(str(os.getpid()))
         break
     else:
-        raise FolderInUseError(f"{folder}: could not take its lock file {lock}")
+        raise FolderInUseError(f"{what}: could not take its lock file {lock}")
     try:
-        for name in clear:
-            target = folder / name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
-        yield folder
-    except BaseException:
+        yield
+    finally:
         lock.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def hold_output_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold an output file for this process while it is computed and written: a second process writing the same file
+    is refused instead of both reporting success while one result is lost."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(path.with_name(f".{path.name}.lock"), str(path)):
+        yield path
+
+
+@contextlib.contextmanager
+def hold_run_folder(folder: str | os.PathLike, clear: Sequence[str] = ()) -> Iterator[Path]:
+    """Hold `folder` for this process (see `_lock`), remove the old outputs named in `clear` (the user said
+    --overwrite), and let go at the end. A folder this call created and that is still empty when the run fails is
+    removed again."""
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with _lock(folder / LOCK_FILE, str(folder)):
+            for name in clear:
+                target = folder / name
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink(missing_ok=True)
+            yield folder
+    except BaseException:
         if created and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
         raise
-    lock.unlink(missing_ok=True)
