@@ -79,7 +79,8 @@ class MoleCLIPImageProcessor(PilBackend):
             augmentation and before normalisation, which then applies `image_mean` / `image_std` in the order given:
             the paper's released weights were trained on B, G, R pictures normalised with CLIP's R, G, B statistics
             (mean 0.4815 on the blue channel), and a converted checkpoint's processor says "bgr".
-        cache_size (`int`, 100000): molecules whose 2D coordinates are kept, so repeated drawing skips the layout.
+        cache_size (`int`, 10000): molecules whose 2D coordinates are kept, so repeated drawing skips the layout
+            (about 70 KiB of memory each: 10,000 take about 0.65 GiB).
 
     Standard settings (transformers' names and meanings): `size` ({"height": n, "width": n}, square, 16 to 4096;
     an int n is read as n x n), `do_resize` / `resample` (given images are resized to `size`, bicubic by default;
@@ -115,7 +116,7 @@ class MoleCLIPImageProcessor(PilBackend):
     channel_order = "rgb"
     drawing_backend = DEFAULT_BACKEND
 
-    def __init__(self, cache_size: int = 100_000, **kwargs):
+    def __init__(self, cache_size: int = 10_000, **kwargs):
         for key in _SERVICE_KEYS:
             kwargs.pop(key, None)
         auto_map = kwargs.pop("auto_map", None)

@@ -124,7 +124,7 @@ class TwoViewDataset(Dataset):
         augmentation: classical augmentation preset applied to both views (`default` in the paper).
         stream: ``TRAIN_STREAM`` or ``VALID_STREAM`` (validation uses fixed views: pass epoch 0 always).
         ids: an id per molecule returned with each sample (default: its position), e.g. the row in the input file.
-        coordinate_cache_size: molecules whose 2D layout each worker keeps.
+        coordinate_cache_size: molecules whose 2D layout each worker keeps (about 70 KiB each).
         prerendered: a :class:`PrerenderedImages` store to read drawings from instead of drawing.
         store_slots: for each molecule, its slot in ``prerendered`` (-1: not in the store, draw it); default: the
             store holds exactly these molecules in this order.
@@ -144,7 +144,7 @@ class TwoViewDataset(Dataset):
         augmentation: str = "default",
         stream: int = TRAIN_STREAM,
         ids: np.ndarray | None = None,
-        coordinate_cache_size: int = 50_000,
+        coordinate_cache_size: int = 10_000,
         prerendered: "PrerenderedImages | None" = None,
         store_slots: np.ndarray | None = None,
     ):

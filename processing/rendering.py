@@ -315,12 +315,13 @@ class CoordinateCache:
     """Least-recently-used cache of prepared molecules, keyed by SMILES string (or by the Mol object itself).
 
     ``get`` parses with :func:`~molecules.to_mol` (bad SMILES raise :class:`InvalidMoleculeError` naming the entry),
-    prepares with :func:`prepare_for_drawing`, and keeps at most ``max_size`` molecules (a prepared ChEMBL molecule
-    takes a few kilobytes). Mol keys hold a reference to the Mol, so its ``id`` cannot be reused while cached.
+    prepares with :func:`prepare_for_drawing`, and keeps at most ``max_size`` molecules. Memory is the limit to mind: a
+    prepared ChEMBL molecule costs about 70 KiB of resident memory (`benchmarks/coordinate_cache.py`), so 10,000 take
+    about 0.65 GiB and 100,000 about 6.5 GiB. Mol keys hold a reference to the Mol, so its ``id`` cannot be reused while cached.
     Thread-safe. Pickling keeps the size limit but not the contents (each DataLoader worker fills its own).
     """
 
-    def __init__(self, max_size: int = 100_000):
+    def __init__(self, max_size: int = 10_000):
         if int(max_size) < 1:
             raise ValueError(f"max_size must be at least 1, got {max_size}")
         self.max_size = int(max_size)

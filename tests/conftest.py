@@ -53,7 +53,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def _skipped_for_data(report) -> bool:
-    if "data" in report.keywords:
+    if "data" in getattr(report, "keywords", {}):  # a module skipped at collection has no keywords
         return True
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3 else ""
     return DATA_DIR_ENV in str(reason) or "shared data" in str(reason)
