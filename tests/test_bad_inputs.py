@@ -344,3 +344,17 @@ def test_a_second_process_writing_the_same_output_is_refused(tmp_path, capsys):
     assert main(["embed", "--model", "tiny", "--input", str(tmp_path / "new.smi"), "--output", str(out),
                  "--no-progress"]) == 0
     assert out.is_file() and not (tmp_path / ".emb.csv.lock").exists()
+
+
+def test_batched_inference_reports_skipped_molecules_once_by_their_line(tmp_path, capsys, caplog):
+    import logging
+
+    from moleclip_cli.main import main
+
+    (tmp_path / "b.smi").write_text("CCO\nxx\nCCN\nyy\n")
+    with caplog.at_level(logging.WARNING):
+        assert main(["embed", "--model", "tiny", "--input", str(tmp_path / "b.smi"), "--output",
+                     str(tmp_path / "b.csv"), "--batch-size", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "line 2 'xx'" in out and "line 4 'yy'" in out
+    assert not [r for r in caplog.records if "#1" in r.getMessage()]  # no per-batch positions (#1 of each batch)

@@ -6,6 +6,8 @@ encoded the same way everywhere.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,18 +35,32 @@ def _run(model, processor, smiles, batch_size, device, progress, fn, desc, on_er
     device = torch.device(device) if device is not None else default_device()
     model = model.to(device).eval()
     outputs, kept, skipped = [], [], []
-    for start in tqdm(range(0, len(smiles), batch_size), desc=desc, unit="batch", disable=not progress):
-        chunk = list(smiles[start : start + batch_size])
-        batch = processor(chunk, return_tensors="pt", on_error=on_error, **render_kwargs)
-        skipped += [SkippedMolecule(s.index + start, s.smiles, s.reason) for s in batch.skipped]
-        if len(batch["kept_indices"]) == 0:
-            continue
-        kept += (batch["kept_indices"] + start).tolist()
-        pixel_values = batch["pixel_values"].to(device=device, dtype=next(model.parameters()).dtype)
-        outputs.append(fn(model, pixel_values).float().cpu().numpy())
+    with _quiet(type(processor).__module__):
+        for start in tqdm(range(0, len(smiles), batch_size), desc=desc, unit="batch", disable=not progress):
+            batch = processor(list(smiles[start : start + batch_size]), return_tensors="pt", on_error=on_error,
+                              **render_kwargs)
+            skipped += [SkippedMolecule(s.index + start, s.smiles, s.reason) for s in batch.skipped]
+            if len(batch["kept_indices"]) == 0:
+                continue
+            kept += (batch["kept_indices"] + start).tolist()
+            pixel_values = batch["pixel_values"].to(device=device, dtype=next(model.parameters()).dtype)
+            outputs.append(fn(model, pixel_values).float().cpu().numpy())
     width = outputs[0].shape[1] if outputs else 0
     stacked = np.concatenate(outputs) if outputs else np.zeros((0, width), dtype=np.float32)
     return stacked, np.asarray(kept, dtype=np.int64), skipped
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    """The processor warns about each batch's skipped molecules by their position in that batch; here the caller
+    gets them all, by their position in the whole input, and reports them once."""
+    log = logging.getLogger(logger_name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def embed_smiles(
