@@ -45,10 +45,8 @@ def _embed(args) -> int:
     from moleclip.training.hub import load_backbone, load_processor
     from moleclip.training.inference import embed_smiles
 
-    from ._common import (TABLE_SUFFIXES, check_output_suffix, embedding_columns, mark_skipped, read_input,
-                          report_skipped, write_table)
+    from ._common import embedding_columns, mark_skipped, read_input, report_skipped, write_table
 
-    check_output_suffix(args.output, (*TABLE_SUFFIXES, ".npy"))
     table = read_input(args.input, args.smiles_column)
     frame = table.frame
     if not len(frame):

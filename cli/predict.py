@@ -103,11 +103,10 @@ def run(args) -> int:
 
 
 def _predict(args) -> int:
-    from ._common import check_output_suffix, mark_skipped, read_input, report_skipped, write_table
+    from ._common import mark_skipped, read_input, report_skipped, write_table
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be >= 1")
-    check_output_suffix(args.output)
     table = read_input(args.input, args.smiles_column)
     frame = table.frame
     if not len(frame):
