@@ -98,6 +98,7 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
     import pandas as pd
 
     from moleclip.processing.pseudo_labels import compute_pseudo_labels
+    from moleclip.training.outputs import write_atomically, write_text_atomically
 
     frame = _read_input(config)
     if frame.empty:
@@ -134,13 +135,10 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
         kept = _kept_rows(table, info, frame)
         table = table.copy()
         table.insert(0, "row", kept)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        table.to_parquet(tmp, index=False)
-        tmp.replace(out)
-        meta_file.write_text(json.dumps({"request": wanted, "seconds": time.perf_counter() - start,
-                                         "n_molecules": len(frame), "n_labelled": len(table),
-                                         "info": _jsonable(info)}, indent=2))
+        write_atomically(out, lambda tmp: table.to_parquet(tmp, index=False))
+        write_text_atomically(meta_file, json.dumps({"request": wanted, "seconds": time.perf_counter() - start,
+                                                     "n_molecules": len(frame), "n_labelled": len(table),
+                                                     "info": _jsonable(info)}, indent=2))
         print(f"pseudo-labels for {len(table)} of {len(frame)} molecules saved to {out} "
               f"({time.perf_counter() - start:.1f} s)", flush=True)
     if accelerator is not None:
