@@ -23,6 +23,7 @@ from rdkit.Chem.Scaffolds import MurckoScaffold
 from .molecules import to_mol
 
 __all__ = [
+    "canonical_smiles",
     "split_leakage",
     "SPLIT_KINDS",
     "Split",
@@ -169,8 +170,14 @@ def make_split(
     raise ValueError(f"Unknown split kind {kind!r}; valid kinds: {', '.join(SPLIT_KINDS)}")
 
 
-def split_leakage(smiles: Sequence[str], targets, split: Split) -> dict:
-    """The same molecule (canonical SMILES) in two parts of a split, and copies whose labels disagree.
+def canonical_smiles(smiles: Sequence[str]) -> list[str]:
+    """RDKit's canonical SMILES of each entry: two spellings of one structure become the same string."""
+    return [Chem.MolToSmiles(to_mol(item, index=i, max_heavy_atoms=None)) for i, item in enumerate(smiles)]
+
+
+def split_leakage(canonical: Sequence[str], targets, split: Split) -> dict:
+    """The same molecule in two parts of a split, and copies whose labels disagree (`canonical`: from
+    :func:`canonical_smiles`, computed once for all the splits of a data set).
 
     Returns ``{"train_test": n, "train_valid": n, "conflicting": n, "examples": [...]}``: ``train_test`` counts test
     molecules whose structure is also in the training part (their scores measure memory, not prediction), and
@@ -178,10 +185,6 @@ def split_leakage(smiles: Sequence[str], targets, split: Split) -> dict:
     """
     import numpy as np
 
-    canonical = []
-    for i, item in enumerate(smiles):
-        mol = to_mol(item, index=i, max_heavy_atoms=None)
-        canonical.append(Chem.MolToSmiles(mol))
     targets = np.asarray(targets, dtype=np.float64).reshape(len(canonical), -1)
     train = {canonical[i] for i in split.train}
     examples = [canonical[i] for i in split.test if canonical[i] in train][:3]

@@ -24,7 +24,7 @@ import torch
 from moleclip import MoleCLIPForPropertyPrediction
 from moleclip.processing.molecules import warn_about_fragments
 from moleclip.processing.property_data import PropertyDataset, load_property_dataset
-from moleclip.processing.splits import make_split, split_leakage
+from moleclip.processing.splits import canonical_smiles, make_split, split_leakage
 from moleclip.training.outputs import check_run_folder, hold_run_folder
 from moleclip.training.scoring import TASK_METRICS
 from moleclip.training.search import expand_grid, final_markdown, paper_reference, public_view, run_search, \
@@ -176,7 +176,8 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
         if min(split.sizes) == 0:
             raise ValueError(f"the {split_kind} split of {len(data)} molecules with seed {seed} leaves a part empty "
                              f"(sizes {split.sizes}); use more molecules or other --fractions")
-    leakage = {seed: split_leakage(data.smiles, data.targets, split) for seed, split in splits.items()}
+    canonical = canonical_smiles(data.smiles)
+    leakage = {seed: split_leakage(canonical, data.targets, split) for seed, split in splits.items()}
     for seed, found in leakage.items():
         if found["train_test"] or found["conflicting"]:
             warnings.warn(f"split seed {seed}: {found['train_test']} test molecule(s) are also in the training part "
