@@ -57,10 +57,10 @@ SKIPPED_COLUMN = "moleclip_skipped"
 def report_skipped(skipped, table, what: str = "their output cells are left empty") -> None:
     """One warning line naming the molecules that could not be used, by their line in the input file."""
     if skipped:
-        shown = "; ".join(f"line {table.line(s.index)} {s.smiles!r} ({s.reason})" for s in skipped[:5])
-        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-        print(f"warning: {len(skipped)} of {len(table)} molecules could not be used: {shown}{more}; {what} and "
-              f"the reason is in the {SKIPPED_COLUMN} column")
+        from moleclip.processing.molecules import list_skipped
+
+        print(f"warning: {len(skipped)} of {len(table)} molecules could not be used: "
+              f"{list_skipped(skipped, line_of=table.line)}; {what} and the reason is in the {SKIPPED_COLUMN} column")
 
 
 def mark_skipped(frame, skipped) -> None:

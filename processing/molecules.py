@@ -168,10 +168,16 @@ def warn_about_fragments(smiles: Sequence, where: str) -> int:
     return count
 
 
+def list_skipped(skipped: Sequence[SkippedMolecule], limit: int = 5, line_of=None) -> str:
+    """The first `limit` skipped entries as "#position 'SMILES' (reason); ..." (or "line N ..." with `line_of`, which
+    maps a position to its line in the input file), and how many more."""
+    where = (lambda s: f"line {line_of(s.index)}") if line_of is not None else (lambda s: f"#{s.index}")
+    shown = "; ".join(f"{where(s)} {shorten(s.smiles)!r} ({s.reason})" for s in skipped[:limit])
+    return shown + (f" and {len(skipped) - limit} more" if len(skipped) > limit else "")
+
+
 def describe_skipped(skipped: Sequence[SkippedMolecule], limit: int = 5) -> str:
     """One readable line about skipped entries, for warnings and CLI output."""
     if not skipped:
         return "no molecules skipped"
-    shown = "; ".join(f"#{s.index} {shorten(s.smiles)!r} ({s.reason})" for s in skipped[:limit])
-    more = f" and {len(skipped) - limit} more" if len(skipped) > limit else ""
-    return f"{len(skipped)} molecule(s) skipped: {shown}{more}"
+    return f"{len(skipped)} molecule(s) skipped: {list_skipped(skipped, limit)}"

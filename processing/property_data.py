@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..tasks import TASK_TYPES, infer_task
-from .molecules import SkippedMolecule, parse_many
+from .molecules import SkippedMolecule, list_skipped, parse_many
 from .tables import ColumnNotFoundError, read_molecule_table
 
 __all__ = [
@@ -388,10 +388,10 @@ def _check_classification(targets: np.ndarray, names: list[str], path: Path) -> 
 
 
 def _report_skipped(skipped: list[SkippedRow], total: int, path: Path, limit: int = 5) -> None:
-    shown = "; ".join(f"line {s.line} {s.smiles!r} ({s.reason})" for s in skipped[:limit])
-    more = f" and {len(skipped) - limit} more" if len(skipped) > limit else ""
+    lines = {s.index: s.line for s in skipped}
     warnings.warn(
-        f"{len(skipped)} of {total} rows in {path} left out because their SMILES could not be used: {shown}{more}",
+        f"{len(skipped)} of {total} rows in {path} left out because their SMILES could not be used: "
+        f"{list_skipped(skipped, limit, line_of=lines.get)}",
         UserWarning,
         stacklevel=3,
     )
