@@ -30,6 +30,8 @@ COMMANDS = {
     "finetune": "finetune",
     "predict": "predict",
     "embed": "embed",
+    "index": "index",
+    "search": "search",
 }
 
 DEBUG_ENV = "MOLECLIP_DEBUG"

@@ -1,0 +1,123 @@
+"""Search an indexed library by structure (SMILES) or by picture (a drawing of a molecule from any program, or one
+cropped from a paper): the k most similar library molecules of each query.
+
+A query ending in .png, .jpg/.jpeg, .bmp, .gif, .tif/.tiff or .webp is a picture file; anything else is a SMILES.
+SMILES are drawn as the model sees molecules; pictures are made RGB on white (transparency too), centred on a white
+square when they are not square, then resized and normalised by the model's processor. Crop a picture with a small
+white margin around the molecule, as drawings have. Use the model that embedded the library (the embedding sizes must
+match) and --r-groups if embed used it.
+
+The output has one row per hit: query_number, query, query_type, rank (1 = nearest), score (cosine similarity, or
+Euclidean distance for an l2 index), library_row (0-based row of the embeddings file), the library's SMILES and every
+other library column (IDs...). k above the library's size is lowered to it, with a note. A query that cannot be used
+(a SMILES that does not parse, a picture that cannot be read) stops the search with an error naming it.
+
+Examples:
+  moleclip search --index library_index/ --model my-moleclip/ --query "CC(=O)Nc1ccc(O)cc1" -k 5 --output hits.csv
+  moleclip search --index library_index/ --model my-moleclip/ --query figure2_compound.png --query CCO --output hits.csv
+  moleclip search --index library_index/ --model my-moleclip/ --queries queries.smi -k 20 --output hits.parquet
+"""
+
+from __future__ import annotations
+
+NAME = "search"
+HELP = "find the library molecules nearest to SMILES or pictures (needs moleclip index)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--index", required=True, help="index folder made by moleclip index")
+    parser.add_argument("--model", default=None,
+                        help="the checkpoint that embedded the library (default: the one the index records, if any)")
+    parser.add_argument("--query", action="append", default=[], metavar="SMILES|PICTURE",
+                        help="a SMILES or a picture file (.png, .jpg...); repeat for several")
+    parser.add_argument("--queries", default=None, metavar="FILE",
+                        help="a file of queries (.smi/.txt: one a line; .csv/.tsv/.parquet: see --query-column); "
+                             "picture paths in it are relative to the file's folder")
+    parser.add_argument("--query-column", default=None,
+                        help="the column of --queries holding SMILES or picture paths (default: the column named "
+                             "smiles, canonical_smiles, smi or mol)")
+    parser.add_argument("-k", "--top-k", dest="k", type=int, default=10, help="hits per query (default 10)")
+    parser.add_argument("--output", required=True, help=".csv, .tsv (optionally .gz) or .parquet")
+    parser.add_argument("--ef-search", type=int, default=None,
+                        help="HNSW indexes only: candidates kept by the graph walk (default 128; more is slower and "
+                             "more exact)")
+    parser.add_argument("--r-groups", action="store_true", help="draw SMILES queries with R-group labels, as embed "
+                        "--r-groups drew the library")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best available)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args) -> int:
+    from moleclip.training.outputs import hold_output_file
+
+    from ._common import check_output_suffix
+
+    check_output_suffix(args.output)
+    if args.k < 1:
+        raise ValueError(f"-k must be at least 1, got {args.k}")
+    if not args.query and args.queries is None:
+        raise ValueError("give at least one --query (a SMILES or a picture file) or --queries FILE")
+    with hold_output_file(args.output):
+        return _search(args)
+
+
+def _queries(args):
+    from pathlib import Path
+
+    from moleclip.training.vector_index import Query, is_picture
+
+    from ._common import read_input
+
+    queries = [Query(text, "picture" if is_picture(text) else "smiles", f"--query {i}")
+               for i, text in enumerate(args.query, start=1)]
+    if args.queries is not None:
+        table = read_input(args.queries, args.query_column)
+        folder = Path(args.queries).expanduser().parent
+        for row, text in enumerate(table.smiles):
+            origin = f"line {table.line(row)} of {args.queries}"
+            if is_picture(text):
+                path = Path(text.strip()).expanduser()
+                queries.append(Query(str(path if path.is_absolute() else folder / path), "picture", origin))
+            else:
+                queries.append(Query(text, "smiles", origin))
+    if not queries:
+        raise ValueError(f"{args.queries} holds no queries")
+    return queries
+
+
+def _search(args) -> int:
+    from moleclip.configuration_moleclip import MODEL_PRESETS
+    from moleclip.training.hub import load_backbone, load_processor
+    from moleclip.training.vector_index import embed_queries, load_index
+
+    from ._common import write_table
+
+    index = load_index(args.index)
+    recorded = index.manifest.get("embedded_with") or {}
+    model_name = args.model or recorded.get("model")
+    if not model_name:
+        raise ValueError(f"--model is required: {args.index} does not record which model embedded its library "
+                         f"(give the one `moleclip embed` used; its embeddings have {index.dimension} dimensions)")
+    if str(model_name) in MODEL_PRESETS:
+        raise ValueError(f"--model {model_name} is a randomly initialised preset, whose weights are not those that "
+                         "embedded the library: save one with `moleclip init --backbone "
+                         f"{model_name} --output-dir DIR` and embed and search with DIR")
+    if args.ef_search is not None and index.kind != "hnsw":
+        raise ValueError(f"--ef-search only applies to an HNSW index; {args.index} is {index.kind}")
+    queries = _queries(args)  # read before the model loads: a bad queries file fails at once
+    model = load_backbone(model_name)
+    if model.config.projection_dim != index.dimension:
+        raise ValueError(f"--model {model_name} gives {model.config.projection_dim}-dimensional embeddings but "
+                         f"{args.index} holds {index.dimension}-dimensional ones: use the model that embedded the "
+                         "library")
+    processor = load_processor(model_name)
+    r_groups = args.r_groups or bool(recorded.get("r_groups"))
+    vectors = embed_queries(model, processor, queries, batch_size=args.batch_size, device=args.device,
+                            progress=not args.no_progress, r_groups=r_groups)
+    if args.k > index.count:
+        print(f"note: -k {args.k} is more than the {index.count} molecules in the library; returning all of them")
+    hits = index.hits(vectors, args.k, queries, ef_search=args.ef_search)
+    write_table(hits, args.output)
+    print(f"wrote {len(hits)} hits for {len(queries)} {'query' if len(queries) == 1 else 'queries'} to {args.output}")
+    return 0
