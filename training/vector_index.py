@@ -47,15 +47,17 @@ FORMAT_VERSION = 1
 METRICS = ("cosine", "l2")
 KINDS = ("auto", "exact", "hnsw")
 
-# `kind="auto"` builds HNSW when library size x dimension exceeds this, i.e. above 100,000 molecules of the 512
-# numbers a ViT-B/16 MoleCLIP gives (3.2 million for the 32 of `tiny`). Measured by benchmarks/retrieval.py on 2 CPU
-# cores: one exact query costs ~0.3 us per vector at d=512 and reaches the 50 ms budget of an interactive search near
-# 10^5 molecules (0.3 s at 10^6), while HNSW stays near 1 ms with recall@10 >= 0.99 on structured vectors. Below the
-# cutoff exact search is both fast enough and perfect, and needs no graph build (~0.5 ms a vector).
+# `kind="auto"` builds HNSW when library size x dimension exceeds this: above 100,000 molecules of the 512 numbers a
+# ViT-B/16 MoleCLIP gives (1.6 million of tiny's 32; the cost of exact search follows the memory it scans, size x
+# dimension). Measured by benchmarks/retrieval.py on 2 shared CPU cores: one exact query at 512 dimensions took 0.9 ms
+# at 10,000 molecules, 48 ms at 100,000 and 150 ms at 500,000, and crosses a 50 ms interactive budget near 108,000;
+# HNSW answered in ~0.6 ms with recall@10 0.9995 on structured vectors, for a build of ~46 s per 100,000. Below the
+# cutoff exact search is fast enough and perfect and needs no build; above it, it grows linearly with the library.
 AUTO_HNSW_VALUES = 100_000 * 512
 
-# HNSW settings (benchmarks/retrieval.py): 32 links a node, 100 candidates while building (twice as slow for no
-# measurable recall at 200), 128 while searching (recall@10 1.00 vs 0.99 at 64 on structured vectors, ~0.5 ms).
+# HNSW settings, chosen on 100,000 structured vectors of 512 dimensions while writing benchmarks/retrieval.py: 32 links
+# a node; 100 candidates while building (200 took three times as long for the same recall); 128 while searching
+# (recall@10 1.00 vs 0.99 at 64, ~0.5 ms a query).
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 100
 HNSW_EF_SEARCH = 128
@@ -411,6 +413,9 @@ def load_index(folder: str | os.PathLike) -> LibraryIndex:
     if not (index.ntotal == len(library) == count and index.d == dimension):
         raise ValueError(f"{folder}: its parts disagree (index {index.ntotal} x {index.d}, library {len(library)} "
                          f"rows, manifest {count} x {dimension}): build the index again")
+    missing = [c for c in (manifest.get("smiles_column"), LIBRARY_ROW) if c not in library.columns]
+    if missing:
+        raise ValueError(f"{folder / LIBRARY_FILE} lacks the column {missing[0]!r}: build the index again")
     if manifest.get("metric") not in METRICS or manifest.get("kind") not in ("exact", "hnsw"):
         raise ValueError(f"{manifest_file}: unknown metric or kind ({manifest.get('metric')!r}, "
                          f"{manifest.get('kind')!r})")
