@@ -11,6 +11,8 @@ from pathlib import Path
 INPUT_HELP = ("a file of molecules: .smi/.smiles/.txt (one SMILES a line, optionally a name after it), .csv/.tsv "
               "with a header, or .parquet; text files may be gzipped (.gz)")
 TABLE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet")
+# processing.standardize.STANDARDIZATIONS, spelled out so that `--help` needs no RDKit (tests/test_cli.py checks it).
+STANDARDIZATIONS = ("none", "parent")
 
 
 def add_input_arguments(parser, required: bool = True, help: str = INPUT_HELP) -> None:
@@ -18,6 +20,13 @@ def add_input_arguments(parser, required: bool = True, help: str = INPUT_HELP) -
     parser.add_argument("--smiles-column", default=None,
                         help="the SMILES column of a table (default: the column named smiles, canonical_smiles, smi "
                              "or mol, any case)")
+
+
+def add_standardize_argument(parser, default: str | None, note: str) -> None:
+    """The `--standardize` option every command that reads molecules has; `default` None means "the model's own"."""
+    parser.add_argument("--standardize", choices=STANDARDIZATIONS, default=default,
+                        help="prepare each molecule with RDKit's MolStandardize first: none (as written, the paper's) "
+                        f"or parent (largest organic fragment, neutralised: salts and solvents go); {note}")
 
 
 def read_input(path: str, smiles_column: str | None = None, limit: int | None = None):
@@ -69,6 +78,22 @@ def mark_skipped(frame, skipped) -> None:
     for s in skipped:
         reasons[s.index] = s.reason
     frame[SKIPPED_COLUMN] = reasons
+
+
+# The column that shows the molecule a row was standardised to (only when standardisation is on).
+STANDARDIZED_COLUMN = "moleclip_standardized_smiles"
+
+
+def mark_standardized(frame, smiles, method: str) -> None:
+    """Add the standardised SMILES of each row (empty where it failed) when `method` is not "none", so a user sees
+    which molecule each output belongs to."""
+    if method == "none":
+        return
+    from moleclip.processing.standardize import standardize_smiles
+
+    result = standardize_smiles(smiles, method)
+    failed = {s.index for s in result.skipped}
+    frame[STANDARDIZED_COLUMN] = ["" if i in failed else value for i, value in enumerate(result.smiles)]
 
 
 def embedding_columns(embeddings) -> dict:

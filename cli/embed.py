@@ -2,6 +2,8 @@
 
 The output keeps the input's columns and adds `emb_0..emb_<d-1>` (.csv or .parquet), or is a float32 matrix (.npy,
 with the kept input rows in `<name>.rows.npy`). Molecules that cannot be drawn are reported and left out.
+`--standardize parent` draws each molecule's standardised parent (default: the processor's saved setting) and adds a
+`moleclip_standardized_smiles` column.
 
 Examples:
   moleclip embed --model tiny --input molecules.smi --output embeddings.parquet
@@ -15,7 +17,7 @@ HELP = "compute MoleCLIP embeddings for a file of SMILES"
 
 
 def add_arguments(parser) -> None:
-    from ._common import add_input_arguments
+    from ._common import add_input_arguments, add_standardize_argument
 
     parser.add_argument("--model", required=True, help="MoleCLIP/CLIP checkpoint (folder or Hub name), .pth, or preset")
     add_input_arguments(parser)
@@ -23,6 +25,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best available)")
     parser.add_argument("--r-groups", action="store_true", help="draw terminal atoms as R-group labels")
+    add_standardize_argument(parser, None, "default: the setting saved with the model's processor (none unless the "
+                             "model was finetuned with --standardize)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -45,7 +49,7 @@ def _embed(args) -> int:
     from moleclip.training.hub import load_backbone, load_processor
     from moleclip.training.inference import embed_smiles
 
-    from ._common import embedding_columns, mark_skipped, read_input, report_skipped, write_table
+    from ._common import embedding_columns, mark_skipped, mark_standardized, read_input, report_skipped, write_table
 
     table = read_input(args.input, args.smiles_column)
     frame = table.frame
@@ -54,6 +58,8 @@ def _embed(args) -> int:
     model = load_backbone(args.model)
     processor = load_processor(args.model)
     extra = {"r_groups": True} if args.r_groups else {}
+    if args.standardize is not None:
+        processor.standardize = args.standardize
     embeddings, kept, skipped = embed_smiles(model, processor, table.smiles, batch_size=args.batch_size,
                                              device=args.device, progress=not args.no_progress, **extra)
     report_skipped(skipped, table, "their embedding cells are left empty (.npy: their rows are left out)")
@@ -71,6 +77,7 @@ def _embed(args) -> int:
         full[np.asarray(kept)] = embeddings
         frame = pd.concat([frame.reset_index(drop=True), pd.DataFrame(embedding_columns(full))], axis=1)
         mark_skipped(frame, skipped)
+        mark_standardized(frame, table.smiles, processor.standardize)
         write_table(frame, args.output)
     print(f"wrote {len(kept)} embeddings of size {embeddings.shape[1]} to {out}")
     return 0

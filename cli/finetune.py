@@ -43,6 +43,8 @@ DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ._common import add_standardize_argument
+
     g = p.add_argument_group("data")
     g.add_argument("--dataset", required=True, help="a named set (esol, bace, ...) or a CSV / Parquet file")
     g.add_argument("--data-dir", default=None,
@@ -56,6 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    metavar=("TRAIN", "VALID", "TEST"))
     g.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="one run per seed and setting")
     g.add_argument("--limit", type=int, default=None, help="use only the first N molecules (smoke tests)")
+    add_standardize_argument(g, "none", "saved with the model, so predict prepares new molecules the same way")
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default="openai/clip-vit-base-patch16",

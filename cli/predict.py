@@ -6,6 +6,10 @@ output keeps every input row and adds one column per target: `predicted_<target>
 units) or `probability_<target>` (classification). Rows whose SMILES cannot be drawn keep empty prediction cells and
 are listed in a warning. A fingerprint-baseline folder (`--baseline fingerprint`) works the same way.
 
+New molecules are prepared as the model's training molecules were: a model finetuned with `--standardize parent`
+standardises each input first (its processor, or its fingerprint settings, say so) and the output then has a
+`moleclip_standardized_smiles` column showing the molecule each prediction belongs to.
+
 Examples:
   moleclip predict --model runs/esol/model --input new_molecules.csv --output predictions.csv
   moleclip predict --model lab/moleclip-esol --input library.smi --output library_pred.parquet --batch-size 128
@@ -66,7 +70,7 @@ def predict_table(model, processor, smiles: list[str], batch_size: int = 64, dev
         from moleclip.processing.fingerprints import morgan_fingerprints
 
         result = morgan_fingerprints(smiles, radius=model.settings["radius"], n_bits=model.settings["in_features"],
-                                     progress=progress)
+                                     progress=progress, standardize=model.settings.get("standardize", "none"))
         model = model.to(device or "cpu").eval()
         outputs = []
         with torch.no_grad():
@@ -103,7 +107,7 @@ def run(args) -> int:
 
 
 def _predict(args) -> int:
-    from ._common import mark_skipped, read_input, report_skipped, write_table
+    from ._common import mark_skipped, mark_standardized, read_input, report_skipped, write_table
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be >= 1")
@@ -111,10 +115,12 @@ def _predict(args) -> int:
     frame = table.frame
     if not len(frame):
         raise ValueError(f"{args.input} holds no molecules")
-    from moleclip.processing.molecules import warn_about_fragments
-
-    warn_about_fragments(table.smiles, args.input)
     model, processor = load_predictor(args.model)
+    method = model.settings.get("standardize", "none") if processor is None else processor.standardize
+    if method == "none":
+        from moleclip.processing.molecules import warn_about_fragments
+
+        warn_about_fragments(table.smiles, args.input)
     values, names, skipped, task = predict_table(model, processor, table.smiles, batch_size=args.batch_size,
                                                  device=args.device, progress=not args.no_progress)
     report_skipped(skipped, table)
@@ -125,6 +131,9 @@ def _predict(args) -> int:
     for j, name in enumerate(columns):
         frame[name] = values[:, j]
     mark_skipped(frame, skipped)
+    mark_standardized(frame, table.smiles, method)
     write_table(frame, args.output)
+    if method != "none":
+        print(f"molecules standardised as the model's training molecules were ({method})")
     print(f"wrote predictions for {len(frame) - len(skipped)} of {len(frame)} molecules to {args.output}")
     return 0

@@ -54,6 +54,10 @@ class PretrainConfig:
     output_dir: str | None = field(default=None, metadata=_opt(
         f"folder of the run: checkpoints, logs, and the final model in <output-dir>/{MODEL_DIR}", required=True))
     smiles_column: str | None = field(default=None, metadata=_opt("SMILES column of a CSV/Parquet input (default: auto)"))
+    standardize: str = field(default="none", metadata=_opt(
+        "none: draw the SMILES as written (the paper's); parent: each molecule's largest organic fragment, "
+        "neutralised (RDKit MolStandardize), for labels and drawings alike; an input with label columns must have been "
+        "labelled the same way (moleclip pseudo-labels --standardize records it). Saved with the model's processor"))
     k: list[str] | None = field(default=None, metadata=_opt(
         "K of each pseudo-label set. Input without label columns: computed on the fly (default 300 3000; 'auto': the "
         f"knee of the inertia curve) and saved to <output-dir>/{PSEUDO_LABEL_FILE}; input with label columns: which "
@@ -141,6 +145,9 @@ class PretrainConfig:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        from moleclip.processing.standardize import check_standardization
+
+        check_standardization(self.standardize)
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:

@@ -2,7 +2,9 @@
 
 The output Parquet has a `smiles` column and one int32 column `label_k<K>` per K; `moleclip pretrain --input` (and
 `training/pretrain.py --input`) reads it directly (the largest K groups the batches). Molecules that do not parse are
-left out and listed in the summary, with their lines in the input file.
+left out and listed in the summary, with their lines in the input file. With `--standardize parent` the molecules
+are standardised first: the `smiles` column then holds the parents (what pretraining draws), `input_smiles` the strings
+given, and the file records the setting so that `moleclip pretrain` can check it.
 
 Examples:
   moleclip pseudo-labels --input chembl.smi.gz --k 300 3000 --output labels.parquet
@@ -40,9 +42,10 @@ def _positive_int(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ._common import add_input_arguments
+    from ._common import add_input_arguments, add_standardize_argument
 
     add_input_arguments(parser)
+    add_standardize_argument(parser, "none", "labels and drawings are then the parents'")
     parser.add_argument("--output", required=True, help="the pseudo-label table to write (.parquet)")
     parser.add_argument("--k", nargs="+", type=_k_value, required=True, metavar="K",
                         help="numbers of clusters, one label column each (paper: 300 3000), or 'auto' for the knee "
@@ -71,6 +74,8 @@ def _where(skipped, line_numbers, limit: int = 5) -> str:
 def run(args: argparse.Namespace) -> int:
     from moleclip.processing.pseudo_labels import K_SCAN, compute_pseudo_labels, plot_k_scan, write_pseudo_labels
 
+    from moleclip.training.outputs import write_atomically
+
     from ._common import read_input
 
     ks = args.k
@@ -93,9 +98,9 @@ def run(args: argparse.Namespace) -> int:
     frame, info = compute_pseudo_labels(
         smiles, "auto" if auto else ks, seed=args.seed, n_jobs=args.n_jobs,
         scan_ks=(args.scan_k or list(K_SCAN)) if auto else None, batch_size=args.batch_size,
-        scan_sample_size=args.scan_sample_size, progress=not args.no_progress,
+        scan_sample_size=args.scan_sample_size, progress=not args.no_progress, standardize=args.standardize,
     )
-    write_pseudo_labels(frame, output)
+    write_atomically(output, lambda tmp: write_pseudo_labels(frame, tmp, standardize=args.standardize))
 
     lines = [f"molecules: {info['n_valid']} labelled of {info['n_input']} read"]
     skipped = info["skipped"]

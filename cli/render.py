@@ -13,7 +13,7 @@ HELP = "draw SMILES as the model sees them (PNG)"
 
 
 def add_arguments(parser) -> None:
-    from ._common import INPUT_HELP, add_input_arguments
+    from ._common import INPUT_HELP, add_input_arguments, add_standardize_argument
 
     parser.add_argument("smiles", nargs="*", help="SMILES strings to draw")
     add_input_arguments(parser, required=False, help="or " + INPUT_HELP)
@@ -25,6 +25,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--r-groups", action="store_true", help="draw terminal C/O/N/S/F/Cl/Br/I atoms as R1..R8")
     parser.add_argument("--seed", type=int, default=None, help="seed for --randomize/--augmentation")
     parser.add_argument("--model", default=None, help="use the processor settings saved with this checkpoint")
+    add_standardize_argument(parser, None, "default: the --model processor's setting, else none")
 
 
 def run(args) -> int:
@@ -53,6 +54,8 @@ def run(args) -> int:
         processor = load_processor(args.model)
     else:
         processor = MoleCLIPImageProcessor(size=args.size)
+    if args.standardize is not None:
+        processor.standardize = args.standardize
     images, kept, skipped = processor.render_images(
         smiles, randomize_drawing=args.randomize or None, r_groups=args.r_groups or None,
         augmentation=args.augmentation, seed=args.seed, on_error="raise" if args.output else "skip",

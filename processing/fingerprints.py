@@ -19,12 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from rdkit import DataStructs
+from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors
 from tqdm.auto import tqdm
 
 from .cores import available_cores
 from .molecules import MAX_HEAVY_ATOMS, InvalidMoleculeError, SkippedMolecule, describe_skipped, quiet_rdkit, to_mol
+from .standardize import check_standardization, standardize_mol
 
 __all__ = [
     "MACCS_BITS",
@@ -51,11 +52,14 @@ class FingerprintResult:
         bits: ``uint8`` array ``[n_valid, n_bits]`` of 0/1 values, one row per valid molecule, in input order.
         kept: ``int64`` array ``[n_valid]``; ``kept[i]`` is the input position of row ``i``.
         skipped: the input entries left out, each with its position and the reason.
+        smiles: with standardisation on, the canonical SMILES of each row's standardised molecule (the molecule the
+            bits describe); None otherwise.
     """
 
     bits: np.ndarray
     kept: np.ndarray
     skipped: list[SkippedMolecule] = field(default_factory=list)
+    smiles: list[str] | None = None
 
     @property
     def n_input(self) -> int:
@@ -84,13 +88,14 @@ def _morgan_generator(radius: int, n_bits: int):
     return _GENERATORS[key]
 
 
-def _fingerprint_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, list[SkippedMolecule]]:
+def _fingerprint_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, list[SkippedMolecule], list[str]]:
     """Parse and fingerprint one chunk. Runs in a worker process (or in-process for ``n_jobs=1``)."""
-    kind, params, start, smiles, max_heavy_atoms = task
+    kind, params, start, smiles, max_heavy_atoms, standardize = task
     n_bits = MACCS_BITS if kind == "maccs" else params["n_bits"]
     bits = np.zeros((len(smiles), n_bits), dtype=np.uint8)
     kept: list[int] = []
     skipped: list[SkippedMolecule] = []
+    standardized: list[str] = []
     if kind == "maccs":
         buffer = np.zeros(MACCS_BITS, dtype=np.uint8)
     else:
@@ -100,7 +105,7 @@ def _fingerprint_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, list[Skippe
         for offset, item in enumerate(smiles):
             index = start + offset
             try:
-                mol = to_mol(item, index=index, max_heavy_atoms=max_heavy_atoms)
+                mol = standardize_mol(to_mol(item, index=index, max_heavy_atoms=max_heavy_atoms), standardize, index)
             except InvalidMoleculeError as err:
                 skipped.append(SkippedMolecule(index, err.smiles, err.reason))
                 continue
@@ -109,9 +114,11 @@ def _fingerprint_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, list[Skippe
                 bits[row] = buffer
             else:
                 bits[row] = generator.GetFingerprintAsNumPy(mol)
+            if standardize != "none":
+                standardized.append(Chem.MolToSmiles(mol))
             kept.append(index)
             row += 1
-    return bits[:row], np.asarray(kept, dtype=np.int64), skipped
+    return bits[:row], np.asarray(kept, dtype=np.int64), skipped, standardized
 
 
 def _pool_context():
@@ -131,6 +138,7 @@ def _compute(
     chunk_size: int,
     max_heavy_atoms: int | None,
     desc: str,
+    standardize: str = "none",
 ) -> FingerprintResult:
     if isinstance(smiles, str):
         raise TypeError("Expected a sequence of SMILES strings, got a single string; wrap it in a list")
@@ -138,10 +146,11 @@ def _compute(
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     if n_jobs is not None and n_jobs < 1:
         raise ValueError(f"n_jobs must be a positive number of processes or None (all cores), got {n_jobs}")
+    check_standardization(standardize)
     limit = max_heavy_atoms if max_heavy_atoms is not None else np.iinfo(np.int32).max
     n = len(smiles)
     tasks = [
-        (kind, params, start, list(smiles[start : start + chunk_size]), limit) for start in range(0, n, chunk_size)
+        (kind, params, start, list(smiles[start : start + chunk_size]), limit, standardize) for start in range(0, n, chunk_size)
     ]
     n_jobs = min(n_jobs or default_n_jobs(), max(len(tasks), 1))
 
@@ -149,6 +158,7 @@ def _compute(
     bits = np.empty((n, n_bits), dtype=np.uint8)
     kept = np.empty(n, dtype=np.int64)
     skipped: list[SkippedMolecule] = []
+    standardized: list[str] = []
     filled = 0
     bar = tqdm(total=n, desc=desc, unit="mol", disable=not progress, smoothing=0.05)
     pool = None
@@ -159,12 +169,13 @@ def _compute(
             pool = _pool_context().Pool(processes=n_jobs)
             # imap keeps chunk order, so rows stay in input order without a sort.
             results = pool.imap(_fingerprint_chunk, tasks, chunksize=1)
-        for task, (chunk_bits, chunk_kept, chunk_skipped) in zip(tasks, results):
+        for task, (chunk_bits, chunk_kept, chunk_skipped, chunk_smiles) in zip(tasks, results):
             rows = len(chunk_kept)
             bits[filled : filled + rows] = chunk_bits
             kept[filled : filled + rows] = chunk_kept
             filled += rows
             skipped.extend(chunk_skipped)
+            standardized.extend(chunk_smiles)
             bar.update(len(task[3]))
         if pool is not None:
             pool.close()
@@ -177,7 +188,8 @@ def _compute(
         # Shrink in place (realloc) rather than slicing, so the memory of the dropped rows is returned.
         bits.resize((filled, n_bits), refcheck=False)
         kept.resize(filled, refcheck=False)
-    return FingerprintResult(bits=bits, kept=kept, skipped=skipped)
+    return FingerprintResult(bits=bits, kept=kept, skipped=skipped,
+                             smiles=standardized if standardize != "none" else None)
 
 
 def maccs_keys(
@@ -186,6 +198,7 @@ def maccs_keys(
     progress: bool = True,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     max_heavy_atoms: int | None = MAX_HEAVY_ATOMS,
+    standardize: str = "none",
 ) -> FingerprintResult:
     """MACCS keys (167 columns, column ``i`` = key ``i``; column 0 is always 0) for every SMILES that parses.
 
@@ -196,11 +209,13 @@ def maccs_keys(
         chunk_size: molecules per task sent to a worker.
         max_heavy_atoms: refuse larger molecules (the drawing limit of the package by default, so that the molecules
             labelled are the molecules that can be drawn); ``None`` for no limit.
+        standardize: prepare each molecule first (`standardize.STANDARDIZATIONS`; "none" keeps it as written).
 
     Returns:
         A :class:`FingerprintResult`; entries that do not parse are listed in ``skipped`` with their positions.
     """
-    return _compute("maccs", {}, smiles, MACCS_BITS, n_jobs, progress, chunk_size, max_heavy_atoms, "MACCS keys")
+    return _compute("maccs", {}, smiles, MACCS_BITS, n_jobs, progress, chunk_size, max_heavy_atoms, "MACCS keys",
+                    standardize)
 
 
 def morgan_fingerprints(
@@ -211,6 +226,7 @@ def morgan_fingerprints(
     progress: bool = True,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     max_heavy_atoms: int | None = None,
+    standardize: str = "none",
 ) -> FingerprintResult:
     """Folded Morgan (ECFP-like) bit fingerprints from RDKit's ``rdFingerprintGenerator``.
 
@@ -221,10 +237,12 @@ def morgan_fingerprints(
         n_jobs, progress, chunk_size: as for :func:`maccs_keys`.
         max_heavy_atoms: refuse larger molecules; None (the default): no limit, as nothing is drawn (a peptide of
             300 heavy atoms gets its fingerprint).
+        standardize: as for :func:`maccs_keys`.
     """
     if radius < 0:
         raise ValueError(f"radius must be non-negative, got {radius}")
     if n_bits < 1:
         raise ValueError(f"n_bits must be positive, got {n_bits}")
     params = {"radius": int(radius), "n_bits": int(n_bits)}
-    return _compute("morgan", params, smiles, int(n_bits), n_jobs, progress, chunk_size, max_heavy_atoms, "Morgan")
+    return _compute("morgan", params, smiles, int(n_bits), n_jobs, progress, chunk_size, max_heavy_atoms, "Morgan",
+                    standardize)

@@ -163,8 +163,8 @@ def warn_about_fragments(smiles: Sequence, where: str) -> int:
     if count:
         warnings.warn(f"{where}: {count} of {len(smiles)} molecules hold several fragments (salts, solvents, "
                       "mixtures); every fragment is drawn and counted. If the property belongs to the parent "
-                      "compound, keep its largest fragment first (e.g. RDKit's rdMolStandardize)", UserWarning,
-                      stacklevel=2)
+                      "compound, finetune with --standardize parent (its largest organic fragment, neutralised)",
+                      UserWarning, stacklevel=2)
     return count
 
 

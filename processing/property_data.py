@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from ..tasks import TASK_TYPES, infer_task
-from .molecules import SkippedMolecule, list_skipped, parse_many
+from .molecules import SkippedMolecule, list_skipped
+from .standardize import standardize_smiles
 from .tables import ColumnNotFoundError, read_molecule_table
 
 __all__ = [
@@ -165,6 +166,8 @@ class PropertyDataset:
     metric: str = "mae"
     source: Path | None = None
     hf_dataset: object = field(default=None, repr=False)
+    standardize: str = "none"  # how the SMILES were prepared (standardize.STANDARDIZATIONS)
+    n_standardized: int = 0  # rows whose SMILES standardisation changed
 
     def __post_init__(self) -> None:
         self.targets = np.asarray(self.targets, dtype=np.float32)
@@ -204,6 +207,8 @@ class PropertyDataset:
             metric=self.metric,
             source=self.source,
             hf_dataset=self.hf_dataset.select(idx),
+            standardize=self.standardize,
+            n_standardized=self.n_standardized,
         )
 
 
@@ -404,6 +409,7 @@ def load_property_dataset(
     task: str | None = None,
     data_dir: str | os.PathLike | None = None,
     max_heavy_atoms: int | None = None,
+    standardize: str = "none",
 ) -> PropertyDataset:
     """Load a property table: a named set (see ``DATASETS``) or a CSV / TSV / Parquet file (gzipped or not), read by
     :func:`tables.read_molecule_table`.
@@ -421,8 +427,11 @@ def load_property_dataset(
         max_heavy_atoms: molecules larger than this are left out like unparsable ones. None (the default): no limit
             here, as fingerprints need none; the modes that draw leave out, and report, what cannot be drawn
             (`molecules.MAX_HEAVY_ATOMS`).
+        standardize: "none" (the SMILES as written) or "parent" (see `standardize.py`): the
+            dataset's SMILES are then the standardised molecules' canonical SMILES, and `n_standardized` counts the
+            rows that changed.
 
-    Rows whose SMILES do not parse are left out, reported in a warning and in ``.skipped`` with their file lines.
+    Rows whose SMILES do not parse (or cannot be standardised) are left out, reported in a warning and in ``.skipped`` with their file lines.
     """
     if task is not None and task not in TASKS:
         raise ValueError(f"task must be one of {TASKS} or None, got {task!r}")
@@ -490,7 +499,9 @@ def load_property_dataset(
 
         progress = tqdm(raw_smiles, desc=f"Parsing {path.name}", unit="mol")
         items = progress
-    _, kept, bad = parse_many(items, on_error="skip", max_heavy_atoms=max_heavy_atoms)
+    prepared, bad, changed = standardize_smiles(items, standardize, on_error="skip", max_heavy_atoms=max_heavy_atoms)
+    failed = {s.index for s in bad}
+    kept = [i for i in range(len(raw_smiles)) if i not in failed]
     if progress is not None:
         progress.close()
     skipped = [SkippedRow(index=s.index, smiles=s.smiles, reason=s.reason, line=int(lines[s.index])) for s in bad]
@@ -507,7 +518,7 @@ def load_property_dataset(
     name = spec.name if spec is not None else path.name.split(".")[0]
     return PropertyDataset(
         name=name,
-        smiles=[raw_smiles[i].strip() for i in kept_idx],
+        smiles=[prepared[i].strip() for i in kept_idx],
         targets=targets[kept_idx].astype(np.float32),
         target_names=[str(c) for c in target_columns],
         task=task,
@@ -515,4 +526,6 @@ def load_property_dataset(
         default_split=spec.default_split if spec is not None else "random",
         metric=spec.metric if spec is not None and task == spec.task else DEFAULT_METRIC[task],
         source=path,
+        standardize=standardize,
+        n_standardized=len(changed),
     )

@@ -271,6 +271,7 @@ def compute_pseudo_labels(
     n_init: int = 1,
     scan_sample_size: int | None = None,
     progress: bool = True,
+    standardize: str = "none",
 ) -> tuple[pd.DataFrame, dict]:
     """MACCS keys, then K-means labels for each K, for a list of SMILES.
 
@@ -283,6 +284,8 @@ def compute_pseudo_labels(
         batch_size, n_init: mini-batch K-means settings.
         scan_sample_size: scan on a random subset of this many molecules (labels still use every molecule).
         progress: show progress bars.
+        standardize: prepare each molecule first (`standardize.STANDARDIZATIONS`): the labels, and the table's
+            ``smiles`` column, are then the standardised molecules', and ``input_smiles`` keeps the strings given.
 
     Returns:
         ``(frame, info)``. ``frame`` has a ``smiles`` column (the input strings of the valid molecules, in input
@@ -302,7 +305,7 @@ def compute_pseudo_labels(
 
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    fingerprints = maccs_keys(smiles, n_jobs=n_jobs, progress=progress)
+    fingerprints = maccs_keys(smiles, n_jobs=n_jobs, progress=progress, standardize=standardize)
     seconds["maccs"] = time.perf_counter() - start
     n_valid = len(fingerprints.kept)
     if n_valid < 2:
@@ -321,6 +324,7 @@ def compute_pseudo_labels(
         "kept": fingerprints.kept,
         "curve": None,
         "knee": None,
+        "standardize": standardize,
     }
     if auto:
         start = time.perf_counter()
@@ -332,7 +336,10 @@ def compute_pseudo_labels(
         ks = [knee]
     ks = sorted({_check_k(k, n_valid) for k in ks})
 
-    columns: dict[str, object] = {"smiles": [smiles[i] for i in fingerprints.kept]}
+    given = [smiles[i] for i in fingerprints.kept]
+    columns: dict[str, object] = {"smiles": given}
+    if fingerprints.smiles is not None:  # standardised: draw (and label) the parent, keep what was given beside it
+        columns = {"smiles": fingerprints.smiles, "input_smiles": given}
     inertias: dict[int, float] = {}
     for k in tqdm(ks, desc="K-means", unit="K", disable=not progress or len(ks) == 1):
         start = time.perf_counter()
@@ -344,8 +351,14 @@ def compute_pseudo_labels(
     return pd.DataFrame(columns), info
 
 
-def write_pseudo_labels(frame: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write a pseudo-label table as Parquet, readable with ``datasets.load_dataset("parquet", data_files=path)``."""
+# Parquet metadata key recording how a pseudo-label table's molecules were standardised, so that pretraining can
+# refuse to combine labels of one preparation with drawings of another.
+STANDARDIZE_METADATA_KEY = b"moleclip.standardize"
+
+
+def write_pseudo_labels(frame: pd.DataFrame, path: str | os.PathLike, standardize: str = "none") -> None:
+    """Write a pseudo-label table as Parquet, readable with ``datasets.load_dataset("parquet", data_files=path)``;
+    `standardize` (how its molecules were prepared) goes into the file's metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -355,4 +368,18 @@ def write_pseudo_labels(frame: pd.DataFrame, path: str | os.PathLike) -> None:
         raise KeyError(f"No pseudo-label columns ({LABEL_PREFIX}<K>) in {list(frame.columns)}")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           STANDARDIZE_METADATA_KEY: standardize.encode()})
     pq.write_table(table, path)
+
+
+def recorded_standardization(path: str | os.PathLike) -> str | None:
+    """How the molecules of a Parquet table written by :func:`write_pseudo_labels` were standardised; None when the
+    file does not say (other files, or tables written before the setting existed)."""
+    import pyarrow.parquet as pq
+
+    if not str(path).lower().endswith(".parquet"):
+        return None
+    metadata = pq.read_schema(path).metadata or {}
+    value = metadata.get(STANDARDIZE_METADATA_KEY)
+    return value.decode() if value is not None else None

@@ -55,6 +55,7 @@ from .cairo_replay import (
     replay,
 )
 from .molecules import InvalidMoleculeError, quiet_rdkit, to_mol
+from .standardize import standardize_mol
 
 __all__ = [
     "BACKENDS",
@@ -67,6 +68,7 @@ __all__ = [
     "FontNotFoundError",
     "atom_draw_coords",
     "check_backend",
+    "drawn_atom_coords",
     "fast_backend_info",
     "fast_backend_available",
     "find_fonts",
@@ -338,9 +340,12 @@ class CoordinateCache:
             return ("mol", id(item))
         return None
 
-    def get(self, item, index: int | None = None) -> Chem.Mol:
-        """The prepared molecule for a SMILES string or Mol; ``index`` is the position reported in errors."""
+    def get(self, item, index: int | None = None, standardize: str = "none") -> Chem.Mol:
+        """The prepared molecule for a SMILES string or Mol; ``index`` is the position reported in errors;
+        `standardize` is applied first (see :mod:`standardize`; it is part of the key)."""
         key = self._key(item)
+        if key is not None and standardize != "none":
+            key = (standardize, key)
         if key is not None:
             with self._lock:
                 entry = self._entries.get(key)
@@ -349,6 +354,7 @@ class CoordinateCache:
                     self.hits += 1
                     return entry[1]
         mol = to_mol(item, index)  # the drawing limit applies: this molecule is about to be drawn
+        mol = standardize_mol(mol, standardize, index)
         try:
             prepared = prepare_for_drawing(mol)
         except InvalidMoleculeError as err:
@@ -523,6 +529,36 @@ def atom_draw_coords(
             mol = _with_r_labels(prepared_mol, labels)
     drawer = rdMolDraw2D.MolDraw2DSVG(size, size, -1, -1, True)
     _apply_style(drawer.drawOptions(), style, use_font_file=False)
+    drawer.DrawMolecule(mol)
+    return np.array([tuple(drawer.GetDrawCoords(i)) for i in range(mol.GetNumAtoms())], dtype=np.float64)
+
+
+def drawn_atom_coords(
+    prepared_mol: Chem.Mol,
+    size: int = 224,
+    style: DrawingStyle | None = None,
+    r_groups: bool = False,
+    backend: str = DEFAULT_BACKEND,
+) -> np.ndarray:
+    """Pixel (x, y) of every atom, shape (n_atoms, 2), from the drawer that :func:`render` uses for ``backend``.
+
+    :func:`atom_draw_coords` asks RDKit's SVG drawer, which lays the molecule out exactly as the ``"fast"`` replay draws
+    it. RDKit's Cairo drawer (``"cairo"``, and ``"hybrid"`` for styles without a font file) measures labels with
+    FreeType and so scales and places the drawing slightly differently (up to ~3 px at 224 px); this asks that drawer
+    instead, so the coordinates belong to the very pixels ``render(..., backend=backend)`` returns. Used to pool pixel
+    attributions onto atoms (``moleclip explain``).
+    """
+    style = style or DrawingStyle()
+    check_backend(backend)
+    if backend == "fast" or (backend == "hybrid" and style.font_file is not None):
+        return atom_draw_coords(prepared_mol, size, style, r_groups)
+    mol = prepared_mol
+    if r_groups:
+        labels = r_group_labels(prepared_mol)
+        if labels:
+            mol = _with_r_labels(prepared_mol, labels)
+    drawer = rdMolDraw2D.MolDraw2DCairo(int(size), int(size))
+    _apply_style(drawer.drawOptions(), style, use_font_file=True)  # as _render_cairo: the font decides the layout
     drawer.DrawMolecule(mol)
     return np.array([tuple(drawer.GetDrawCoords(i)) for i in range(mol.GetNumAtoms())], dtype=np.float64)
 

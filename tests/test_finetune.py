@@ -355,6 +355,10 @@ def test_command_line_choice_lists_match_the_package():
     assert command.AUGMENTATIONS == AUGMENTATION_PRESETS and command.SPLIT_KINDS == SPLIT_KINDS
     assert command.OPTIMIZERS == OPTIMIZERS and command.SCHEDULES == SCHEDULES
     assert command.DEFAULT_FRACTIONS == DEFAULT_FRACTIONS
+    from moleclip.processing.standardize import STANDARDIZATIONS
+    from moleclip_cli._common import STANDARDIZATIONS as spelled_out
+
+    assert spelled_out == STANDARDIZATIONS
 
 
 def test_paper_optimizer_and_head_are_the_defaults(tmp_path, regression_csv):

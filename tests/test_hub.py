@@ -103,7 +103,7 @@ def test_saved_folder_loads_with_remote_code_in_fresh_process(tmp_path, predicto
     files = {p.name for p in folder.iterdir()}
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "configuration_moleclip.py",
             "modeling_moleclip.py", "image_processing_moleclip.py", "rendering.py", "cairo_replay.py", "augment.py",
-            "molecules.py"} <= files
+            "molecules.py", "standardize.py"} <= files
     auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
     assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForImageClassification"}
     assert "AutoImageProcessor" in json.loads((folder / "preprocessor_config.json").read_text())["auto_map"]

@@ -76,15 +76,19 @@ class FingerprintPredictor(FeatureHeadModel):
     """The fingerprint-MLP baseline as a saved model: Morgan bits (`radius`, `in_features` bits) into the head.
 
     Saved as `fingerprint_mlp.json` (settings and target scaling) and `fingerprint_mlp.safetensors` (weights), so that
-    `moleclip predict` can use it like a MoleCLIP model folder.
+    `moleclip predict` can use it like a MoleCLIP model folder. `standardize` records how the training molecules were
+    prepared (`processing.standardize`), so that predict prepares new ones the same way.
     """
 
     CONFIG_FILE = "fingerprint_mlp.json"
     WEIGHTS_FILE = "fingerprint_mlp.safetensors"
 
-    def __init__(self, *args, radius: int = FP_RADIUS, **kwargs):
+    def __init__(self, *args, radius: int = FP_RADIUS, standardize: str = "none", **kwargs):
+        from moleclip.processing.standardize import check_standardization
+
         super().__init__(*args, **kwargs)
         self.settings["radius"] = radius
+        self.settings["standardize"] = check_standardization(standardize)
 
     def save(self, folder: str | Path) -> Path:
         from safetensors.torch import save_file

@@ -260,6 +260,7 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
     optimizer = build_pretrain_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config.schedule, warmup_steps=config.warmup_steps, total_steps=max_steps)
     processor = load_processor(config.backbone, size=image_size)
+    processor.standardize = config.standardize  # the table's SMILES are already prepared; saved for users of the model
     step = PretrainStep(table.ks, dump_dir=config.debug_dump_dir, rank=rank, processor=processor)
     if len(valid_pos):
         evaluate = make_evaluator(accelerator, step, valid_loader, table.ks)

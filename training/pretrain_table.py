@@ -106,6 +106,7 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
     given = _labels_from_columns(frame, config)
     if given is not None:
         labels, ks, columns = given
+        _check_labelled_standardization(config)
         return PretrainingTable(frame["smiles"].tolist(), labels, ks, np.arange(len(frame), dtype=np.int64),
                                 f"label columns {', '.join(columns[k] for k in ks)} of the input")
 
@@ -114,7 +115,8 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
     meta_file = out.with_suffix(".json")
     from moleclip.processing.pretraining_data import smiles_digest
 
-    wanted = {"input_sha1": smiles_digest(frame["smiles"].tolist()), "k": ks, "seed": config.seed}
+    wanted = {"input_sha1": smiles_digest(frame["smiles"].tolist()), "k": ks, "seed": config.seed,
+              "standardize": config.standardize}
     is_main = accelerator is None or accelerator.is_main_process
 
     def usable() -> bool:
@@ -124,7 +126,8 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
         print(f"computing pseudo-labels (MACCS keys + K-means, K = {ks}) for {len(frame)} molecules ...", flush=True)
         start = time.perf_counter()
         table, info = compute_pseudo_labels(frame["smiles"].tolist(), "auto" if ks == ["auto"] else ks, seed=config.seed,
-                                            n_jobs=config.pseudo_label_jobs, progress=config.progress)
+                                            n_jobs=config.pseudo_label_jobs, progress=config.progress,
+                                            standardize=config.standardize)
         if info.get("skipped"):
             skipped = info["skipped"]
             lines = frame.attrs.get("lines")
@@ -151,6 +154,18 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
     labels = np.stack([table[columns[k]].to_numpy() for k in ks], axis=1).astype(np.int64)
     return PretrainingTable(table["smiles"].astype(str).tolist(), labels, ks, table["row"].to_numpy(np.int64),
                             f"computed on the fly (MACCS keys, mini-batch K-means, seed {config.seed})")
+
+
+def _check_labelled_standardization(config: PretrainConfig) -> None:
+    """Labels given in the input describe the molecules as they were prepared when labelled: drawing them prepared
+    another way would pair each picture with another molecule's label."""
+    from moleclip.processing.pseudo_labels import recorded_standardization
+
+    recorded = recorded_standardization(config.input) or "none"
+    if recorded != config.standardize:
+        raise ValueError(f"{config.input} was labelled with standardize={recorded} but this run asks for "
+                         f"--standardize {config.standardize}: pass --standardize {recorded}, or label the molecules "
+                         f"again with `moleclip pseudo-labels --standardize {config.standardize}`")
 
 
 def _shorten(text: str, width: int = 40) -> str:

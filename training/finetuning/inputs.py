@@ -228,15 +228,18 @@ class FingerprintInputs(_PrecomputedFeatures):
     kind = "fingerprint"
 
     def __init__(self, smiles: Sequence[str], task: str, target_names: Sequence[str], regression_loss: str = "l1",
-                 hidden_size: int = 512, num_layers: int = 3, dropout: float = 0.0, progress: bool = True):
+                 hidden_size: int = 512, num_layers: int = 3, dropout: float = 0.0, progress: bool = True,
+                 standardize: str = "none"):
         from moleclip.processing.fingerprints import morgan_fingerprints
 
+        # `smiles` were standardised when the table was read (if asked): the saved model only records how, so that
+        # predict prepares new molecules the same way.
         result = morgan_fingerprints(list(smiles), radius=FP_RADIUS, n_bits=FP_BITS, progress=progress)
         self.kept, self.skipped = result.kept, result.skipped
         self.features = torch.as_tensor(result.bits, dtype=torch.float32)
         self.model_args = dict(in_features=FP_BITS, num_targets=len(target_names), task=task,
                                regression_loss=regression_loss, hidden_size=hidden_size, num_layers=num_layers,
-                               dropout=dropout, target_names=list(target_names))
+                               dropout=dropout, target_names=list(target_names), standardize=standardize)
 
     def train_dataset(self, rows, labels, augmentation, seed) -> Dataset:
         items = TableItems("features", self.features, torch.as_tensor(np.asarray(rows), dtype=torch.long))

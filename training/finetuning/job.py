@@ -69,7 +69,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 def _load_data(args) -> PropertyDataset:
     data = load_property_dataset(args.dataset, smiles_column=args.smiles_column, target_columns=args.target_columns,
-                                 task=args.task, data_dir=args.data_dir)
+                                 task=args.task, data_dir=args.data_dir, standardize=args.standardize)
     if args.limit is not None and args.limit < len(data):
         data = data.subset(np.arange(args.limit))
     return data
@@ -92,6 +92,7 @@ def _build_template(args, data: PropertyDataset) -> tuple[MoleCLIPForPropertyPre
     template.float()
     processor = load_processor(source, r_groups=True) if args.r_groups else load_processor(source)
     processor.augmentation = "none"  # the saved processor is for inference; training augments explicitly
+    processor.standardize = args.standardize  # saved: predict prepares new molecules as these were prepared
     backbone = describe_backbone(args.model)
     if args.init_from:
         backbone = f"the encoder of `{args.init_from}` (a MoleCLIP model finetuned before: domain-focused pretraining)"
@@ -144,6 +145,7 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
     mode = args.baseline or ("frozen" if args.freeze_encoder else "full")
     dataset_info = {"name": data.name, "source": str(data.source) if data.source else None, "task": data.task,
                     "targets": list(data.target_names), "n_molecules": len(data), "metric": data.metric,
+                    "standardize": data.standardize, "n_standardized": data.n_standardized,
                     "skipped_rows": [{"line": s.line, "smiles": s.smiles, "reason": s.reason} for s in data.skipped]}
     if mode == "random_forest":
         if acc.is_main_process:
@@ -154,7 +156,7 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
     if mode == "fingerprint":
         inputs = FingerprintInputs(data.smiles, data.task, data.target_names, args.regression_loss,
                                    hidden_size=args.head_hidden_size or 512, num_layers=args.head_num_layers or 3,
-                                   progress=progress)
+                                   progress=progress, standardize=args.standardize)
         _warn_skipped(inputs.skipped, "Morgan fingerprints")
     else:
         template, processor, backbone = _build_template(args, data)
