@@ -145,3 +145,31 @@ def test_evaluation_tracks_best(tmp_path):
 def test_missing_select_key_is_an_error(tmp_path):
     with pytest.raises(KeyError, match="no 'valid_auc'"):
         run(tmp_path, max_steps=5, evaluate=lambda m: {"valid_loss": 1.0}, select_key="valid_auc")
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch moleclip_pwned",))
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage", "malicious", "incomplete"])
+def test_a_resume_refuses_random_states_it_cannot_restore(tmp_path, monkeypatch, damage):
+    # accelerate alone would log "Could not load random states" at info level and resume with other random numbers
+    import pickle
+
+    monkeypatch.chdir(tmp_path)
+    run(tmp_path / "run", max_steps=4, save_every=2)
+    states = checkpoint_dirs(tmp_path / "run")[-1] / "random_states_0.pkl"
+    if damage == "missing":
+        states.unlink()
+    elif damage == "garbage":
+        states.write_bytes(b"\x00not a pickle" * 10)
+    elif damage == "malicious":
+        states.write_bytes(pickle.dumps({"random_state": _Evil()}))
+    else:
+        states.write_bytes(pickle.dumps({"random_state": None}))
+    with pytest.raises((ValueError, FileNotFoundError), match="random_states_0.pkl .*would not reproduce the run"):
+        run(tmp_path / "run", max_steps=6, save_every=2, resume="latest")
+    assert not (tmp_path / "moleclip_pwned").exists()

@@ -39,6 +39,7 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "unwrap",
+    "check_random_states",
     "latest_checkpoint",
     "checkpoint_dirs",
 ]
@@ -153,6 +154,38 @@ def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and not p.name.endswith(".tmp")]
     found = [p for p in found if (p / STATE_FILE).is_file()]
     return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+# What every process's random_states_<rank>.pkl must hold for a resumed run to draw what the killed one would have.
+_RANDOM_STATE_KEYS = ("random_state", "numpy_random_seed", "torch_manual_seed")
+
+
+def check_random_states(checkpoint: Path, process_index: int) -> None:
+    """Refuse a checkpoint whose random-number states this process cannot read.
+
+    accelerate's `load_state` logs "Could not load random states" at info level and goes on when that file is
+    missing, damaged or tampered with: the run would then continue with other dropout masks and augmentations, no
+    longer the run it claims to resume. The file is read here with accelerate's own loader (which never runs code from
+    a pickle), and anything short of complete states is an error naming the file.
+    """
+    from accelerate.utils import load
+    from accelerate.utils.constants import RNG_STATE_NAME
+
+    file = Path(checkpoint) / f"{RNG_STATE_NAME}_{process_index}.pkl"
+    advice = ("resuming from it would not reproduce the run; resume from an earlier checkpoint (--resume PATH) or "
+              "start again in a new folder")
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} is missing: {advice}")
+    try:
+        states = load(file)
+    except Exception as err:  # unpickling errors of every kind, including refused globals of a tampered file
+        raise ValueError(f"{file} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}): "
+                         f"{advice}") from err
+    missing = [key for key in _RANDOM_STATE_KEYS if not isinstance(states, dict) or key not in states]
+    if torch.cuda.is_available() and isinstance(states, dict) and "torch_cuda_manual_seed" not in states:
+        missing.append("torch_cuda_manual_seed")
+    if missing:
+        raise ValueError(f"{file} lacks {', '.join(missing)}: {advice}")
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
@@ -340,6 +373,7 @@ class TrainingLoop:
             return False
         if not (path / STATE_FILE).is_file():
             raise FileNotFoundError(f"{path} is not a complete checkpoint (no {STATE_FILE})")
+        check_random_states(path, self.accelerator.process_index)
         self.accelerator.load_state(str(path))
         self.state = LoopState.from_file(path / STATE_FILE)
         # load_state does not restore accelerate's own checkpoint counter; keep it consistent for later saves.
