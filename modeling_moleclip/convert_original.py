@@ -73,10 +73,36 @@ def find_visual_prefix(state_dict: dict[str, torch.Tensor]) -> str:
     return prefixes[0]
 
 
+def _check_complete(visual: dict[str, torch.Tensor]) -> int:
+    """The number of layers, once every tensor a vision tower of that depth needs is present.
+
+    The depth is read off the largest block number, so a crafted file with one tensor named `resblocks.999999` would
+    otherwise declare a million layers (or a few dozen, each allocated before loading finds them missing).
+    """
+    missing = [k for k in (*_TOP_NAMES, "proj") if k not in visual]
+    blocks = sorted({int(m.group(1)) for k in visual if (m := _BLOCK.match(k))})
+    if not blocks:
+        missing.append("transformer.resblocks.0.*")
+    if missing:
+        raise ValueError(f"the vision tower lacks {', '.join(missing[:5])}: not a complete OpenAI-layout CLIP encoder")
+    needed = ("attn.in_proj_weight", "attn.in_proj_bias", *_BLOCK_NAMES)
+    layers = blocks[-1] + 1
+    absent = [i for i in range(min(layers, len(blocks) + 1)) if i not in set(blocks)]
+    if absent or len(blocks) != layers:
+        raise ValueError(f"the vision tower names block {blocks[-1]} but holds only {len(blocks)} blocks (block "
+                         f"{absent[0] if absent else '?'} is missing): a damaged or crafted checkpoint")
+    for i in blocks:
+        lacking = [n for n in needed if f"transformer.resblocks.{i}.{n}" not in visual]
+        if lacking:
+            raise ValueError(f"block {i} of the vision tower lacks {', '.join(lacking[:3])}: a damaged checkpoint")
+    return layers
+
+
 def config_from_original(visual: dict[str, torch.Tensor], **overrides) -> MoleCLIPConfig:
-    """Read the ViT shape off the tensors (OpenAI CLIP uses 64-dim attention heads and QuickGELU)."""
+    """Read the ViT shape off the tensors (OpenAI CLIP uses 64-dim attention heads and QuickGELU), after checking
+    that they form a complete tower; `MoleCLIPConfig` then refuses shapes no real model has."""
+    layers = _check_complete(visual)
     width, _, patch, _ = visual["conv1.weight"].shape
-    layers = 1 + max(int(m.group(1)) for k in visual if (m := _BLOCK.match(k)))
     grid = int(round((visual["positional_embedding"].shape[0] - 1) ** 0.5))
     proj_dim = visual["proj"].shape[1]
     heads = overrides.pop("num_attention_heads", max(1, width // 64))

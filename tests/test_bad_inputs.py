@@ -358,3 +358,36 @@ def test_batched_inference_reports_skipped_molecules_once_by_their_line(tmp_path
     out = capsys.readouterr().out
     assert "line 2 'xx'" in out and "line 4 'yy'" in out
     assert not [r for r in caplog.records if "#1" in r.getMessage()]  # no per-batch positions (#1 of each batch)
+
+
+# A 293 kB .pth that names `resblocks.999999` (or a block far beyond the ones it holds) declares a model the converter
+# would allocate before finding the weights missing; it is refused from the tensors present, before anything is built.
+@pytest.mark.parametrize("damage, words", [
+    ("a block named 999999", "names block 999999 but holds only 3 blocks .block 2 is missing"),
+    ("a block named 40", "names block 40 but holds only 3 blocks .block 2 is missing"),
+    ("a block without its MLP", "block 1 of the vision tower lacks mlp.c_fc.weight"),
+    ("no projection", "lacks proj"),
+])
+def test_a_crafted_original_checkpoint_is_refused_before_building(tmp_path, damage, words, monkeypatch):
+    import torch
+
+    from moleclip import MoleCLIPModel
+    from moleclip.convert_original import convert_original_checkpoint
+    from tests.test_convert_original import PREFIX, synthetic_visual_state
+
+    visual = synthetic_visual_state()
+    if damage.startswith("a block named"):
+        number = damage.split()[-1]
+        visual[f"transformer.resblocks.{number}.ln_1.weight"] = torch.ones(128)
+    elif damage == "a block without its MLP":
+        del visual["transformer.resblocks.1.mlp.c_fc.weight"]
+    else:
+        del visual["proj"]
+    path = tmp_path / "crafted.pth"
+    torch.save({PREFIX + k: v for k, v in visual.items()}, path)
+    built = []
+    monkeypatch.setattr(MoleCLIPModel, "__init__", lambda self, *a, **k: built.append(1) or (_ for _ in ()).throw(
+        AssertionError("a model was built")))
+    with pytest.raises(ValueError, match=words):
+        convert_original_checkpoint(path)
+    assert not built
