@@ -29,6 +29,7 @@ COMMANDS = {
     "pretrain": "pretrain",
     "finetune": "finetune",
     "predict": "predict",
+    "explain": "explain",
     "embed": "embed",
     "index": "index",
     "search": "search",
