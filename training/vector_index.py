@@ -49,10 +49,11 @@ KINDS = ("auto", "exact", "hnsw")
 
 # `kind="auto"` builds HNSW when library size x dimension exceeds this: above 100,000 molecules of the 512 numbers a
 # ViT-B/16 MoleCLIP gives (1.6 million of tiny's 32; the cost of exact search follows the memory it scans, size x
-# dimension). Measured by benchmarks/retrieval.py on 2 shared CPU cores: one exact query at 512 dimensions took 0.9 ms
-# at 10,000 molecules, 48 ms at 100,000 and 150 ms at 500,000, and crosses a 50 ms interactive budget near 108,000;
-# HNSW answered in ~0.6 ms with recall@10 0.9995 on structured vectors, for a build of ~46 s per 100,000. Below the
-# cutoff exact search is fast enough and perfect and needs no build; above it, it grows linearly with the library.
+# dimension). Measured by benchmarks/retrieval.py on 2 shared, loaded CPU cores (two runs): one exact query at 512
+# dimensions took 0.8-0.9 ms at 10,000 molecules, 28-48 ms at 100,000 and 120-150 ms at 500,000, crossing a 50 ms
+# interactive budget between 108,000 and 195,000 (the lower, rounded down, is taken); HNSW answered in ~0.6 ms with
+# recall@10 0.9995 on structured vectors, for a build of ~47 s per 100,000. Below the cutoff exact search is fast
+# enough and perfect and needs no build; above it, it grows linearly with the library.
 AUTO_HNSW_VALUES = 100_000 * 512
 
 # HNSW settings, chosen on 100,000 structured vectors of 512 dimensions while writing benchmarks/retrieval.py: 32 links
