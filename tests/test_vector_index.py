@@ -104,6 +104,19 @@ def test_l2_scores_are_euclidean_distances(tmp_path):
     np.testing.assert_allclose(scores[0], np.sort(distances)[:5], rtol=1e-4)
 
 
+def test_hits_table_keeps_library_columns_and_renames_clashes(tmp_path):
+    vectors = np.eye(4, dtype=np.float32)
+    path = _embeddings_file(tmp_path / "emb.parquet", vectors, ids=["a", "b", "c", "d"],
+                            extra={"score": [0.5, 1.5, 2.5, 3.5], "rank": ["x", "y", "z", "w"]})
+    index = vi.build_library_index(vi.read_embeddings(path))
+    hits = index.hits(vectors[[2, 0]], 2, [vi.Query("q1", "smiles"), vi.Query("q2.png", "picture")])
+    assert list(hits.columns) == ["query_number", "query", "query_type", "rank", "score", "library_row", "smiles",
+                                  "id", "library_score", "library_rank"]
+    assert hits["query_number"].tolist() == [1, 1, 2, 2] and hits["rank"].tolist() == [1, 2, 1, 2]
+    assert hits["id"].tolist()[::2] == ["c", "a"] and hits["library_score"].tolist()[::2] == [2.5, 0.5]
+    assert hits["query_type"].tolist() == ["smiles", "smiles", "picture", "picture"]
+
+
 def test_hnsw_recall_above_floor_and_auto_cutoff(tmp_path):
     rng = np.random.default_rng(2)
     vectors = _structured(3000, 32, rng)
