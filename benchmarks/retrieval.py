@@ -221,12 +221,13 @@ def markdown(result: dict) -> str:
                      f"{cell('hnsw_recall10_structured', '{:.4f}')} | {cell('hnsw_recall10_isotropic', '{:.4f}')} |")
     c, values = result.get("cutoff"), result["auto_hnsw_values"]
     if c:
-        lines += ["", f"One exact query at 512 dimensions reaches {c['budget_ms']:.0f} ms at about {c['size_at_512']:,} "
-                      f"molecules (size x dimension {c['values']:,}; interpolated between {c['between_sizes'][0]:,} and "
-                      f"{c['between_sizes'][1]:,}; {c['exact_us_per_vector_at_512_largest']} µs per molecule at the "
-                      f"largest size). `--kind auto` switches to HNSW above {values:,} (size x dimension: {values // 512:,} "
-                      f"molecules at 512 dimensions, {values // 32:,} at 32); AUTO_HNSW_VALUES in "
-                      "training/vector_index.py says from which runs. Timings on a shared machine vary with its load."]
+        low, high = c["between_sizes"]
+        lines += ["", f"One exact query at 512 dimensions reaches {c['budget_ms']:.0f} ms at about "
+                      f"{c['size_at_512']:,} molecules (size x dimension {c['values']:,}; interpolated between {low:,} "
+                      f"and {high:,}; {c['exact_us_per_vector_at_512_largest']} µs per molecule at the largest size). "
+                      f"`--kind auto` switches to HNSW above {values:,} (size x dimension: {values // 512:,} molecules "
+                      f"at 512 dimensions, {values // 32:,} at 32); AUTO_HNSW_VALUES in training/vector_index.py says "
+                      "from which runs. Timings on a shared machine vary with its load."]
     return "\n".join(lines) + "\n"
 
 

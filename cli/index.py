@@ -21,7 +21,8 @@ HELP = "build a vector index of an embedded library (for moleclip search)"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--embeddings", required=True, help="embeddings file from moleclip embed (.parquet, .csv, .tsv)")
+    parser.add_argument("--embeddings", required=True,
+                        help="embeddings file from moleclip embed (.parquet, .csv, .tsv)")
     parser.add_argument("--output", required=True, help="the index folder to write")
     parser.add_argument("--smiles-column", default=None,
                         help="the SMILES column (default: the column named smiles, canonical_smiles, smi or mol)")

@@ -164,7 +164,8 @@ def read_embeddings(path: str | os.PathLike, smiles_column: str | None = None) -
         raise ValueError(f"{path} has a column named {LIBRARY_ROW!r}, which the index uses for each molecule's row "
                          "in the embeddings file: rename it")
     values = frame[columns]
-    if not all(pd.api.types.is_numeric_dtype(values[c]) for c in columns):  # CSV cells: text, "" where embed wrote nothing
+    # CSV cells are text, "" where embed wrote nothing; Parquet's are already floats, NaN for nothing
+    if not all(pd.api.types.is_numeric_dtype(values[c]) for c in columns):
         values = values.replace("", np.nan)
     try:
         vectors = values.to_numpy(dtype=np.float32)
@@ -291,7 +292,8 @@ class LibraryIndex:
         scores[positions < 0] = np.nan
         return scores, positions.astype(np.int64)
 
-    def hits(self, vectors, k: int, queries: Sequence[Query] | None = None, ef_search: int | None = None) -> pd.DataFrame:
+    def hits(self, vectors, k: int, queries: Sequence[Query] | None = None,
+             ef_search: int | None = None) -> pd.DataFrame:
         """The k nearest library molecules of each query vector as a table, one row per hit: query_number (1-based),
         query, query_type, rank (1 = nearest), score, library_row, the SMILES column, then every other library
         column in its order. A library column named like one of the hit columns is prefixed with "library_"."""
