@@ -70,7 +70,8 @@ class PretrainConfig:
     num_workers: int | None = field(default=None, metadata=_opt(
         "DataLoader workers drawing pictures, per process (default: the process's share of the cores, minus one)"))
     coordinate_cache_size: int = field(default=10_000, metadata=_opt(
-        "molecules whose 2D layout each drawing worker keeps (about 70 KiB each: 10,000 take 0.65 GiB per worker)"))
+        "molecules whose 2D layout each drawing worker keeps (about 70 KiB each: 10,000 take 0.65 GiB per worker; "
+        "each worker's cache also stops at an estimated 1 GiB)"))
     pseudo_label_jobs: int | None = field(default=None, metadata=_opt("processes for on-the-fly MACCS keys (default: all cores)"))
     # ---- model
     backbone: str = field(default="openai/clip-vit-base-patch16", metadata=_opt(

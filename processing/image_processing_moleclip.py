@@ -86,7 +86,8 @@ class MoleCLIPImageProcessor(PilBackend):
             so a finetuned model prepares new molecules as its training molecules were. Given pictures are not
             changed.
         cache_size (`int`, 10000): molecules whose 2D coordinates are kept, so repeated drawing skips the layout
-            (about 70 KiB of memory each: 10,000 take about 0.65 GiB).
+            (about 70 KiB of memory each: 10,000 take about 0.65 GiB); the cache also stops at an estimated 1 GiB
+            (`rendering.DEFAULT_CACHE_MIB`), however large the molecules.
 
     Standard settings (transformers' names and meanings): `size` ({"height": n, "width": n}, square, 16 to 4096;
     an int n is read as n x n), `do_resize` / `resample` (given images are resized to `size`, bicubic by default;

@@ -313,22 +313,41 @@ def _smiles_of(mol: Chem.Mol) -> str:
         return "<unprintable molecule>"
 
 
+# Resident memory of one prepared molecule per atom or bond (hydrogens included), measured by
+# `benchmarks/coordinate_cache.py`: 587 bytes for ChEMBL's first 800 drawable molecules, 582 for its 800 largest; the
+# estimate errs on the safe side.
+BYTES_PER_ATOM_OR_BOND = 640
+# The memory a cache may hold by default: a bound on the estimate above, whatever the molecules' sizes.
+DEFAULT_CACHE_MIB = 1024
+
+
+def estimated_bytes(prepared: Chem.Mol) -> int:
+    """The resident memory a prepared molecule costs, estimated from its atoms and bonds (hydrogens included)."""
+    return BYTES_PER_ATOM_OR_BOND * (prepared.GetNumAtoms() + prepared.GetNumBonds())
+
+
 class CoordinateCache:
     """Least-recently-used cache of prepared molecules, keyed by SMILES string (or by the Mol object itself).
 
     ``get`` parses with :func:`~molecules.to_mol` (bad SMILES raise :class:`InvalidMoleculeError` naming the entry),
-    prepares with :func:`prepare_for_drawing`, and keeps at most ``max_size`` molecules. Memory is the limit to mind: a
-    prepared ChEMBL molecule costs about 70 KiB of resident memory (`benchmarks/coordinate_cache.py`), so 10,000 take
-    about 0.65 GiB and 100,000 about 6.5 GiB. Mol keys hold a reference to the Mol, so its ``id`` cannot be reused while cached.
-    Thread-safe. Pickling keeps the size limit but not the contents (each DataLoader worker fills its own).
+    prepares with :func:`prepare_for_drawing`, and keeps at most ``max_size`` molecules and at most ``max_mib`` MiB of
+    them, whichever comes first. Memory is estimated from each molecule's atoms and bonds (`estimated_bytes`, measured
+    by `benchmarks/coordinate_cache.py`: about 68 KiB for a typical ChEMBL molecule, 136 KiB for a large one), so
+    10,000 typical molecules take about 0.65 GiB and the default budget of 1 GiB holds whatever the molecules' sizes.
+    Mol keys hold a reference to the Mol, so its ``id`` cannot be reused while cached.
+    Thread-safe. Pickling keeps the limits but not the contents (each DataLoader worker fills its own).
     """
 
-    def __init__(self, max_size: int = 10_000):
+    def __init__(self, max_size: int = 10_000, max_mib: float = DEFAULT_CACHE_MIB):
         if int(max_size) < 1:
             raise ValueError(f"max_size must be at least 1, got {max_size}")
+        if not max_mib > 0:
+            raise ValueError(f"max_mib must be positive, got {max_mib}")
         self.max_size = int(max_size)
+        self.max_mib = float(max_mib)
         self._entries: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+        self.bytes = 0  # estimated memory of the cached molecules
         self.hits = 0
         self.misses = 0
 
@@ -360,12 +379,19 @@ class CoordinateCache:
         except InvalidMoleculeError as err:
             smiles = item.strip() if isinstance(item, str) else err.smiles
             raise InvalidMoleculeError(smiles, index, err.reason) from err
+        cost = estimated_bytes(prepared)
         with self._lock:
             self.misses += 1
-            self._entries[key] = (item, prepared)
+            if key in self._entries:  # another thread prepared it meanwhile
+                self.bytes -= self._entries[key][2]
+            self._entries[key] = (item, prepared, cost)
             self._entries.move_to_end(key)
-            while len(self._entries) > self.max_size:
-                self._entries.popitem(last=False)
+            self.bytes += cost
+            budget = self.max_mib * 2**20
+            # the newest entry always stays, even alone over budget: the caller is about to draw it
+            while len(self._entries) > 1 and (len(self._entries) > self.max_size or self.bytes > budget):
+                _, (_, _, freed) = self._entries.popitem(last=False)
+                self.bytes -= freed
         return prepared
 
     def __len__(self) -> int:
@@ -377,16 +403,17 @@ class CoordinateCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
-            self.hits = self.misses = 0
+            self.bytes = self.hits = self.misses = 0
 
     def __getstate__(self):
-        return {"max_size": self.max_size}
+        return {"max_size": self.max_size, "max_mib": self.max_mib}
 
     def __setstate__(self, state):
-        self.__init__(state["max_size"])
+        self.__init__(state["max_size"], state.get("max_mib", DEFAULT_CACHE_MIB))
 
     def __repr__(self) -> str:
-        return f"CoordinateCache(max_size={self.max_size}, size={len(self)}, hits={self.hits}, misses={self.misses})"
+        return (f"CoordinateCache(max_size={self.max_size}, max_mib={self.max_mib:g}, size={len(self)}, "
+                f"mib={self.bytes / 2**20:.1f}, hits={self.hits}, misses={self.misses})")
 
 
 # ---------------------------------------------------------------------------------------------------------- R groups

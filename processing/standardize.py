@@ -13,14 +13,14 @@ The choices (`STANDARDIZATIONS`):
   functional-group forms such as nitro and N-oxides, reionisation), then the largest organic fragment
   (`FragmentParent`: salts and solvents go), then neutralised where a neutral form exists (`Uncharger`; charges that
   cannot be removed, such as quaternary ammonium, stay). This is ChEMBL's "parent" idea, and what most property tables
-  mean by the compound. It costs about 2-3 ms a molecule (`benchmarks/standardize.py`), a tenth of drawing it.
+  mean by the compound. It costs a few milliseconds a molecule (`benchmarks/standardize.py`), less than drawing it.
 
 Canonical tautomers (`TautomerEnumerator.Canonicalize`) are deliberately not offered. Measured with
-`benchmarks/standardize.py` (BENCHMARKS.md): they cost 16 ms a molecule on BBBP and over 200 ms on ChEMBL (peptides
-hit the enumeration limits), they changed the drawing of more than half of the ChEMBL molecules (a C=O where the table
-had an OH), and they are not idempotent once the enumeration is cut short (6 of 200 ChEMBL molecules gave another
-tautomer when standardised again), so a saved model could not promise to prepare a new molecule exactly as its
-training molecules were prepared.
+`benchmarks/standardize.py` (BENCHMARKS.md): they cost 7-90 times more than "parent" (over 200 ms a molecule on
+ChEMBL, where peptides hit the enumeration limits), they changed the drawing of more than half of the ChEMBL molecules
+(a C=O where the table had an OH), and they are not idempotent once the enumeration is cut short (6 of 200 ChEMBL
+molecules gave another tautomer when standardised again), so a saved model could not promise to prepare a new
+molecule exactly as its training molecules were prepared.
 
 "parent" is idempotent (tests check it on real tables), so standardising a standardised molecule changes nothing.
 This module uses only flat relative imports so that it travels with the processor as Hugging Face remote code.

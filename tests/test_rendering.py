@@ -349,3 +349,23 @@ def test_r_group_drawing_with_rdkits_drawer(cache):
     assert not np.array_equal(plain, replaced)
     green = (replaced[..., 1] > 150) & (replaced[..., 0] < 100) & (replaced[..., 2] < 100)
     assert green.sum() == 0  # Cl (green) is now a black R6
+
+
+def test_layout_cache_is_bounded_by_memory_as_well_as_count():
+    from moleclip.processing.rendering import BYTES_PER_ATOM_OR_BOND, CoordinateCache, estimated_bytes
+
+    small, large = "CCO", "C" * 60  # hexacontane: 60 carbons, 122 hydrogens added only where drawing needs them
+    cache = CoordinateCache(max_size=1000, max_mib=0.05)  # 52 kB: a few small molecules, not the large one beside them
+    prepared = cache.get(small)
+    assert estimated_bytes(prepared) == BYTES_PER_ATOM_OR_BOND * (prepared.GetNumAtoms() + prepared.GetNumBonds())
+    assert cache.bytes == estimated_bytes(prepared)
+    for k in range(2, 12):
+        cache.get("C" * k)
+    assert cache.bytes <= 0.05 * 2**20 and len(cache) < 11
+    big = cache.get(large)
+    assert large in cache and cache.bytes >= estimated_bytes(big)  # the newest stays even alone over the budget
+    assert len(cache) == 1 and small not in cache
+    cache.clear()
+    assert cache.bytes == 0 and len(cache) == 0
+    with pytest.raises(ValueError, match="max_mib"):
+        CoordinateCache(max_mib=0)
