@@ -47,14 +47,24 @@ def check_output_suffix(path: str, allowed=TABLE_SUFFIXES, option: str = "--outp
     check_writable(path, option)
 
 
-def write_table(frame, path: str) -> None:
-    """Write a table as CSV, TSV (gzipped when the name ends in .gz) or Parquet, creating the folder; atomically."""
+def write_table(frame, path: str, metadata: dict[bytes, bytes] | None = None) -> None:
+    """Write a table as CSV, TSV (gzipped when the name ends in .gz) or Parquet, creating the folder; atomically.
+    `metadata` goes into a Parquet file's schema (CSV has no place for it)."""
     from moleclip.training.outputs import write_atomically
 
     check_output_suffix(path)
     name = Path(path).name.lower()
     if name.endswith(".parquet"):
-        write_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))
+        def parquet(tmp):
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if metadata:
+                table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+            pq.write_table(table, tmp)
+
+        write_atomically(path, parquet)
     else:
         write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, sep="\t" if ".tsv" in name else ","))
 

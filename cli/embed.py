@@ -40,6 +40,20 @@ def run(args) -> int:
         return _embed(args)
 
 
+def _provenance(args, processor, dimension: int) -> dict[bytes, bytes]:
+    """What made these embeddings, for a Parquet file's metadata: `moleclip index` keeps it and `moleclip search`
+    embeds its queries with the same model and drawing settings."""
+    import json
+    from pathlib import Path
+
+    from moleclip.training.vector_index import EMBEDDED_WITH_KEY
+
+    model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
+    record = {"model": model, "projection_dim": int(dimension), "r_groups": bool(args.r_groups),
+              "standardize": processor.standardize}
+    return {EMBEDDED_WITH_KEY: json.dumps(record).encode()}
+
+
 def _embed(args) -> int:
     from pathlib import Path
 
@@ -78,6 +92,6 @@ def _embed(args) -> int:
         frame = pd.concat([frame.reset_index(drop=True), pd.DataFrame(embedding_columns(full))], axis=1)
         mark_skipped(frame, skipped)
         mark_standardized(frame, table.smiles, processor.standardize)
-        write_table(frame, args.output)
+        write_table(frame, args.output, metadata=_provenance(args, processor, embeddings.shape[1]))
     print(f"wrote {len(kept)} embeddings of size {embeddings.shape[1]} to {out}")
     return 0

@@ -111,7 +111,12 @@ def _search(args) -> int:
         raise ValueError(f"--model {model_name} gives {model.config.projection_dim}-dimensional embeddings but "
                          f"{args.index} holds {index.dimension}-dimensional ones: use the model that embedded the "
                          "library")
+    if args.model and recorded.get("model") and str(recorded["model"]) != str(args.model):
+        print(f"warning: {args.index} was embedded with {recorded['model']}, not --model {args.model}: scores are "
+              "only meaningful with the model that embedded the library")
     processor = load_processor(model_name)
+    if recorded.get("standardize"):
+        processor.standardize = recorded["standardize"]  # queries prepared as the library's molecules were
     r_groups = args.r_groups or bool(recorded.get("r_groups"))
     vectors = embed_queries(model, processor, queries, batch_size=args.batch_size, device=args.device,
                             progress=not args.no_progress, r_groups=r_groups)

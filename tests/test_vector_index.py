@@ -328,3 +328,27 @@ def test_embeddings_that_record_their_model_need_no_model_option(library, tmp_pa
     assert json.loads((tmp_path / "idx" / "manifest.json").read_text())["embedded_with"]["model"] == str(model)
     assert cli(["search", "--index", str(tmp_path / "idx"), "--query", "CCO", "--output", str(tmp_path / "h.csv"),
                 "--no-progress"]) == 0
+
+
+def test_embed_records_what_made_the_embeddings_and_search_uses_it(library, tmp_path, capsys):
+    root, model = library
+    out = tmp_path / "emb.parquet"
+    assert cli(["embed", "--model", str(model), "--input", str(root / "lib.csv"), "--output", str(out),
+                "--no-progress", "--standardize", "parent"]) == 0
+    from moleclip.training.vector_index import read_embeddings
+
+    recorded = read_embeddings(out).embedded_with
+    assert recorded == {"model": str(model.resolve()), "projection_dim": recorded["projection_dim"], "r_groups": False,
+                        "standardize": "parent"}
+    assert cli(["index", "--embeddings", str(out), "--output", str(tmp_path / "idx")]) == 0
+    capsys.readouterr()
+    # a salt query is prepared as the library was (its parent): it finds paracetamol first, with score 1
+    assert cli(["search", "--index", str(tmp_path / "idx"), "--query", "CC(=O)Nc1ccc(O)cc1.Cl", "-k", "1",
+                "--output", str(tmp_path / "h.csv"), "--no-progress"]) == 0
+    hits = pd.read_csv(tmp_path / "h.csv", dtype={"id": str})
+    assert hits["id"].tolist() == ["0004"] and hits["score"].iloc[0] == pytest.approx(1.0, abs=1e-5)
+    other = tmp_path / "other"
+    assert cli(["init", "--backbone", "tiny", "--output-dir", str(other), "--pseudo-label-classes"]) == 0
+    assert cli(["search", "--index", str(tmp_path / "idx"), "--model", str(other), "--query", "CCO",
+                "--output", str(tmp_path / "h2.csv"), "--no-progress"]) == 0
+    assert "was embedded with" in capsys.readouterr().out
