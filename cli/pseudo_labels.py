@@ -61,16 +61,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
-def _short(smiles: str, width: int = 60) -> str:
-    return smiles if len(smiles) <= width else smiles[: width - 3] + "..."
-
-
-def _where(skipped, line_numbers, limit: int = 5) -> str:
-    shown = ", ".join(f"line {line_numbers[s.index]} ({_short(s.smiles)!r}: {s.reason})" for s in skipped[:limit])
-    more = f" and {len(skipped) - limit} more" if len(skipped) > limit else ""
-    return shown + more
-
-
 def run(args: argparse.Namespace) -> int:
     from moleclip.processing.pseudo_labels import K_SCAN, compute_pseudo_labels, plot_k_scan, write_pseudo_labels
 
@@ -105,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
     lines = [f"molecules: {info['n_valid']} labelled of {info['n_input']} read"]
     skipped = info["skipped"]
     if skipped:
-        lines.append(f"skipped: {len(skipped)}: {_where(skipped, line_numbers)}")
+        from moleclip.processing.molecules import list_skipped
+
+        lines.append(f"skipped: {len(skipped)}: {list_skipped(skipped, line_of=lambda i: line_numbers[i])}")
     else:
         lines.append("skipped: 0")
     if auto:

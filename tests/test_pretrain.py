@@ -22,7 +22,7 @@ from moleclip.processing.pretraining_data import (
     VALID_STREAM, FixedBatches, PackedStrings, PrerenderedImages, TwoViewDataset, collate_two_views,
     normalize_pixels, prerender)
 from moleclip.processing.rendering import CoordinateCache, DrawingStyle, render
-from moleclip.training.loop import checkpoint_dirs
+from moleclip.training.loop import OPTIMIZER_TEXT, checkpoint_dirs
 from moleclip.training.samplers import EpochBatches
 from moleclip_cli.pretrain_config import KILL_ENV, PretrainConfig
 from moleclip.training.pretrain_run import build_param_groups, build_pretrain_optimizer, pretrain
@@ -376,7 +376,7 @@ def test_tiny_pretraining_saves_a_loadable_model_and_pushes_it(tmp_path, smi_fil
     assert PretrainConfig.from_json((out / "pretrain_config.json").read_text()) == config
     card = (model_dir / "README.md").read_text()
     assert "5 optimizer steps" in card and "K = 3, 6" in card and "lab/tiny-moleclip" in card
-    assert "Adam (L2 weight decay)" in card and "no gradient clipping" in card
+    assert OPTIMIZER_TEXT["adam"] in card and "no gradient clipping" in card
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     train_rows = [r for r in rows if r["loss"]]
     assert [int(r["step"]) for r in train_rows] == [1, 2, 3, 4, 5]
@@ -442,7 +442,7 @@ def test_moleclip_pretrain_command_runs_a_pretraining(tmp_path):
     assert PretrainConfig.from_json((out / "pretrain_config.json").read_text()) == PretrainConfig.from_args(argv)
     assert (out / "model" / "model.safetensors").is_file()
     assert not (out / "checkpoints").exists()  # --save-every none: no checkpoints, not even the last step
-    assert "AdamW (decoupled weight decay)" in (out / "model" / "README.md").read_text()
+    assert OPTIMIZER_TEXT["adamw"] in (out / "model" / "README.md").read_text()
 
 
 @pytest.mark.slow

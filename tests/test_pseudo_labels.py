@@ -202,7 +202,7 @@ def test_cli_on_a_small_smi_file(tmp_path, capsys):
                  "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert f"{len(SMILES)} labelled of {len(SMILES) + 1}" in printed
-    assert "line 6 ('C1CC'" in printed  # the bad line is named by its line number
+    assert "line 6 'C1CC' (" in printed  # the bad line is named by its line number
     table = pd.read_parquet(output)
     assert list(table.columns) == ["smiles", "label_k2", "label_k3"] and len(table) == len(SMILES)
 

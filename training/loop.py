@@ -35,6 +35,7 @@ __all__ = [
     "LoopState",
     "TrainingLoop",
     "OPTIMIZERS",
+    "OPTIMIZER_TEXT",
     "SCHEDULES",
     "build_optimizer",
     "build_scheduler",
@@ -98,6 +99,11 @@ class LoopState:
 # by Adam's per-parameter step sizes); AdamW decays the weights directly. At lr 5e-6 the two differ a lot, so the
 # choice is explicit and "adam" is the default wherever we claim the paper's recipe.
 OPTIMIZERS = ("adam", "adamw")
+# The optimisers in words, for results, logs and model cards (finetuning and pretraining alike).
+OPTIMIZER_TEXT = {
+    "adam": "Adam (L2 weight decay added to the gradient, as torch.optim.Adam and the paper's code)",
+    "adamw": "AdamW (decoupled weight decay)",
+}
 SCHEDULES = ("constant", "constant_with_warmup", "cosine")
 
 

@@ -320,7 +320,9 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
 
 def _optimizer_text(config: PretrainConfig) -> str:
     """The optimiser as a person should read it: Adam's decay is an L2 term, AdamW's is decoupled."""
-    name = ("Adam (L2 weight decay)" if config.optimizer == "adam" else "AdamW (decoupled weight decay)")
+    from moleclip.training.loop import OPTIMIZER_TEXT
+
+    name = OPTIMIZER_TEXT[config.optimizer]
     clipping = f"gradient norm clipped at {config.max_grad_norm:g}" if config.max_grad_norm else "no gradient clipping"
     return (f"{name}, encoder lr {config.encoder_lr:g} (decay {config.encoder_weight_decay:g}), classifier lr "
             f"{config.classifier_lr:g} (decay {config.classifier_weight_decay:g}), {clipping}")

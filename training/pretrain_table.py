@@ -129,12 +129,13 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
                                             n_jobs=config.pseudo_label_jobs, progress=config.progress,
                                             standardize=config.standardize)
         if info.get("skipped"):
+            from moleclip.processing.molecules import list_skipped
+
             skipped = info["skipped"]
             lines = frame.attrs.get("lines")
-            where = (lambda i: f"line {int(lines[i])}") if lines is not None else (lambda i: f"row {i + 1}")
-            shown = "; ".join(f"{where(s.index)}: {_shorten(s.smiles)} {_shorten(s.reason, 80)}" for s in skipped[:3])
+            line_of = (lambda i: int(lines[i])) if lines is not None else (lambda i: i + 2)  # header is line 1
             print(f"warning: {len(skipped)} of {len(frame)} molecules left out of pretraining: "
-                  f"{shown}{' ...' if len(skipped) > 3 else ''}", flush=True)
+                  f"{list_skipped(skipped, limit=3, line_of=line_of)}", flush=True)
         kept = _kept_rows(table, info, frame)
         table = table.copy()
         table.insert(0, "row", kept)
@@ -166,11 +167,6 @@ def _check_labelled_standardization(config: PretrainConfig) -> None:
         raise ValueError(f"{config.input} was labelled with standardize={recorded} but this run asks for "
                          f"--standardize {config.standardize}: pass --standardize {recorded}, or label the molecules "
                          f"again with `moleclip pseudo-labels --standardize {config.standardize}`")
-
-
-def _shorten(text: str, width: int = 40) -> str:
-    text = str(text)
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _kept_rows(table, info, frame):
