@@ -173,3 +173,14 @@ def test_a_resume_refuses_random_states_it_cannot_restore(tmp_path, monkeypatch,
     with pytest.raises((ValueError, FileNotFoundError), match="random_states_0.pkl .*would not reproduce the run"):
         run(tmp_path / "run", max_steps=6, save_every=2, resume="latest")
     assert not (tmp_path / "moleclip_pwned").exists()
+
+
+def test_adam_steps_are_fused_where_the_device_has_the_kernels():
+    model = ToyModel()
+    fused = build_optimizer([{"params": model.parameters(), "lr": 0.05, "weight_decay": 1e-5}])
+    assert fused.defaults["fused"] is True  # CPU has fused Adam kernels in the pinned torch
+    plain = build_optimizer([{"params": model.parameters(), "lr": 0.05, "weight_decay": 1e-5}], kind="adamw",
+                            fused=False)
+    assert not plain.defaults["fused"] and isinstance(plain, torch.optim.AdamW)
+    double = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))  # any floating type has the kernels
+    assert build_optimizer([{"params": [double], "lr": 0.1}]).defaults["fused"] is True

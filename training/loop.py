@@ -107,10 +107,26 @@ OPTIMIZER_TEXT = {
 SCHEDULES = ("constant", "constant_with_warmup", "cosine")
 
 
-def build_optimizer(param_groups, kind: str = "adam", betas=(0.9, 0.98), eps=1e-6) -> torch.optim.Optimizer:
+def _fused_possible(groups) -> bool:
+    """Whether PyTorch's fused Adam kernels can take these parameters: floating point, on one device type they support."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        supported = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # a PyTorch without the helper: keep the default implementation
+        return False
+    params = [p for group in groups for p in group["params"]]
+    return all(p.is_floating_point() and p.device.type in supported for p in params) and len(
+        {p.device.type for p in params}) == 1
+
+
+def build_optimizer(param_groups, kind: str = "adam", betas=(0.9, 0.98), eps=1e-6,
+                    fused: bool | None = None) -> torch.optim.Optimizer:
     """`torch.optim.Adam` (L2 weight decay in the gradient, the paper's) or `AdamW` (decoupled decay), per-group decay.
 
-    Groups without parameters that require gradients are dropped, so a frozen encoder costs nothing.
+    Groups without parameters that require gradients are dropped, so a frozen encoder costs nothing. `fused` (default:
+    wherever the parameters' device has the kernels) updates every parameter in one kernel instead of a loop of small
+    ones: the same algorithm, rounded differently in the last bits; `benchmarks/optimizer_step.py` measures the gain.
     """
     if kind not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {kind!r}; choose one of {list(OPTIMIZERS)}")
@@ -122,7 +138,9 @@ def build_optimizer(param_groups, kind: str = "adam", betas=(0.9, 0.98), eps=1e-
     if not groups:
         raise ValueError("no trainable parameters")
     optimizer_class = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
-    return optimizer_class(groups, betas=tuple(betas), eps=eps)
+    if fused is None:
+        fused = _fused_possible(groups)
+    return optimizer_class(groups, betas=tuple(betas), eps=eps, fused=bool(fused) or None)
 
 
 def build_scheduler(optimizer, kind: str = "constant", warmup_steps: int = 0, total_steps: int = 1):
