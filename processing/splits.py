@@ -33,6 +33,8 @@ __all__ = [
     "random_split",
     "scaffold_groups",
     "scaffold_split",
+    "SPLIT_LABELS",
+    "split_from_labels",
 ]
 
 SPLIT_KINDS = ("scaffold", "random", "random_scaffold")
@@ -197,3 +199,42 @@ def split_leakage(canonical: Sequence[str], targets, split: Split) -> dict:
         "conflicting": int(sum(len(values) > 1 for values in labels.values())),
         "examples": examples,
     }
+
+
+# Spellings accepted in a split column (case and surrounding spaces ignored), and the part each names.
+SPLIT_LABELS = {"train": "train", "training": "train", "valid": "valid", "val": "valid", "validation": "valid",
+                "dev": "valid", "test": "test", "testing": "test"}
+
+
+def split_from_labels(labels: Sequence, smiles: Sequence, kind: str = "random", seed: int = 0,
+                      fractions: Sequence[float] = DEFAULT_FRACTIONS) -> tuple[Split, bool]:
+    """A fixed split from a column of part names (train / valid / test, common spellings; see ``SPLIT_LABELS``).
+
+    When no row is marked valid, validation is carved from the training rows with a ``kind`` split of those rows
+    (``seed``; of ``fractions`` only the train : valid ratio counts), so the test part stays exactly as given.
+    Returns ``(split, carved)``. A label outside ``SPLIT_LABELS`` is refused, naming every value found.
+    """
+    written = ["" if v is None else str(v).strip() for v in labels]
+    labels = [v.lower() for v in written]
+    if len(labels) != len(smiles):
+        raise ValueError(f"{len(labels)} split labels for {len(smiles)} molecules")
+    unknown = sorted({w for w, v in zip(written, labels) if v not in SPLIT_LABELS})
+    if unknown:
+        found = sorted(set(written))
+        raise ValueError(f"split column values {unknown} are not train/training, valid/val/validation/dev or "
+                         f"test/testing (values found: {found})")
+    part = np.array([SPLIT_LABELS[v] for v in labels])
+    train, valid, test = (np.flatnonzero(part == name) for name in ("train", "valid", "test"))
+    if not len(train) or not len(test):
+        raise ValueError(f"the split column must mark training and test rows (found {len(train)} train, "
+                         f"{len(valid)} valid, {len(test)} test)")
+    if len(valid):
+        return _as_split(train, valid, test), False
+    frac_train, frac_valid, _ = _check_fractions(fractions)
+    if frac_valid <= 0:
+        raise ValueError("no rows are marked valid and the valid fraction is 0: nothing to choose epochs on")
+    share = frac_valid / (frac_train + frac_valid)
+    inner = make_split(kind, [smiles[i] for i in train], seed=seed, fractions=(1 - share, share, 0.0))
+    # the inner test part is empty by construction (test fraction 0) except for the scaffold split's leftovers
+    carved_valid = np.concatenate([inner.valid, inner.test])
+    return _as_split(np.sort(train[inner.train]), np.sort(train[carved_valid]), test), True

@@ -36,6 +36,7 @@ __all__ = [
     "FP_BITS",
     "FeatureHeadModel",
     "FingerprintPredictor",
+    "ForestPredictor",
     "fingerprint_matrix",
     "fit_predict_forest",
     "random_forest_baseline",
@@ -126,6 +127,98 @@ def fingerprint_matrix(
     return result.bits, result.kept
 
 
+class ForestPredictor:
+    """Fitted random forest(s) on Morgan bits, usable by `moleclip predict` like a fingerprint-MLP folder.
+
+    ``predict(bits)`` gives ``[n, targets]``: values (regression) or positive-class probabilities (classification);
+    a target without training labels predicts NaN, a one-class target that class. Saved as ``random_forest.json``
+    (settings, JSON) and ``random_forest.joblib`` (the scikit-learn estimators). Loading a .joblib file runs pickle,
+    which can execute any code the file's author chose: :meth:`load` therefore refuses unless ``trust_pickle=True``
+    (``moleclip predict --trust-pickle``); only pass it for folders you made yourself or whose source you trust.
+    """
+
+    CONFIG_FILE = "random_forest.json"
+    MODEL_FILE = "random_forest.joblib"
+
+    def __init__(self, task: str, estimators: list, settings: dict):
+        self.task, self.estimators, self.settings = task, estimators, settings
+
+    @classmethod
+    def fit(cls, task: str, x_train: np.ndarray, y_train: np.ndarray, seed: int, n_estimators: int = 500,
+            n_jobs: int = -1, max_features: str | float | None = None, target_names=None, radius: int = FP_RADIUS,
+            standardize: str = "none") -> "ForestPredictor":
+        """One multi-output regressor when every label is present, else one forest per target on its labelled rows
+        (a forest cannot be fitted on NaN targets, and dropping whole molecules would waste labels)."""
+        y_train = np.asarray(y_train, dtype=np.float64)
+        if y_train.ndim == 1:
+            y_train = y_train[:, None]
+        if len(x_train) == 0:
+            raise ValueError("Cannot fit a forest on an empty training set")
+        n_targets = y_train.shape[1]
+        kwargs = {"n_estimators": n_estimators, "n_jobs": n_jobs, "random_state": seed}
+        if max_features is not None:
+            kwargs["max_features"] = max_features
+        settings = {"task": task, "num_targets": n_targets, "in_features": int(x_train.shape[1]), "radius": radius,
+                    "standardize": standardize, "seed": int(seed), "n_estimators": n_estimators,
+                    "target_names": list(target_names) if target_names else None}
+        if task == "regression" and not np.isnan(y_train).any():
+            forest = RandomForestRegressor(**kwargs).fit(x_train, y_train if n_targets > 1 else y_train[:, 0])
+            return cls(task, [("all", forest)], settings)
+        estimators = []
+        for j in range(n_targets):
+            mask = ~np.isnan(y_train[:, j])
+            if not mask.any():
+                warnings.warn(f"Target {j} has no training labels; its predictions are left as NaN", UserWarning)
+                estimators.append(("none", None))
+                continue
+            xj, yj = x_train[mask], y_train[mask, j]
+            if task == "regression":
+                estimators.append(("forest", RandomForestRegressor(**kwargs).fit(xj, yj)))
+            elif np.unique(yj).size < 2:
+                warnings.warn(f"Task {j} has a single class in the training set; predicting that class everywhere",
+                              UserWarning)
+                estimators.append(("constant", float(yj[0])))
+            else:
+                estimators.append(("forest", RandomForestClassifier(**kwargs).fit(xj, yj.astype(np.int64))))
+        return cls(task, estimators, settings)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        n_targets = self.settings["num_targets"]
+        out = np.full((len(x), n_targets), np.nan)
+        if not len(x):  # a part of a split can be empty; scikit-learn refuses 0-row inputs
+            return out
+        if self.estimators[0][0] == "all":
+            return np.asarray(self.estimators[0][1].predict(x), dtype=np.float64).reshape(len(x), n_targets)
+        for j, (kind, est) in enumerate(self.estimators):
+            if kind == "constant":
+                out[:, j] = est
+            elif kind == "forest" and self.task == "regression":
+                out[:, j] = est.predict(x)
+            elif kind == "forest":
+                out[:, j] = est.predict_proba(x)[:, int(np.flatnonzero(est.classes_ == 1)[0])]
+        return out
+
+    def save(self, folder: str | Path) -> Path:
+        import joblib
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / self.CONFIG_FILE).write_text(json.dumps(self.settings, indent=2))
+        joblib.dump(self.estimators, folder / self.MODEL_FILE, compress=3)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, trust_pickle: bool = False) -> "ForestPredictor":
+        import joblib
+
+        folder = Path(folder)
+        if not trust_pickle:
+            raise ValueError(f"{folder} holds a random forest saved with joblib (pickle), which can run arbitrary code "
+                             "when loaded: pass --trust-pickle only if you made this folder or trust its source")
+        settings = json.loads((folder / cls.CONFIG_FILE).read_text())
+        return cls(settings["task"], joblib.load(folder / cls.MODEL_FILE), settings)
+
+
 def fit_predict_forest(
     task: str,
     x_train: np.ndarray,
@@ -136,53 +229,12 @@ def fit_predict_forest(
     n_jobs: int = -1,
     max_features: str | float | None = None,
 ) -> list[np.ndarray]:
-    """Fit forest(s) on ``(x_train, y_train [N, T], NaN = missing)`` and predict each array in ``x_eval``.
-
-    Classification: one forest per task on that task's labelled rows, returning the positive-class probability.
-    Regression: one multi-output forest when every training label is present, else one forest per target on its
-    labelled rows (a forest cannot be fitted on NaN targets, and dropping whole molecules would waste labels).
+    """Fit forest(s) on ``(x_train, y_train [N, T], NaN = missing)`` and predict each array in ``x_eval``
+    (see :class:`ForestPredictor`; classification gives the positive-class probability).
     ``max_features=None`` keeps scikit-learn's defaults (all features for regression, sqrt for classification).
     """
-    y_train = np.asarray(y_train, dtype=np.float64)
-    if y_train.ndim == 1:
-        y_train = y_train[:, None]
-    if len(x_train) == 0:
-        raise ValueError("Cannot fit a forest on an empty training set")
-    n_targets = y_train.shape[1]
-    outputs = [np.full((len(x), n_targets), np.nan) for x in x_eval]
-    kwargs = {"n_estimators": n_estimators, "n_jobs": n_jobs, "random_state": seed}
-    if max_features is not None:
-        kwargs["max_features"] = max_features
-
-    def predict_into(columns, predict):
-        # a part of a split can be empty (a scaffold split of a tiny set); scikit-learn refuses 0-row inputs
-        for out, x in zip(outputs, x_eval):
-            if len(x):
-                out[:, columns] = np.asarray(predict(x)).reshape(len(x), -1)
-
-    if task == "regression" and not np.isnan(y_train).any():
-        forest = RandomForestRegressor(**kwargs).fit(x_train, y_train if n_targets > 1 else y_train[:, 0])
-        predict_into(slice(None), forest.predict)
-        return outputs
-
-    for j in range(n_targets):
-        mask = ~np.isnan(y_train[:, j])
-        if not mask.any():
-            warnings.warn(f"Target {j} has no training labels; its predictions are left as NaN", UserWarning)
-            continue
-        xj, yj = x_train[mask], y_train[mask, j]
-        if task == "regression":
-            predict_into([j], RandomForestRegressor(**kwargs).fit(xj, yj).predict)
-        elif np.unique(yj).size < 2:
-            warnings.warn(
-                f"Task {j} has a single class in the training set; predicting that class everywhere", UserWarning
-            )
-            predict_into([j], lambda x, label=float(yj[0]): np.full(len(x), label))
-        else:
-            forest = RandomForestClassifier(**kwargs).fit(xj, yj.astype(np.int64))
-            positive = int(np.flatnonzero(forest.classes_ == 1)[0])
-            predict_into([j], lambda x, f=forest, k=positive: f.predict_proba(x)[:, k])
-    return outputs
+    forest = ForestPredictor.fit(task, x_train, y_train, seed, n_estimators, n_jobs, max_features)
+    return [forest.predict(x) for x in x_eval]
 
 
 def random_forest_baseline(
