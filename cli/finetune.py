@@ -20,7 +20,9 @@ Modes:
   --baseline random_forest   a random forest on the same bits, same splits and seeds
 
 Writes <output-dir>/results.json and results.md (the table beside the paper's), plots/, runs/ (each run's
-metrics.csv) and model/ (the best run of the chosen setting as a complete checkpoint folder).
+metrics.csv and test_predictions.csv), predictions.csv (every seed's test predictions of the chosen setting, with
+the input columns as written) and model/ (the best run of the chosen setting as a complete checkpoint folder; a
+random forest is saved with joblib, and `moleclip predict` loads it only with --trust-pickle).
 """
 
 from __future__ import annotations
@@ -58,6 +60,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    metavar=("TRAIN", "VALID", "TEST"))
     g.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="one run per seed and setting")
     g.add_argument("--limit", type=int, default=None, help="use only the first N molecules (smoke tests)")
+    g.add_argument("--split-column", default=None, metavar="COL",
+                   help="a fixed split: COL marks each row train/training, valid/val/validation/dev or test/testing "
+                   "(any case); with no valid rows, validation is carved from the training rows by --split and the "
+                   "seed. Every seed then uses the same test part")
+    g.add_argument("--test-file", default=None, metavar="PATH",
+                   help="an external test set (same SMILES and target columns), scored like the test part and "
+                   "reported separately; never used for any choice")
+    g.add_argument("--group-column", default=None, metavar="COL",
+                   help="also report test scores on the rows where COL is 1/true/yes (e.g. MoleculeACE's cliff_mol)")
     add_standardize_argument(g, "none", "saved with the model, so predict prepares new molecules the same way")
 
     g = p.add_argument_group("model")
@@ -112,6 +123,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's for drawing and embedding; 1 while training a head alone "
                    "on a CPU, where thread start-up costs more than the tiny matrix products gain)")
+
+    g.add_argument("--coverage", type=float, default=0.9,
+                   help="target coverage of the regression prediction intervals (split-conformal, calibrated on "
+                   "validation)")
 
     g = p.add_argument_group("output")
     g.add_argument("--output-dir", required=True)

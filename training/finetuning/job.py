@@ -24,20 +24,21 @@ import torch
 from moleclip import MoleCLIPForPropertyPrediction
 from moleclip.processing.molecules import warn_about_fragments
 from moleclip.processing.property_data import PropertyDataset, load_property_dataset
-from moleclip.processing.splits import canonical_smiles, make_split, split_leakage
-from moleclip.training.outputs import check_run_folder, hold_run_folder
-from moleclip.training.scoring import TASK_METRICS
+from moleclip.processing.splits import canonical_smiles, split_leakage
+from moleclip.training.outputs import check_run_folder, hold_run_folder, write_atomically
+from moleclip.training.scoring import TASK_METRICS, higher_is_better
 from moleclip.training.search import expand_grid, final_markdown, paper_reference, public_view, run_search, \
-    search_markdown, setting_name, summarize_runs
+    search_markdown, setting_name, summarize_runs, summarize_values
 
 from . import report
 from .inputs import EmbeddingInputs, FingerprintInputs, ImageInputs
-from .run import FinetuneRun, RunKeeper, RunOptions
+from .parts import job_splits, load_job_rows, prediction_frame, shared_split, truthy
+from .run import FinetuneRun, RunKeeper, RunOptions, _scores
 
 __all__ = ["finetune", "check_args"]
 
 # What a job writes in its folder: present before a job starts means another job's results are there.
-OUTPUTS = ("results.json", "results.md", "runs", "plots", "model")
+OUTPUTS = ("results.json", "results.md", "runs", "plots", "model", "predictions.csv")
 MODE_LABELS = {"full": "MoleCLIP (this run)", "frozen": "MoleCLIP, frozen encoder (this run)",
                "fingerprint": "FP-MLP baseline (this run)", "random_forest": "Random forest (this run)"}
 
@@ -62,17 +63,16 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError("--threads must be >= 1")
     if args.limit is not None and args.limit < 3:
         raise ValueError("--limit must leave at least 3 molecules (one per split part)")
+    if not 0 < getattr(args, "coverage", 0.9) < 1:
+        raise ValueError(f"--coverage must lie strictly between 0 and 1 (e.g. 0.9), got {args.coverage}")
     if args.init_from and not Path(args.init_from).is_dir():
         raise FileNotFoundError(f"--init-from {args.init_from}: not found (pass the model/ folder a previous "
                                 "finetuning wrote)")
 
 
 def _load_data(args) -> PropertyDataset:
-    data = load_property_dataset(args.dataset, smiles_column=args.smiles_column, target_columns=args.target_columns,
+    return load_property_dataset(args.dataset, smiles_column=args.smiles_column, target_columns=args.target_columns,
                                  task=args.task, data_dir=args.data_dir, standardize=args.standardize)
-    if args.limit is not None and args.limit < len(data):
-        data = data.subset(np.arange(args.limit))
-    return data
 
 
 def _build_template(args, data: PropertyDataset) -> tuple[MoleCLIPForPropertyPrediction, object, str]:
@@ -139,25 +139,28 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
     output_dir = Path(args.output_dir)
     acc = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision)
     progress = not args.no_progress and acc.is_local_main_process
-    data = _load_data(args)
+    rows = load_job_rows(args, lambda: _load_data(args))
+    data = rows.data
     warn_about_fragments(data.smiles, str(data.source or data.name))
     split_kind = args.split or data.default_split
     mode = args.baseline or ("frozen" if args.freeze_encoder else "full")
     dataset_info = {"name": data.name, "source": str(data.source) if data.source else None, "task": data.task,
-                    "targets": list(data.target_names), "n_molecules": len(data), "metric": data.metric,
+                    "targets": list(data.target_names), "n_molecules": rows.n_main, "metric": data.metric,
                     "standardize": data.standardize, "n_standardized": data.n_standardized,
-                    "skipped_rows": [{"line": s.line, "smiles": s.smiles, "reason": s.reason} for s in data.skipped]}
-    if mode == "random_forest":
-        if acc.is_main_process:
-            held.enter_context(hold_run_folder(output_dir, OUTPUTS if args.overwrite else ()))
-        return _random_forest(args, data, split_kind, dataset_info, output_dir, acc, started)
+                    "skipped_rows": [{"line": s.line, "smiles": s.smiles, "reason": s.reason} for s in data.skipped],
+                    "test_file": args.test_file, "n_external": len(rows.external)}
 
-    template, processor, backbone = None, None, "Morgan fingerprints (radius 2, 2048 bits)"
-    if mode == "fingerprint":
+    template, processor, backbone, inputs = None, None, "Morgan fingerprints (radius 2, 2048 bits)", None
+    if mode == "random_forest":
+        from moleclip.training.baselines import fingerprint_matrix
+
+        bits, kept = fingerprint_matrix(data, progress=progress)
+    elif mode == "fingerprint":
         inputs = FingerprintInputs(data.smiles, data.task, data.target_names, args.regression_loss,
                                    hidden_size=args.head_hidden_size or 512, num_layers=args.head_num_layers or 3,
                                    progress=progress, standardize=args.standardize)
         _warn_skipped(inputs.skipped, "Morgan fingerprints")
+        kept = inputs.kept
     else:
         template, processor, backbone = _build_template(args, data)
         if mode == "frozen":
@@ -167,25 +170,61 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
             inputs = ImageInputs(template, processor, data.smiles, max_cached=args.max_cached_images,
                                  progress=progress, batch_size=args.eval_batch_size)
         _warn_skipped(inputs.skipped, "drawing")
-    if len(inputs.kept) != len(data):
-        data = data.subset(inputs.kept)
-    dataset_info["n_used"] = len(data)
+        kept = inputs.kept
+    if len(kept) != len(data):
+        rows = rows.subset(kept)
+        data = rows.data
+    dataset_info["n_used"], dataset_info["n_external_used"] = rows.n_main, len(rows.external)
+    if args.test_file and not len(rows.external):
+        raise ValueError(f"--test-file {args.test_file}: none of its molecules could be used")
     if acc.is_main_process:  # only now: a job that fails while loading leaves no empty folder behind
         held.enter_context(hold_run_folder(output_dir, OUTPUTS if args.overwrite else ()))
 
-    splits = {seed: make_split(split_kind, data.smiles, seed=seed, fractions=args.fractions) for seed in args.seeds}
+    splits, split_source = job_splits(rows, args, split_kind)
     for seed, split in splits.items():
         if min(split.sizes) == 0:
-            raise ValueError(f"the {split_kind} split of {len(data)} molecules with seed {seed} leaves a part empty "
+            raise ValueError(f"the {split_source} of {rows.n_main} molecules with seed {seed} leaves a part empty "
                              f"(sizes {split.sizes}); use more molecules or other --fractions")
     canonical = canonical_smiles(data.smiles)
-    leakage = {seed: split_leakage(canonical, data.targets, split) for seed, split in splits.items()}
+    main = canonical[:rows.n_main]
+    leakage = {seed: split_leakage(main, data.targets[:rows.n_main], split) for seed, split in splits.items()}
     for seed, found in leakage.items():
         if found["train_test"] or found["conflicting"]:
             warnings.warn(f"split seed {seed}: {found['train_test']} test molecule(s) are also in the training part "
                           f"(same canonical SMILES, e.g. {', '.join(found['examples']) or '-'}), and "
                           f"{found['conflicting']} structure(s) appear more than once with different labels; their "
                           "scores measure memory, not prediction: deduplicate the table", UserWarning, stacklevel=2)
+    if len(rows.external):
+        trained_on = {main[i] for split in splits.values() for i in split.train}
+        overlap = sum(canonical[i] in trained_on for i in rows.external)
+        dataset_info["external_in_training"] = overlap
+        if overlap:
+            warnings.warn(f"--test-file: {overlap} of its molecules are also in a training part (same canonical "
+                          "SMILES); their external scores measure memory", UserWarning, stacklevel=2)
+    group = truthy(rows.frame[args.group_column], args.group_column) if args.group_column else None
+    extra_parts = {"external": rows.external} if len(rows.external) else {}
+
+    def finish_run(run: dict, run_dir: Path) -> dict:
+        """Subgroup test scores and the per-molecule prediction files of one run (it still holds its private parts)."""
+        if group is not None:
+            test_rows = run["_rows"]["test"]
+            inside = group[test_rows]
+            run["test_group"] = {"n": int(inside.sum())}
+            if inside.any():
+                run["test_group"].update(_scores(data.task, data.targets[test_rows[inside]],
+                                                 run["_predictions"]["test"][inside], data.target_names))
+        if acc.is_main_process:
+            for part in ("test", *extra_parts):
+                frame = prediction_frame(rows, run["_rows"][part], run["_predictions"][part], run["seed"])
+                path = run_dir / f"{part}_predictions.csv"
+                write_atomically(path, lambda tmp, f=frame: f.to_csv(tmp, index=False))
+        return run
+
+    common = dict(args=args, rows=rows, split_kind=split_kind, split_source=split_source, splits=splits,
+                  leakage=leakage, dataset_info=dataset_info, output_dir=output_dir, acc=acc, started=started,
+                  group=group)
+    if mode == "random_forest":
+        return _random_forest(bits=bits, finish_run=finish_run, extra_parts=extra_parts, **common)
 
     grid = _grid(args, mode)
     if mode == "frozen":
@@ -205,8 +244,9 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
         def train_one(setting: dict, seed: int) -> dict:
             name = setting_name(setting, varied)
             run_dir = output_dir / "runs" / phase / name / f"seed_{seed}"
-            run = FinetuneRun(inputs, data, splits[seed], setting, seed, run_options, acc, run_dir).train()
-            keeper.offer(name, setting, run)
+            run = FinetuneRun(inputs, data, splits[seed], setting, seed, run_options, acc, run_dir,
+                              extra_parts=extra_parts).train()
+            keeper.offer(name, setting, finish_run(run, run_dir))
             return run
 
         result = run_search(settings_, args.seeds, train_one, options.select_key, options.select_mode,
@@ -238,8 +278,9 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
         "model": args.model if mode != "fingerprint" else None,
         "init_from": args.init_from,
         "protocol": {
-            "split": split_kind, "fractions": list(args.fractions), "seeds": list(args.seeds),
-            "epochs": args.epochs, "final_epochs": args.final_epochs, "batch_size": args.batch_size,
+            "split": split_kind, "split_source": split_source, "fractions": list(args.fractions),
+            "seeds": list(args.seeds), "epochs": args.epochs, "final_epochs": args.final_epochs,
+            "batch_size": args.batch_size,
             "optimizer": f"{report.OPTIMIZER_TEXT[args.optimizer]}; {report.BETAS_TEXT}",
             "scheduler": args.scheduler, "select_on": args.select_on, "select_key": f"valid_{options.select_key}",
             "select_mode": options.select_mode,
@@ -249,11 +290,12 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
             "regression_loss": args.regression_loss if data.task == "regression" else None,
             "grid": grid, "split_sizes": {str(s): list(v.sizes) for s, v in splits.items()},
             "leakage": {str(s): {k: v for k, v in found.items() if k != "examples"} for s, found in leakage.items()},
+            "group_column": args.group_column,
         },
         "search": searched,
         "chosen_setting": chosen["setting"],
         "chosen_name": chosen["name"],
-        "final": {"runs": final_runs, "summary": final_summary},
+        "final": {"runs": final_runs, "summary": final_summary, **_part_summaries(final_runs)},
         "paper": paper_reference(data.name, args.data_dir),
         "processes": acc.num_processes,
         "device": str(acc.device),
@@ -261,15 +303,70 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
     results["final_table"] = final_markdown(final_summary, metrics, MODE_LABELS[mode], results["paper"], data.metric)
     results["search_table"] = search_markdown(searched, options.select_key, data.metric)
     if acc.is_main_process:
-        _save(args, results, data, inputs, kept, processor, backbone, split_kind, grid, options, mode, output_dir,
-              final_summary, metrics, started, hub_api)
+        trust = _add_trust(results, rows, kept, splits, args.coverage)
+        _save(args, results, rows, inputs, kept, processor, backbone, split_kind, grid, options, mode, output_dir,
+              final_summary, metrics, started, hub_api, trust)
     acc.wait_for_everyone()
     return public_view(results)
 
 
-def _save(args, results, data, inputs, kept, processor, backbone, split_kind, grid, options, mode, output_dir,
-          final_summary, metrics, started, hub_api) -> None:
-    """Write the chosen model, plots and results (main process only)."""
+def _part_summaries(runs: list[dict]) -> dict:
+    """Mean ± std over seeds of the external test scores and the subgroup test scores, where the job has them."""
+    out = {}
+    for part, key in (("external", "external_summary"), ("test_group", "group_summary")):
+        if any(part in run for run in runs):
+            names = [k for k in runs[0].get(part, {}) if k != "n"]
+            out[key] = {k: summarize_values([run.get(part, {}).get(k, float("nan")) for run in runs]) for k in names}
+            if part == "test_group":
+                out[key]["n"] = [run[part]["n"] for run in runs]
+    return out
+
+
+def _combined_predictions(output_dir: Path, rows, members: list[dict], trust: dict | None = None) -> str:
+    """predictions.csv: every seed's test predictions of the chosen setting, one block per seed, and with a shared
+    split the ensemble's (seed "ensemble"); each interval (or calibrated probability) sits on the prediction it was
+    calibrated for: the ensemble's on a shared split, each member's on per-seed splits."""
+    import pandas as pd
+
+    from .trust import interval_columns
+
+    data = rows.data
+    names = list(data.target_names)
+    frames = []
+    for m in members:
+        pred = m["_predictions"]["test"]
+        extra = None
+        if trust is not None and trust["scope"] == "members":
+            extra = interval_columns(data.task, names, trust["calibration"], pred)
+        frames.append(prediction_frame(rows, m["_rows"]["test"], pred, m["run"]["seed"], extra))
+    if trust is not None and trust["scope"] == "ensemble":
+        ens = trust["test_ensemble"]
+        prefix = "probability" if data.task == "classification" else "predicted"
+        extra = {f"{prefix}_{name}_spread": ens.spread[:, j] for j, name in enumerate(names)}
+        extra.update(interval_columns(data.task, names, trust["calibration"], ens.mean, ens.spread))
+        frames.append(prediction_frame(rows, members[0]["_rows"]["test"], ens.mean, "ensemble", extra))
+    frame = pd.concat(frames, ignore_index=True)
+    write_atomically(output_dir / "predictions.csv", lambda tmp: frame.to_csv(tmp, index=False))
+    return str(output_dir / "predictions.csv")
+
+
+def _add_trust(results: dict, rows, kept: dict, splits: dict, coverage: float) -> dict:
+    """Ensemble calibration and applicability domain from the chosen setting's runs (validation only); their test
+    reports go into results["trust"]."""
+    from .trust import build_trust
+
+    trust = build_trust(rows.data, kept["members"], kept, shared_split(splits), coverage)
+    results["trust"] = {"scope": trust["scope"], "coverage": coverage, "uncertainty": trust["uncertainty"],
+                        "applicability": trust["applicability"]}
+    return trust
+
+
+def _save(args, results, rows, inputs, kept, processor, backbone, split_kind, grid, options, mode, output_dir,
+          final_summary, metrics, started, hub_api, trust) -> None:
+    """Write the chosen model, its ensemble, calibration and domain, plots and results (main process only)."""
+    from .trust import save_members
+
+    data = rows.data
     model_dir = output_dir / "model"
     saved = inputs.restore(kept["_state"], kept["setting"])
     if data.task == "regression":
@@ -279,6 +376,7 @@ def _save(args, results, data, inputs, kept, processor, backbone, split_kind, gr
     results["saved_model"] = {"dir": str(model_dir), "setting": kept["setting"], "seed": kept["run"]["seed"],
                               "best_epoch": kept["run"]["best_epoch"], "valid": kept["run"]["valid"],
                               "test": kept["run"]["test"]}
+    results["predictions"] = _combined_predictions(output_dir, rows, kept["members"], trust)
     if not args.no_plots:
         results["plots"] = report.write_plots(output_dir, data, kept, data.metric, results["search"]["varied"])
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
@@ -287,7 +385,7 @@ def _save(args, results, data, inputs, kept, processor, backbone, split_kind, gr
     if mode != "fingerprint":
         title = f"moleclip-{data.name}"
         card = {
-            "title": title, "dataset": f"{data.name} ({len(data)} molecules)",
+            "title": title, "dataset": f"{data.name} ({rows.n_main} molecules)",
             "protocol": report.protocol_text(args, data, split_kind, mode, grid, options),
             "results_table": results["final_table"] + "\n\nSearch (mean ± std over seeds; chosen on validation):\n\n"
             + results["search_table"],
@@ -301,38 +399,98 @@ def _save(args, results, data, inputs, kept, processor, backbone, split_kind, gr
 
         save_model_dir(model_dir, saved, processor, card=card,
                        extra_files={"results.json": (output_dir / "results.json").read_text(), "results.md": markdown})
-        if args.push_to_hub:
-            results["hub_commit"] = push_model_dir(model_dir, args.push_to_hub, private=args.hub_private or None,
-                                                   api=hub_api)
-            report.write_results(output_dir, results, markdown)
+    del saved
+
+    def restore(member: dict, folder: Path) -> None:
+        model = inputs.restore(member["_state"], member["setting"])
+        if data.task == "regression":
+            model.set_target_scaling(member["_target_scaling"])
+        if mode == "fingerprint":
+            model.save(folder)
+        else:
+            model.save_pretrained(folder)
+            processor.save_pretrained(folder)
+
+    results["saved_model"]["trust"] = save_members(model_dir, kept["members"], restore, trust, data.task, mode)
+    report.write_results(output_dir, results, markdown)
+    if args.push_to_hub:  # after the ensemble, calibration and domain are in the folder (baselines are never pushed)
+        results["hub_commit"] = push_model_dir(model_dir, args.push_to_hub, private=args.hub_private or None,
+                                               api=hub_api)
+        report.write_results(output_dir, results, markdown)
     print(markdown)
 
 
-def _random_forest(args, data, split_kind, dataset_info, output_dir, acc, started) -> dict:
-    from moleclip.training.baselines import random_forest_baseline
+def _logit(p: np.ndarray) -> np.ndarray:
+    """Probabilities as logits, so forests and networks share one classification path (clipped: a forest's 0 or 1
+    becomes a logit of -/+13.8, not an infinity)."""
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
 
-    per_seed = random_forest_baseline(data, split_kind, args.seeds, fractions=args.fractions,
-                                      n_estimators=args.rf_estimators, progress=not args.no_progress)
-    runs = [{"seed": s, "valid": r["valid"], "test": r["test"], "split_sizes": r["sizes"]} for s, r in per_seed.items()]
+
+def _random_forest(args, rows, bits, split_kind, split_source, splits, leakage, dataset_info, output_dir, acc, started,
+                   group, finish_run, extra_parts) -> dict:
+    """One forest per seed on the same splits; hyperparameters fixed in advance (no search), so validation is only
+    reported. The forests are saved (model/ holds the seed best on validation) like every other mode's models."""
+    from moleclip.training.baselines import FP_RADIUS, ForestPredictor
+
+    data = rows.data
     setting = {"n_estimators": args.rf_estimators}
+    name = f"n_estimators={args.rf_estimators}"
+    members = []
+    for seed, split in splits.items():
+        forest = ForestPredictor.fit(data.task, bits[split.train], data.targets[split.train], seed,
+                                     n_estimators=args.rf_estimators, target_names=data.target_names,
+                                     radius=FP_RADIUS, standardize=args.standardize)
+        parts = {"valid": split.valid, "test": split.test, **extra_parts}
+        raw = {part: forest.predict(bits[idx]) for part, idx in parts.items()}
+        run = {"seed": seed, **{part: dict(_scores(data.task, data.targets[idx], raw[part], data.target_names))
+                                for part, idx in parts.items()}, "split_sizes": list(split.sizes),
+               "_predictions": {part: _logit(v) if data.task == "classification" else v for part, v in raw.items()},
+               "_rows": {"train": split.train, **parts}, "_forest": forest}
+        run = finish_run(run, output_dir / "runs" / "search" / name / f"seed_{seed}")
+        members.append({"run": {k: v for k, v in run.items() if not k.startswith("_")}, "setting": setting,
+                        "name": name, **{k: v for k, v in run.items() if k.startswith("_")}})
+    runs = [m["run"] for m in members]
     summary = summarize_runs(runs)
-    searched = {"entries": [{"setting": setting, "name": f"n_estimators={args.rf_estimators}", "runs": runs,
-                             "summary": summary}], "chosen": 0, "varied": [],
-                "selected_by": "fixed hyperparameters (no search)"}
+    searched = {"entries": [{"setting": setting, "name": name, "runs": runs, "summary": summary}], "chosen": 0,
+                "varied": [], "selected_by": "fixed hyperparameters (no search)"}
     results = {
         "dataset": dataset_info, "mode": "random_forest", "backbone": "Morgan fingerprints (radius 2, 2048 bits)",
-        "protocol": {"split": split_kind, "fractions": list(args.fractions), "seeds": list(args.seeds),
-                     "epochs": None, "final_epochs": None, "select_key": "none (fixed hyperparameters)",
-                     "n_estimators": args.rf_estimators},
-        "search": searched, "chosen_setting": setting, "chosen_name": searched["entries"][0]["name"],
-        "final": {"runs": runs, "summary": summary}, "paper": paper_reference(data.name, args.data_dir),
+        "protocol": {"split": split_kind, "split_source": split_source, "fractions": list(args.fractions),
+                     "seeds": list(args.seeds), "epochs": None, "final_epochs": None,
+                     "select_key": "none (fixed hyperparameters)", "n_estimators": args.rf_estimators,
+                     "split_sizes": {str(s): list(v.sizes) for s, v in splits.items()},
+                     "group_column": args.group_column},
+        "search": searched, "chosen_setting": setting, "chosen_name": name,
+        "final": {"runs": runs, "summary": summary, **_part_summaries(runs)},
+        "paper": paper_reference(data.name, args.data_dir),
     }
     metrics = list(TASK_METRICS[data.task])
     results["final_table"] = final_markdown(summary, metrics, MODE_LABELS["random_forest"], results["paper"],
                                             data.metric)
     results["search_table"] = search_markdown(searched, data.metric, data.metric)
-    results["wall_seconds"] = round(time.perf_counter() - started, 1)
     if acc.is_main_process:
+        key = data.metric
+        sign = 1 if higher_is_better(key) else -1
+
+        def rank(member: dict) -> float:
+            value = member["run"]["valid"].get(key, float("nan"))
+            return sign * value if np.isfinite(value) else -np.inf  # an undefined score never wins
+
+        best = max(members, key=rank)
+        model_dir = output_dir / "model"
+        best["_forest"].save(model_dir)
+        results["saved_model"] = {"dir": str(model_dir), "setting": setting, "seed": best["run"]["seed"],
+                                  "valid": best["run"]["valid"], "test": best["run"]["test"],
+                                  "chosen_by": f"validation {key} among the seeds' forests"}
+        best["members"] = members
+        trust = _add_trust(results, rows, best, splits, args.coverage)
+        from .trust import save_members
+
+        results["saved_model"]["trust"] = save_members(model_dir, members, lambda m, f: m["_forest"].save(f), trust,
+                                                       data.task, "random_forest")
+        results["predictions"] = _combined_predictions(output_dir, rows, members, trust)
+        results["wall_seconds"] = round(time.perf_counter() - started, 1)
         markdown = report.results_markdown(results, data)
         report.write_results(output_dir, results, markdown)
         print(markdown)

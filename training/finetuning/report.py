@@ -122,6 +122,30 @@ def write_plots(output_dir: Path, data: PropertyDataset, kept: dict, metric: str
     return written
 
 
+def _summary_table(summary: dict, title: str) -> list[str]:
+    from moleclip.training.search import format_summary
+
+    names = [k for k in summary if k != "n"]
+    return ["", title, "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names),
+            "| " + " | ".join(format_summary(summary[k]) for k in names) + " |"]
+
+
+def parts_markdown(results: dict) -> list[str]:
+    """The external test set's scores and the subgroup's test scores (mean ± std [95% CI] over seeds)."""
+    final, lines = results["final"], []
+    if "external_summary" in final:
+        d = results["dataset"]
+        lines += _summary_table(final["external_summary"], f"### External test set (`{d.get('test_file')}`, "
+                                f"{d.get('n_external_used')} molecules; never used for any choice)")
+        if d.get("external_in_training"):
+            lines.append(f"\n{d['external_in_training']} external molecules are also in a training part.")
+    if "group_summary" in final:
+        counts = ", ".join(map(str, final["group_summary"].get("n", [])))
+        lines += _summary_table(final["group_summary"], f"### Test subgroup: rows where "
+                                f"`{results['protocol'].get('group_column')}` is true ({counts} test molecules per seed)")
+    return lines
+
+
 def per_target_markdown(runs: Sequence[dict], metrics: Sequence[str]) -> str:
     """Test scores per target (mean ± std over seeds) and every target a metric left out, per seed and split part."""
     targets = list(next(iter(runs[0]["per_target"]["test"].values())))
@@ -158,6 +182,8 @@ def results_markdown(results: dict, data: PropertyDataset) -> str:
     ]
     if p.get("selection"):
         lines.append(f"Selection criterion: {p['selection']}.")
+    if p.get("split_source"):
+        lines.append(f"Split: {p['split_source']}.")
     lines += [
         "",
         f"## Final: {results['chosen_name']}" + (f", {p['final_epochs']} epochs" if p.get("final_epochs") else ""),
@@ -171,6 +197,10 @@ def results_markdown(results: dict, data: PropertyDataset) -> str:
             reasons for run in runs for part in run["left_out"].values() for reasons in part.values())):
         metrics = list(runs[0]["per_target"]["test"])
         lines += ["", "### Per target", "", per_target_markdown(runs, metrics)]
+    lines += parts_markdown(results)
+    from .trust import trust_markdown
+
+    lines += trust_markdown(results)
     lines += [
         "",
         "## Search",
@@ -179,8 +209,12 @@ def results_markdown(results: dict, data: PropertyDataset) -> str:
     ]
     if "saved_model" in results:
         s = results["saved_model"]
+        when = f"epoch {s['best_epoch']}" if "best_epoch" in s else s.get("chosen_by", "")
         lines += ["", f"Saved model: `{s['dir']}` ({setting_name(s['setting'], results['search']['varied'])}, seed "
-                  f"{s['seed']}, epoch {s['best_epoch']}).", f"Wall time: {results.get('wall_seconds', 0):.0f} s."]
+                  f"{s['seed']}, {when}).", f"Wall time: {results.get('wall_seconds', 0):.0f} s."]
+    if results.get("predictions"):
+        lines.append(f"Per-molecule test predictions of every seed: `{results['predictions']}` (input columns as "
+                     "written; each run's own in runs/<phase>/<setting>/seed_<s>/test_predictions.csv).")
     if results["paper"] and data.name == "phosphines_yield":
         lines.append("Phosphine yields are fractions here and in paper_results.csv; the paper prints them in percent.")
     return "\n".join(lines)

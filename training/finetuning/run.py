@@ -65,8 +65,10 @@ class FinetuneRun:
     """Trains `inputs.new_model(setting)` on the split's training rows with `seed`; see :meth:`train`."""
 
     def __init__(self, inputs, data: PropertyDataset, split: Split, setting: dict, seed: int, options: RunOptions,
-                 accelerator, run_dir: Path):
+                 accelerator, run_dir: Path, extra_parts: dict | None = None):
         self.inputs, self.data, self.split, self.setting, self.seed = inputs, data, split, setting, int(seed)
+        # e.g. {"external": rows}: scored every epoch like test and reported at the best-validation epoch; never chosen on
+        self.extra_parts = dict(extra_parts or {})
         self.options, self.acc, self.run_dir = options, accelerator, Path(run_dir)
         self.select = f"valid_{options.select_key}"
         self.best: dict | None = None
@@ -99,7 +101,11 @@ class FinetuneRun:
         valid, valid_pred = self._score_part("valid", self.split.valid)
         test, test_pred = self._score_part("test", self.split.test)
         self._last_predictions = {"valid": valid_pred, "test": test_pred}
-        record = {**valid, **test, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - started}
+        extra = {}
+        for part, rows in self.extra_parts.items():
+            scores, self._last_predictions[part] = self._score_part(part, rows)
+            extra.update(scores)
+        record = {**valid, **test, **extra, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - started}
         self._clock = time.perf_counter()
         return record
 
@@ -152,12 +158,14 @@ class FinetuneRun:
             self._on_best(None, state.history[-1])
         record = self.best["record"]
         names = ["loss", *TASK_METRICS[data.task]]
+        extra = {part: {k: float(record[f"{part}_{k}"]) for k in names} for part in self.extra_parts}
         run = {
             "seed": self.seed,
             "best_epoch": int(record["epoch"]),
             "epochs": options.epochs,
             "valid": {k: float(record[f"valid_{k}"]) for k in names},
             "test": {k: float(record[f"test_{k}"]) for k in names},
+            **extra,
             # per target, and which targets a metric left out of its mean and why (e.g. one class in that part)
             "per_target": {part: report.per_task for part, report in self.best["reports"].items()},
             "left_out": {part: report.left_out for part, report in self.best["reports"].items()},
@@ -167,7 +175,8 @@ class FinetuneRun:
             "metrics_csv": str(self.run_dir / "metrics.csv"),
             "_state": self.best["state"],
             "_predictions": self.best["predictions"],
-            "_rows": {"valid": self.split.valid, "test": self.split.test},
+            "_rows": {"train": self.split.train, "valid": self.split.valid, "test": self.split.test,
+                      **self.extra_parts},
             "_target_scaling": self.scaling,
         }
         acc.free_memory()
@@ -176,8 +185,10 @@ class FinetuneRun:
 
 
 class RunKeeper:
-    """Keeps the weights of one run per setting (its best on validation) and of the leading setting only, so a long
-    grid never holds more than a few copies of the model in memory."""
+    """Keeps, for the setting being trained and for the leading setting only, every seed's run with its private parts
+    (weights, best-epoch predictions, rows): the seeds of the chosen setting become the ensemble, and a long grid never
+    holds more than two settings' models in memory. ``leader`` is the leading setting's best run on validation (as
+    before), with ``leader["members"]`` all its seeds' runs in seed order."""
 
     def __init__(self, key: str, mode: str):
         self.key, self.mode = key, mode
@@ -194,10 +205,13 @@ class RunKeeper:
 
     def offer(self, name: str, setting: dict, run: dict) -> None:
         private = {k: run.pop(k) for k in list(run) if k.startswith("_")}
-        if self._better(run, (self.candidates.get(name) or {}).get("run")):
-            self.candidates[name] = {"run": dict(run), "setting": dict(setting), "name": name, **private}
+        member = {"run": dict(run), "setting": dict(setting), "name": name, **private}
+        entry = self.candidates.setdefault(name, {"best": None, "members": []})
+        entry["members"].append(member)
+        if self._better(run, (entry["best"] or {}).get("run")):
+            entry["best"] = member
 
     def entry_done(self, entry: dict, is_leader: bool) -> None:
         candidate = self.candidates.pop(entry["name"], None)
         if is_leader and candidate is not None:
-            self.leader = candidate
+            self.leader = {**candidate["best"], "members": candidate["members"]}

@@ -1,0 +1,129 @@
+"""The ensemble, its calibration on validation and the applicability domain, from `moleclip finetune` to
+`moleclip predict --uncertainty --domain`: tiny tables, fingerprint baselines and the frozen tiny preset, 2 epochs."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moleclip.training.uncertainty import conformal_quantile
+from moleclip_cli.main import main as cli
+
+SUFFIXES = ["", "O", "N", "Cl", "c1ccccc1", "C(=O)O"]
+SMILES = ["C" * k + s for k in range(1, 9) for s in SUFFIXES]  # 48 small molecules
+HEAVY = np.array([k + {"": 0, "O": 1, "N": 1, "Cl": 1, "c1ccccc1": 6, "C(=O)O": 3}[s] for k in range(1, 9)
+                  for s in SUFFIXES], dtype=float)
+PARTS = np.array(["train", "valid", "train", "test", "valid", "train"] * 8)  # 24 / 16 / 8, the same for every seed
+FAR = "FC(F)(F)C(F)(F)C(F)(F)S(=O)(=O)O"  # nothing like the alkyl chains it was trained on
+FP = ["--baseline", "fingerprint", "--seeds", "1", "2", "3", "--epochs", "2", "--head-lr", "1e-3", "--augmentation",
+      "none", "--batch-size", "8", "--no-progress", "--no-plots", "--target-columns", "heavy"]
+
+
+def finetune(out, data, *extra):
+    assert cli(["finetune", "--dataset", str(data), "--output-dir", str(out), *extra]) == 0
+    return json.loads((out / "results.json").read_text())
+
+
+def predict(model, smiles, out, *extra):
+    path = out.parent / (out.stem + "_in.csv")
+    pd.DataFrame({"name": [f"m{i}" for i in range(len(smiles))], "smiles": smiles}).to_csv(path, index=False)
+    assert cli(["predict", "--model", str(model), "--input", str(path), "--output", str(out), "--no-progress",
+                *extra]) == 0
+    return pd.read_csv(out)
+
+
+def table(path, heavy=HEAVY, parts=PARTS):
+    pd.DataFrame({"smiles": SMILES, "heavy": heavy, "part": parts}).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trust")
+    results = finetune(root / "out", table(root / "data.csv"), *FP, "--split-column", "part")
+    return root, results
+
+
+def test_shared_split_ensemble_is_calibrated_on_validation(shared):
+    root, results = shared
+    model = root / "out" / "model"
+    trust = json.loads((model / "uncertainty.json").read_text())
+    assert trust["scope"] == "ensemble" and trust["members"] == ["ensemble/seed_1", "ensemble/seed_2",
+                                                                 "ensemble/seed_3"]
+    # the calibration quantile is the conformal quantile of the ensemble's validation residuals, recomputed here
+    valid = [SMILES[i] for i in np.flatnonzero(PARTS == "valid")]
+    members = np.stack([predict(model / f, valid, root / f"v{k}.csv").predicted_heavy.to_numpy()
+                        for k, f in enumerate(trust["members"])])
+    mean, spread = members.mean(0), members.std(0)
+    target = trust["calibration"]["targets"][0]
+    residual = np.abs(HEAVY[PARTS == "valid"] - mean)
+    score = residual if target["method"] == "plain" else residual / (spread + target["eps"])
+    assert target["quantile"] == pytest.approx(conformal_quantile(score, 0.9), rel=1e-5)
+    # predict --uncertainty: the ensemble mean and its interval; on the test part, the reported coverage
+    test = np.flatnonzero(PARTS == "test")
+    out = predict(model, [SMILES[i] for i in test], root / "test.csv", "--uncertainty")
+    combined = pd.read_csv(root / "out" / "predictions.csv", dtype={"seed": str})
+    ens = combined[combined.seed == "ensemble"]
+    np.testing.assert_allclose(out.predicted_heavy, ens.predicted_heavy, rtol=1e-5)
+    np.testing.assert_allclose(out.predicted_heavy_lower, ens.predicted_heavy_lower, rtol=1e-5)
+    inside = (out.predicted_heavy_lower <= HEAVY[test]) & (HEAVY[test] <= out.predicted_heavy_upper)
+    report = results["trust"]["uncertainty"]
+    assert report["targets"]["heavy"]["coverage"] == pytest.approx(inside.mean())
+    assert report["target_coverage"] == 0.9 and report["scope"] == "ensemble"
+    assert "Conformal intervals, target coverage 0.9" in (root / "out" / "results.md").read_text()
+
+
+def test_test_labels_never_change_calibration_or_domain(shared, tmp_path):
+    root, _ = shared
+    heavy = HEAVY.copy()
+    heavy[PARTS == "test"] += 100.0  # only the test labels differ
+    finetune(tmp_path / "out", table(tmp_path / "data.csv", heavy), *FP, "--split-column", "part")
+    for name in ("uncertainty.json", "applicability.json"):
+        assert (tmp_path / "out" / "model" / name).read_text() == (root / "out" / "model" / name).read_text()
+    report = json.loads((tmp_path / "out" / "results.json").read_text())["trust"]["uncertainty"]
+    assert report["targets"]["heavy"]["coverage"] == 0.0  # ... and the test report sees them
+
+
+def test_domain_columns_flag_a_foreign_molecule(shared):
+    root, results = shared
+    model = root / "out" / "model"
+    train = int(np.flatnonzero(PARTS == "train")[3])
+    out = predict(model, [SMILES[train], FAR, "not a molecule"], root / "domain.csv", "--domain", "--uncertainty")
+    assert out.in_domain.tolist()[:2] == [True, False] and pd.isna(out.in_domain[2])
+    assert out.nearest_similarity[0] == 1.0 and out.nearest_similarity[1] < 0.2
+    assert out.nearest_training_smiles[0] == SMILES[train] and out.nearest_training_heavy[0] == HEAVY[train]
+    app = results["trust"]["applicability"]
+    assert app["n"] == 8 and 0 <= app["fraction_out_of_domain"] <= 1
+    assert "applicability domain" in (root / "out" / "results.md").read_text()
+
+
+def test_per_seed_splits_calibrate_each_member_on_its_own_validation(tmp_path):
+    frame = pd.DataFrame({"smiles": SMILES, "big": (HEAVY > 5).astype(int)})
+    frame.to_csv(tmp_path / "cls.csv", index=False)
+    args = [a if a != "heavy" else "big" for a in FP]
+    results = finetune(tmp_path / "out", tmp_path / "cls.csv", *args, "--split", "random", "--fractions", "0.5", "0.3",
+                       "0.2")
+    assert results["trust"]["scope"] == "members" and results["trust"]["uncertainty"]["n_members"] == 3
+    assert results["trust"]["uncertainty"]["targets"]["big"]["n"] == 27  # 3 seeds x 9 own test molecules
+    combined = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype={"seed": str})
+    assert set(combined.seed) == {"1", "2", "3"} and combined.calibrated_probability_big.between(0, 1).all()
+    out = predict(tmp_path / "out" / "model", SMILES[:5], tmp_path / "p.csv", "--uncertainty")
+    assert {"probability_big", "probability_big_spread", "calibrated_probability_big"} <= set(out.columns)
+
+
+def test_frozen_moleclip_ensemble_and_old_folders(tmp_path):
+    data = table(tmp_path / "data.csv")
+    finetune(tmp_path / "out", data, "--model", "tiny", "--freeze-encoder", "--seeds", "1", "2", "--epochs", "2",
+             "--head-lr", "1e-3", "--augmentation", "none", "--batch-size", "8", "--no-progress", "--no-plots",
+             "--target-columns", "heavy", "--split-column", "part")
+    model = tmp_path / "out" / "model"
+    assert (model / "ensemble" / "seed_2" / "config.json").is_file()
+    out = predict(model, SMILES[:4], tmp_path / "p.csv", "--uncertainty", "--domain")
+    members = np.stack([predict(model / "ensemble" / f"seed_{s}", SMILES[:4], tmp_path / f"s{s}.csv").predicted_heavy
+                        for s in (1, 2)])
+    np.testing.assert_allclose(out.predicted_heavy, members.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(out.predicted_heavy_spread, members.std(0), rtol=1e-4, atol=1e-6)
+    (model / "uncertainty.json").unlink()  # a folder from before ensembles were kept
+    assert cli(["predict", "--model", str(model), "--input", str(tmp_path / "p_in.csv"), "--output",
+                str(tmp_path / "q.csv"), "--uncertainty", "--no-progress"]) == 2
