@@ -6,6 +6,11 @@ Sections (all by default; choose with --sections):
                  sizes, the figures of benchmarks/results/pseudo_labels.json are reported when that file exists.
   data           two views per molecule through DataLoader workers: images/s and images/s per core, first pass
                  (2D layouts computed) and second pass (layouts cached), and from a pre-rendered store.
+  pipeline       the store route's cost per image on the CPU, CPU-seconds of this process (--quick: fewer molecules):
+                 today's worker (decode the pair from the store + per-image `default` augmentation) against a worker
+                 that only decodes while the augmentation runs batched on the device (`augment_batch`); the batched
+                 augmentation's own cost on the CPU (not representative of a GPU) and, with CUDA, on the GPU.
+                 Written to benchmarks/results/pretrain_pipeline.json.
   train_cpu      training step throughput (forward + backward + optimizer step, both views) of the `tiny` preset on CPU.
   gpu            only with CUDA: the ViT-B/16 shape (`base` preset) at batch 256 molecules (512 images) in bf16:
                  images/s, achieved FLOP/s and the fraction of the GPU's dense bf16 peak; then the data pipeline with
@@ -45,6 +50,7 @@ from moleclip.processing.cores import available_cores
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "pretrain.json"
+PIPELINE_RESULTS = ROOT / "benchmarks" / "results" / "pretrain_pipeline.json"
 DATA_DIR = Path(os.environ.get("MOLECLIP_DATA_DIR", ROOT.parent / "shared" / "data"))
 
 # Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from the vendors' data sheets.
@@ -219,6 +225,90 @@ def bench_data(n_molecules: int, worker_counts: list[int], store_dir: Path) -> d
     return out
 
 
+def _cpu_rate(images: int, work) -> tuple[float, float]:
+    """(images per CPU-second of this process, images per wall-second) of running ``work()``."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    work()
+    return images / (time.process_time() - cpu), images / (time.perf_counter() - wall)
+
+
+def bench_pipeline(n_molecules: int, epochs: int, batch: int, store_dir: Path) -> dict:
+    """Per-image worker augmentation against decode-only workers plus `augment_batch` on the device (store route)."""
+    from moleclip.processing.augment_batched import augment_batch, sample_parameters, sample_seed
+    from moleclip.processing.pretraining_data import (
+        AUGMENT_DRAWS, TRAIN_STREAM, PrerenderedImages, TwoViewDataset, prerender)
+
+    smiles = drawable(read_smiles_file("chembl25_3k.smi", n_molecules))
+    prerender(smiles, store_dir, n_variants=2, n_jobs=available_cores(), overwrite=True, progress=False)
+    keys = [(epoch, i) for epoch in range(epochs) for i in range(len(smiles))]
+    images = 2 * len(keys)
+    # Both workers run the dataset's own __getitem__ (in this process, as a DataLoader worker would): the same
+    # store reads and PNG decodes; the second one with augmentation "none", what workers do when the device augments.
+    per_image = TwoViewDataset(smiles, seed=0, prerendered=PrerenderedImages(store_dir))
+    decode_only = TwoViewDataset(smiles, seed=0, prerendered=PrerenderedImages(store_dir), augmentation="none")
+    for dataset in (per_image, decode_only):  # warm: memory map, noise bank, first-call overheads
+        dataset[(0, 0)]
+    per_image_rate, per_image_wall = _cpu_rate(images, lambda: [per_image[key] for key in keys])
+    items = []
+    decode_rate, decode_wall = _cpu_rate(images, lambda: items.extend(decode_only[key] for key in keys))
+
+    # The device's share: batches of both views, every sample seeded from its coordinates (per view: the two views
+    # of a sample must not share their augmentation).
+    def seeds_of(chunk):
+        return [sample_seed(0, TRAIN_STREAM, epoch, i, AUGMENT_DRAWS, view) for view in (0, 1) for epoch, i in chunk]
+
+    batches = []
+    for start in range(0, len(keys), batch):
+        chunk = keys[start : start + batch]
+        pictures = torch.stack([it[k] for k in ("pixel_values", "augmented_pixel_values") for it in items[start : start + batch]])
+        batches.append((pictures, seeds_of(chunk)))
+    threads = torch.get_num_threads()
+    params_rate, _ = _cpu_rate(images, lambda: [sample_parameters("default", len(s), s) for _, s in batches])
+    augment_batch(batches[0][0], "default", batches[0][1], device="cpu")  # warm
+    cpu_rate, cpu_wall = _cpu_rate(images, lambda: [augment_batch(p, "default", s, device="cpu") for p, s in batches])
+    out = {
+        "molecules": len(smiles), "epochs": epochs, "images": images, "image_size": 224, "augmentation": "default",
+        "route": "pre-rendered store", "batch_images": 2 * batch,
+        "per_image_cpu_path": {"images_per_cpu_s": per_image_rate, "images_per_wall_s": per_image_wall,
+                               "what": "TwoViewDataset.__getitem__: store read + PNG decode + per-image augment"},
+        "accelerator_batched_path": {
+            "images_per_cpu_s": decode_rate, "images_per_wall_s": decode_wall,
+            "what": "TwoViewDataset.__getitem__ with augmentation 'none': store read + PNG decode only"},
+        "ratio": decode_rate / per_image_rate,
+        "augment_batch_on_cpu": {
+            "images_per_cpu_s": cpu_rate, "images_per_wall_s": cpu_wall, "torch_threads": threads,
+            "note": "the batched augmentation run on the CPU device: not representative of a GPU"},
+        "sample_parameters_host": {"images_per_cpu_s": params_rate,
+                                   "note": "drawing the per-sample choices on the host, part of augment_batch on any device"},
+        "target": {"ratio": 2.0, "accelerator_batched_images_per_cpu_s": 600.0},
+    }
+    out["target"]["met"] = out["ratio"] >= 2.0 and decode_rate >= 600.0
+    print(f"pipeline detail: per-image path {per_image_wall:.0f} images/s wall; decode-only {decode_wall:.0f} images/s "
+          f"wall; augment_batch on CPU ({threads} threads, not representative of a GPU) {cpu_rate:.0f} images/CPU-s, "
+          f"{cpu_wall:.0f} images/s wall; host-side parameter draws {params_rate:.0f} images/CPU-s")
+    if torch.cuda.is_available():
+        cuda = [(p.pin_memory(), s) for p, s in batches]
+
+        def on_gpu():
+            for p, s in cuda:
+                augment_batch(p.to("cuda", non_blocking=True), "default", s, device="cuda")
+            torch.cuda.synchronize()
+
+        on_gpu()  # warm: kernels, noise bank
+        wall = time.perf_counter()
+        gpu_cpu_rate, _ = _cpu_rate(images, on_gpu)
+        gpu_wall = images / (time.perf_counter() - wall)
+        out["augment_batch_on_cuda"] = {"images_per_s": gpu_wall, "host_images_per_cpu_s": gpu_cpu_rate,
+                                        "gpu": torch.cuda.get_device_name(0)}
+        print(f"pipeline detail: augment_batch on {torch.cuda.get_device_name(0)}: {gpu_wall:.0f} images/s, "
+              f"{gpu_cpu_rate:.0f} images per host CPU-s")
+    else:
+        print("pipeline detail: no CUDA here; augment_batch on a GPU not measured")
+    print(f"pipeline: per-image CPU path {per_image_rate:.0f} images/CPU-s, accelerator-batched path "
+          f"{decode_rate:.0f} images/CPU-s (ratio {out['ratio']:.1f})")
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------- training
 def vit_forward_flops(vision_config, projection_dim: int) -> float:
     """Forward FLOPs of one image through a CLIP ViT plus projection (formula in the module docstring)."""
@@ -331,8 +421,11 @@ def bench_gpu(steps: int, workers: int, store_dir: Path, compile_model: bool) ->
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", nargs="+", default=["pseudo_labels", "data", "train_cpu", "gpu"],
-                        choices=["pseudo_labels", "data", "train_cpu", "gpu"])
+    parser.add_argument("--sections", nargs="+", default=["pseudo_labels", "data", "pipeline", "train_cpu", "gpu"],
+                        choices=["pseudo_labels", "data", "pipeline", "train_cpu", "gpu"])
+    parser.add_argument("--quick", action="store_true", help="pipeline section: 48 molecules instead of 256")
+    parser.add_argument("--pipeline-batch", type=int, default=64, help="molecules a batch (two views each) for "
+                        "the batched augmentation")
     parser.add_argument("--pseudo-label-sizes", type=int, nargs="*", default=[],
                         help="molecules to label here (150000: ChEMBL subset; 1580000: the ZINC/MOSES set); by default "
                              "only the figures of benchmarks/pseudo_labels.py are collected")
@@ -360,6 +453,14 @@ def main(argv=None) -> int:
         results["pseudo_labels"] = measured(bench_pseudo_labels(args.pseudo_label_sizes))
     if "data" in args.sections:
         results["data"] = measured(bench_data(args.data_molecules, workers, Path(args.scratch) / "cpu"))
+    if "pipeline" in args.sections:
+        n, epochs = (48, 2) if args.quick else (256, 2)
+        figures = measured(bench_pipeline(n, epochs, args.pipeline_batch, Path(args.scratch) / "pipeline"))
+        PIPELINE_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        PIPELINE_RESULTS.write_text(json.dumps(figures, indent=2))
+        print(f"wrote {PIPELINE_RESULTS}")
+        if set(args.sections) == {"pipeline"}:
+            return 0  # its own file: pretrain.json is left as it is
     if "train_cpu" in args.sections:
         results["train_cpu"] = measured(bench_train_cpu(args.train_batch, args.train_steps))
     if "gpu" in args.sections:
