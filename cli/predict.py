@@ -10,6 +10,12 @@ New molecules are prepared as the model's training molecules were: a model finet
 standardises each input first (its processor, or its fingerprint settings, say so) and the output then has a
 `moleclip_standardized_smiles` column showing the molecule each prediction belongs to.
 
+With --uncertainty, a folder written by `moleclip finetune` gives the mean of its ensemble (one model per seed of
+the chosen setting) with `<column>_spread`, and `predicted_<target>_lower`/`_upper` (split-conformal intervals at the
+coverage chosen at finetuning, default 0.9) or `calibrated_probability_<target>`; all calibrated on validation data.
+With --domain: `in_domain`, `nearest_similarity` (Tanimoto, Morgan radius 2, 2048 bits), `nearest_training_smiles`
+and `nearest_training_<target>` (its measured value). A random-forest folder needs --trust-pickle (joblib = pickle).
+
 Examples:
   moleclip predict --model runs/esol/model --input new_molecules.csv --output predictions.csv
   moleclip predict --model lab/moleclip-esol --input library.smi --output library_pred.parquet --batch-size 128

@@ -131,4 +131,9 @@ def test_random_forest_is_saved_and_predicts_with_trust_pickle(tmp_path, tables,
     seed = results["saved_model"]["seed"]
     own = pd.read_csv(next((tmp_path / "rf" / "runs").glob(f"*/*/seed_{seed}/test_predictions.csv")))
     np.testing.assert_allclose(pd.read_csv(out).predicted_heavy, own.predicted_heavy, rtol=1e-6)
-    assert len(pd.read_csv(tmp_path / "rf" / "predictions.csv")) == 24  # two forests and their ensemble
+    combined = pd.read_csv(tmp_path / "rf" / "predictions.csv", dtype={"seed": str})
+    assert len(combined) == 24  # two forests and their ensemble
+    assert cli(["predict", "--model", str(model), "--input", str(new), "--output", str(out), "--no-progress",
+                "--trust-pickle", "--uncertainty"]) == 0
+    ens = combined[combined.seed == "ensemble"]
+    np.testing.assert_allclose(pd.read_csv(out).predicted_heavy_upper, ens.predicted_heavy_upper, rtol=1e-6)

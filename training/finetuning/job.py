@@ -5,7 +5,11 @@ setting of the grid (head learning rate x augmentation preset x encoder learning
 is trained once per seed (`run.FinetuneRun`); a run reports its test scores at its best-validation epoch; settings
 are compared on their mean validation value only, and the chosen setting's runs (or fresh `--final-epochs` runs)
 make the final table. The best run of the chosen setting is saved as a complete checkpoint folder
-(`<output-dir>/model`) with plots and results.
+(`<output-dir>/model`) with plots and results; every seed's model of that setting is kept beside it as an ensemble
+(`model/ensemble/seed_<s>/`) with its calibration and applicability domain (`trust.py`: fitted on validation only).
+
+Splits come from `--split` per seed, or fixed from `--split-column` (`parts.py`); `--test-file` rows join the data set
+after the main rows, are scored every epoch like test and reported apart, and are never in any split part.
 """
 
 from __future__ import annotations

@@ -57,7 +57,11 @@ def protocol_text(args, data: PropertyDataset, split_kind: str, mode: str, grid:
     fractions = "/".join(format(f, "g") for f in args.fractions)
     training = {"full": "encoder and head finetuned", "frozen": "frozen encoder, head trained on its embeddings",
                 "fingerprint": "Morgan fingerprints (radius 2, 2048 bits) into the MLP head"}[mode]
-    text = (f"{split_kind} split {fractions}, seeds {', '.join(map(str, args.seeds))}; {training}; "
+    split = f"{split_kind} split {fractions}"
+    if getattr(args, "split_column", None):
+        split = (f"fixed split from column {args.split_column!r} (validation carved from its training rows by a "
+                 f"{split_kind} split per seed when it marks none)")
+    text = (f"{split}, seeds {', '.join(map(str, args.seeds))}; {training}; "
             f"{OPTIMIZER_TEXT[options.optimizer]}, {BETAS_TEXT}, batch {args.batch_size}, "
             f"{args.epochs} epochs per search run, {fixed}")
     if args.final_epochs:
@@ -172,10 +176,14 @@ def per_target_markdown(runs: Sequence[dict], metrics: Sequence[str]) -> str:
 
 def results_markdown(results: dict, data: PropertyDataset) -> str:
     p = results["protocol"]
+    n = results["dataset"].get("n_used", len(data))  # the main table's molecules (an external test set is apart)
+    split = f"{p['split']} split {'/'.join(format(f, 'g') for f in p['fractions'])}"
+    if "column" in p.get("split_source", ""):
+        split = "split from a column (below)"
     lines = [
         f"# {data.name}: {results['mode']} finetuning",
         "",
-        f"{len(data)} molecules, {p['split']} split {'/'.join(format(f, 'g') for f in p['fractions'])}, seeds "
+        f"{n} molecules, {split}, seeds "
         f"{', '.join(map(str, p['seeds']))}. Backbone: {results['backbone']}.",
         f"Each run's test score is taken at its best-validation epoch ({p['select_key']}); the setting is chosen on "
         f"{results['search']['selected_by']} - test scores never enter the choice.",
