@@ -127,3 +127,36 @@ def test_frozen_moleclip_ensemble_and_old_folders(tmp_path):
     (model / "uncertainty.json").unlink()  # a folder from before ensembles were kept
     assert cli(["predict", "--model", str(model), "--input", str(tmp_path / "p_in.csv"), "--output",
                 str(tmp_path / "q.csv"), "--uncertainty", "--no-progress"]) == 2
+
+
+def test_shared_split_classification_calibrates_the_ensemble_logit(tmp_path):
+    frame = pd.DataFrame({"smiles": SMILES, "big": (HEAVY > 5).astype(int), "part": PARTS})
+    frame.to_csv(tmp_path / "cls.csv", index=False)
+    results = finetune(tmp_path / "out", tmp_path / "cls.csv", *[a if a != "heavy" else "big" for a in FP],
+                       "--split-column", "part")
+    assert results["trust"]["scope"] == "ensemble"
+    target = json.loads((tmp_path / "out" / "model" / "uncertainty.json").read_text())["calibration"]["targets"][0]
+    combined = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype={"seed": str})
+    ens = combined[combined.seed == "ensemble"]
+    members = combined[combined.seed != "ensemble"].probability_big.to_numpy().reshape(3, -1)
+    np.testing.assert_allclose(ens.probability_big, members.mean(0), rtol=1e-5)  # probabilities are averaged
+    if target["method"] == "temperature":
+        logit = np.log(ens.probability_big) - np.log1p(-ens.probability_big)
+        np.testing.assert_allclose(ens.calibrated_probability_big,
+                                   1 / (1 + np.exp(-logit / target["temperature"])), rtol=1e-4)
+    report = results["trust"]["uncertainty"]["targets"]["big"]
+    assert report["n"] == 8 and 0 <= report["brier"] <= 1 and 0 <= report["ece"] <= 1
+
+
+def test_run_keeper_keeps_every_seed_of_the_leading_setting_only():
+    from moleclip.training.finetuning.run import RunKeeper
+
+    keeper = RunKeeper("loss", "min")
+    for name, losses in (("a", [1.0, 3.0]), ("b", [2.0, 0.5]), ("c", [9.0, 9.0])):
+        for seed, loss in zip((1, 2), losses):
+            keeper.offer(name, {"x": name}, {"seed": seed, "valid": {"loss": loss}, "_state": f"{name}{seed}"})
+        mean = {"a": 2.0, "b": 1.25, "c": 9.0}[name]
+        keeper.entry_done({"name": name}, is_leader=mean == min(v for k, v in {"a": 2.0, "b": 1.25, "c": 9.0}.items()
+                                                                if k <= name))
+    assert keeper.leader["_state"] == "b2" and [m["_state"] for m in keeper.leader["members"]] == ["b1", "b2"]
+    assert not keeper.candidates  # nothing of the settings that lost is held
