@@ -208,3 +208,18 @@ def test_blur_and_gray_match_the_reference_integers():
             np.testing.assert_array_equal(picture, step(drawing()))
             checked += 1
     assert checked == 8
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("preset", ["default", "intense"])
+def test_on_cuda_per_sample_and_close_to_cpu(preset):
+    images, s = batch_of_drawings(16), seeds(16)
+    whole = augment_batch(images, preset, s, device="cuda")
+    assert whole.device.type == "cuda" and whole.dtype == torch.uint8 and whole.shape == images.shape
+    assert torch.equal(whole, augment_batch(images.cuda(), preset, s))
+    alone = torch.cat([augment_batch(images[i : i + 1], preset, [s[i]], device="cuda") for i in range(16)])
+    assert torch.equal(whole, alone)
+    # Same choices as on the CPU; pixels may differ by a rounding step where kernels accumulate differently.
+    cpu = augment_batch(images, preset, s, device="cpu")
+    difference = (whole.cpu().int() - cpu.int()).abs()
+    assert (difference > 1).float().mean() < 0.01
