@@ -153,7 +153,7 @@ def _predict(args) -> int:
         raise ValueError(f"none of the {len(frame)} molecules in {args.input} could be used; nothing written")
     extra = {}
     if trust is not None:
-        values, extra = _ensemble_columns(args, trust, table.smiles, names, task, skipped)
+        values, extra = _ensemble_columns(args, trust, table.smiles, names, task, skipped, model, processor)
     prefix = "probability" if task == "classification" else "predicted"
     columns = [f"{prefix}_{name}" for name in names] if task != "multiclass" else [f"probability_class_{j}" for j in range(values.shape[1])]
     for j, name in enumerate(columns):
@@ -195,20 +195,24 @@ def _read_domain(spec: str):
     return ApplicabilityDomain.load(spec)
 
 
-def _ensemble_columns(args, trust: dict, smiles, names, task, skipped):
+def _ensemble_columns(args, trust: dict, smiles, names, task, skipped, base, base_processor):
     """Every member's predictions, combined: (ensemble values [N, T] with NaN rows where skipped, extra columns)."""
     from pathlib import Path
 
     import numpy as np
 
-    from moleclip.training.finetuning.trust import interval_columns
+    from moleclip.training.finetuning.trust import MEMBER_FILE, interval_columns, load_head_member
     from moleclip.training.uncertainty import calibration_from_dict, ensemble
 
     missing = {s.index for s in skipped}
     usable = np.array([i not in missing for i in range(len(smiles))])
     members = []
     for folder in trust["members"]:
-        model, processor = load_predictor(str(Path(args.model) / folder), trust_pickle=args.trust_pickle)
+        path = Path(args.model) / folder
+        if (path / MEMBER_FILE).is_file():  # frozen mode: a head on the encoder of the main folder
+            model, processor = load_head_member(path, base), base_processor
+        else:
+            model, processor = load_predictor(str(path), trust_pickle=args.trust_pickle)
         values, _, member_skipped, _ = predict_table(model, processor, smiles, batch_size=args.batch_size,
                                                      device=args.device, progress=False)
         if {s.index for s in member_skipped} != missing:  # all members prepare molecules the same way

@@ -118,12 +118,15 @@ def test_frozen_moleclip_ensemble_and_old_folders(tmp_path):
              "--head-lr", "1e-3", "--augmentation", "none", "--batch-size", "8", "--no-progress", "--no-plots",
              "--target-columns", "heavy", "--split-column", "part")
     model = tmp_path / "out" / "model"
-    assert (model / "ensemble" / "seed_2" / "config.json").is_file()
-    out = predict(model, SMILES[:4], tmp_path / "p.csv", "--uncertainty", "--domain")
-    members = np.stack([predict(model / "ensemble" / f"seed_{s}", SMILES[:4], tmp_path / f"s{s}.csv").predicted_heavy
-                        for s in (1, 2)])
-    np.testing.assert_allclose(out.predicted_heavy, members.mean(0), rtol=1e-5)
-    np.testing.assert_allclose(out.predicted_heavy_spread, members.std(0), rtol=1e-4, atol=1e-6)
+    # frozen: every seed shares model/'s encoder, so a member is its head alone
+    assert sorted(p.name for p in (model / "ensemble" / "seed_2").iterdir()) == ["head.safetensors", "member.json"]
+    test = [SMILES[i] for i in np.flatnonzero(PARTS == "test")]
+    out = predict(model, test, tmp_path / "p.csv", "--uncertainty", "--domain")
+    combined = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype={"seed": str})
+    members = combined[combined.seed != "ensemble"].predicted_heavy.to_numpy().reshape(2, -1)  # from training time
+    np.testing.assert_allclose(out.predicted_heavy, members.mean(0), rtol=1e-4)
+    np.testing.assert_allclose(out.predicted_heavy_spread, members.std(0), rtol=1e-3, atol=1e-5)
+    assert out.in_domain.notna().all()
     (model / "uncertainty.json").unlink()  # a folder from before ensembles were kept
     assert cli(["predict", "--model", str(model), "--input", str(tmp_path / "p_in.csv"), "--output",
                 str(tmp_path / "q.csv"), "--uncertainty", "--no-progress"]) == 2

@@ -368,7 +368,7 @@ def _add_trust(results: dict, rows, kept: dict, splits: dict, coverage: float) -
 def _save(args, results, rows, inputs, kept, processor, backbone, split_kind, grid, options, mode, output_dir,
           final_summary, metrics, started, hub_api, trust) -> None:
     """Write the chosen model, its ensemble, calibration and domain, plots and results (main process only)."""
-    from .trust import save_members
+    from .trust import save_head_member, save_members
 
     data = rows.data
     model_dir = output_dir / "model"
@@ -406,6 +406,9 @@ def _save(args, results, rows, inputs, kept, processor, backbone, split_kind, gr
     del saved
 
     def restore(member: dict, folder: Path) -> None:
+        if mode == "frozen":  # the encoder is model/'s, untouched by training: keep only each seed's head
+            save_head_member(folder, member["_state"], member["_target_scaling"] if data.task == "regression" else None)
+            return
         model = inputs.restore(member["_state"], member["setting"])
         if data.task == "regression":
             model.set_target_scaling(member["_target_scaling"])

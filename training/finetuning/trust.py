@@ -31,9 +31,11 @@ from moleclip.training.applicability import ApplicabilityDomain, applicability_m
 from moleclip.training.uncertainty import ConformalIntervals, ProbabilityCalibration, classification_report, \
     ensemble, regression_report, uncertainty_markdown
 
-__all__ = ["TRUST_FILE", "build_trust", "save_members", "trust_markdown", "interval_columns"]
+__all__ = ["TRUST_FILE", "MEMBER_FILE", "build_trust", "save_members", "save_head_member", "load_head_member",
+           "trust_markdown", "interval_columns"]
 
 TRUST_FILE = "uncertainty.json"
+MEMBER_FILE = "member.json"  # a head-only member (frozen mode): its head on the encoder of the folder above
 
 
 def _stack(members: list[dict], part: str, key: str) -> np.ndarray:
@@ -105,6 +107,36 @@ def save_members(model_dir: Path, members: list[dict], restore, trust: dict, tas
     (Path(model_dir) / TRUST_FILE).write_text(json.dumps(record, indent=2, allow_nan=True))
     trust["domain"].save(model_dir)
     return {"members": folders, "uncertainty": TRUST_FILE, "applicability": "applicability.json"}
+
+
+def save_head_member(folder: Path, head_state: dict, scaling) -> None:
+    """A frozen-mode member: every seed shares model/'s frozen encoder, so only its head (a few hundred kB, not a
+    second copy of the encoder) and its target scaling are written."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in head_state.items()}, str(folder / "head.safetensors"))
+    mean, std = scaling.statistics() if scaling is not None else (None, None)
+    record = {"version": 1, "kind": "head_on_encoder_of_parent_folder", "target_mean": mean, "target_std": std}
+    (folder / MEMBER_FILE).write_text(json.dumps(record, indent=2))
+
+
+def load_head_member(folder: Path, base):
+    """`base` (the model/ folder's MoleCLIP model) with the member's head and target scaling, as a new model."""
+    import copy
+
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    record = json.loads((folder / MEMBER_FILE).read_text())
+    if record.get("kind") != "head_on_encoder_of_parent_folder":
+        raise ValueError(f"{folder / MEMBER_FILE}: unknown member kind {record.get('kind')!r}")
+    model = copy.deepcopy(base)
+    model.head.load_state_dict(load_file(str(folder / "head.safetensors")))
+    if record["target_mean"] is not None:
+        model.set_target_scaling(record["target_mean"], record["target_std"])
+    return model.eval()
 
 
 def interval_columns(task: str, names: list[str], calibration, mean: np.ndarray, spread=None) -> dict:
