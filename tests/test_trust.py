@@ -163,3 +163,18 @@ def test_run_keeper_keeps_every_seed_of_the_leading_setting_only():
                                                                 if k <= name))
     assert keeper.leader["_state"] == "b2" and [m["_state"] for m in keeper.leader["members"]] == ["b1", "b2"]
     assert not keeper.candidates  # nothing of the settings that lost is held
+
+
+def test_full_finetuning_members_are_complete_folders(tmp_path):
+    data = table(tmp_path / "data.csv")
+    finetune(tmp_path / "out", data, "--model", "tiny", "--init-factor", "5", "--seeds", "1", "2", "--epochs", "1",
+             "--head-lr", "1e-3", "--augmentation", "none", "--batch-size", "16", "--no-progress", "--no-plots",
+             "--target-columns", "heavy", "--split-column", "part")
+    model = tmp_path / "out" / "model"
+    assert (model / "ensemble" / "seed_1" / "model.safetensors").is_file()  # the encoders differ: whole models
+    test = [SMILES[i] for i in np.flatnonzero(PARTS == "test")]
+    out = predict(model, test, tmp_path / "p.csv", "--uncertainty")
+    combined = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype={"seed": str})
+    ens = combined[combined.seed == "ensemble"]
+    np.testing.assert_allclose(out.predicted_heavy, ens.predicted_heavy, rtol=1e-4)
+    np.testing.assert_allclose(out.predicted_heavy_upper, ens.predicted_heavy_upper, rtol=1e-4)
