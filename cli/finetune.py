@@ -23,6 +23,11 @@ Writes <output-dir>/results.json and results.md (the table beside the paper's), 
 metrics.csv and test_predictions.csv), predictions.csv (every seed's test predictions of the chosen setting, with
 the input columns as written) and model/ (the best run of the chosen setting as a complete checkpoint folder; a
 random forest is saved with joblib, and `moleclip predict` loads it only with --trust-pickle).
+
+Trust: every seed's model of the chosen setting is kept in model/ensemble/seed_<s>/ (frozen mode: its head only;
+the job holds all seeds of the leading and the current setting in memory while searching), with uncertainty.json
+(conformal intervals at --coverage, or probability calibration, fitted on validation only) and an applicability
+domain (applicability.json); `moleclip predict --uncertainty --domain` uses them and results.md reports them on test.
 """
 
 from __future__ import annotations
