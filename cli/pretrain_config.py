@@ -72,6 +72,10 @@ class PretrainConfig:
     coordinate_cache_size: int = field(default=10_000, metadata=_opt(
         "molecules whose 2D layout each drawing worker keeps (about 70 KiB each: 10,000 take 0.65 GiB per worker; "
         "each worker's cache also stops at an estimated 1 GiB)"))
+    augment_on: str = field(default="auto", metadata=_opt(
+        "where the classical augmentation runs: workers (each picture in the DataLoader workers, numpy/PIL: fastest "
+        "on a CPU), device (whole batches on the accelerator, so workers only draw or decode) or auto (device on a "
+        "GPU, else workers; a resumed run keeps the place it started with)"))
     pseudo_label_jobs: int | None = field(default=None, metadata=_opt("processes for on-the-fly MACCS keys (default: all cores)"))
     # ---- model
     backbone: str = field(default="openai/clip-vit-base-patch16", metadata=_opt(
@@ -146,6 +150,8 @@ class PretrainConfig:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.augment_on not in ("auto", "workers", "device"):
+            raise ValueError(f"augment_on must be auto, workers or device, got {self.augment_on!r}")
         from moleclip.processing.standardize import check_standardization
 
         check_standardization(self.standardize)

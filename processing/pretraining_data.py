@@ -43,6 +43,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .augment import AUGMENTATION_PRESETS, CLIP_MEAN, CLIP_STD, augment
+from .augment_batched import sample_seed
 from .cores import available_cores
 from .molecules import quiet_rdkit
 from .rendering import CoordinateCache, DrawingStyle, random_style, render
@@ -72,6 +73,8 @@ PRERENDER_FORMAT = "moleclip-prerendered-png-v1"
 # generators, so a sample's augmentation does not depend on how its drawings were obtained (drawn now or read from a
 # pre-rendered store).
 STYLE_DRAWS, AUGMENT_DRAWS = 0, 1
+# Where the classical augmentation of pretraining runs (see TwoViewDataset's `augment_on`).
+AUGMENT_ON = ("workers", "device")
 
 
 class PackedStrings(Sequence):
@@ -126,11 +129,16 @@ class TwoViewDataset(Dataset):
         ids: an id per molecule returned with each sample (default: its position), e.g. the row in the input file.
         coordinate_cache_size: molecules whose 2D layout each worker keeps (about 70 KiB each).
         prerendered: a :class:`PrerenderedImages` store to read drawings from instead of drawing.
+        augment_on: ``"workers"`` augments each picture here (numpy/PIL, the fastest on a CPU); ``"device"`` returns
+            the pictures un-augmented with ``augment_seeds`` (one seed per view, a pure function of the sample's
+            coordinates) so that the training step augments the whole batch on the accelerator
+            (`augment_batched.augment_batch`), and the workers only draw or decode.
         store_slots: for each molecule, its slot in ``prerendered`` (-1: not in the store, draw it); default: the
             store holds exactly these molecules in this order.
 
     Items are dicts of ``pixel_values`` / ``augmented_pixel_values`` (uint8 ``[3, H, W]``), ``pseudo_labels``
-    (int64 ``[n_label_sets]``, when labels are given) and ``index``. Keys are ``(epoch, index)`` pairs (see
+    (int64 ``[n_label_sets]``, when labels are given), ``index`` and, with ``augment_on="device"``, ``augment_seeds``
+    (int64 ``[2]``). Keys are ``(epoch, index)`` pairs (see
     :class:`moleclip.training.samplers.EpochBatches`) or plain indices (epoch 0). A molecule that cannot be drawn comes back as two white pictures
     with pseudo-labels -100 (ignored by the cross-entropy), with a warning, so that batches keep their size.
     """
@@ -147,7 +155,11 @@ class TwoViewDataset(Dataset):
         coordinate_cache_size: int = 10_000,
         prerendered: "PrerenderedImages | None" = None,
         store_slots: np.ndarray | None = None,
+        augment_on: str = "workers",
     ):
+        if augment_on not in AUGMENT_ON:
+            raise ValueError(f"augment_on must be one of {list(AUGMENT_ON)}, got {augment_on!r}")
+        self.augment_on = augment_on
         if augmentation not in AUGMENTATION_PRESETS:
             raise ValueError(f"unknown augmentation preset {augmentation!r}; choose one of {list(AUGMENTATION_PRESETS)}")
         self.smiles = smiles if isinstance(smiles, PackedStrings) else PackedStrings(list(smiles))
@@ -216,8 +228,11 @@ class TwoViewDataset(Dataset):
         try:
             with quiet_rdkit():
                 plain, styled = self._draw_pair(index, style_rng)
-            view1 = augment(plain, self.augmentation, augment_rng)
-            view2 = augment(styled, self.augmentation, augment_rng)
+            if self.augment_on == "workers":
+                view1 = augment(plain, self.augmentation, augment_rng)
+                view2 = augment(styled, self.augmentation, augment_rng)
+            else:
+                view1, view2 = plain, styled
         except Exception as err:  # RDKit raises assorted C++ errors; one bad molecule must not end a long run
             if not self._warned:
                 warnings.warn(f"molecule {int(self.ids[index])} ({self.smiles[index]!r}) could not be drawn ({err}); "
@@ -226,6 +241,10 @@ class TwoViewDataset(Dataset):
             view1 = view2 = np.full((self.size, self.size, 3), 255, dtype=np.uint8)
             labels = None if labels is None else np.full_like(labels, -100)
         item = {"pixel_values": _to_chw(view1), "augmented_pixel_values": _to_chw(view2), "index": int(self.ids[index])}
+        if self.augment_on == "device":
+            # each view its own stream of the sample's coordinates, so the two views never share their choices
+            item["augment_seeds"] = torch.tensor(
+                [sample_seed(self.seed, self.stream, epoch, index, AUGMENT_DRAWS, view) for view in (0, 1)])
         if labels is not None:
             item["pseudo_labels"] = torch.from_numpy(np.array(labels, dtype=np.int64))
         return item
@@ -238,8 +257,9 @@ def collate_two_views(items: list[dict]) -> dict[str, torch.Tensor]:
         "augmented_pixel_values": torch.stack([it["augmented_pixel_values"] for it in items]),
         "indices": torch.tensor([it["index"] for it in items], dtype=torch.int64),
     }
-    if "pseudo_labels" in items[0]:
-        batch["pseudo_labels"] = torch.stack([it["pseudo_labels"] for it in items])
+    for key in ("pseudo_labels", "augment_seeds"):
+        if key in items[0]:
+            batch[key] = torch.stack([it[key] for it in items])
     return batch
 
 

@@ -4,6 +4,7 @@ one copy of each checkpoint), and a SIGKILLed run resumed to bit-identical weigh
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -373,7 +374,9 @@ def test_tiny_pretraining_saves_a_loadable_model_and_pushes_it(tmp_path, smi_fil
     final = load_file(model_dir / "model.safetensors")
     last_checkpoint = load_file(out / "checkpoints" / "step_5" / "model.safetensors")
     assert all(torch.equal(final[k], last_checkpoint[k]) for k in final)
-    assert PretrainConfig.from_json((out / "pretrain_config.json").read_text()) == config
+    # saved with "auto" resolved to where augmentation ran (the workers without a GPU, the device with one)
+    assert PretrainConfig.from_json((out / "pretrain_config.json").read_text()) == dataclasses.replace(
+        config, augment_on="device" if torch.cuda.is_available() else "workers")
     card = (model_dir / "README.md").read_text()
     assert "5 optimizer steps" in card and "K = 3, 6" in card and "lab/tiny-moleclip" in card
     assert OPTIMIZER_TEXT["adam"] in card and "no gradient clipping" in card
@@ -439,7 +442,8 @@ def test_moleclip_pretrain_command_runs_a_pretraining(tmp_path):
     args = parser.parse_args(argv)
     args.command, args._run = "pretrain", command.run  # what a dispatcher adds to the options is not a setting
     assert command.run(args) == 0
-    assert PretrainConfig.from_json((out / "pretrain_config.json").read_text()) == PretrainConfig.from_args(argv)
+    assert PretrainConfig.from_json((out / "pretrain_config.json").read_text()) == dataclasses.replace(
+        PretrainConfig.from_args(argv), augment_on="device" if torch.cuda.is_available() else "workers")
     assert (out / "model" / "model.safetensors").is_file()
     assert not (out / "checkpoints").exists()  # --save-every none: no checkpoints, not even the last step
     assert OPTIMIZER_TEXT["adamw"] in (out / "model" / "README.md").read_text()
@@ -596,3 +600,46 @@ def test_label_columns_of_a_csv_are_read_as_integer_classes(tmp_path):
     path.write_text("smiles,label_k3\nCCO,0\nCCN,two\n")
     with pytest.raises(ValueError, match="integer classes; row 2 holds 'two'"):
         load_pretraining_table(PretrainConfig(input=str(path), output_dir=str(tmp_path / "out")))
+
+
+def test_device_augmentation_is_a_function_of_the_sample_and_resumes_exactly(tmp_path, smi_file):
+    # With augment_on="device" the workers hand over un-augmented pictures and a seed per view; the training step
+    # augments the batch. The pictures a sample gets must not depend on its batch, and a resumed run must repeat.
+    from moleclip.training.pretrain_run import PretrainStep
+
+    smiles = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "CCN(CC)CC"]
+    workers = TwoViewDataset(smiles, seed=3, size=64)
+    device = TwoViewDataset(smiles, seed=3, size=64, augment_on="device")
+    item = device[(1, 2)]
+    assert set(item["augment_seeds"].shape) == {2} and item["augment_seeds"][0] != item["augment_seeds"][1]
+    plain = torch.from_numpy(workers._draw_pair(2, np.random.default_rng(0))[0].transpose(2, 0, 1).copy())
+    assert torch.equal(item["pixel_values"], plain)  # handed over as drawn
+    assert not torch.equal(workers[(1, 2)]["pixel_values"], plain)  # the workers' path augments (default preset)
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, pixel_values, augmented_pixel_values, pseudo_labels=None):
+            seen.append((pixel_values, augmented_pixel_values))
+
+    step = PretrainStep([], augmentation="default")
+    together = collate_two_views([device[(1, i)] for i in range(4)])
+    alone = collate_two_views([device[(1, 2)]])
+    step.forward(Recorder(), together)
+    step.forward(Recorder(), alone)
+    torch.testing.assert_close(seen[0][0][2], seen[1][0][0], rtol=0, atol=0)
+    torch.testing.assert_close(seen[0][1][2], seen[1][1][0], rtol=0, atol=0)
+    assert not torch.equal(seen[0][0][2], seen[0][1][2])  # the two views differ
+
+    def run(out, *extra):
+        return pretrain(PretrainConfig.from_args(tiny_args(smi_file, out, "--augment-on", "device", "--seed", "5",
+                                                           "--eval-every", "none", *extra)))
+
+    run(tmp_path / "full", "--max-steps", "4")
+    run(tmp_path / "cut", "--max-steps", "2", "--save-every", "2")
+    run(tmp_path / "cut", "--max-steps", "4", "--save-every", "2", "--resume", "latest")
+    a = load_file(tmp_path / "full" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "cut" / "model" / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert json.loads((tmp_path / "cut" / "pretrain_config.json").read_text())["augment_on"] == "device"

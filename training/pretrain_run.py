@@ -53,11 +53,13 @@ def build_pretrain_optimizer(model, config: PretrainConfig):
 
 
 class PretrainStep:
-    """The loss of one batch for the training loop: normalise on the device, run both views, name the loss parts."""
+    """The loss of one batch for the training loop: augment (when the workers left it to the device) and normalise
+    on the device, run both views, name the loss parts."""
 
     def __init__(self, ks: list[int], dump_dir: str | None = None, rank: int = 0, dump_embeddings: int = 2,
-                 processor=None):
+                 processor=None, augmentation: str = "none"):
         self.ks = list(ks)
+        self.augmentation = augmentation  # applied here only to batches that carry `augment_seeds`
         # the processor's normalisation and channel order (BGR for the paper's converted weights)
         self.pixels = ({} if processor is None else
                        dict(mean=processor.image_mean, std=processor.image_std, channel_order=processor.channel_order))
@@ -74,9 +76,20 @@ class PretrainStep:
     def forward(self, model, batch):
         from moleclip.processing.pretraining_data import normalize_pixels
 
+        plain, styled = batch["pixel_values"], batch["augmented_pixel_values"]
+        if "augment_seeds" in batch:
+            import torch
+
+            from moleclip.processing.augment_batched import augment_batch
+
+            # both views in one batched pass; each picture's choices come from its own seed (see TwoViewDataset)
+            seeds = batch["augment_seeds"].cpu()
+            both = augment_batch(torch.cat([plain, styled]), self.augmentation,
+                                 seeds[:, 0].tolist() + seeds[:, 1].tolist(), channels_last=False)
+            plain, styled = both[: len(plain)], both[len(plain):]
         return model(
-            pixel_values=normalize_pixels(batch["pixel_values"], **self.pixels),
-            augmented_pixel_values=normalize_pixels(batch["augmented_pixel_values"], **self.pixels),
+            pixel_values=normalize_pixels(plain, **self.pixels),
+            augmented_pixel_values=normalize_pixels(styled, **self.pixels),
             pseudo_labels=batch.get("pseudo_labels"),
         )
 
@@ -135,6 +148,18 @@ def _default_workers(num_processes: int) -> int:
     from moleclip.processing.cores import available_cores
 
     return max(0, available_cores() // max(1, num_processes) - 1)
+
+
+def _resolve_augment_on(config: PretrainConfig, saved_file: Path, device_type: str) -> str:
+    """Where augmentation runs: as asked, or ("auto") on the device with a GPU and in the workers without; a resumed
+    "auto" run keeps the place it started with, since the two paths draw different (equally distributed) pictures."""
+    if config.augment_on != "auto":
+        return config.augment_on
+    if config.resume and saved_file.is_file():
+        saved = PretrainConfig.saved_settings(saved_file.read_text()).get("augment_on")
+        if saved in ("workers", "device"):
+            return saved
+    return "device" if device_type == "cuda" else "workers"
 
 
 def _check_resumed_config(config: PretrainConfig, saved_file: Path, accelerator) -> None:
@@ -198,6 +223,9 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} (the global batch) cannot be split evenly over {world} processes")
     output_dir = Path(config.output_dir)
+    # resolved here, and saved so: a resumed run must augment where this one did (the caller's config is left alone)
+    config = dataclasses.replace(config, augment_on=_resolve_augment_on(config, output_dir / CONFIG_FILE,
+                                                                         accelerator.device.type))
     if accelerator.is_main_process:
         replace = config.overwrite and config.resume is None
         held.enter_context(hold_run_folder(output_dir, RUN_OUTPUTS if replace else ()))
@@ -222,7 +250,7 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
         return TwoViewDataset(smiles, table.labels[positions], seed=config.seed, size=image_size,
                               augmentation=config.augmentation, ids=table.ids[positions],
                               coordinate_cache_size=config.coordinate_cache_size, prerendered=store, store_slots=slots,
-                              **kwargs)
+                              augment_on=config.augment_on, **kwargs)
 
     fine = int(np.argmax(table.ks))  # batches group molecules of the finest label set
     sampler = GroupedClassBatchSampler(table.labels[train_pos, fine], group_size=config.group_size,
@@ -261,7 +289,8 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
     scheduler = build_scheduler(optimizer, config.schedule, warmup_steps=config.warmup_steps, total_steps=max_steps)
     processor = load_processor(config.backbone, size=image_size)
     processor.standardize = config.standardize  # the table's SMILES are already prepared; saved for users of the model
-    step = PretrainStep(table.ks, dump_dir=config.debug_dump_dir, rank=rank, processor=processor)
+    step = PretrainStep(table.ks, dump_dir=config.debug_dump_dir, rank=rank, processor=processor,
+                        augmentation=config.augmentation)
     if len(valid_pos):
         evaluate = make_evaluator(accelerator, step, valid_loader, table.ks)
     settings = LoopSettings(
