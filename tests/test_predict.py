@@ -31,9 +31,18 @@ def test_predict_new_smiles_keeps_every_row(trained, capsys):
     root, new = trained
     out = root / "pred.csv"
     assert cli(["predict", "--model", str(root / "moleclip" / "model"), "--input", str(new), "--output", str(out),
-                "--smiles-column", "SMILES", "--batch-size", "2", "--no-progress"]) == 0
+                "--smiles-column", "SMILES", "--batch-size", "2", "--no-progress", "--no-uncertainty",
+                "--no-domain"]) == 0
     table = pd.read_csv(out)
     assert list(table.columns) == ["id", "SMILES", "predicted_heavy", "moleclip_skipped"]
+    # by default the folder's ensemble (one seed here) and applicability domain come along
+    full = root / "pred_full.csv"
+    assert cli(["predict", "--model", str(root / "moleclip" / "model"), "--input", str(new), "--output", str(full),
+                "--smiles-column", "SMILES", "--no-progress"]) == 0
+    with_trust = pd.read_csv(full)
+    assert {"predicted_heavy_spread", "predicted_heavy_lower", "predicted_heavy_upper", "in_domain",
+            "nearest_similarity", "nearest_training_smiles", "nearest_training_heavy"} <= set(with_trust.columns)
+    np.testing.assert_allclose(with_trust.predicted_heavy, table.predicted_heavy, rtol=1e-6)  # one member: itself
     assert len(table) == len(NEW)
     valid = [0, 2]
     assert table.predicted_heavy.isna().tolist() == [False, True, False, True]

@@ -74,7 +74,7 @@ class MoleculeExplanation:
         output: the model output that was explained (regression: the prediction; classification: the logit).
         prediction: what `moleclip predict` reports (the value, or the probability).
         coverage: pixel method -> share of the map's absolute mass that was pooled onto atoms.
-        delta: integrated gradients' convergence delta, when computed.
+        delta: integrated gradients' convergence delta, when computed: sum of the map minus the change it explains.
         picture: the RGB drawing the model saw (None for fingerprint models).
         pixel_maps: pixel method -> (H, W) map over `picture`.
         coords: (rows, 2) 2D layout coordinates of the heavy atoms, for pictures.
@@ -95,6 +95,15 @@ class MoleculeExplanation:
     pixel_maps: dict[str, np.ndarray] = field(default_factory=dict)
     coords: np.ndarray | None = None
     standardized: str | None = None
+
+    @property
+    def relative_delta(self) -> float | None:
+        """|delta| as a share of the change integrated gradients explains (output on the drawing minus output on a
+        blank canvas); above ~0.1 the path integral has not converged and more steps are needed."""
+        if self.delta is None:
+            return None
+        change = float(self.pixel_maps["integrated_gradients"].sum()) - self.delta
+        return abs(self.delta) / abs(change) if change != 0 else (0.0 if self.delta == 0 else float("inf"))
 
 
 # ------------------------------------------------------------------------------------------------------ targets
@@ -267,7 +276,7 @@ class FingerprintExplainer:
 
 def make_explainer(model, processor=None, target: str | None = None, methods: Sequence[str] | None = None,
                    steps: int = 50, batch_size: int = 16, device=None):
-    """An explainer for what `moleclip_cli.predict.load_predictor` returns: (model, processor) of a MoleCLIP model, or
+    """An explainer for what `moleclip.training.prediction.load_predictor` returns: (model, processor) of a MoleCLIP model, or
     (FingerprintPredictor, None). `target` by name (default: the only one)."""
     index = resolve_target(target_names(model), target)
     if processor is None:
@@ -313,8 +322,11 @@ def atom_picture(explanation: MoleculeExplanation, size: int = 300) -> Image.Ima
         for row, atom in enumerate(explanation.atom_indices):
             weights[atom] = float(scores[row])
         drawer = rdMolDraw2D.MolDraw2DCairo(size, size)
-        if max(abs(w) for w in weights) > 0:
+        if mol.GetNumAtoms() > 1 and max(abs(w) for w in weights) > 0:
             SimilarityMaps.GetSimilarityMapFromWeights(mol, weights, drawer)
+        elif mol.GetNumAtoms() == 1 and weights[0] != 0:  # RDKit's maps need two atoms: highlight in their colours
+            colour = (0.55, 0.8, 0.55) if weights[0] > 0 else (0.9, 0.6, 0.8)
+            drawer.DrawMolecule(mol, highlightAtoms=[0], highlightAtomColors={0: colour})
         else:  # nothing to colour (and the map would divide by zero)
             drawer.DrawMolecule(mol)
         drawer.FinishDrawing()
@@ -324,25 +336,35 @@ def atom_picture(explanation: MoleculeExplanation, size: int = 300) -> Image.Ima
 
 
 def heatmap_picture(explanation: MoleculeExplanation) -> Image.Image:
-    """The drawing the model saw and, beside it, each pixel map over it: signed maps in blue (negative) and red
-    (positive), non-negative ones in red, each scaled to its 99.5th percentile of |value| so one pixel cannot wash
-    the rest out."""
+    """The drawing the model saw and, beside it, each pixel map over it: integrated gradients in blue (negative) and
+    red (positive), scaled to the 99.5th percentile of its non-zero |values| so a few pixels cannot wash the rest out;
+    attention rollout in red from its smallest share (clear) to its largest."""
     if explanation.picture is None:
         raise ValueError("a fingerprint model's explanation has no drawing")
     from matplotlib import colormaps
 
     base = explanation.picture.astype(np.float64) / 255.0
     grey = base.mean(axis=2, keepdims=True) * np.ones(3)
-    panels = [_titled(Image.fromarray(explanation.picture), "drawing")]
+    panels = [_titled(_enlarged(Image.fromarray(explanation.picture)), "drawing")]
     for method, values in explanation.pixel_maps.items():
-        signed = values.min() < 0
-        scale = np.percentile(np.abs(values), 99.5) or np.abs(values).max() or 1.0
-        level = np.clip(values / scale, -1.0, 1.0)
-        if signed:
+        if method == "integrated_gradients":  # signed, and zero off the ink
+            magnitude = np.abs(values[values != 0])
+            scale = (np.percentile(magnitude, 99.5) if magnitude.size else 0.0) or 1.0
+            level = np.clip(values / scale, -1.0, 1.0)
             colours = colormaps["bwr"]((level + 1.0) / 2.0)[..., :3]
-        else:
+        else:  # shares of attention, all positive: what matters is where there is more
+            spread = values.max() - values.min()
+            level = (values - values.min()) / spread if spread > 0 else np.zeros_like(values)
             colours = colormaps["Reds"](level)[..., :3]
         alpha = np.abs(level)[..., None] * 0.85
         blended = grey * (1.0 - alpha) + colours * alpha
-        panels.append(_titled(Image.fromarray((blended * 255).round().astype(np.uint8)), method.replace("_", " ")))
+        overlay = Image.fromarray((blended * 255).round().astype(np.uint8))
+        panels.append(_titled(_enlarged(overlay), method.replace("_", " ")))
     return _side_by_side(panels)
+
+
+def _enlarged(picture: Image.Image, at_least: int = 224) -> Image.Image:
+    """Small drawings blown up by a whole factor, pixel for pixel, so a heat map stays readable and exact."""
+    factor = -(-at_least // picture.width)
+    return picture if factor <= 1 else picture.resize((picture.width * factor, picture.height * factor),
+                                                      Image.NEAREST)

@@ -1,0 +1,260 @@
+"""Predictions of a finetuned model folder for new molecules, with what the folder knows about trusting them.
+
+:class:`Predictor` loads what `moleclip finetune` wrote in `<output-dir>/model` (or a Hub repository holding it):
+the saved model (MoleCLIP, fingerprint MLP or random forest) and, when the folder has them, its ensemble (one model
+per finetuning seed) with intervals or calibrated probabilities fitted on validation (`uncertainty.json`,
+`finetuning/trust.py`) and its applicability domain (`applicability.json`). :meth:`Predictor.predict` returns the
+output columns for a list of SMILES, in input order, with the molecules it could not use. `moleclip predict` and
+`moleclip app` are thin layers over it.
+
+New molecules are prepared as the training molecules were (the model's `standardize` setting).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Predictor", "PredictionResult", "load_predictor", "predict_values"]
+
+
+def load_predictor(spec: str, trust_pickle: bool = False):
+    """(model, processor) for a finetuned MoleCLIP folder or Hub repo; (FingerprintPredictor or ForestPredictor,
+    None) for a baseline. A forest is loaded only with `trust_pickle` (its joblib file runs pickle).
+
+    A pretrained encoder without a trained head is refused: its "predictions" would come from random weights.
+    """
+    from moleclip.training.baselines import FingerprintPredictor, ForestPredictor
+    from moleclip.training.hub import read_model_config
+
+    path = Path(spec)
+    if path.is_dir() and (path / FingerprintPredictor.CONFIG_FILE).is_file():
+        return FingerprintPredictor.load(path), None
+    if path.is_dir() and (path / ForestPredictor.CONFIG_FILE).is_file():
+        return ForestPredictor.load(path, trust_pickle=trust_pickle), None
+    architectures = read_model_config(spec).get("architectures") or []
+    if "MoleCLIPForPropertyPrediction" not in architectures:
+        raise ValueError(
+            f"{spec} is not a finetuned property model (architectures: {architectures or 'none recorded'}); "
+            "finetune it first with `moleclip finetune` and pass its model/ folder"
+        )
+    from moleclip import MoleCLIPForPropertyPrediction
+    from moleclip.training.hub import load_backbone, load_processor
+
+    model = load_backbone(spec, MoleCLIPForPropertyPrediction, new_heads=False)  # every weight from the checkpoint
+    return model.eval(), load_processor(spec)
+
+
+def predict_values(model, processor, smiles: Sequence[str], batch_size: int = 64, device=None, progress: bool = True):
+    """(predictions [N, T] with NaN rows for molecules that could not be used, target names, skipped entries, task).
+    Regression values in the targets' units; probabilities for classification."""
+    import torch
+
+    if processor is None:  # fingerprint baselines
+        from moleclip.processing.fingerprints import morgan_fingerprints
+        from moleclip.training.baselines import ForestPredictor
+
+        result = morgan_fingerprints(smiles, radius=model.settings["radius"], n_bits=model.settings["in_features"],
+                                     progress=progress, standardize=model.settings.get("standardize", "none"))
+        outputs = []
+        if isinstance(model, ForestPredictor):  # values, or positive-class probabilities, already
+            outputs.append(model.predict(result.bits))
+        else:
+            model = model.to(device or "cpu").eval()
+            with torch.no_grad():
+                for start in range(0, len(result.kept), batch_size):
+                    x = torch.as_tensor(result.bits[start:start + batch_size], dtype=torch.float32,
+                                        device=next(model.parameters()).device)
+                    logits = model(features=x).logits
+                    outputs.append((torch.sigmoid(logits) if model.task == "classification" else logits).cpu().numpy())
+        values = np.concatenate(outputs) if outputs else np.zeros((0, model.settings["num_targets"]))
+        kept, skipped = result.kept, result.skipped
+        names = model.settings.get("target_names") or [f"target_{j}" for j in range(model.settings["num_targets"])]
+        task = model.task
+    else:
+        from moleclip.training.inference import predict_smiles
+
+        values, kept, skipped = predict_smiles(model, processor, smiles, batch_size=batch_size, device=device,
+                                               progress=progress, on_error="skip")
+        names = model.config.target_names or [f"target_{j}" for j in range(model.config.num_targets)]
+        task = model.config.task
+    full = np.full((len(smiles), values.shape[1] if values.ndim == 2 and values.shape[1] else len(names)), np.nan)
+    if len(kept):
+        full[np.asarray(kept)] = values
+    return full, list(names), skipped, task
+
+
+@dataclass
+class PredictionResult:
+    """Output columns (name -> one value per input molecule, in input order) and the molecules left out."""
+
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+    skipped: list = field(default_factory=list)
+
+
+class Predictor:
+    """A finetuned model folder ready to predict; see the module docstring.
+
+    `uncertainty` / `domain`: True requires the folder's ensemble calibration / applicability domain (an error if it
+    has none), False leaves them out, None (default) uses them when the folder has them.
+    """
+
+    def __init__(self, spec: str, model, processor, trust: dict | None, domain, trust_pickle: bool = False,
+                 device=None):
+        self.spec, self.model, self.processor = spec, model, processor
+        self.trust, self.domain, self.trust_pickle, self.device = trust, domain, trust_pickle, device
+        self._members = None
+
+    @classmethod
+    def load(cls, spec: str, trust_pickle: bool = False, uncertainty: bool | None = None,
+             domain: bool | None = None, device=None) -> "Predictor":
+        model, processor = load_predictor(spec, trust_pickle=trust_pickle)
+        return cls(spec, model, processor, _read_trust(spec, uncertainty), _read_domain(spec, domain), trust_pickle,
+                   device)
+
+    @property
+    def standardize(self) -> str:
+        """How molecules are prepared before the model sees them (the training molecules' preparation)."""
+        return self.model.settings.get("standardize", "none") if self.processor is None else self.processor.standardize
+
+    @property
+    def task(self) -> str:
+        return self.model.task if self.processor is None else self.model.config.task
+
+    @property
+    def target_names(self) -> list[str]:
+        if self.processor is None:
+            n = self.model.settings["num_targets"]
+            return list(self.model.settings.get("target_names") or [f"target_{j}" for j in range(n)])
+        config = self.model.config
+        return list(config.target_names or [f"target_{j}" for j in range(config.num_targets)])
+
+    @property
+    def prefix(self) -> str:
+        return "probability" if self.task == "classification" else "predicted"
+
+    def predict(self, smiles: Sequence[str], batch_size: int = 64, progress: bool = True) -> PredictionResult:
+        """The output columns for `smiles`: `<prefix>_<target>` (the ensemble mean when the folder has an ensemble),
+        its `_spread` and `_lower`/`_upper` or `calibrated_probability_<target>`, and the domain columns."""
+        smiles = list(smiles)
+        values, names, skipped, task = predict_values(self.model, self.processor, smiles, batch_size=batch_size,
+                                                      device=self.device, progress=progress)
+        result = PredictionResult(skipped=list(skipped))
+        extra = {}
+        if self.trust is not None and len(skipped) < len(smiles):
+            values, extra = self._ensemble_columns(smiles, names, task, skipped, batch_size)
+        for j, name in enumerate(names):
+            result.columns[f"{self.prefix}_{name}"] = values[:, j]
+        result.columns.update(extra)
+        if self.domain is not None:
+            result.columns.update(self._domain_columns(smiles, names))
+        return result
+
+    # ------------------------------------------------------------------ ensemble
+    def _member_models(self):
+        from moleclip.training.finetuning.trust import MEMBER_FILE, load_head_member
+
+        if self._members is None:
+            self._members = []
+            for folder in self.trust["members"]:
+                path = Path(self.spec) / folder
+                if (path / MEMBER_FILE).is_file():  # frozen mode: a head on the encoder of the main folder
+                    self._members.append((folder, load_head_member(path, self.model), self.processor))
+                else:
+                    self._members.append((folder, *load_predictor(str(path), trust_pickle=self.trust_pickle)))
+        return self._members
+
+    def _ensemble_columns(self, smiles, names, task, skipped, batch_size):
+        """Every member's predictions, combined: (ensemble values [N, T] with NaN rows where skipped, extra columns)."""
+        from moleclip.training.finetuning.trust import interval_columns
+        from moleclip.training.uncertainty import calibration_from_dict, ensemble
+
+        missing = {s.index for s in skipped}
+        usable = np.array([i not in missing for i in range(len(smiles))])
+        members = []
+        for folder, model, processor in self._member_models():
+            values, _, member_skipped, _ = predict_values(model, processor, smiles, batch_size=batch_size,
+                                                          device=self.device, progress=False)
+            if {s.index for s in member_skipped} != missing:  # all members prepare molecules the same way
+                raise ValueError(f"ensemble member {folder} could not use the same molecules as the saved model")
+            values = values[usable].astype(np.float64)
+            if task == "classification":  # members give probabilities; the ensemble averages them (as logits)
+                p = np.clip(values, 1e-6, 1 - 1e-6)
+                values = np.log(p) - np.log1p(-p)
+            members.append(values)
+        ens = ensemble(members, task)
+        calibration = calibration_from_dict(self.trust["calibration"])
+        spread = ens.spread if self.trust["scope"] == "ensemble" else None
+        out = {f"{self.prefix}_{name}_spread": ens.spread[:, j] for j, name in enumerate(names)}
+        out.update(interval_columns(task, list(names), calibration, ens.mean, spread))
+        full = {name: _scatter(column, usable) for name, column in out.items()}
+        mean = ens.mean if task != "classification" else 1.0 / (1.0 + np.exp(-ens.mean))
+        return _scatter(mean, usable), full
+
+    # ------------------------------------------------------------------ applicability domain
+    def _domain_columns(self, smiles, names) -> dict:
+        """in_domain, nearest_similarity, the nearest training molecule and its measured values (empty where the
+        molecule has no fingerprint); molecules are standardised as the training ones were."""
+        domain, n = self.domain, len(smiles)
+        if self.standardize != "none":
+            from moleclip.processing.standardize import standardize_smiles
+
+            smiles = standardize_smiles(smiles, self.standardize).smiles
+        result = domain.query_fingerprints(smiles)
+        kept = np.asarray(result.kept, dtype=np.int64)
+        near = domain.neighbours(result.bits, k=1) if len(kept) else None
+        score = domain.scores(result.bits) if len(kept) else np.zeros(0)
+        columns = {}
+        flag = np.full(n, None, dtype=object)
+        flag[kept] = score >= domain.threshold
+        columns["in_domain"] = flag
+        columns["nearest_similarity"] = _scatter(near.similarities[:, 0] if near is not None else np.zeros(0),
+                                                 np.isin(np.arange(n), kept))
+        ids = np.full(n, "", dtype=object)
+        if near is not None and domain.reference_ids:
+            ids[kept] = [domain.reference_ids[i] for i in near.indices[:, 0]]
+        columns["nearest_training_smiles"] = ids
+        if near is not None and domain.reference_labels:
+            labels = np.asarray(domain.reference_labels, dtype=np.float64).reshape(len(domain.reference_labels), -1)
+            for j, name in enumerate(names):
+                values = np.full(n, np.nan)
+                values[kept] = labels[near.indices[:, 0], j]
+                columns[f"nearest_training_{name}"] = values
+        return columns
+
+
+def _read_trust(spec: str, wanted: bool | None) -> dict | None:
+    from moleclip.training.finetuning.trust import TRUST_FILE
+
+    if wanted is False:
+        return None
+    path = Path(spec) / TRUST_FILE
+    if not path.is_file():
+        if wanted:
+            raise ValueError(f"{spec} has no {TRUST_FILE}: uncertainty needs a model folder written by this version of "
+                             "`moleclip finetune` (it keeps one model per seed and their calibration)")
+        return None
+    return json.loads(path.read_text())
+
+
+def _read_domain(spec: str, wanted: bool | None):
+    from moleclip.training.applicability import METADATA_FILE, ApplicabilityDomain
+
+    if wanted is False:
+        return None
+    if not (Path(spec) / METADATA_FILE).is_file():
+        if wanted:
+            raise ValueError(f"{spec} has no {METADATA_FILE}: the applicability domain needs a model folder written by "
+                             "this version of `moleclip finetune`")
+        return None
+    return ApplicabilityDomain.load(spec)
+
+
+def _scatter(values, usable):
+    full = np.full((len(usable), *np.shape(values)[1:]), np.nan)
+    full[usable] = values
+    return full
