@@ -18,7 +18,7 @@ is only read for a model that learnt the target.
 None of this says anything about MoleCLIP's pretrained weights: it checks that the explanation machinery (drawing,
 attribution, pooling onto atoms) recovers a cause that a model demonstrably uses.
 
-    python benchmarks/explain_verification.py                # seeds 0-4, all held-out Cl/Br molecules, 32 IG steps
+    python benchmarks/explain_verification.py                # seeds 0-4, all held-out Cl/Br molecules, 128 IG steps
     python benchmarks/explain_verification.py --seeds 0 --steps 8 --max-explained 30   # what the test runs
 
 Prints the figures and writes benchmarks/results/explain_verification.json.
@@ -167,16 +167,22 @@ def measure(explainer, molecules: list[str]) -> dict:
     from moleclip.training.attribution import enrichment
 
     scores = {method: [] for method in explainer.methods}
-    causal = []
+    causal, deltas = [], []
     start = time.perf_counter()
     for smiles in molecules:
         explanation = explainer.explain(smiles)
         for method in explainer.methods:
             scores[method].append(explanation.scores[method])
         causal.append(np.isin(explanation.elements, CAUSAL))
+        if explanation.delta is not None:
+            deltas.append(explanation.relative_delta)
     seconds = (time.perf_counter() - start) / max(len(molecules), 1)
-    return {method: {**enrichment(scores[method], causal), "seconds_per_molecule": seconds}
-            for method in explainer.methods}
+    result = {method: {**enrichment(scores[method], causal), "seconds_per_molecule": seconds}
+              for method in explainer.methods}
+    if deltas:  # how far integrated gradients is from completeness: |delta| / (f(drawing) - f(blank))
+        result["integrated_gradients"]["median_relative_delta"] = float(np.median(deltas))
+        result["integrated_gradients"]["share_over_0.1_relative_delta"] = float(np.mean(np.array(deltas) > 0.1))
+    return result
 
 
 def verify(data_dir: Path, seed: int = 0, chembl: bool = True, steps: int = 16, epochs: int = TRAINING["epochs"],
@@ -240,7 +246,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None, help="default: $MOLECLIP_DATA_DIR, else ../shared/data")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--steps", type=int, default=32, help="integrated-gradients steps")
+    parser.add_argument("--steps", type=int, default=128,
+                        help="integrated-gradients steps (128: the trained models' path integrals need that many)")
     parser.add_argument("--max-explained", type=int, default=None,
                         help="explain at most this many held-out molecules per seed (default: all with Cl/Br)")
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -255,7 +262,8 @@ def main(argv: list[str] | None = None) -> dict:
         r = runs[-1]
         print(f"seed {seed}: {r['molecules']} molecules, {r['explained']} held-out ones with Cl/Br explained; held-out "
               f"MAE {r['image_mae']:.2f} (MoleCLIP tiny), {r['fingerprint_mae']:.2f} (fingerprint MLP), "
-              f"{r['training_mean_mae']:.2f} (training mean)", flush=True)
+              f"{r['training_mean_mae']:.2f} (training mean); integrated gradients' median |delta| / change "
+              f"{r['image']['integrated_gradients']['median_relative_delta']:.3f}", flush=True)
     print("attribution on Cl/Br atoms, held-out molecules (mean ± std over seeds):")
     for key, label in (("image", "MoleCLIP tiny, trained"), ("untrained_image", "MoleCLIP tiny, untrained (control)"),
                        ("fingerprint", "fingerprint MLP, trained")):

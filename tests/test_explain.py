@@ -191,6 +191,16 @@ def test_image_explainer_uses_the_processors_drawing_and_normalisation(settings)
     assert explanation.elements[0] == "Cl" and explanation.atom_indices == list(range(15))
 
 
+def test_relative_delta_is_the_gap_over_the_change_explained():
+    from moleclip.training.explain import MoleculeExplanation
+
+    ig = np.zeros((4, 4))
+    ig[1, 1] = 1.1  # the map sums to 1.1 and is 0.1 over the change: f(drawing) - f(blank) = 1.0
+    explanation = MoleculeExplanation("C", Chem.MolFromSmiles("C"), [0], ["C"], {}, 0.0, 0.0, delta=0.1,
+                                      pixel_maps={"integrated_gradients": ig})
+    assert explanation.relative_delta == pytest.approx(0.1)
+
+
 def test_targets_are_chosen_by_name():
     assert resolve_target(["logS"], None) == 0 and resolve_target(["a", "b"], "b") == 1
     with pytest.raises(ValueError, match="2 targets .a, b.; choose one with --target"):
@@ -265,6 +275,13 @@ def test_explain_a_fingerprint_model(saved, capsys):
     code = cli(["explain", "--model", str(root / "fp"), "--smiles", "CCO", "--output-dir", str(root / "fp2"),
                 "--methods", "integrated_gradients"])
     assert code == 2 and "fingerprint model is explained by fingerprint_occlusion only" in capsys.readouterr().err
+    from moleclip.training.baselines import ForestPredictor
+
+    forest = root / "forest"
+    forest.mkdir()
+    (forest / ForestPredictor.CONFIG_FILE).write_text("{}")
+    assert cli(["explain", "--model", str(forest), "--smiles", "CCO", "--output-dir", str(root / "rf")]) == 2
+    assert "holds a random forest; moleclip explain explains MoleCLIP and fingerprint-MLP" in capsys.readouterr().err
 
 
 def test_explain_without_captum_says_how_to_install_it(saved, capsys, monkeypatch):

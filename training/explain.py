@@ -276,8 +276,13 @@ class FingerprintExplainer:
 
 def make_explainer(model, processor=None, target: str | None = None, methods: Sequence[str] | None = None,
                    steps: int = 50, batch_size: int = 16, device=None):
-    """An explainer for what `moleclip.training.prediction.load_predictor` returns: (model, processor) of a MoleCLIP model, or
-    (FingerprintPredictor, None). `target` by name (default: the only one)."""
+    """An explainer for what `moleclip.training.prediction.load_predictor` returns: (model, processor) of a MoleCLIP
+    model, or (FingerprintPredictor, None). `target` by name (default: the only one)."""
+    from moleclip.training.baselines import FingerprintPredictor
+
+    if processor is None and not isinstance(model, FingerprintPredictor):
+        raise ValueError(f"cannot explain a {type(model).__name__}: give a MoleCLIP model with its processor, or a "
+                         "FingerprintPredictor")
     index = resolve_target(target_names(model), target)
     if processor is None:
         if methods is not None and set(methods) - set(FINGERPRINT_METHODS):
