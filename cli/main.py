@@ -33,6 +33,7 @@ COMMANDS = {
     "embed": "embed",
     "index": "index",
     "search": "search",
+    "app": "app",
 }
 
 DEBUG_ENV = "MOLECLIP_DEBUG"
