@@ -34,9 +34,13 @@ case "${1:-}" in
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     export MOLECLIP_DATA_DIR="$PWD/$STAGE/data"
     "$PY" benchmarks/pretrain.py --sections gpu --gpu-workers "${GPU_WORKERS:-14}"
+    "$PY" benchmarks/pretrain.py --sections pipeline --quick   # the batched augmentation's own cost on the GPU
+    "$PY" -m pytest -q tests/test_augment_batched.py -k cuda || true  # per-sample determinism on CUDA, if pytest is there
     "$PY" benchmarks/finetune_gpu.py --dataset "${GPU_DATASET:-bbbp}" --epochs "${GPU_EPOCHS:-5}" \
       --num-workers "${GPU_WORKERS:-14}"
-    if [ -n "${OUT:-}" ]; then cp benchmarks/results/pretrain.json benchmarks/results/finetune_gpu.json "$OUT"/; fi
+    if [ -n "${OUT:-}" ]; then
+      cp benchmarks/results/pretrain.json benchmarks/results/pretrain_pipeline.json benchmarks/results/finetune_gpu.json "$OUT"/
+    fi
     ;;
   *)
     echo "usage: $0 prepare|run" >&2
