@@ -24,7 +24,9 @@ import html
 import io
 import logging
 import os
+import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +39,7 @@ __all__ = ["INSTALL_HINT", "MODEL_ENV", "AppOutput", "MoleculeApp", "build_app",
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = 'pip install "moleclip[app]"'
-# The environment variable a Space (or `model_cards/space_app.py` run by hand) reads the model's folder or Hub name from.
+# The environment variable a Space (or `model_cards/space_app.py` run by hand) names the model (folder or Hub) in.
 MODEL_ENV = "MOLECLIP_MODEL"
 NEIGHBOURS = 3
 # A page is one request: these bounds keep one user's paste from holding the (single) worker for minutes. Every
@@ -45,6 +47,9 @@ NEIGHBOURS = 3
 # the first MAX_CARDS only, and the page says so.
 MAX_MOLECULES = 2000
 MAX_CARDS = 25
+# Each request's CSV is written to a folder of its own; gradio copies it into its cache when the request ends, so only
+# the newest few are kept (a server runs for days).
+KEEP_REQUESTS = 20
 SKIPPED_COLUMN = "moleclip_skipped"  # as in `moleclip predict`'s output
 STANDARDIZED_COLUMN = "moleclip_standardized_smiles"
 
@@ -104,7 +109,10 @@ class MoleculeApp:
         self.predictor = predictor
         self.steps, self.max_molecules, self.max_cards = int(steps), int(max_molecules), int(max_cards)
         # gradio serves a file a callback returns from its own cache; ours only has to outlive the callback.
-        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="moleclip-app-"))
+        if workdir is None:
+            workdir = tempfile.mkdtemp(prefix="moleclip-app-")
+            weakref.finalize(self, shutil.rmtree, workdir, ignore_errors=True)  # at exit, or when the app goes
+        self.workdir = Path(workdir)
         self.title = title or f"MoleCLIP: {Path(str(predictor.spec)).name or predictor.spec}"
         self._explainers: dict[str, object] = {}
 
@@ -149,10 +157,10 @@ class MoleculeApp:
 
         # The box is read as a .smi file is, so its rules (names after the SMILES, blank lines, a `smiles` header)
         # are those of every other input of the package.
-        folder = Path(tempfile.mkdtemp(dir=self._ensure_workdir()))
-        box = folder / "pasted.smi"
-        box.write_text(str(text).replace("\r\n", "\n").replace("\r", "\n") + "\n", encoding="utf-8")
-        table = read_molecule_table(box)
+        with tempfile.TemporaryDirectory(dir=self._ensure_workdir()) as folder:
+            box = Path(folder) / "pasted.smi"
+            box.write_text(str(text).replace("\r\n", "\n").replace("\r", "\n") + "\n", encoding="utf-8")
+            table = read_molecule_table(box)
         return self._run(table.frame, table.smiles_column, lambda row: f"line {table.line(row)}", atom_maps, target)
 
     def _from_file(self, path, smiles_column, atom_maps, target) -> AppOutput:
@@ -264,8 +272,11 @@ class MoleculeApp:
         return self._explainers[target]
 
     def _write_csv(self, frame: pd.DataFrame) -> str:
-        folder = Path(tempfile.mkdtemp(dir=self._ensure_workdir()))
-        path = folder / "moleclip_predictions.csv"
+        workdir = self._ensure_workdir()
+        earlier = sorted((p for p in workdir.glob("request-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        for old in earlier[: max(0, len(earlier) - KEEP_REQUESTS + 1)]:
+            shutil.rmtree(old, ignore_errors=True)
+        path = Path(tempfile.mkdtemp(prefix="request-", dir=workdir)) / "moleclip_predictions.csv"
         frame.to_csv(path, index=False)
         return str(path)
 
@@ -378,7 +389,8 @@ def build_app(model, steps: int = 50, trust_pickle: bool = False, device=None, m
     kind = "fingerprint baseline (Morgan bits)" if predictor.processor is None else "MoleCLIP (drawings)"
     trust = ("ensemble intervals" if predictor.task == "regression" else "calibrated probabilities") \
         if predictor.trust is not None else "no ensemble calibration saved"
-    with gr.Blocks(title=app.title) as blocks:
+    # delete_cache: gradio's copies of uploads and downloads older than a day go, checked hourly
+    with gr.Blocks(title=app.title, delete_cache=(3600, 86400)) as blocks:
         gr.Markdown(f"# {_md(app.title)}\n{kind} model predicting {', '.join(map(_md, predictor.target_names))} "
                     f"({predictor.task}; {trust}; applicability domain "
                     f"{'saved' if predictor.domain is not None else 'not saved'}).")
@@ -389,12 +401,14 @@ def build_app(model, steps: int = 50, trust_pickle: bool = False, device=None, m
                                  label="atom map of", visible=len(predictor.target_names) > 1)
         with gr.Tabs():
             with gr.Tab("SMILES"):
-                text = gr.Textbox(lines=5, label="SMILES, one a line (a name may follow each, after a space)",
+                text = gr.Textbox(lines=5, label="SMILES, one a line (a name may follow each, after a space; "
+                                  "Shift+Enter predicts)",
                                   placeholder="CCO ethanol\nc1ccccc1O phenol", elem_id="moleclip-smiles")
                 text_button = gr.Button("Predict", variant="primary", elem_id="moleclip-predict")
             with gr.Tab("Table"):
                 upload = gr.File(label="CSV, TSV or Parquet with a SMILES column", type="filepath",
-                                 file_types=[".csv", ".tsv", ".parquet", ".gz"], elem_id="moleclip-upload")
+                                 file_types=[".csv", ".tsv", ".parquet", ".pq", ".smi", ".txt", ".gz"],
+                                 elem_id="moleclip-upload")
                 column = gr.Textbox(label="SMILES column (default: smiles, canonical_smiles, smi or mol)",
                                     elem_id="moleclip-column")
                 table_button = gr.Button("Predict the table", variant="primary", elem_id="moleclip-predict-table")
@@ -404,10 +418,12 @@ def build_app(model, steps: int = 50, trust_pickle: bool = False, device=None, m
             table = gr.Dataframe(elem_id="moleclip-table", interactive=False)
         download = gr.File(label="Download the results (CSV)", interactive=False, elem_id="moleclip-download")
         outputs = [message, cards, table, download]
-        text_button.click(app.predict_text, inputs=[text, atom_maps, target], outputs=outputs, api_name="predict")
-        text.submit(app.predict_text, inputs=[text, atom_maps, target], outputs=outputs, api_name=False)
-        table_button.click(app.predict_table, inputs=[upload, column, atom_maps, target], outputs=outputs,
-                           api_name="predict_table")
+        # One queue for all three events: they share one model (and its explainers), which runs one batch at a time.
+        shared = {"outputs": outputs, "concurrency_id": "moleclip-model", "concurrency_limit": 1}
+        text_button.click(app.predict_text, inputs=[text, atom_maps, target], api_name="predict", **shared)
+        text.submit(app.predict_text, inputs=[text, atom_maps, target], api_name=False, **shared)
+        table_button.click(app.predict_table, inputs=[upload, column, atom_maps, target], api_name="predict_table",
+                           **shared)
     blocks.moleclip_app = app
     return blocks
 
@@ -453,6 +469,11 @@ def _number(value, digits: int = 3) -> str:
     return f"{float(value):.{digits}f}" if abs(float(value)) < 1e4 else f"{float(value):.{digits}g}"
 
 
+def _measured(value) -> str:
+    """A measured value as it was most likely written: class labels and counts without decimals."""
+    return str(int(value)) if _present(value) and float(value).is_integer() and abs(value) < 1e9 else _number(value)
+
+
 def _row_label(row: pd.Series, smiles_column: str) -> str:
     """A name for the card: the value of the input's name or id column, when it has one."""
     for column, value in row.items():
@@ -485,7 +506,7 @@ def _neighbours_html(neighbours, names) -> str:
     head = "".join(f"<th>measured {_h(name)}</th>" for name in names)
     rows = []
     for ident, similarity, measured in neighbours:
-        cells = "".join(f"<td>{_number(measured.get(name))}</td>" for name in names)
+        cells = "".join(f"<td>{_measured(measured.get(name))}</td>" for name in names)
         rows.append(f"<tr><td><code>{_h(_short(ident, 60))}</code></td><td>{similarity:.2f}</td>{cells}</tr>")
     return (f"<table class='moleclip-neighbours' style='{_TABLE}'><caption style='text-align:left'>nearest training "
             f"molecules</caption><tr><th>SMILES</th><th>similarity</th>{head}</tr>{''.join(rows)}</table>")
