@@ -179,6 +179,7 @@ def measure(explainer, molecules: list[str]) -> dict:
     seconds = (time.perf_counter() - start) / max(len(molecules), 1)
     result = {method: {**enrichment(scores[method], causal), "seconds_per_molecule": seconds}
               for method in explainer.methods}
+    result["_scores"] = scores  # for the randomisation check; not written out
     if deltas:  # how far integrated gradients is from completeness: |delta| / (f(drawing) - f(blank))
         result["integrated_gradients"]["median_relative_delta"] = float(np.median(deltas))
         result["integrated_gradients"]["share_over_0.1_relative_delta"] = float(np.mean(np.array(deltas) > 0.1))
@@ -218,6 +219,7 @@ def _verify(data_dir, seed, chembl, steps, epochs, views, max_explained) -> dict
     result["image"] = measure(explainer, explained)
     untrained = ImageExplainer(tiny_model(seed).eval(), processor, steps=steps, device="cpu")
     result["untrained_image"] = measure(untrained, explained)
+    result["randomisation"] = randomisation(result["image"].pop("_scores"), result["untrained_image"].pop("_scores"))
 
     start = time.perf_counter()
     fingerprint_model = train_fingerprint_model(train, seed)
@@ -225,7 +227,22 @@ def _verify(data_dir, seed, chembl, steps, epochs, views, max_explained) -> dict
     fingerprint = FingerprintExplainer(fingerprint_model)
     result["fingerprint_mae"] = held_out_mae(fingerprint_model, test)
     result["fingerprint"] = measure(fingerprint, explained)
+    result["fingerprint"].pop("_scores")
     return result
+
+
+def randomisation(trained: dict, untrained: dict) -> dict:
+    """Model-randomisation check (Adebayo et al. 2018): per method, the mean over molecules of the Spearman correlation
+    between the trained model's and the re-initialised model's atom scores. An explanation that survives the loss of
+    everything the model learnt (a correlation near 1) shows the drawing, not the model."""
+    from scipy.stats import spearmanr
+
+    out = {}
+    for method in trained:
+        values = [spearmanr(a, b).statistic for a, b in zip(trained[method], untrained[method]) if len(a) > 2]
+        values = [v for v in values if np.isfinite(v)]
+        out[method] = {"mean_spearman": float(np.mean(values)) if values else float("nan"), "molecules": len(values)}
+    return out
 
 
 def _line(name: str, figures: list[dict]) -> str:
@@ -234,7 +251,7 @@ def _line(name: str, figures: list[dict]) -> str:
         return f"{values.mean():.2f}" + (f" ± {values.std(ddof=1):.2f}" if len(values) > 1 else "")
 
     return (f"  {name:<34} share {spread('share')}  base {spread('base')}  enrichment {spread('enrichment')}  "
-            f"top atom causal {spread('top_atom_causal')} (chance {spread('top_atom_chance')})  "
+            f"top atom causal {spread('top_atom_causal')} (chance {spread('top_atom_chance')})  AUROC {spread('auroc')}  "
             f"{np.mean([f['seconds_per_molecule'] for f in figures]) * 1000:.0f} ms/molecule (all methods)")
 
 
@@ -269,6 +286,10 @@ def main(argv: list[str] | None = None) -> dict:
                        ("fingerprint", "fingerprint MLP, trained")):
         for method in runs[0][key]:
             print(_line(f"{label}: {method}", [r[key][method] for r in runs]))
+    for method in runs[0]["randomisation"]:
+        values = np.array([r["randomisation"][method]["mean_spearman"] for r in runs])
+        print(f"  randomisation check, {method}: Spearman of trained vs re-initialised atom scores {values.mean():.2f}"
+              + (f" ± {values.std(ddof=1):.2f}" if len(values) > 1 else ""))
     report = {"benchmark": "explanations against a known cause: Cl + Br count, enrichment of attribution on Cl/Br atoms",
               "command": " ".join(["python benchmarks/explain_verification.py", *(sys.argv[1:] if argv is None else argv)]),
               "settings": {"size": SIZE, "patch": PATCH, "processor": PROCESSOR, **TRAINING, "label_cap": CAP,

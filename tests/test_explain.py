@@ -157,6 +157,10 @@ def test_enrichment():
     assert flat["enrichment"] == pytest.approx(1.0) and flat["molecules"] == 2  # no causal atom: left out
     onto = enrichment([np.array([-3.0, 0, 0, 1]), np.array([0, 1, 1, 0])], causal)
     assert onto["share"] == pytest.approx((0.75 + 1.0) / 2) and onto["top_atom_causal"] == 1.0
+    # ROC-AUC of |score|: molecule 1 ranks its causal atom first (1.0); molecule 2 perfectly too (1.0)
+    assert flat["auroc"] == pytest.approx(0.5) and onto["auroc"] == pytest.approx(1.0)
+    backwards = enrichment([np.array([0.0, 1, 1, 1])], causal[:1])
+    assert backwards["auroc"] == pytest.approx(0.0)
 
 
 # --------------------------------------------------------------------------------------------- the explainers
