@@ -6,12 +6,14 @@ without them it fails saying so, unless MOLECLIP_SKIP_BROWSER=1 asks for a skip.
 """
 
 import importlib.util
+import io
 import os
 import re
 import shutil
 import socket
 import sys
 import time
+import urllib.request
 
 import numpy as np
 import pandas as pd
@@ -208,7 +210,7 @@ def _free_port() -> int:
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_the_page_in_a_real_browser(browser_tools, models, apps):
+def test_the_page_in_a_real_browser(browser_tools, models, apps, tmp_path):
     browser, driver_path = browser_tools
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -262,6 +264,23 @@ def test_the_page_in_a_real_browser(browser_tools, models, apps):
         ask(GOOD[1], "Predicted 1 of 1")
         want = expected(models["moleclip"], [GOOD[1]]).columns["predicted_heavy"][0]
         assert page.find_element(By.CSS_SELECTOR, ".moleclip-value").text == f"{want:.3f}"
+        # a table uploaded through the page, and the CSV downloaded from it: input order and IDs as written
+        upload = tmp_path / "upload.csv"
+        pd.DataFrame({"id": ["0007", "0001", "0003"], "smiles": [GOOD[1], BAD, GOOD[0]]}).to_csv(upload, index=False)
+        next(b for b in page.find_elements(By.CSS_SELECTOR, "button[role=tab]") if b.text.strip() == "Table").click()
+        wait.until(lambda p: p.find_element(By.CSS_SELECTOR, "#moleclip-upload input[type=file]")).send_keys(
+            str(upload))
+        wait.until(lambda p: "upload" in p.find_element(By.ID, "moleclip-upload").text)  # the upload has landed
+        page.find_element(By.ID, "moleclip-predict-table").click()
+        message = wait.until(lambda p: "Predicted 2 of 3" in (m := p.find_element(By.ID, "moleclip-message").text)
+                             and m)
+        assert "line 3" in message
+        link = wait.until(lambda p: p.find_element(By.CSS_SELECTOR, "#moleclip-download a[href*='.csv']"))
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # localhost, whatever proxy is set
+        with direct.open(link.get_attribute("href"), timeout=10) as answer:
+            downloaded = pd.read_csv(io.BytesIO(answer.read()), dtype=str, keep_default_na=False)
+        assert downloaded.id.tolist() == ["0007", "0001", "0003"]
+        assert downloaded.smiles.tolist() == [GOOD[1], BAD, GOOD[0]] and downloaded.predicted_heavy[1] == ""
         assert time.time() - started < 60
     finally:
         page.quit()
