@@ -49,6 +49,7 @@ __all__ = [
     "ColumnNotFoundError",
     "MoleculeTable",
     "find_smiles_column",
+    "iter_molecule_table",
     "read_molecule_table",
 ]
 
@@ -316,7 +317,7 @@ def read_molecule_table(
     return MoleculeTable(frame=frame, smiles_column=column, line_numbers=np.asarray(lines, dtype=np.int64), path=path)
 
 
-def _read_parquet(path: Path, smiles_column: str | None, limit: int | None) -> MoleculeTable:
+def _parquet_smiles_column(path: Path, smiles_column: str | None) -> str:
     import pyarrow.parquet as pq
 
     try:
@@ -324,14 +325,172 @@ def _read_parquet(path: Path, smiles_column: str | None, limit: int | None) -> M
     except Exception as err:  # pyarrow raises ArrowInvalid and friends for a file that is not Parquet
         raise ValueError(f"{path} is not a readable Parquet file ({err})") from None
     names = [n for n in schema.names if not n.startswith("__index_level_")]
-    column = find_smiles_column(names, smiles_column, source=str(path))
-    table = pq.read_table(path)
-    if limit is not None:
-        table = table.slice(0, limit)
+    return find_smiles_column(names, smiles_column, source=str(path))
+
+
+def _parquet_frame(table, column: str) -> pd.DataFrame:
+    """A pyarrow table as the reader's frame: a RangeIndex, the SMILES column as text ("" where missing)."""
     frame = table.to_pandas()
     frame = frame.reset_index(drop=True) if not isinstance(frame.index, pd.RangeIndex) else frame
     values = frame[column].tolist()
     frame[column] = pd.Series(["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values],
                               dtype=str, index=frame.index)
+    return frame
+
+
+def _read_parquet(path: Path, smiles_column: str | None, limit: int | None) -> MoleculeTable:
+    import pyarrow.parquet as pq
+
+    column = _parquet_smiles_column(path, smiles_column)
+    table = pq.read_table(path)
+    if limit is not None:
+        table = table.slice(0, limit)
+    frame = _parquet_frame(table, column)
     return MoleculeTable(frame=frame, smiles_column=column, line_numbers=np.arange(1, len(frame) + 1, dtype=np.int64),
                          path=path)
+
+
+# ---------------------------------------------------------------------------------------------- chunked reading
+def iter_molecule_table(path: str | os.PathLike, smiles_column: str | None = None, chunk_rows: int = 10_000):
+    """Read a file of molecules ``chunk_rows`` rows at a time, in constant memory: yields :class:`MoleculeTable`
+    chunks (each frame with its own 0-based RangeIndex; ``line_numbers`` are the rows' lines in the whole file).
+
+    The chunks, put together, are what :func:`read_molecule_table` returns: the same columns, cells, SMILES column
+    and line numbers, and the same errors (raised when the chunk holding the bad record is read). Every chunk holds
+    ``chunk_rows`` rows except the last; a file without rows yields nothing (a CSV/TSV without a header still fails).
+    """
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    path = Path(os.fspath(path)).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"file not found: {path}")
+    if path.is_dir():
+        raise IsADirectoryError(f"expected a file of molecules, got a folder: {path}")
+    kind = _kind(path)
+    if kind == "parquet":
+        yield from _iter_parquet(path, smiles_column, int(chunk_rows))
+        return
+    if kind == "smi":
+        chunks = _iter_smi(path, smiles_column, int(chunk_rows))
+    else:
+        chunks = _iter_delimited(path, kind, smiles_column, int(chunk_rows))
+    try:
+        yield from chunks
+    except _ReadError as err:
+        raise ValueError(f"{path}: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start} of a block): save it as "
+                         "UTF-8") from None
+    except (gzip.BadGzipFile, EOFError) as err:
+        raise ValueError(f"{path} is not a complete gzip file ({err})") from None
+
+
+def _iter_smi(path: Path, smiles_column: str | None, chunk_rows: int):
+    import itertools
+
+    # Whether the table has a name column depends on every line (any name, or a header naming one); a first pass
+    # over the text (no rows kept) decides it, so that every chunk has the columns the whole table has.
+    with _open_text(path) as handle:
+        first = handle.readline()
+        header = first.strip().split(None, 1)
+        has_header = bool(header) and header[0].lower() == "smiles"
+        data = handle if has_header else itertools.chain([first], handle)
+        named = (has_header and len(header) > 1) or any(len(line.strip().split(None, 1)) > 1 for line in data)
+    smiles_name, name_name = (header[0], header[1].strip() if len(header) > 1 else _DEFAULT_NAME_COLUMN) \
+        if has_header else ("smiles", _DEFAULT_NAME_COLUMN)
+    if name_name == smiles_name:
+        name_name = _DEFAULT_NAME_COLUMN if smiles_name != _DEFAULT_NAME_COLUMN else "name_"
+    if smiles_column is not None and smiles_column.strip().lower() != smiles_name.lower():
+        raise ValueError(f"smiles_column={smiles_column!r} was given, but {path} is a one-SMILES-a-line file (the "
+                         "SMILES is the first field of each line): leave the SMILES column unset")
+
+    def chunk(smiles, names, lines):
+        columns = {smiles_name: smiles, **({name_name: names} if named else {})}
+        return MoleculeTable(frame=pd.DataFrame(columns, dtype=str), smiles_column=smiles_name,
+                             line_numbers=np.asarray(lines, dtype=np.int64), path=path)
+
+    smiles, names, lines = [], [], []
+    with _open_text(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.strip().split(None, 1)
+            if not fields or (number == 1 and has_header):
+                continue
+            smiles.append(fields[0])
+            names.append(fields[1].strip() if len(fields) > 1 else "")
+            lines.append(number)
+            if len(smiles) == chunk_rows:
+                yield chunk(smiles, names, lines)
+                smiles, names, lines = [], [], []
+    if smiles:
+        yield chunk(smiles, names, lines)
+
+
+def _iter_delimited(path: Path, kind: str, smiles_column: str | None, chunk_rows: int):
+    # The csv module, record by record: it counts the lines of quoted multi-line fields, as the whole reader's slow
+    # path does, and the delimiter is sniffed from the first line exactly as there.
+    import itertools
+
+    with _open_text(path) as handle:
+        first = handle.readline()
+        reader = csv.reader(itertools.chain([first], handle), delimiter=_delimiter(first, kind))
+        header, column = None, None
+        rows: list[list[str]] = []
+        lines: list[int] = []
+        previous = 0
+
+        def chunk():
+            frame = pd.DataFrame(dict(zip(header, zip(*rows))) if rows else {n: [] for n in header}, dtype=str)
+            return MoleculeTable(frame=frame, smiles_column=column, line_numbers=np.asarray(lines, dtype=np.int64),
+                                 path=path)
+
+        try:
+            for record in reader:
+                start, previous = previous + 1, reader.line_num
+                if not any(record):
+                    continue
+                if header is None:
+                    header = record
+                    _check_header(header)
+                    column = find_smiles_column(header, smiles_column, source=str(path))
+                    continue
+                if len(record) > len(header):
+                    raise _ReadError(f"line {start} has {len(record)} fields, but the header names {len(header)} "
+                                     "columns")
+                rows.append(record + [""] * (len(header) - len(record)))
+                lines.append(start)
+                if len(rows) == chunk_rows:
+                    yield chunk()
+                    rows, lines = [], []
+        except csv.Error as err:
+            raise _ReadError(f"line {reader.line_num}: {err}") from err
+        if header is None:
+            raise _ReadError("the file is empty: expected a header line naming the columns")
+        if rows:
+            yield chunk()
+
+
+def _iter_parquet(path: Path, smiles_column: str | None, chunk_rows: int):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    column = _parquet_smiles_column(path, smiles_column)
+    parquet = pq.ParquetFile(path)
+    pending, count, first_row = [], 0, 1
+
+    def chunk(table):
+        frame = _parquet_frame(table, column).reset_index(drop=True)
+        lines = np.arange(first_row, first_row + len(frame), dtype=np.int64)
+        return MoleculeTable(frame=frame, smiles_column=column, line_numbers=lines, path=path)
+
+    # Record batches follow the row groups; they are regrouped so that every chunk but the last has chunk_rows rows.
+    for batch in parquet.iter_batches(batch_size=chunk_rows):
+        pending.append(batch)
+        count += batch.num_rows
+        while count >= chunk_rows:
+            table = pa.Table.from_batches(pending, schema=parquet.schema_arrow)
+            yield chunk(table.slice(0, chunk_rows))
+            first_row += chunk_rows
+            rest = table.slice(chunk_rows)
+            pending, count = rest.to_batches(), rest.num_rows
+    if count:
+        yield chunk(pa.Table.from_batches(pending, schema=parquet.schema_arrow))
