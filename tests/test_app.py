@@ -93,6 +93,19 @@ def test_pasted_smiles_give_the_predictors_values_and_bad_ones_a_message(kind, a
     assert written.smiles.tolist() == smiles and written.name.tolist() == ["octanol", "broken", ""]
 
 
+def test_a_standardising_model_shows_the_molecule_it_predicted(models, tmp_path):
+    data = models["moleclip"].parent.parent / "train.csv"
+    assert cli(["finetune", "--dataset", str(data), "--split", "random", "--seeds", "1", "--epochs", "2",
+                "--baseline", "fingerprint", "--standardize", "parent", "--no-progress", "--no-plots",
+                "--output-dir", str(tmp_path / "std")]) == 0
+    app = MoleculeApp.load(str(tmp_path / "std" / "model"), workdir=tmp_path / "work")
+    message, cards, table, _ = app.predict_text("CCCO.[Na+].[Cl-] salt\nCCCO plain", True)
+    assert table.moleclip_standardized_smiles.tolist() == ["CCCO", "CCCO"] and "standardised" in message
+    assert table.predicted_heavy[0] == table.predicted_heavy[1]  # the salt is gone before the model sees it
+    assert "→ <code class='moleclip-standardized'>CCCO</code>" in cards and cards.count("moleclip-standardized") == 1
+    assert_same_columns(table, expected(tmp_path / "std" / "model", ["CCCO.[Na+].[Cl-]", "CCCO"]), [0, 1])
+
+
 def test_atom_maps_can_be_turned_off(apps):
     message, cards, table, _ = apps["moleclip"].predict_text(GOOD[0], False)
     assert "moleclip-drawing" in cards and "moleclip-atom-map" not in cards and "Predicted **1 of 1**" in message
@@ -170,6 +183,10 @@ def test_app_command_reports_a_missing_model(tmp_path, capsys):
     missing = tmp_path / "runs" / "x" / "model"
     assert cli(["app", "--model", str(missing)]) == 2
     assert capsys.readouterr().err.strip() == f"moleclip app: error: not found: {missing}"
+    # a Hub name is downloaded whole (ensemble and domain too); offline and uncached, that is one line as well
+    assert cli(["app", "--model", "lab/no-such-moleclip-model"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("moleclip app: error: cannot load 'lab/no-such-moleclip-model'") and "\n" not in err
 
 
 def test_space_app_takes_the_model_from_the_environment_or_argument(monkeypatch):

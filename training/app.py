@@ -289,8 +289,11 @@ class MoleculeApp:
               target) -> str:
         """One molecule's results as HTML (classes moleclip-*: the browser test and any CSS find them by these)."""
         label = _row_label(out.iloc[row], smiles_column)
+        standardized = out.iloc[row].get(STANDARDIZED_COLUMN)
+        became = (f" → <code class='moleclip-standardized'>{_h(_short(standardized))}</code> (standardised)"
+                  if isinstance(standardized, str) and standardized and standardized != smiles else "")
         head = (f"<div class='moleclip-card-title'><b>#{row + 1}</b>{' · ' + _h(label) if label else ''} · "
-                f"<code>{_h(_short(smiles) or '(empty)')}</code></div>")
+                f"<code>{_h(_short(smiles) or '(empty)')}</code>{became}</div>")
         if skipped is not None:
             return (f"<div class='moleclip-card moleclip-bad' data-row='{row}' style='{_CARD}'>{head}"
                     f"<div class='moleclip-error' style='color:#b00020'>Could not use this molecule: "
