@@ -133,6 +133,7 @@ def test_a_table_upload_keeps_order_and_ids(apps, models, tmp_path):
     # no column named like a SMILES column: the message lists the columns, and the app keeps serving
     message, _, _, csv_path = app.predict_table(str(upload), "", False)
     assert message.startswith("**Error:**") and "Structure" in message and csv_path is None
+    assert "SMILES column box" in message and str(tmp_path) not in message  # the page's words, not the server's
     message, cards, table, csv_path = app.predict_table(str(upload), "Structure", True)
     assert "Predicted **3 of 4**" in message and "line 3" in message  # the header is line 1
     assert "<b>#1</b> · 0007" in cards  # the card is titled by the ID

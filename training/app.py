@@ -170,7 +170,14 @@ class MoleculeApp:
 
         path = getattr(path, "name", path)  # older gradio hands over a tempfile wrapper, newer a path
         column = (smiles_column or "").strip() or None
-        table = read_molecule_table(path, column)
+        try:
+            table = read_molecule_table(path, column)
+        except (ValueError, LookupError, OSError) as err:
+            # Said in the page's terms: the file by its name (not the server's upload folder), the column box.
+            text = _plain(err).replace(str(path), Path(path).name)
+            text = text.replace("name it with smiles_column=... (--smiles-column on the command line)",
+                                "type its name in the SMILES column box")
+            return self._message_only(f"**Error:** {text}")
         if not len(table):
             return self._message_only(f"**Nothing to predict:** {Path(path).name} has no rows.")
         return self._run(table.frame, table.smiles_column, lambda row: f"line {table.line(row)}", atom_maps, target)
