@@ -13,10 +13,11 @@ Cost: computing 2D coordinates is the slow part of drawing (about 3x a Cairo dra
 later epoch by the same worker skips it too (bounded by ``coordinate_cache_size`` molecules per worker).
 
 Where drawing cannot keep up with the accelerator, :func:`prerender` draws every molecule once ahead of time (the
-plain drawing and ``n_variants`` random-style drawings) into a :class:`PrerenderedImages` store: PNG bytes packed in one
-file, read through a memory map. Training then only decodes and augments; the random-style view of a sample is one
-of the stored variants, chosen by the same per-sample generator. PNG keeps the store about 15x smaller than raw
-pixels (about 10 kB instead of 150 kB per 224 px drawing), which is what makes a ChEMBL-sized store fit on one disk.
+plain drawing and ``n_variants`` random-style drawings) into a :class:`PrerenderedImages` store: Parquet shards of PNG
+pictures, a ``datasets`` dataset (see ``prerendered_store``). Training then only decodes and augments; the random-style
+view of a sample is one of the stored variants, chosen by the same per-sample generator. PNG keeps the store about 15x
+smaller than raw pixels (about 10 kB instead of 150 kB per 224 px drawing), which is what makes a ChEMBL-sized store
+fit on one disk.
 
 Images leave the workers as uint8 ``[B, 3, H, W]`` tensors (4x less inter-process traffic than float32);
 :func:`normalize_pixels` turns them into CLIP-normalised floats on the accelerator.
@@ -26,26 +27,18 @@ Flat relative imports only, like the rest of ``processing/``.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import multiprocessing
-import os
-import shutil
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from .augment import AUGMENTATION_PRESETS, CLIP_MEAN, CLIP_STD, augment
 from .augment_batched import sample_seed
-from .cores import available_cores
 from .molecules import quiet_rdkit
+# The store lives in its own module; these names stay importable from here.
+from .prerendered_store import PRERENDER_FORMAT, PrerenderedImages, prerender, smiles_digest
 from .rendering import CoordinateCache, DrawingStyle, random_style, render
 from .seeding import sample_rng
 
@@ -58,6 +51,7 @@ __all__ = [
     "PrerenderedImages",
     "prerender",
     "smiles_digest",
+    "PRERENDER_FORMAT",
     "VALID_STREAM",
     "TRAIN_STREAM",
 ]
@@ -65,8 +59,6 @@ __all__ = [
 # Separate random streams for training samples and the fixed validation views, so the two can never coincide.
 TRAIN_STREAM = 0
 VALID_STREAM = 1
-
-PRERENDER_FORMAT = "moleclip-prerendered-png-v1"
 
 
 # The last coordinate of a sample's generators: its drawing-style draws and its augmentation draws come from separate
@@ -101,15 +93,6 @@ class PackedStrings(Sequence):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} strings")
         return self._data[self._offsets[index] : self._offsets[index + 1]].tobytes().decode("utf-8")
-
-
-def smiles_digest(smiles: Sequence[str]) -> str:
-    """A short fingerprint of an ordered list of SMILES (to check that a store matches a dataset)."""
-    digest = hashlib.sha1()
-    for s in smiles:
-        digest.update(s.encode("utf-8"))
-        digest.update(b"\n")
-    return digest.hexdigest()
 
 
 def _to_chw(image: np.ndarray) -> torch.Tensor:
@@ -306,164 +289,3 @@ class FixedBatches:
 
     def __iter__(self):
         return iter([list(b) for b in self.batches])
-
-
-# ---------------------------------------------------------------------------------------------------------- prerender
-class PrerenderedImages:
-    """A folder of drawings made by :func:`prerender`: per molecule the plain drawing and ``n_variants`` random ones.
-
-    Files: ``meta.json``, ``smiles.txt`` (one a line, store order), ``offsets.npy`` (int64, ``n*(1+n_variants)+1``
-    byte offsets) and ``images.bin`` (concatenated PNG files; an empty entry marks a molecule that could not be drawn).
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        meta_file = self.path / "meta.json"
-        if not meta_file.is_file():
-            raise FileNotFoundError(f"{self.path} is not a pre-rendered store (no meta.json); make one with `moleclip prerender`")
-        self.meta = json.loads(meta_file.read_text())
-        if self.meta.get("format") != PRERENDER_FORMAT:
-            raise ValueError(f"{self.path}: unknown store format {self.meta.get('format')!r} (expected {PRERENDER_FORMAT})")
-        self.size = int(self.meta["size"])
-        self.n_variants = int(self.meta["n_variants"])
-        self.offsets = np.load(self.path / "offsets.npy", mmap_mode="r")
-        self._n = int(self.meta["n_molecules"])
-        if len(self.offsets) != self._n * (1 + self.n_variants) + 1:
-            raise ValueError(f"{self.path}: offsets.npy does not match meta.json (incomplete store?)")
-        self._data: np.memmap | None = None
-
-    def __getstate__(self):
-        # Workers open their own memory map (cheap) rather than inheriting one through pickling.
-        state = dict(self.__dict__)
-        state["_data"] = None
-        state["offsets"] = None
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.offsets = np.load(self.path / "offsets.npy", mmap_mode="r")
-
-    def __len__(self) -> int:
-        return self._n
-
-    def smiles(self) -> list[str]:
-        return (self.path / "smiles.txt").read_text(encoding="utf-8").splitlines()
-
-    def slots_for(self, smiles: Sequence[str]) -> np.ndarray:
-        """The store slot of each of ``smiles`` (-1 where the store lacks a molecule)."""
-        stored = self.smiles()
-        if len(stored) == len(smiles) and self.meta.get("smiles_sha1") == smiles_digest(smiles):
-            return np.arange(len(smiles), dtype=np.int64)
-        where = {s: i for i, s in enumerate(stored)}
-        return np.array([where.get(s, -1) for s in smiles], dtype=np.int64)
-
-    def _bytes(self, slot: int, j: int) -> bytes:
-        if self._data is None:
-            self._data = np.memmap(self.path / "images.bin", dtype=np.uint8, mode="r")
-        k = slot * (1 + self.n_variants) + j
-        start, end = int(self.offsets[k]), int(self.offsets[k + 1])
-        return self._data[start:end].tobytes()
-
-    def read(self, slot: int, variant: int | None = None) -> np.ndarray | None:
-        """The plain drawing (``variant=None``) or random-style variant ``variant`` of a molecule; None if missing."""
-        raw = self._bytes(slot, 0 if variant is None else 1 + variant)
-        if not raw:
-            return None
-        return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
-
-    def read_pair(self, slot: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
-        plain = self.read(slot)
-        if plain is None:
-            return None
-        styled = self.read(slot, int(rng.integers(self.n_variants))) if self.n_variants else plain
-        return (plain, styled) if styled is not None else None
-
-
-def _png(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    # Level 1: nearly the size of level 6 on line drawings, at half the encoding time.
-    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
-def _prerender_chunk(task: tuple) -> list[list[bytes]]:
-    start, smiles, size, n_variants, seed = task
-    cache = CoordinateCache(max_size=1)
-    out = []
-    with quiet_rdkit():
-        for offset, s in enumerate(smiles):
-            index = start + offset
-            try:
-                mol = cache.get(s, index=index)
-                images = [_png(render(mol, size=size, style=DrawingStyle()))]
-                for v in range(n_variants):
-                    images.append(_png(render(mol, size=size, style=random_style(sample_rng(seed, index, v)))))
-            except Exception:
-                images = [b""] * (1 + n_variants)
-            out.append(images)
-    return out
-
-
-def prerender(
-    smiles: Sequence[str],
-    output_dir: str | os.PathLike,
-    size: int = 224,
-    n_variants: int = 2,
-    seed: int = 0,
-    n_jobs: int | None = None,
-    chunk_size: int = 256,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> PrerenderedImages:
-    """Draw every molecule once (plain) and ``n_variants`` times with a random style, into a store at ``output_dir``.
-
-    Work is spread over ``n_jobs`` processes (default: all cores). The store is written to ``<output_dir>.tmp`` and
-    renamed when complete, so an interrupted run never leaves a store that looks usable. Molecules that cannot be
-    drawn get empty entries (training draws them on the fly, and reports them).
-    """
-    output_dir = Path(output_dir)
-    if n_variants < 0:
-        raise ValueError(f"n_variants must be >= 0, got {n_variants}")
-    if output_dir.exists():
-        if not overwrite:
-            raise FileExistsError(f"{output_dir} exists; pass overwrite=True (--overwrite) to replace it")
-        shutil.rmtree(output_dir)
-    smiles = [str(s) for s in smiles]
-    if not smiles:
-        raise ValueError("no molecules to pre-render")
-    tmp = output_dir.with_name(output_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    n_jobs = n_jobs or available_cores()
-    tasks = [(i, smiles[i : i + chunk_size], size, n_variants, seed) for i in range(0, len(smiles), chunk_size)]
-    offsets = np.zeros(len(smiles) * (1 + n_variants) + 1, dtype=np.int64)
-    position, k, failed = 0, 0, 0
-    bar = tqdm(total=len(smiles), desc="pre-rendering", unit="mol", disable=not progress, dynamic_ncols=True)
-    with open(tmp / "images.bin", "wb") as fh:
-        if n_jobs > 1:
-            context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-            pool = context.Pool(n_jobs)
-            results = pool.imap(_prerender_chunk, tasks)
-        else:
-            pool, results = None, map(_prerender_chunk, tasks)
-        try:
-            for chunk in results:
-                for images in chunk:
-                    failed += not images[0]
-                    for raw in images:
-                        fh.write(raw)
-                        position += len(raw)
-                        k += 1
-                        offsets[k] = position
-                bar.update(len(chunk))
-        finally:
-            if pool is not None:
-                pool.terminate()
-    bar.close()
-    np.save(tmp / "offsets.npy", offsets)
-    (tmp / "smiles.txt").write_text("\n".join(smiles) + "\n", encoding="utf-8")
-    meta = {"format": PRERENDER_FORMAT, "n_molecules": len(smiles), "size": size, "n_variants": n_variants,
-            "seed": seed, "smiles_sha1": smiles_digest(smiles), "failed": failed, "bytes": position}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    tmp.rename(output_dir)
-    return PrerenderedImages(output_dir)

@@ -166,7 +166,7 @@ def test_packed_strings_behave_like_a_list():
 def test_prerendered_store_round_trip(tmp_path):
     store = prerender(SMILES[:5] + ["C1CC"], tmp_path / "store", n_variants=2, seed=0, n_jobs=1, progress=False)
     assert len(store) == 6 and store.meta["failed"] == 1 and store.n_variants == 2
-    assert not (tmp_path / "store.tmp").exists()
+    assert store.meta["format"] == "moleclip-prerendered-parquet-v2" and store.smiles() == SMILES[:5] + ["C1CC"]
     expected = render(CoordinateCache(max_size=1).get(SMILES[2], index=2), size=224, style=DrawingStyle())
     np.testing.assert_array_equal(store.read(2), expected)  # PNG is lossless
     assert store.read(5) is None
@@ -208,6 +208,7 @@ def test_prerender_command(tmp_path, capsys):
     assert "5 molecules x 2 drawings" in capsys.readouterr().out
     store = PrerenderedImages(tmp_path / "store")
     assert store.smiles() == SMILES[:4] + ["not_a_smiles"] and store.meta["failed"] == 1
+    assert store.rows().tolist() == [0, 1, 2, 3, 4] and store.read(4) is None and store.read(3, 0) is not None
 
 
 # ---------------------------------------------------------------------------------------------------- configuration
