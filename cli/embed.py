@@ -5,9 +5,15 @@ with the kept input rows in `<name>.rows.npy`). Molecules that cannot be drawn a
 `--standardize parent` draws each molecule's standardised parent (default: the processor's saved setting) and adds a
 `moleclip_standardized_smiles` column.
 
+Any file size: the input is read --chunk-size rows at a time, drawn by --num-workers processes, and each chunk is
+written as it is done to `<output>.parts/`; the output is assembled from them at the end. A killed run started again
+with the same arguments computes only the missing chunks (--overwrite starts over). Under `accelerate launch` each
+process takes its share of the chunks. See training/screening.py.
+
 Examples:
   moleclip embed --model tiny --input molecules.smi --output embeddings.parquet
   moleclip embed --model my-moleclip/ --input data.csv --smiles-column SMILES --output data_emb.npy --batch-size 128
+  accelerate launch -m moleclip_cli.main embed --model tiny --input zinc.csv.gz --output zinc_emb.parquet
 """
 
 from __future__ import annotations
@@ -28,15 +34,18 @@ def add_arguments(parser) -> None:
     add_standardize_argument(parser, None, "default: the setting saved with the model's processor (none unless the "
                              "model was finetuned with --standardize)")
     parser.add_argument("--no-progress", action="store_true")
+    add_screening_arguments(parser)
 
 
 def run(args) -> int:
-    from moleclip.training.outputs import hold_output_file
+    from moleclip.training.screening import hold_output
 
     from ._common import TABLE_SUFFIXES, check_output_suffix
 
     check_output_suffix(args.output, (*TABLE_SUFFIXES, ".npy"))
-    with hold_output_file(args.output):  # a second process writing the same file is refused, not silently lost
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be >= 1")
+    with hold_output(args.output):  # a second process writing the same file is refused, not silently lost
         return _embed(args)
 
 
@@ -55,43 +64,56 @@ def _provenance(args, processor, dimension: int) -> dict[bytes, bytes]:
 
 
 def _embed(args) -> int:
+    import json
     from pathlib import Path
 
-    import numpy as np
-    import pandas as pd
-
+    from moleclip.training import screening
     from moleclip.training.hub import load_backbone, load_processor
-    from moleclip.training.inference import embed_smiles
 
-    from ._common import embedding_columns, mark_skipped, mark_standardized, read_input, report_skipped, write_table
-
-    table = read_input(args.input, args.smiles_column)
-    frame = table.frame
-    if not len(frame):
-        raise ValueError(f"{args.input} holds no molecules")
     model = load_backbone(args.model)
     processor = load_processor(args.model)
-    extra = {"r_groups": True} if args.r_groups else {}
     if args.standardize is not None:
         processor.standardize = args.standardize
-    embeddings, kept, skipped = embed_smiles(model, processor, table.smiles, batch_size=args.batch_size,
-                                             device=args.device, progress=not args.no_progress, **extra)
-    report_skipped(skipped, table, "their embedding cells are left empty (.npy: their rows are left out)")
-    if not len(kept):
-        raise ValueError(f"none of the {len(frame)} molecules in {args.input} could be drawn; nothing written")
-    out = Path(args.output)
-    if out.suffix == ".npy":
-        from moleclip.training.outputs import write_atomically
-
-        write_atomically(out.with_suffix(".rows.npy"), lambda tmp: np.save(tmp, np.asarray(kept)))
-        write_atomically(out, lambda tmp: np.save(tmp, embeddings.astype(np.float32)))
-    else:
-        # every input row, in order; molecules that could not be drawn get empty embedding cells, like predict's
-        full = np.full((len(frame), embeddings.shape[1]), np.nan, dtype=np.float32)
-        full[np.asarray(kept)] = embeddings
-        frame = pd.concat([frame.reset_index(drop=True), pd.DataFrame(embedding_columns(full))], axis=1)
-        mark_skipped(frame, skipped)
-        mark_standardized(frame, table.smiles, processor.standardize)
-        write_table(frame, args.output, metadata=_provenance(args, processor, embeddings.shape[1]))
-    print(f"wrote {len(kept)} embeddings of size {embeddings.shape[1]} to {out}")
+    embedder = screening.Embedder(model, processor, batch_size=args.batch_size, num_workers=screening_workers(args),
+                                  device=args.device, render_kwargs={"r_groups": True} if args.r_groups else {})
+    # what decides the embeddings: a resumed run must have computed its finished shards the same way
+    provenance = _provenance(args, processor, embedder.width)
+    decides = {"command": "embed", "smiles_column": args.smiles_column,
+               "embedded_with": [json.loads(value) for value in provenance.values()]}
+    summary = screening.screen(args.input, args.output, embedder, decides, metadata=provenance,
+                               progress=not args.no_progress, **screening_arguments(args))
+    if screening.process_rank()[0] != 0:
+        return 0  # the main process of the launch assembles and reports
+    if summary.skipped:
+        print(screening.skipped_message(summary, "their embedding cells are left empty (.npy: their rows are left "
+                                                 "out)"))
+    print(f"wrote {summary.written} embeddings of size {embedder.width} to {Path(args.output)}")
     return 0
+
+
+# ------------------------------------------------------------------ shared with `moleclip predict`
+def add_screening_arguments(parser) -> None:
+    """The options of a chunked, resumable run (training/screening.py)."""
+    parser.add_argument("--chunk-size", type=int, default=5000,
+                        help="molecules read, computed and written at a time (memory stays flat whatever the file "
+                        "size; a killed run resumes from its last finished chunk)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="processes drawing the molecules (default: the free cores, one less than available)")
+    parser.add_argument("--keep-parts", action="store_true",
+                        help="keep the per-chunk shards (<output>.parts/) after the output is assembled")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over, discarding the shards of an unfinished earlier run into the same output")
+
+
+def screening_arguments(args) -> dict:
+    """The keyword arguments of `training.screening.screen` that the options above give."""
+    return {"smiles_column": args.smiles_column, "chunk_rows": args.chunk_size, "overwrite": args.overwrite,
+            "keep_parts": args.keep_parts}
+
+
+def screening_workers(args) -> int:
+    from moleclip.training.screening import default_workers
+
+    if args.num_workers is not None and args.num_workers < 0:
+        raise ValueError("--num-workers must be >= 0")
+    return default_workers() if args.num_workers is None else args.num_workers

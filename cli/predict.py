@@ -18,6 +18,9 @@ applicability domain, and predict uses them unless told not to (--no-uncertainty
 (Tanimoto, Morgan radius 2, 2048 bits), `nearest_training_smiles` and `nearest_training_<target>` (its measured
 value). A random-forest folder needs --trust-pickle (joblib = pickle).
 
+Any file size: read, drawn and written chunk by chunk, resumable, and shared among the processes of `accelerate
+launch`, as `moleclip embed` is (--chunk-size, --num-workers, --keep-parts, --overwrite; training/screening.py).
+
 Examples:
   moleclip predict --model runs/esol/model --input new_molecules.csv --output predictions.csv
   moleclip predict --model lab/moleclip-esol --input library.smi --output library_pred.parquet --batch-size 128
@@ -26,6 +29,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 NAME = "predict"
 HELP = "predict properties of molecules with a finetuned MoleCLIP model"
@@ -55,48 +59,55 @@ def add_arguments(parser) -> None:
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow loading a random-forest folder (`--baseline random_forest`), saved with joblib: "
                         "loading it runs pickle, which can execute code; only for folders you made or trust")
+    from .embed import add_screening_arguments
+
+    add_screening_arguments(parser)
 
 
 def run(args) -> int:
-    from moleclip.training.outputs import hold_output_file
+    from moleclip.training.screening import hold_output
 
     from ._common import TABLE_SUFFIXES, check_output_suffix
 
     check_output_suffix(args.output, TABLE_SUFFIXES)
-    with hold_output_file(args.output):  # a second process writing the same file is refused, not silently lost
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be >= 1")
+    with hold_output(args.output):  # a second process writing the same file is refused, not silently lost
         return _predict(args)
 
 
 def _predict(args) -> int:
+    from moleclip.training import screening
     from moleclip.training.prediction import Predictor
 
-    from ._common import mark_skipped, mark_standardized, read_input, report_skipped, write_table
+    from .embed import screening_arguments, screening_workers
 
-    if args.batch_size < 1:
-        raise ValueError("--batch-size must be >= 1")
-    table = read_input(args.input, args.smiles_column)
-    frame = table.frame
-    if not len(frame):
-        raise ValueError(f"{args.input} holds no molecules")
     predictor = Predictor.load(args.model, trust_pickle=args.trust_pickle, uncertainty=args.uncertainty,
                                domain=args.domain, device=args.device)
-    if predictor.standardize == "none":
-        from moleclip.processing.molecules import warn_about_fragments
+    rank = screening.process_rank()[0]
 
-        warn_about_fragments(table.smiles, args.input)
-    result = predictor.predict(table.smiles, batch_size=args.batch_size, progress=not args.no_progress)
-    report_skipped(result.skipped, table)
-    if len(result.skipped) == len(frame):
-        raise ValueError(f"none of the {len(frame)} molecules in {args.input} could be used; nothing written")
-    for name, column in result.columns.items():
-        frame[name] = column
-    mark_skipped(frame, result.skipped)
-    mark_standardized(frame, table.smiles, predictor.standardize)
-    write_table(frame, args.output)
+    def warn(chunk):
+        if predictor.standardize == "none" and rank == 0:
+            from moleclip.processing.molecules import warn_about_fragments
+
+            warn_about_fragments(chunk.smiles, str(args.input) if len(chunk) < args.chunk_size else
+                                 f"{args.input} (its first {len(chunk)} rows)")
+
+    compute = screening.ChunkPredictor(predictor, batch_size=args.batch_size, num_workers=screening_workers(args))
+    # what decides the predictions: a resumed run must have computed its finished shards the same way
+    model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
+    decides = {"command": "predict", "model": model, "smiles_column": args.smiles_column,
+               "uncertainty": predictor.trust is not None, "domain": predictor.domain is not None}
+    summary = screening.screen(args.input, args.output, compute, decides, progress=not args.no_progress,
+                               first_chunk=warn, **screening_arguments(args))
+    if rank != 0:
+        return 0  # the main process of the launch assembles and reports
+    if summary.skipped:
+        print(screening.skipped_message(summary))
     if predictor.standardize != "none":
         print(f"molecules standardised as the model's training molecules were ({predictor.standardize})")
     used = [what for what, on in (("the ensemble's intervals", predictor.trust is not None),
                                   ("the applicability domain", predictor.domain is not None)) if on]
-    print(f"wrote predictions for {len(frame) - len(result.skipped)} of {len(frame)} molecules to {args.output}"
+    print(f"wrote predictions for {summary.written} of {summary.rows} molecules to {args.output}"
           + (f" (with {' and '.join(used)})" if used else ""))
     return 0

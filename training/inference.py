@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from moleclip import MoleCLIPForPropertyPrediction, MoleCLIPImageProcessor
 from moleclip.processing.molecules import SkippedMolecule
 
-__all__ = ["default_device", "embed_smiles", "predict_smiles"]
+__all__ = ["default_device", "embed_smiles", "predict_smiles", "property_outputs"]
 
 
 def default_device() -> torch.device:
@@ -83,14 +83,16 @@ def predict_smiles(
 ) -> tuple[np.ndarray, np.ndarray, list[SkippedMolecule]]:
     """Model outputs: regression values in the targets' units, probabilities for classification (sigmoid per target,
     softmax for multiclass); with the kept input positions and skipped entries."""
-    task = model.config.task
+    return _run(model, processor, smiles, batch_size, device, progress, property_outputs, "predicting", on_error,
+                **render_kwargs)
 
-    def fn(m, x):
-        logits = m(pixel_values=x).logits
-        if task == "classification":
-            return torch.sigmoid(logits)
-        if task == "multiclass":
-            return torch.softmax(logits, dim=-1)
-        return logits
 
-    return _run(model, processor, smiles, batch_size, device, progress, fn, "predicting", on_error, **render_kwargs)
+def property_outputs(model: MoleCLIPForPropertyPrediction, pixel_values: torch.Tensor) -> torch.Tensor:
+    """A property model's outputs for a batch of pixel values: regression values in the targets' units, sigmoid
+    probabilities per target (classification), softmax over classes (multiclass)."""
+    logits = model(pixel_values=pixel_values).logits
+    if model.config.task == "classification":
+        return torch.sigmoid(logits)
+    if model.config.task == "multiclass":
+        return torch.softmax(logits, dim=-1)
+    return logits

@@ -137,22 +137,64 @@ class Predictor:
     def prefix(self) -> str:
         return "probability" if self.task == "classification" else "predicted"
 
-    def predict(self, smiles: Sequence[str], batch_size: int = 64, progress: bool = True) -> PredictionResult:
+    def predict(self, smiles: Sequence[str], batch_size: int = 64, progress: bool = True,
+                batches=None) -> PredictionResult:
         """The output columns for `smiles`: `<prefix>_<target>` (the ensemble mean when the folder has an ensemble),
-        its `_spread` and `_lower`/`_upper` or `calibrated_probability_<target>`, and the domain columns."""
+        its `_spread` and `_lower`/`_upper` or `calibrated_probability_<target>`, and the domain columns.
+
+        `batches` (MoleCLIP models): the molecules already drawn, as `training.screening.draw_chunk` yields them
+        ((pixel values or None, kept positions, skipped entries) per batch of `smiles`); the model and the ensemble
+        members that draw alike all take them, so each molecule is drawn once."""
         smiles = list(smiles)
-        values, names, skipped, task = predict_values(self.model, self.processor, smiles, batch_size=batch_size,
-                                                      device=self.device, progress=progress)
+        drawn = None
+        if batches is not None and self.processor is not None:
+            values, skipped, drawn = self._values_from_batches(len(smiles), batches)
+            names, task = self.target_names, self.task
+        else:
+            values, names, skipped, task = predict_values(self.model, self.processor, smiles, batch_size=batch_size,
+                                                          device=self.device, progress=progress)
         result = PredictionResult(skipped=list(skipped))
         extra = {}
         if self.trust is not None and len(skipped) < len(smiles):
-            values, extra = self._ensemble_columns(smiles, names, task, skipped, batch_size)
+            values, extra = self._ensemble_columns(smiles, names, task, skipped, batch_size, drawn)
         for j, name in enumerate(names):
             result.columns[f"{self.prefix}_{name}"] = values[:, j]
         result.columns.update(extra)
         if self.domain is not None:
             result.columns.update(self._domain_columns(smiles, names))
         return result
+
+    def _values_from_batches(self, n: int, batches):
+        """(the model's values [n, T], skipped, {member folder: values} for the members drawing as the model does)
+        from drawn batches; NaN rows where a molecule could not be drawn."""
+        import torch
+
+        from moleclip.training.inference import default_device, property_outputs
+
+        device = torch.device(self.device) if self.device is not None else default_device()
+        models = [(None, self.model)]
+        if self.trust is not None:
+            models += [(folder, model) for folder, model, processor in self._member_models()
+                       if processor is self.processor or (processor is not None
+                                                          and processor.to_dict() == self.processor.to_dict())]
+        models = [(folder, model.to(device).eval()) for folder, model in models]
+        values: dict = {folder: None for folder, _ in models}
+        skipped = []
+        with torch.no_grad():
+            for pixels, kept, batch_skipped in batches:
+                skipped += batch_skipped
+                if pixels is None:
+                    continue
+                for folder, model in models:
+                    out = property_outputs(model, pixels.to(next(model.parameters()).dtype)).float().cpu().numpy()
+                    if values[folder] is None:
+                        values[folder] = np.full((n, out.shape[1]), np.nan)
+                    values[folder][kept] = out
+        for folder in values:
+            if values[folder] is None:  # nothing in this batch could be drawn
+                values[folder] = np.full((n, len(self.target_names)), np.nan)  # as predict_values does
+        main = values.pop(None)
+        return main, skipped, values
 
     # ------------------------------------------------------------------ ensemble
     def _member_models(self):
@@ -168,8 +210,9 @@ class Predictor:
                     self._members.append((folder, *load_predictor(str(path), trust_pickle=self.trust_pickle)))
         return self._members
 
-    def _ensemble_columns(self, smiles, names, task, skipped, batch_size):
-        """Every member's predictions, combined: (ensemble values [N, T] with NaN rows where skipped, extra columns)."""
+    def _ensemble_columns(self, smiles, names, task, skipped, batch_size, drawn=None):
+        """Every member's predictions, combined: (ensemble values [N, T] with NaN rows where skipped, extra columns).
+        `drawn`: the members' values already computed from drawn pixels (the others predict from `smiles`)."""
         from moleclip.training.finetuning.trust import interval_columns
         from moleclip.training.uncertainty import calibration_from_dict, ensemble
 
@@ -177,8 +220,11 @@ class Predictor:
         usable = np.array([i not in missing for i in range(len(smiles))])
         members = []
         for folder, model, processor in self._member_models():
-            values, _, member_skipped, _ = predict_values(model, processor, smiles, batch_size=batch_size,
-                                                          device=self.device, progress=False)
+            if drawn is not None and folder in drawn:
+                values, member_skipped = drawn[folder], skipped
+            else:
+                values, _, member_skipped, _ = predict_values(model, processor, smiles, batch_size=batch_size,
+                                                              device=self.device, progress=False)
             if {s.index for s in member_skipped} != missing:  # all members prepare molecules the same way
                 raise ValueError(f"ensemble member {folder} could not use the same molecules as the saved model")
             values = values[usable].astype(np.float64)

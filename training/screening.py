@@ -1,0 +1,456 @@
+"""Screening at scale: embed or predict a file of any size in constant memory, resumably, over several processes.
+
+`moleclip embed` and `moleclip predict` run here. The input is read in chunks (`processing.tables.
+iter_molecule_table`); molecules are drawn in DataLoader worker processes, which send uint8 pictures that are
+normalised on the device (`processing.pretraining_data.normalize_pixels`); each chunk's output (every input column
+as written, the output columns, the skipped reason) is written at once, atomically, as one Parquet shard
+`<output>.parts/part-000123.parquet`. A manifest beside the shards records the arguments, the input file (size,
+modification time) and the chunk size, so a run started again with the same arguments keeps the finished shards and
+computes only the rest; with other arguments or a changed input it is refused (`--overwrite` starts over). At the end
+the main process assembles the single output file in input order (CSV/TSV/Parquet, or an embedding matrix .npy),
+atomically, and removes the shards (unless asked to keep them).
+
+Under `accelerate launch` (WORLD_SIZE > 1) process r of w computes the chunks k with k mod w == r; every process
+reads the whole input (reading is cheap next to drawing) so chunk numbers agree without any exchange.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from moleclip.processing.molecules import SkippedMolecule
+
+__all__ = ["SKIPPED_COLUMN", "STANDARDIZED_COLUMN", "ScreenSummary", "PictureBatches", "Embedder", "ChunkPredictor",
+           "default_workers", "draw_chunk", "hold_output", "parts_folder", "process_rank", "screen", "skipped_message"]
+
+SKIPPED_COLUMN = "moleclip_skipped"  # the same names as cli/_common's: one output format whichever path wrote it
+STANDARDIZED_COLUMN = "moleclip_standardized_smiles"
+LINE_COLUMN = "__moleclip_line"  # each row's input line, kept in the shards only (the final report names lines)
+MANIFEST = "manifest.json"
+FORMAT = 1
+
+# Called with the chunk number after each shard this process computed and wrote; tests use it to stop a run midway
+# and to count the chunks computed.
+_after_chunk: Callable[[int], None] | None = None
+
+
+def default_workers() -> int:
+    """Drawing processes: the free cores (one is left for the main process, which feeds the model)."""
+    from moleclip.processing.cores import available_cores
+
+    return max(available_cores() - 1, 0)
+
+
+def process_rank() -> tuple[int, int]:
+    """(rank, world size) as `accelerate launch` / torchrun set them; (0, 1) for a plain run."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def parts_folder(output: str | os.PathLike) -> Path:
+    return Path(f"{os.fspath(output)}.parts")
+
+
+@contextlib.contextmanager
+def hold_output(output: str | os.PathLike) -> Iterator[None]:
+    """Hold the output file while it is computed: in the main process only (the other processes of a launch write
+    only their own shards, and would otherwise be refused by the main process's lock)."""
+    from moleclip.training.outputs import hold_output_file
+
+    with hold_output_file(output) if process_rank()[0] == 0 else contextlib.nullcontext():
+        yield
+
+
+# ---------------------------------------------------------------------------------------------- drawing
+class PictureBatches:
+    """One chunk's SMILES in batches, drawn where the DataLoader puts them (its worker processes): each item is
+    uint8 pictures [b, H, W, C], the kept and the skipped positions within the chunk.
+
+    The workers' processor keeps one layout only: a single pass never draws a molecule twice, so a large coordinate
+    cache would only hold memory.
+    """
+
+    def __init__(self, processor, smiles: list[str], batch_size: int, render_kwargs: dict | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.processor = copy.copy(processor)
+        self.processor.cache_size, self.processor._coordinates = 1, None
+        self.smiles, self.batch_size, self.render_kwargs = smiles, batch_size, dict(render_kwargs or {})
+
+    def __len__(self) -> int:
+        return -(-len(self.smiles) // self.batch_size)
+
+    def __getitem__(self, i: int) -> dict:
+        import torch
+
+        start = i * self.batch_size
+        pictures, kept, skipped = self.processor.render_images(self.smiles[start:start + self.batch_size],
+                                                               on_error="skip", **self.render_kwargs)
+        return {"pixels": torch.from_numpy(np.stack(pictures)) if pictures else torch.zeros(0, dtype=torch.uint8),
+                "kept": [k + start for k in kept], "skipped": [(s.index + start, s.smiles, s.reason) for s in skipped]}
+
+
+def _normaliser(processor, render_kwargs: dict):
+    """uint8 [b, H, W, C] on the CPU -> the model's float pixel values on `device`. On the device with
+    normalize_pixels when the processor's settings are the usual ones (rescale by 1/255, then mean/std); otherwise
+    through the processor itself, so that an unusual setting is never silently ignored."""
+    from moleclip.processing.pretraining_data import normalize_pixels
+
+    s = processor._settings({k: v for k, v in render_kwargs.items() if k not in ("seed",)})
+    usual = (s["do_rescale"] and abs(s["rescale_factor"] - 1 / 255) < 1e-12 and s["do_normalize"]
+             and (s["data_format"] is None or str(getattr(s["data_format"], "value", s["data_format"])) == "channels_first"))
+
+    def normalise(pixels, device, dtype):
+        if usual and pixels.shape[-1] == 3:
+            x = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2)
+            out = normalize_pixels(x, s["image_mean"], s["image_std"], s["channel_order"])
+        else:
+            out = processor.pictures_to_pixel_values(list(pixels.numpy()), **render_kwargs).to(device)
+        return out.to(dtype=dtype) if out.dtype != dtype else out
+
+    return normalise
+
+
+def draw_chunk(processor, smiles: list[str], batch_size: int, num_workers: int, device, dtype=None,
+               render_kwargs: dict | None = None):
+    """Yield (pixel values on `device` or None, kept positions, skipped entries) per batch of `smiles`, in order,
+    drawn by `num_workers` worker processes (0: in this process)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    render_kwargs = dict(render_kwargs or {})
+    normalise = _normaliser(processor, render_kwargs)
+    loader = DataLoader(PictureBatches(processor, smiles, batch_size, render_kwargs), batch_size=None,
+                        num_workers=num_workers, prefetch_factor=2 if num_workers else None)
+    for item in loader:
+        kept = np.asarray(item["kept"], dtype=np.int64)
+        skipped = [SkippedMolecule(int(i), s, r) for i, s, r in item["skipped"]]
+        pixels = normalise(item["pixels"], device, dtype or torch.float32) if len(kept) else None
+        yield pixels, kept, skipped
+
+
+def _device(device):
+    import torch
+
+    from moleclip.training.inference import default_device
+
+    if device is not None:
+        return torch.device(device)
+    rank, world = process_rank()
+    if world > 1 and torch.cuda.is_available():  # one accelerator per process of the launch
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    return default_device()
+
+
+class Embedder:
+    """A chunk's embedding columns `emb_0..`: NaN rows for molecules that could not be drawn."""
+
+    def __init__(self, model, processor, batch_size: int = 64, num_workers: int = 0, device=None,
+                 render_kwargs: dict | None = None):
+        from moleclip import MoleCLIPForPropertyPrediction
+
+        encoder = model.moleclip if isinstance(model, MoleCLIPForPropertyPrediction) else model
+        self.device = _device(device)
+        self.model = encoder.to(self.device).eval()
+        self.processor, self.batch_size, self.num_workers = processor, batch_size, num_workers
+        self.render_kwargs = dict(render_kwargs or {})
+        self.width = int(self.model.config.projection_dim)
+        self.standardize = processor.standardize
+
+    def __call__(self, chunk) -> tuple[dict, list]:
+        import torch
+
+        out = np.full((len(chunk), self.width), np.nan, dtype=np.float32)
+        skipped = []
+        dtype = next(self.model.parameters()).dtype
+        with torch.no_grad():
+            for pixels, kept, batch_skipped in draw_chunk(self.processor, chunk.smiles, self.batch_size,
+                                                          self.num_workers, self.device, dtype, self.render_kwargs):
+                skipped += batch_skipped
+                if pixels is not None:
+                    out[kept] = self.model(pixel_values=pixels).image_embeds.float().cpu().numpy()
+        return {f"emb_{i}": out[:, i] for i in range(self.width)}, skipped
+
+
+class ChunkPredictor:
+    """A chunk's prediction columns from a `training.prediction.Predictor`: a MoleCLIP model's pictures are drawn
+    by the workers (the ensemble members take the same pixel values); fingerprint and forest models need no drawing."""
+
+    def __init__(self, predictor, batch_size: int = 64, num_workers: int = 0):
+        self.predictor, self.batch_size, self.num_workers = predictor, batch_size, num_workers
+        if predictor.processor is not None:
+            predictor.device = _device(predictor.device)
+        self.standardize = predictor.standardize
+
+    def __call__(self, chunk) -> tuple[dict, list]:
+        p = self.predictor
+        batches = None
+        if p.processor is not None:
+            batches = draw_chunk(p.processor, chunk.smiles, self.batch_size, self.num_workers, p.device)
+        result = p.predict(chunk.smiles, batch_size=self.batch_size, progress=False, batches=batches)
+        return result.columns, result.skipped
+
+
+# ---------------------------------------------------------------------------------------------- the run
+@dataclass
+class ScreenSummary:
+    """What a run did: rows and chunks, how many chunks this run computed (the rest were kept from an earlier run),
+    the skipped count and the first few skipped (their `index` is the file line), and output rows written."""
+
+    rows: int = 0
+    chunks: int = 0
+    computed: int = 0
+    skipped: int = 0
+    examples: list = field(default_factory=list)
+    written: int = 0
+    smiles_column: str = ""
+
+
+def _input_record(path: Path) -> dict:
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _prepare_parts(parts: Path, manifest: dict, overwrite: bool) -> None:
+    """Start the shard folder, or check that the one there belongs to this run (same arguments, same input)."""
+    from moleclip.training.outputs import write_text_atomically
+
+    if parts.exists() and overwrite:
+        shutil.rmtree(parts)
+    if parts.exists():
+        try:
+            old = json.loads((parts / MANIFEST).read_text())
+        except (OSError, ValueError):
+            raise ValueError(f"{parts} is in the way and holds no readable {MANIFEST}: remove it, or pass --overwrite "
+                             "to start over") from None
+        changed = [key for key in ("format", "arguments", "input", "chunk_rows") if old.get(key) != manifest[key]]
+        if changed:
+            what = ", ".join({"arguments": "the arguments", "input": "the input file", "chunk_rows": "the chunk size",
+                              "format": "the shard format"}[k] for k in changed)
+            raise ValueError(f"{parts} holds an unfinished run with other settings ({what} changed): run it again as "
+                             "it was started to resume, or pass --overwrite to start over")
+        return
+    parts.mkdir(parents=True)
+    write_text_atomically(parts / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+
+
+def _part(parts: Path, k: int) -> Path:
+    return parts / f"part-{k:06d}.parquet"
+
+
+def _write_part(path: Path, frame: pd.DataFrame) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from moleclip.training.outputs import write_atomically
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    write_atomically(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def _chunk_frame(chunk, columns: dict, skipped: list, standardize: str) -> pd.DataFrame:
+    """The shard of one chunk: the input columns as read, the outputs, the reason column, the standardised SMILES
+    (when standardising) and the input lines."""
+    frame = chunk.frame.reset_index(drop=True)
+    frame = pd.concat([frame, pd.DataFrame({k: list(v) if getattr(v, "dtype", None) == object else v
+                                            for k, v in columns.items()})], axis=1)
+    reasons = [""] * len(frame)
+    for s in skipped:
+        reasons[s.index] = s.reason
+    frame[SKIPPED_COLUMN] = reasons
+    if standardize != "none":
+        from moleclip.processing.standardize import standardize_smiles
+
+        result = standardize_smiles(chunk.smiles, standardize)
+        failed = {s.index for s in result.skipped}
+        frame[STANDARDIZED_COLUMN] = ["" if i in failed else v for i, v in enumerate(result.smiles)]
+    frame[LINE_COLUMN] = chunk.line_numbers
+    return frame
+
+
+def screen(input: str | os.PathLike, output: str | os.PathLike, compute, arguments: dict, *,
+           smiles_column: str | None = None, chunk_rows: int = 5000, overwrite: bool = False, keep_parts: bool = False,
+           metadata: dict[bytes, bytes] | None = None, progress: bool = True, rank: int | None = None,
+           world: int | None = None, sync: Callable[[], None] | None = None, first_chunk=None) -> ScreenSummary:
+    """Run `compute` over `input` chunk by chunk into shards, then (main process) assemble `output`.
+
+    `compute(chunk)` takes a `MoleculeTable` chunk and returns (output columns: name -> one value per row, skipped
+    entries with chunk positions); it has a `standardize` attribute (the molecules' preparation, for the
+    standardised-SMILES column). `arguments` are what decides the results (the manifest compares them on resume).
+    `first_chunk(chunk)` is called once with the first chunk read (e.g. to warn about its molecules). `metadata`
+    goes into a Parquet output's schema. `rank`/`world`/`sync` default to the launch's (`process_rank`, accelerate's
+    wait_for_everyone).
+    """
+    from moleclip.processing.tables import iter_molecule_table
+    from moleclip.training.outputs import check_writable
+
+    if chunk_rows < 1:
+        raise ValueError(f"--chunk-size must be >= 1, got {chunk_rows}")
+    input, output = Path(input).expanduser(), Path(output)
+    if not input.is_file():
+        raise (IsADirectoryError(f"expected a file of molecules, got a folder: {input}") if input.is_dir()
+               else FileNotFoundError(f"file not found: {input}"))
+    if rank is None or world is None:
+        rank, world = process_rank()
+    if sync is None:
+        sync = _sync(world)
+    parts = parts_folder(output)
+    manifest = {"format": FORMAT, "arguments": arguments, "input": _input_record(input), "chunk_rows": int(chunk_rows)}
+    # The first chunk is read before anything is written, so a wrong column or a malformed header fails cleanly.
+    chunks = iter_molecule_table(input, smiles_column, chunk_rows)
+    first = next(chunks, None)
+    if first is None:
+        raise ValueError(f"{input} holds no molecules")
+    if first_chunk is not None:
+        first_chunk(first)
+    if rank == 0:
+        check_writable(parts / MANIFEST, "the shard folder")
+        _prepare_parts(parts, manifest, overwrite)
+    sync()
+    summary = ScreenSummary()
+    from tqdm.auto import tqdm
+
+    with tqdm(unit="mol", desc="screening", disable=not progress or rank != 0) as bar:
+        for k, chunk in enumerate(itertools.chain([first], chunks)):
+            summary.chunks, summary.rows, summary.smiles_column = k + 1, summary.rows + len(chunk), chunk.smiles_column
+            path = _part(parts, k)
+            if k % world == rank and not path.exists():
+                columns, skipped = compute(chunk)
+                _write_part(path, _chunk_frame(chunk, columns, skipped, compute.standardize))
+                summary.computed += 1
+                if _after_chunk is not None:
+                    _after_chunk(k)
+            bar.update(len(chunk))
+    sync()
+    if rank != 0:
+        return summary
+    missing = [k for k in range(summary.chunks) if not _part(parts, k).exists()]
+    if missing:
+        raise OSError(f"{parts}: the shards of chunks {missing[:5]} are missing (a process of the launch failed?); "
+                      "run the command again to compute them")
+    try:
+        _assemble([_part(parts, k) for k in range(summary.chunks)], output, summary, metadata)
+    except _NothingUsable:
+        shutil.rmtree(parts)  # nothing worth resuming: every run would end the same
+        raise ValueError(f"none of the {summary.rows} molecules in {input} could be used; nothing written") from None
+    if not keep_parts:
+        shutil.rmtree(parts)
+    return summary
+
+
+def skipped_message(summary: ScreenSummary, what: str = "their output cells are left empty") -> str:
+    """The warning line about the molecules that could not be used, by their line in the input file (as
+    cli/_common.report_skipped words it for a table read whole)."""
+    from moleclip.processing.molecules import list_skipped
+
+    more = summary.skipped - len(summary.examples)
+    return (f"warning: {summary.skipped} of {summary.rows} molecules could not be used: "
+            f"{list_skipped(summary.examples, line_of=int)}{f' and {more} more' if more > 0 else ''}; {what} and the "
+            f"reason is in the {SKIPPED_COLUMN} column")
+
+
+def _sync(world: int) -> Callable[[], None]:
+    if world == 1:
+        return lambda: None
+    from accelerate import PartialState
+
+    return PartialState().wait_for_everyone
+
+
+# ---------------------------------------------------------------------------------------------- assembly
+class _NothingUsable(Exception):
+    pass
+
+
+def _assemble(paths: list[Path], output: Path, summary: ScreenSummary, metadata: dict | None) -> None:
+    """Put the shards together, in input order, into `output` (atomically), one shard in memory at a time; count
+    and sample the skipped rows for the report."""
+    import pyarrow.parquet as pq
+
+    from moleclip.training.outputs import write_atomically
+
+    for path in paths:
+        table = pq.read_table(path, columns=[summary.smiles_column, SKIPPED_COLUMN, LINE_COLUMN]).to_pandas()
+        bad = table[table[SKIPPED_COLUMN] != ""]
+        summary.skipped += len(bad)
+        summary.examples += [SkippedMolecule(int(line), smiles, reason) for smiles, reason, line
+                             in bad.head(max(0, 5 - len(summary.examples))).itertuples(index=False)]
+        summary.written += len(table) - len(bad)
+    if not summary.written:
+        raise _NothingUsable()
+    name = output.name.lower()
+    if name.endswith(".npy"):
+        _assemble_npy(paths, output, summary.written)
+    elif name.endswith(".parquet"):
+        write_atomically(output, lambda tmp: _write_parquet(paths, tmp, metadata))
+    else:
+        write_atomically(output, lambda tmp: _write_delimited(paths, tmp, "\t" if ".tsv" in name else ","))
+
+
+def _shard_frames(paths: list[Path]) -> Iterator[pd.DataFrame]:
+    import pyarrow.parquet as pq
+
+    for path in paths:
+        yield pq.read_table(path).to_pandas().drop(columns=[LINE_COLUMN])
+
+
+def _write_delimited(paths: list[Path], tmp: Path, sep: str) -> None:
+    import gzip
+
+    # newline="": pandas writes "\n" itself, as to_csv to a path does, so the file is the one write_table writes
+    opener = gzip.open if tmp.name.lower().endswith(".gz") else open
+    with opener(tmp, "wt", encoding="utf-8", newline="") as handle:
+        for i, frame in enumerate(_shard_frames(paths)):
+            frame.to_csv(handle, index=False, sep=sep, header=i == 0)
+
+
+def _write_parquet(paths: list[Path], tmp: Path, metadata: dict | None) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # A column can be typed differently in two shards (all-missing in one: null; True/False in another), so the
+    # file's schema is the shards' schemas unified, and each shard is cast to it.
+    schemas = [pq.read_schema(path) for path in paths]
+    schema = pa.unify_schemas(schemas, promote_options="permissive").remove_metadata()
+    schema = schema.remove(schema.get_field_index(LINE_COLUMN))
+    # pandas' own record of the first shard's columns would describe that shard (and the line column), not the file
+    kept = {k: v for k, v in (schemas[0].metadata or {}).items() if k != b"pandas"}
+    schema = schema.with_metadata({**kept, **(metadata or {})})
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for path in paths:
+            table = pq.read_table(path).drop_columns([LINE_COLUMN])
+            writer.write_table(table.select(schema.names).cast(schema))
+
+
+def _assemble_npy(paths: list[Path], output: Path, kept: int) -> None:
+    """The embedding matrix of the molecules that could be drawn, and their input rows (`<name>.rows.npy`)."""
+    from numpy.lib.format import open_memmap
+
+    from moleclip.training.outputs import write_atomically
+
+    def matrix(tmp):
+        out, rows, at, offset = None, np.zeros(kept, dtype=np.int64), 0, 0
+        for frame in _shard_frames(paths):
+            good = (frame[SKIPPED_COLUMN] == "").to_numpy()
+            columns = [c for c in frame.columns if str(c).startswith("emb_")]
+            if out is None:
+                out = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(kept, len(columns)))
+            n = int(good.sum())
+            out[at:at + n] = frame.loc[good, columns].to_numpy(np.float32)
+            rows[at:at + n] = offset + np.flatnonzero(good)
+            at, offset = at + n, offset + len(frame)
+        out.flush()
+        del out
+        write_atomically(output.with_suffix(".rows.npy"), lambda t: np.save(t, rows))
+
+    write_atomically(output, matrix)
