@@ -103,7 +103,7 @@ class MoleculeApp:
     callbacks. `steps`: integrated-gradients steps of a MoleCLIP atom map (more: slower, closer to converged)."""
 
     def __init__(self, predictor, steps: int = 50, max_molecules: int = MAX_MOLECULES, max_cards: int = MAX_CARDS,
-                 workdir: str | os.PathLike | None = None, title: str | None = None):
+                 workdir: str | os.PathLike | None = None, name: str | None = None):
         if steps < 2:
             raise ValueError(f"steps must be at least 2, got {steps}")
         self.predictor = predictor
@@ -113,7 +113,9 @@ class MoleculeApp:
             workdir = tempfile.mkdtemp(prefix="moleclip-app-")
             weakref.finalize(self, shutil.rmtree, workdir, ignore_errors=True)  # at exit, or when the app goes
         self.workdir = Path(workdir)
-        self.title = title or f"MoleCLIP: {Path(str(predictor.spec)).name or predictor.spec}"
+        # the model as the user named it (a Hub model's local folder is a cache path that says nothing)
+        self.name = name or _model_name(predictor)
+        self.title = f"MoleCLIP: {self.name}"
         self._explainers: dict[str, object] = {}
 
     @classmethod
@@ -122,7 +124,7 @@ class MoleculeApp:
 
         folder = local_model_folder(spec)
         predictor = Predictor.load(folder, trust_pickle=trust_pickle, device=device)
-        return cls(predictor, title=kwargs.pop("title", None) or f"MoleCLIP: {spec}", **kwargs)
+        return cls(predictor, name=kwargs.pop("name", None) or str(spec), **kwargs)
 
     # ------------------------------------------------------------------------------------------------- callbacks
     def predict_text(self, text: str | None, atom_maps: bool = True, target: str | None = None) -> tuple:
@@ -213,7 +215,7 @@ class MoleculeApp:
                  for i in range(shown)]
         csv_path = self._write_csv(out) if len(skipped) < len(out) else None
 
-        lines = [f"Predicted **{len(out) - len(skipped)} of {len(out)}** molecule(s) with `{_model_name(predictor)}`."]
+        lines = [f"Predicted **{len(out) - len(skipped)} of {len(out)}** molecule(s) with {_code(self.name)}."]
         if skipped:
             from moleclip.processing.molecules import shorten
 
