@@ -168,9 +168,11 @@ class PrerenderedImages:
         if not 0 <= slot < self._n:
             raise IndexError(f"slot {slot} out of range for a store of {self._n} molecules")
         local = slot % self.shard_size
-        group = self._shard(slot // self.shard_size).read_row_group(local // self.row_group_size, columns=columns)
-        cells = [group.column(name)[local % self.row_group_size].as_py() for name in columns]
-        return [None if cell is None else cell["bytes"] for cell in cells]
+        # One small read: no thread pool to start; the bytes taken straight from the struct's child (a missing
+        # picture, a null struct, reads back from Parquet with a null child too).
+        group = self._shard(slot // self.shard_size).read_row_group(local // self.row_group_size, columns=columns,
+                                                                    use_threads=False)
+        return [group.column(name).chunk(0).field("bytes")[local % self.row_group_size].as_py() for name in columns]
 
     @staticmethod
     def _decode(raw: bytes | None) -> np.ndarray | None:
