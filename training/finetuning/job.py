@@ -29,6 +29,7 @@ from moleclip import MoleCLIPForPropertyPrediction
 from moleclip.processing.molecules import warn_about_fragments
 from moleclip.processing.property_data import PropertyDataset, load_property_dataset
 from moleclip.processing.splits import canonical_smiles, split_leakage
+from moleclip.training.loop import OPTIMIZER_TEXT
 from moleclip.training.outputs import check_run_folder, hold_run_folder, write_atomically
 from moleclip.training.scoring import TASK_METRICS, higher_is_better
 from moleclip.training.search import expand_grid, final_markdown, paper_reference, public_view, run_search, \
@@ -285,7 +286,7 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
             "split": split_kind, "split_source": split_source, "fractions": list(args.fractions),
             "seeds": list(args.seeds), "epochs": args.epochs, "final_epochs": args.final_epochs,
             "batch_size": args.batch_size,
-            "optimizer": f"{report.OPTIMIZER_TEXT[args.optimizer]}; {report.BETAS_TEXT}",
+            "optimizer": f"{OPTIMIZER_TEXT[args.optimizer]}; {report.BETAS_TEXT}",
             "scheduler": args.scheduler, "select_on": args.select_on, "select_key": f"valid_{options.select_key}",
             "select_mode": options.select_mode,
             "selection": report.selection_text(data.task, data.n_targets, options.select_key, args.regression_loss),

@@ -14,15 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from moleclip.processing.property_data import PropertyDataset
+from moleclip.training.loop import OPTIMIZER_TEXT
 from moleclip.training.outputs import write_atomically, write_text_atomically
 from moleclip.training.search import public_view, setting_name
 
 __all__ = ["write_results", "results_markdown", "per_target_markdown", "protocol_text", "model_index", "write_plots"]
 
-OPTIMIZER_TEXT = {
-    "adam": "Adam (L2 weight decay added to the gradient, as torch.optim.Adam and the paper's code)",
-    "adamw": "AdamW (decoupled weight decay)",
-}
 # What `inputs.ENCODER_ADAM` and `inputs.HEAD_ADAM` set, in words.
 BETAS_TEXT = "betas (0.9, 0.98), eps 1e-6 for the encoder; PyTorch's defaults (0.9, 0.999), eps 1e-8 for the head"
 
