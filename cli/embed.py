@@ -68,8 +68,14 @@ def _embed(args) -> int:
     from pathlib import Path
 
     from moleclip.training import screening
-    from moleclip.training.hub import load_backbone, load_processor
+    from moleclip.training.hub import PRESETS, load_backbone, load_processor
 
+    if args.model in PRESETS:
+        # A preset's weights are random. Drawn from a fixed seed, every run (and so a resumed run's finished shards
+        # and the rest) embeds with the same model.
+        import torch
+
+        torch.manual_seed(0)
     model = load_backbone(args.model)
     processor = load_processor(args.model)
     if args.standardize is not None:
