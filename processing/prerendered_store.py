@@ -106,7 +106,8 @@ class PrerenderedImages:
             if (self.path / PLAN).is_file():
                 raise ValueError(f"{self.path} is an unfinished pre-rendered store (interrupted?); re-run the same "
                                  "`moleclip prerender` command to finish it")
-            raise FileNotFoundError(f"{self.path} is not a pre-rendered store (no {MANIFEST}); make one with `moleclip prerender`")
+            raise FileNotFoundError(f"{self.path} is not a pre-rendered store (no {MANIFEST}); make one with "
+                                    "`moleclip prerender`")
         self.meta = json.loads(manifest.read_text())
         if self.meta.get("format") != PRERENDER_FORMAT:
             raise ValueError(f"{self.path}: store format {self.meta.get('format')!r} is not {PRERENDER_FORMAT}; re-run "
@@ -137,7 +138,8 @@ class PrerenderedImages:
     def _column(self, name: str) -> list:
         import pyarrow.parquet as pq
 
-        return [value for path in self.data_files() for value in pq.read_table(path, columns=[name]).column(name).to_pylist()]
+        return [value for path in self.data_files()
+                for value in pq.read_table(path, columns=[name]).column(name).to_pylist()]
 
     def smiles(self) -> list[str]:
         return self._column("smiles")

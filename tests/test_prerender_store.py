@@ -194,3 +194,20 @@ def test_push_to_a_stand_in_hub_and_read_the_copy(tmp_path, capsys):
         (tmp_path / "store" / "manifest.json").rename(tmp_path / "store" / "prerender_plan.json")
         push_store_to_hub(tmp_path / "store", "lab/drawings", api=hub)
     assert len(hub.calls) == 2
+
+
+def test_dataloader_workers_read_the_store_as_the_parent_does(tmp_path):
+    import torch
+    from torch.utils.data import DataLoader
+
+    from moleclip.processing.pretraining_data import TwoViewDataset, collate_two_views
+
+    store = small_store(tmp_path / "store")
+    store.read(0)  # open shards in the parent: the workers must not inherit them
+    dataset = TwoViewDataset(SMILES, seed=1, prerendered=store, augmentation="none")
+    here = collate_two_views([dataset[i] for i in range(10)])
+    loader = DataLoader(dataset, batch_size=5, num_workers=2, collate_fn=collate_two_views,
+                        multiprocessing_context="spawn")  # spawn: the store really travels pickled
+    batches = list(loader)  # one batch from each worker
+    for key in ("pixel_values", "augmented_pixel_values", "indices"):
+        assert torch.equal(here[key], torch.cat([b[key] for b in batches]))
