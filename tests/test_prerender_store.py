@@ -205,7 +205,8 @@ def test_dataloader_workers_read_the_store_as_the_parent_does(tmp_path):
     store = small_store(tmp_path / "store")
     store.read(0)  # open shards in the parent: the workers must not inherit them
     dataset = TwoViewDataset(SMILES, seed=1, prerendered=store, augmentation="none")
-    here = collate_two_views([dataset[i] for i in range(10)])
+    with pytest.warns(UserWarning, match="could not be drawn"):  # the undrawable molecule, as without a store
+        here = collate_two_views([dataset[i] for i in range(10)])
     loader = DataLoader(dataset, batch_size=5, num_workers=2, collate_fn=collate_two_views,
                         multiprocessing_context="spawn")  # spawn: the store really travels pickled
     batches = list(loader)  # one batch from each worker
