@@ -23,8 +23,7 @@ from moleclip.training.app import MoleculeApp, require_gradio
 from moleclip.training.prediction import Predictor
 from moleclip_cli.main import main as cli
 
-SMILES = ["C" * k + s for k in range(1, 7) for s in ["", "O", "N", "c1ccccc1"]]
-HEAVY = [k + {"": 0, "O": 1, "N": 1, "c1ccccc1": 6}[s] for k in range(1, 7) for s in ["", "O", "N", "c1ccccc1"]]
+from tests.tiny_models import finetune_tiny_models
 GOOD = ["CCCCCCCCO", "c1ccccc1CCN"]
 BAD = "C1CC"  # an unclosed ring: parses as text, fails as a molecule
 STEPS = 8  # integrated-gradients steps: the values checked here do not depend on them, the time does
@@ -33,14 +32,7 @@ SKIP_ENV = "MOLECLIP_SKIP_BROWSER"
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("app")
-    data = root / "train.csv"
-    pd.DataFrame({"smiles": SMILES, "heavy": HEAVY}).to_csv(data, index=False)
-    common = ["--dataset", str(data), "--split", "random", "--seeds", "1", "--epochs", "2", "--head-lr", "1e-3",
-              "--augmentation", "none", "--no-progress", "--no-plots", "--batch-size", "8"]
-    assert cli(["finetune", *common, "--model", "tiny", "--freeze-encoder", "--output-dir", str(root / "mc")]) == 0
-    assert cli(["finetune", *common, "--baseline", "fingerprint", "--output-dir", str(root / "fp")]) == 0
-    return {"moleclip": root / "mc" / "model", "fingerprint": root / "fp" / "model"}
+    return finetune_tiny_models(tmp_path_factory.mktemp("app"))
 
 
 @pytest.fixture(scope="module")

@@ -8,20 +8,14 @@ import torch
 from moleclip import MoleCLIPForPropertyPrediction
 from moleclip_cli.main import main as cli
 
-SMILES = ["C" * k + s for k in range(1, 7) for s in ["", "O", "N", "c1ccccc1"]]
-HEAVY = [k + {"": 0, "O": 1, "N": 1, "c1ccccc1": 6}[s] for k in range(1, 7) for s in ["", "O", "N", "c1ccccc1"]]
+from tests.tiny_models import finetune_tiny_models
 NEW = ["CCCCCCCCO", "not a molecule", "c1ccccc1CCN", "C1CC"]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
-    data = root / "train.csv"
-    pd.DataFrame({"smiles": SMILES, "heavy": HEAVY}).to_csv(data, index=False)
-    common = ["--dataset", str(data), "--split", "random", "--seeds", "1", "--epochs", "2", "--head-lr", "1e-3",
-              "--augmentation", "none", "--no-progress", "--no-plots", "--batch-size", "8"]
-    assert cli(["finetune", *common, "--model", "tiny", "--freeze-encoder", "--output-dir", str(root / "moleclip")]) == 0
-    assert cli(["finetune", *common, "--baseline", "fingerprint", "--output-dir", str(root / "fp")]) == 0
+    finetune_tiny_models(root)
     new = root / "new.csv"
     pd.DataFrame({"id": range(len(NEW)), "SMILES": NEW}).to_csv(new, index=False)
     return root, new

@@ -103,23 +103,17 @@ def test_standardize_mol_names_the_molecule_it_cannot_use():
 
 
 # --------------------------------------------------------------------------------------------------- commands
-SMILES = ["C" * k + s for k in range(1, 7) for s in ["", "O", "N", "c1ccccc1"]]
-HEAVY = [k + {"": 0, "O": 1, "N": 1, "c1ccccc1": 6}[s] for k in range(1, 7) for s in ["", "O", "N", "c1ccccc1"]]
+from tests.tiny_models import SMILES, finetune_tiny_models  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
     """Both kinds of model finetuned with --standardize parent on a table of hydrochloride salts."""
     root = tmp_path_factory.mktemp("standardize")
-    data = root / "train.csv"
-    pd.DataFrame({"smiles": [f"{s}.Cl" for s in SMILES], "heavy": HEAVY}).to_csv(data, index=False)
-    common = ["--dataset", str(data), "--split", "random", "--seeds", "1", "--epochs", "2", "--head-lr", "1e-3",
-              "--augmentation", "none", "--no-progress", "--no-plots", "--batch-size", "8", "--standardize", "parent"]
     with warnings.catch_warnings(record=True) as seen:  # the salts are gone: no warning about fragments
         warnings.simplefilter("always")
-        assert cli(["finetune", *common, "--model", "tiny", "--freeze-encoder", "--output-dir", str(root / "image")]) == 0
+        finetune_tiny_models(root, [f"{s}.Cl" for s in SMILES], "--standardize", "parent", names=("image", "fp"))
     assert not any("several fragments" in str(w.message) for w in seen)
-    assert cli(["finetune", *common, "--baseline", "fingerprint", "--output-dir", str(root / "fp")]) == 0
     new = root / "new.csv"
     pd.DataFrame({"id": ["a", "b", "c"], "smiles": [NICOTINE_OXALATE, NICOTINE, "C1CC"]}).to_csv(new, index=False)
     return root, new
