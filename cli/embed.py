@@ -93,6 +93,8 @@ def _embed(args) -> int:
     if summary.skipped:
         print(screening.skipped_message(summary, "their embedding cells are left empty (.npy: their rows are left "
                                                  "out)"))
+    if summary.computed < summary.chunks:
+        print(f"resumed: {summary.chunks - summary.computed} of {summary.chunks} chunks were kept from the earlier run")
     print(f"wrote {summary.written} embeddings of size {embedder.width} to {Path(args.output)}")
     return 0
 

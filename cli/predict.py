@@ -104,6 +104,8 @@ def _predict(args) -> int:
         return 0  # the main process of the launch assembles and reports
     if summary.skipped:
         print(screening.skipped_message(summary))
+    if summary.computed < summary.chunks:
+        print(f"resumed: {summary.chunks - summary.computed} of {summary.chunks} chunks were kept from the earlier run")
     if predictor.standardize != "none":
         print(f"molecules standardised as the model's training molecules were ({predictor.standardize})")
     used = [what for what, on in (("the ensemble's intervals", predictor.trust is not None),
