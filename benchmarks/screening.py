@@ -27,13 +27,15 @@ from pathlib import Path
 
 import psutil
 
-ZINC = Path("/work/shared/data/pretraining/zinc_moses_1.58m.csv.gz")
+ZINC = Path("pretraining") / "zinc_moses_1.58m.csv.gz"  # under the data folder ($MOLECLIP_DATA_DIR, ../shared/data)
 RESULTS = Path(__file__).parent / "results" / "screening.json"
 
 
-def write_head(n: int, path: Path) -> None:
+def write_head(n: int, path: Path, data_dir: str | None = None) -> None:
     """The header and the first `n` molecules of ZINC/MOSES as a plain CSV."""
-    with gzip.open(ZINC, "rt") as source, open(path, "w") as out:
+    from moleclip.processing.property_data import resolve_data_dir
+
+    with gzip.open(Path(resolve_data_dir(data_dir)) / ZINC, "rt") as source, open(path, "w") as out:
         for i, line in enumerate(source):
             if i > n:
                 break
@@ -50,10 +52,13 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def embed(input: Path, output: Path, chunk: int, workers: int, kill_when_shards: int | None = None) -> dict:
+def embed(input: Path, output: Path, chunk: int, workers: int, kill_when_shards: int | None = None,
+          model: str = "tiny", device: str | None = None) -> dict:
     """Run `moleclip embed`; peak RSS of its process tree; optionally SIGKILL it once `kill_when_shards` shards exist."""
-    command = [sys.executable, "-m", "moleclip_cli.main", "embed", "--model", "tiny", "--input", str(input),
+    command = [sys.executable, "-m", "moleclip_cli.main", "embed", "--model", model, "--input", str(input),
                "--output", str(output), "--no-progress", "--chunk-size", str(chunk), "--num-workers", str(workers)]
+    if device:
+        command += ["--device", device]
     start = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     process, peak, killed = psutil.Process(child.pid), 0, False
@@ -83,38 +88,46 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=None, help="default: the command's own (free cores)")
     parser.add_argument("--no-resume", action="store_true", help="skip the kill-and-resume check")
+    parser.add_argument("--model", default="tiny", help="what embeds: the tiny preset here; `base` (ViT-B/16 shape) "
+                        "on a GPU machine (benchmarks/gpu_session.sh)")
+    parser.add_argument("--device", default=None, help="cpu, cuda (default: the command's: best available)")
+    parser.add_argument("--data-dir", default=None, help="default: $MOLECLIP_DATA_DIR, else ../shared/data")
+    parser.add_argument("--results", type=Path, default=RESULTS, help=f"where to write (default {RESULTS})")
     args = parser.parse_args()
+    results = args.results
     from moleclip.processing.cores import available_cores
     from moleclip.training.screening import default_workers
 
     cores = available_cores()
     workers = default_workers() if args.workers is None else args.workers
-    record = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    record = json.loads(results.read_text()) if results.exists() else {}
     record.update({"machine": {"cores": cores, "cpu": _cpu(), "load_average_at_start": os.getloadavg()},
-                   "preset": "tiny", "chunk_size": args.chunk_size, "workers": workers,
+                   "preset": args.model, "device": args.device, "chunk_size": args.chunk_size, "workers": workers,
                    "note": "peak RSS sums the main process and its workers (shared pages counted per process)"})
     runs = record.setdefault("runs", {})
     with tempfile.TemporaryDirectory(prefix="screening-bench-") as tmp:
         tmp = Path(tmp)
         for n in sorted(args.sizes):
             data = tmp / f"zinc_{n}.csv"
-            write_head(n, data)
-            result = embed(data, tmp / f"emb_{n}.parquet", args.chunk_size, workers)
+            write_head(n, data, args.data_dir)
+            result = embed(data, tmp / f"emb_{n}.parquet", args.chunk_size, workers, model=args.model,
+                           device=args.device)
             result.update(molecules=n, molecules_per_s=round(n / result["seconds"], 1),
                           molecules_per_s_per_core=round(n / result["seconds"] / cores, 1),
                           load_average_after=os.getloadavg())
             runs[str(n)] = result
             print(f"N={n}: {result['seconds']} s, {result['molecules_per_s']} mol/s "
                   f"({result['molecules_per_s_per_core']} per core), peak RSS {result['peak_rss_mb']} MB", flush=True)
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS.write_text(json.dumps(record, indent=1) + "\n")
+            results.parent.mkdir(parents=True, exist_ok=True)
+            results.write_text(json.dumps(record, indent=1) + "\n")
         if not args.no_resume:
             n = min(args.sizes)
             data, reference = tmp / f"zinc_{n}.csv", tmp / f"emb_{n}.parquet"
             output = tmp / f"resumed_{n}.parquet"
-            first = embed(data, output, args.chunk_size, workers, kill_when_shards=2)
+            first = embed(data, output, args.chunk_size, workers, kill_when_shards=2, model=args.model,
+                          device=args.device)
             time.sleep(6)  # DataLoader workers look for their parent every 5 s
-            second = embed(data, output, args.chunk_size, workers)
+            second = embed(data, output, args.chunk_size, workers, model=args.model, device=args.device)
             chunks = -(-n // args.chunk_size)
             identical = output.read_bytes() == reference.read_bytes()
             record["kill_and_resume"] = {
@@ -126,7 +139,7 @@ def main() -> None:
             print(f"kill and resume (N={n}): killed after {first['seconds']} s with {first['shards_at_kill']} of "
                   f"{chunks} shards; resumed in {second['seconds']} s (uninterrupted {runs[str(n)]['seconds']} s); "
                   f"output identical: {identical}", flush=True)
-    RESULTS.write_text(json.dumps(record, indent=1) + "\n")
+    results.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def _cpu() -> str:
