@@ -187,6 +187,34 @@ def test_processes_of_a_launch_share_the_chunks(library, tmp_path):
     assert pd.read_parquet(out)["id"].tolist() == IDS
 
 
+@pytest.mark.slow
+def test_accelerate_launch_with_two_cpu_processes_writes_each_row_once(library, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
+    out = tmp_path / "launched.parquet"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+               str(port), "-m", "moleclip_cli.main", "embed", "--model", str(library / "tiny"), "--input",
+               str(library / "lib.csv"), "--output", str(out), "--no-progress", "--batch-size", "4", "--chunk-size",
+               "7", "--num-workers", "0"]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    single = tmp_path / "single.parquet"
+    assert _embed(library, single, "--chunk-size", "7", "--num-workers", "0") == 0
+    launched, alone = pd.read_parquet(out), pd.read_parquet(single)
+    assert launched["id"].tolist() == IDS  # every row once, in input order
+    columns = [c for c in alone.columns if c.startswith("emb_")]
+    np.testing.assert_allclose(launched[columns].to_numpy(float), alone[columns].to_numpy(float), rtol=1e-5, atol=1e-6)
+    assert not (tmp_path / "launched.parquet.parts").exists()
+
+
 # ------------------------------------------------------------------------------------------------- predict
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
