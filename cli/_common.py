@@ -69,41 +69,14 @@ def write_table(frame, path: str, metadata: dict[bytes, bytes] | None = None) ->
         write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, sep="\t" if ".tsv" in name else ","))
 
 
-# The column that says why a row's outputs are empty (embed and predict keep every input row, in order).
-SKIPPED_COLUMN = "moleclip_skipped"
-
-
 def report_skipped(skipped, table, what: str = "their output cells are left empty") -> None:
     """One warning line naming the molecules that could not be used, by their line in the input file."""
     if skipped:
         from moleclip.processing.molecules import list_skipped
+        from moleclip.training.outputs import SKIPPED_COLUMN
 
         print(f"warning: {len(skipped)} of {len(table)} molecules could not be used: "
               f"{list_skipped(skipped, line_of=table.line)}; {what} and the reason is in the {SKIPPED_COLUMN} column")
-
-
-def mark_skipped(frame, skipped) -> None:
-    """Add the reason column: empty for rows with outputs, the reason for the others."""
-    reasons = [""] * len(frame)
-    for s in skipped:
-        reasons[s.index] = s.reason
-    frame[SKIPPED_COLUMN] = reasons
-
-
-# The column that shows the molecule a row was standardised to (only when standardisation is on).
-STANDARDIZED_COLUMN = "moleclip_standardized_smiles"
-
-
-def mark_standardized(frame, smiles, method: str) -> None:
-    """Add the standardised SMILES of each row (empty where it failed) when `method` is not "none", so a user sees
-    which molecule each output belongs to."""
-    if method == "none":
-        return
-    from moleclip.processing.standardize import standardize_smiles
-
-    result = standardize_smiles(smiles, method)
-    failed = {s.index for s in result.skipped}
-    frame[STANDARDIZED_COLUMN] = ["" if i in failed else value for i, value in enumerate(result.smiles)]
 
 
 def embedding_columns(embeddings) -> dict:

@@ -122,7 +122,9 @@ def _explain(args, table, folder) -> int:
 
     from moleclip.training.prediction import load_predictor
 
-    from ._common import SKIPPED_COLUMN, mark_skipped, report_skipped, write_table
+    from moleclip.training.outputs import SKIPPED_COLUMN, mark_skipped
+
+    from ._common import report_skipped, write_table
 
     _refuse_forest(args.model)
     model, processor = load_predictor(args.model)

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN
+
 __all__ = ["INSTALL_HINT", "MODEL_ENV", "AppOutput", "MoleculeApp", "build_app", "local_model_folder",
            "require_gradio"]
 
@@ -50,8 +52,6 @@ MAX_CARDS = 25
 # Each request's CSV is written to a folder of its own; gradio copies it into its cache when the request ends, so only
 # the newest few are kept (a server runs for days).
 KEEP_REQUESTS = 20
-SKIPPED_COLUMN = "moleclip_skipped"  # as in `moleclip predict`'s output
-STANDARDIZED_COLUMN = "moleclip_standardized_smiles"
 
 
 def require_gradio():

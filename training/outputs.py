@@ -18,9 +18,37 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 __all__ = ["check_writable", "write_atomically", "write_text_atomically", "check_run_folder", "hold_run_folder",
-           "hold_output_file", "FolderInUseError"]
+           "hold_output_file", "FolderInUseError", "SKIPPED_COLUMN", "STANDARDIZED_COLUMN", "mark_skipped",
+           "mark_standardized"]
 
 LOCK_FILE = ".moleclip.lock"
+
+# Columns the package adds to a user's table (embed, predict, explain, the app keep every input row, in order): why a
+# row's outputs are empty, and the molecule a row was standardised to (only when standardisation is on).
+SKIPPED_COLUMN = "moleclip_skipped"
+STANDARDIZED_COLUMN = "moleclip_standardized_smiles"
+
+
+def mark_skipped(frame, skipped) -> None:
+    """Add the reason column: empty for rows with outputs, the reason for the others (`skipped`: SkippedMolecule-like
+    entries whose `index` is the row)."""
+    reasons = [""] * len(frame)
+    for s in skipped:
+        reasons[s.index] = s.reason
+    frame[SKIPPED_COLUMN] = reasons
+
+
+def mark_standardized(frame, smiles, method: str) -> list | None:
+    """Add the standardised SMILES of each row (empty where it failed) when `method` is not "none", so a user sees
+    which molecule each output belongs to; returns the column (None when nothing was added)."""
+    if method == "none":
+        return None
+    from moleclip.processing.standardize import standardize_smiles
+
+    result = standardize_smiles(smiles, method)
+    failed = {s.index for s in result.skipped}
+    frame[STANDARDIZED_COLUMN] = column = ["" if i in failed else value for i, value in enumerate(result.smiles)]
+    return column
 
 
 class FolderInUseError(OSError):

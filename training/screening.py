@@ -30,12 +30,11 @@ import numpy as np
 import pandas as pd
 
 from moleclip.processing.molecules import SkippedMolecule
+from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN, mark_skipped, mark_standardized
 
 __all__ = ["SKIPPED_COLUMN", "STANDARDIZED_COLUMN", "ScreenSummary", "PictureBatches", "Embedder", "ChunkPredictor",
            "default_workers", "draw_chunk", "hold_output", "parts_folder", "process_rank", "screen", "skipped_message"]
 
-SKIPPED_COLUMN = "moleclip_skipped"  # the same names as cli/_common's: one output format whichever path wrote it
-STANDARDIZED_COLUMN = "moleclip_standardized_smiles"
 LINE_COLUMN = "__moleclip_line"  # each row's input line, kept in the shards only (the final report names lines)
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -264,16 +263,8 @@ def _chunk_frame(chunk, columns: dict, skipped: list, standardize: str) -> pd.Da
     frame = chunk.frame.reset_index(drop=True)
     frame = pd.concat([frame, pd.DataFrame({k: list(v) if getattr(v, "dtype", None) == object else v
                                             for k, v in columns.items()})], axis=1)
-    reasons = [""] * len(frame)
-    for s in skipped:
-        reasons[s.index] = s.reason
-    frame[SKIPPED_COLUMN] = reasons
-    if standardize != "none":
-        from moleclip.processing.standardize import standardize_smiles
-
-        result = standardize_smiles(chunk.smiles, standardize)
-        failed = {s.index for s in result.skipped}
-        frame[STANDARDIZED_COLUMN] = ["" if i in failed else v for i, v in enumerate(result.smiles)]
+    mark_skipped(frame, skipped)
+    mark_standardized(frame, chunk.smiles, standardize)
     frame[LINE_COLUMN] = chunk.line_numbers
     return frame
 

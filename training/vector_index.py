@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from moleclip.training.outputs import SKIPPED_COLUMN
+
 __all__ = [
     "AUTO_HNSW_VALUES", "KINDS", "METRICS", "PICTURE_SUFFIXES", "EmbeddedLibrary", "LibraryIndex", "Query",
     "build_library_index", "check_index_folder", "choose_kind", "embed_queries", "is_picture", "load_index",
@@ -65,7 +67,6 @@ HNSW_EF_SEARCH = 128
 
 EMBEDDING_COLUMN = re.compile(r"emb_(\d+)")
 LIBRARY_ROW = "library_row"
-SKIPPED_COLUMN = "moleclip_skipped"  # embed's reason column: only meaningful for rows that have no embedding
 # The key of the Parquet metadata in which an embeddings file may record the model and processor that made it.
 EMBEDDED_WITH_KEY = b"moleclip"
 HIT_COLUMNS = ("query_number", "query", "query_type", "rank", "score", LIBRARY_ROW)
