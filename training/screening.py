@@ -351,11 +351,21 @@ def skipped_message(summary: ScreenSummary, what: str = "their output cells are 
 
 
 def _sync(world: int) -> Callable[[], None]:
+    """The launch's barrier. `PartialState()` alone reports a plain single process on a machine without CUDA (it
+    reads ACCELERATE_USE_CPU only when told `cpu=True`), and its barrier then waits for nobody: the main process would
+    assemble before the others had written their shards. So CPU launches ask for the CPU state explicitly, and a state
+    that does not see the launch's processes is an error, never a barrier that does not wait."""
     if world == 1:
         return lambda: None
+    import torch
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    return PartialState().wait_for_everyone
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    if state.num_processes != world:
+        raise RuntimeError(f"the launch has {world} processes but accelerate sees {state.num_processes} "
+                           f"({state.distributed_type}): the processes could not wait for each other")
+    return state.wait_for_everyone
 
 
 # ---------------------------------------------------------------------------------------------- assembly
