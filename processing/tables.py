@@ -33,6 +33,7 @@ Flat imports only (pandas, numpy, the standard library), so the module can trave
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -260,6 +261,20 @@ def _check_header(header: list[str]) -> None:
         raise _ReadError(f"duplicate column names in the header: {_columns_text(duplicates)}")
 
 
+@contextlib.contextmanager
+def _reading_errors(path):
+    """Reading failures as one message naming the file: malformed records, other encodings, truncated gzip."""
+    try:
+        yield
+    except _ReadError as err:
+        raise ValueError(f"{path}: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start} of a block): save it as "
+                         "UTF-8") from None
+    except (gzip.BadGzipFile, EOFError) as err:
+        raise ValueError(f"{path} is not a complete gzip file ({err})") from None
+
+
 def read_molecule_table(
     path: str | os.PathLike, smiles_column: str | None = None, limit: int | None = None
 ) -> MoleculeTable:
@@ -290,21 +305,13 @@ def read_molecule_table(
     kind = _kind(path)
     if kind == "parquet":
         return _read_parquet(path, smiles_column, limit)
-    try:
-        with _open_text(path) as handle:
-            if kind == "smi":
-                columns, smiles_name, lines = _read_smi(handle, limit)
-                frame = pd.DataFrame(columns, dtype=str)
-            else:
-                text = handle.read()
-                frame, lines = _read_delimited(text, _delimiter(text, kind), limit)
-    except _ReadError as err:
-        raise ValueError(f"{path}: {err}") from None
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start} of a block): save it as "
-                         "UTF-8") from None
-    except (gzip.BadGzipFile, EOFError) as err:
-        raise ValueError(f"{path} is not a complete gzip file ({err})") from None
+    with _reading_errors(path), _open_text(path) as handle:
+        if kind == "smi":
+            columns, smiles_name, lines = _read_smi(handle, limit)
+            frame = pd.DataFrame(columns, dtype=str)
+        else:
+            text = handle.read()
+            frame, lines = _read_delimited(text, _delimiter(text, kind), limit)
     if kind == "smi":
         if smiles_column is not None and smiles_column.strip().lower() != smiles_name.lower():
             raise ValueError(
@@ -374,15 +381,8 @@ def iter_molecule_table(path: str | os.PathLike, smiles_column: str | None = Non
         chunks = _iter_smi(path, smiles_column, int(chunk_rows))
     else:
         chunks = _iter_delimited(path, kind, smiles_column, int(chunk_rows))
-    try:
+    with _reading_errors(path):
         yield from chunks
-    except _ReadError as err:
-        raise ValueError(f"{path}: {err}") from None
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start} of a block): save it as "
-                         "UTF-8") from None
-    except (gzip.BadGzipFile, EOFError) as err:
-        raise ValueError(f"{path} is not a complete gzip file ({err})") from None
 
 
 def _iter_smi(path: Path, smiles_column: str | None, chunk_rows: int):
