@@ -85,3 +85,30 @@ def test_predict_keeps_text_columns_and_reports_missing_model(trained, tmp_path,
     assert cli(["predict", "--model", str(missing), "--input", str(new), "--output", str(tmp_path / "q" / "p.csv")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"moleclip predict: error: not found: {missing}" and not (tmp_path / "q").exists()
+
+
+def test_moleclip_models_judge_the_domain_in_their_own_embedding_space(trained, tmp_path):
+    root, _ = trained
+    from tests.tiny_models import SMILES
+
+    model = root / "moleclip" / "model"
+    assert (model / "applicability_embedding" / "applicability.json").is_file()
+    assert not (root / "fp" / "model" / "applicability_embedding").exists()  # fingerprints: Tanimoto only
+    from moleclip.training.prediction import Predictor
+
+    predictor = Predictor.load(str(model))
+    train = predictor.embedding_domain.reference_ids
+    query = [train[0], "not a molecule", "O=C(O)c1ccccc1Cl"]
+    columns = predictor.predict(query, progress=False).columns
+    assert columns["nearest_embedding_training_smiles"][0] == train[0]  # a training molecule finds itself
+    assert columns["nearest_embedding_similarity"][0] == pytest.approx(1.0, abs=1e-5)
+    assert columns["in_domain_embedding"][0]
+    assert columns["in_domain_embedding"][1] is None and np.isnan(columns["nearest_embedding_similarity"][1])
+    assert 0 < columns["nearest_embedding_similarity"][2] <= 1 and set(train) <= set(SMILES)
+    out = tmp_path / "p.csv"
+    pd.DataFrame({"smiles": query}).to_csv(out.with_suffix(".in.csv"), index=False)
+    assert cli(["predict", "--model", str(model), "--input", str(out.with_suffix(".in.csv")), "--output", str(out),
+                "--no-progress"]) == 0
+    written = pd.read_csv(out)
+    np.testing.assert_allclose(written["nearest_embedding_similarity"], columns["nearest_embedding_similarity"],
+                               rtol=1e-5)

@@ -87,12 +87,16 @@ def predict_smiles(
                 **render_kwargs)
 
 
-def property_outputs(model: MoleCLIPForPropertyPrediction, pixel_values: torch.Tensor) -> torch.Tensor:
+def property_outputs(model: MoleCLIPForPropertyPrediction, pixel_values: torch.Tensor, return_embeds: bool = False):
     """A property model's outputs for a batch of pixel values: regression values in the targets' units, sigmoid
-    probabilities per target (classification), softmax over classes (multiclass)."""
-    logits = model(pixel_values=pixel_values).logits
+    probabilities per target (classification), softmax over classes (multiclass); with `return_embeds`, also the
+    encoder embeddings the head read (one forward pass for both)."""
+    output = model(pixel_values=pixel_values)
+    logits = output.logits
     if model.config.task == "classification":
-        return torch.sigmoid(logits)
-    if model.config.task == "multiclass":
-        return torch.softmax(logits, dim=-1)
-    return logits
+        values = torch.sigmoid(logits)
+    elif model.config.task == "multiclass":
+        values = torch.softmax(logits, dim=-1)
+    else:
+        values = logits
+    return (values, output.image_embeds) if return_embeds else values

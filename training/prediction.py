@@ -104,17 +104,20 @@ class Predictor:
     """
 
     def __init__(self, spec: str, model, processor, trust: dict | None, domain, trust_pickle: bool = False,
-                 device=None):
+                 device=None, embedding_domain=None):
         self.spec, self.model, self.processor = spec, model, processor
         self.trust, self.domain, self.trust_pickle, self.device = trust, domain, trust_pickle, device
+        # MoleCLIP models also judge the domain in their own embedding space (cosine to the training molecules)
+        self.embedding_domain = embedding_domain if processor is not None else None
         self._members = None
+        self._embeddings = None  # the last predict's query embeddings, when drawn batches gave them
 
     @classmethod
     def load(cls, spec: str, trust_pickle: bool = False, uncertainty: bool | None = None,
              domain: bool | None = None, device=None) -> "Predictor":
         model, processor = load_predictor(spec, trust_pickle=trust_pickle)
         return cls(spec, model, processor, _read_trust(spec, uncertainty), _read_domain(spec, domain), trust_pickle,
-                   device)
+                   device, _read_embedding_domain(spec, domain))
 
     @property
     def standardize(self) -> str:
@@ -162,6 +165,8 @@ class Predictor:
         result.columns.update(extra)
         if self.domain is not None:
             result.columns.update(self._domain_columns(smiles, names))
+        if self.embedding_domain is not None:
+            result.columns.update(self._embedding_domain_columns(smiles, batch_size))
         return result
 
     def _values_from_batches(self, n: int, batches):
@@ -180,13 +185,21 @@ class Predictor:
         models = [(folder, model.to(device).eval()) for folder, model in models]
         values: dict = {folder: None for folder, _ in models}
         skipped = []
+        self._embeddings = None
         with torch.no_grad():
             for pixels, kept, batch_skipped in batches:
                 skipped += batch_skipped
                 if pixels is None:
                     continue
                 for folder, model in models:
-                    out = property_outputs(model, pixels.to(next(model.parameters()).dtype)).float().cpu().numpy()
+                    out = property_outputs(model, pixels.to(next(model.parameters()).dtype),
+                                           return_embeds=folder is None and self.embedding_domain is not None)
+                    if isinstance(out, tuple):  # the main model's embeddings, from the same forward pass
+                        out, embeds = out
+                        if self._embeddings is None:
+                            self._embeddings = np.full((n, embeds.shape[1]), np.nan, dtype=np.float32)
+                        self._embeddings[kept] = embeds.float().cpu().numpy()
+                    out = out.float().cpu().numpy()
                     if values[folder] is None:
                         values[folder] = np.full((n, out.shape[1]), np.nan)
                     values[folder][kept] = out
@@ -242,6 +255,34 @@ class Predictor:
         return _scatter(mean, usable), full
 
     # ------------------------------------------------------------------ applicability domain
+    def _embedding_domain_columns(self, smiles, batch_size) -> dict:
+        """in_domain_embedding, nearest_embedding_similarity (cosine of the model's own embeddings) and the nearest
+        training molecule in that space; empty where the molecule could not be drawn."""
+        n = len(smiles)
+        embeddings = self._embeddings
+        if embeddings is None or len(embeddings) != n:  # not drawn in batches: embed (draws the molecules again)
+            from moleclip.training.inference import embed_smiles
+
+            embeddings = np.full((n, self.embedding_domain.reference.shape[1]), np.nan, dtype=np.float32)
+            values, kept, _ = embed_smiles(self.model, self.processor, smiles, batch_size=batch_size,
+                                           device=self.device, progress=False, on_error="skip")
+            if len(kept):
+                embeddings[np.asarray(kept)] = values
+        self._embeddings = None
+        usable = ~np.isnan(embeddings).any(axis=1)
+        flag = np.full(n, None, dtype=object)
+        similarity = np.full(n, np.nan)
+        nearest = np.full(n, "", dtype=object)
+        if usable.any():
+            domain = self.embedding_domain
+            near = domain.neighbours(embeddings[usable], k=1)
+            flag[usable] = domain.scores(embeddings[usable]) >= domain.threshold
+            similarity[usable] = near.similarities[:, 0]
+            if domain.reference_ids:
+                nearest[usable] = [domain.reference_ids[i] for i in near.indices[:, 0]]
+        return {"in_domain_embedding": flag, "nearest_embedding_similarity": similarity,
+                "nearest_embedding_training_smiles": nearest}
+
     def _domain_columns(self, smiles, names) -> dict:
         """in_domain, nearest_similarity, the nearest training molecule and its measured values (empty where the
         molecule has no fingerprint); molecules are standardised as the training ones were."""
@@ -271,6 +312,18 @@ class Predictor:
                 values[kept] = labels[near.indices[:, 0], j]
                 columns[f"nearest_training_{name}"] = values
         return columns
+
+
+EMBEDDING_DOMAIN_DIR = "applicability_embedding"  # inside a model folder: the domain in the model's embedding space
+
+
+def _read_embedding_domain(spec: str, wanted: bool | None):
+    from moleclip.training.applicability import METADATA_FILE, ApplicabilityDomain
+
+    folder = Path(spec) / EMBEDDING_DOMAIN_DIR
+    if wanted is False or not (folder / METADATA_FILE).is_file():
+        return None  # fingerprint models and folders written before it have only the Tanimoto domain
+    return ApplicabilityDomain.load(folder)
 
 
 def _read_trust(spec: str, wanted: bool | None) -> dict | None:

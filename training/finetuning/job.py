@@ -404,6 +404,11 @@ def _save(args, results, rows, inputs, kept, processor, backbone, split_kind, gr
 
         save_model_dir(model_dir, saved, processor, card=card,
                        extra_files={"results.json": (output_dir / "results.json").read_text(), "results.md": markdown})
+        from .trust import save_embedding_domain
+
+        results["saved_model"]["embedding_domain"] = save_embedding_domain(
+            model_dir, saved, processor, data, kept, batch_size=args.eval_batch_size,
+            device="cpu" if args.cpu else None)
     del saved
 
     def restore(member: dict, folder: Path) -> None:

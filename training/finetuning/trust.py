@@ -15,7 +15,8 @@ the model folder for `moleclip predict --uncertainty --domain`.
     are calibrated on them, and the report pools each member's own test part. Predict applies them around the
     ensemble mean, which is usually at least as accurate as one member: the intervals are then, if anything, wide.
 * Applicability domain (`training/applicability.py`): Tanimoto similarity of Morgan bits to the training molecules of
-  the saved run (`model/`), threshold from its validation molecules; the report flags that run's test molecules.
+  the saved run (`model/`), threshold from its validation molecules; the report flags that run's test molecules. A
+  MoleCLIP model also gets the same in its own embedding space (cosine; `save_embedding_domain`).
 
 Test labels are read only by the reports, never by a fit or a choice.
 """
@@ -32,7 +33,7 @@ from moleclip.training.uncertainty import ConformalIntervals, ProbabilityCalibra
     ensemble, regression_report, uncertainty_markdown
 
 __all__ = ["TRUST_FILE", "MEMBER_FILE", "build_trust", "save_members", "save_head_member", "load_head_member",
-           "trust_markdown", "interval_columns"]
+           "trust_markdown", "interval_columns", "save_embedding_domain"]
 
 TRUST_FILE = "uncertainty.json"
 MEMBER_FILE = "member.json"  # a head-only member (frozen mode): its head on the encoder of the folder above
@@ -92,6 +93,32 @@ def _fit_domain(data, kept: dict, bits: np.ndarray) -> ApplicabilityDomain:
     train, valid = kept["_rows"]["train"], kept["_rows"]["valid"]
     return ApplicabilityDomain.fit(bits[train], bits[valid], reference_ids=[data.smiles[i] for i in train],
                                    reference_labels=data.targets[train])
+
+
+def save_embedding_domain(model_dir: Path, model, processor, data, kept: dict, batch_size: int = 64,
+                          device=None) -> dict:
+    """The applicability domain in the saved MoleCLIP model's own embedding space: cosine similarity of its
+    embeddings to the training molecules', the threshold from the validation molecules' (as for Tanimoto), saved in
+    `model_dir/applicability_embedding/`; returns a summary for results.json. A molecule can be near the training
+    set in fingerprint terms and far in what the model sees, or the other way round: predict reports both."""
+    from moleclip.training.inference import embed_smiles
+    from moleclip.training.prediction import EMBEDDING_DOMAIN_DIR
+
+    rows = {part: np.asarray(kept["_rows"][part]) for part in ("train", "valid")}
+    embeddings = {}
+    for part, positions in rows.items():
+        values, kept_positions, skipped = embed_smiles(model, processor, [data.smiles[i] for i in positions],
+                                                       batch_size=batch_size, device=device, progress=False)
+        if skipped:  # every molecule here was drawn for training already
+            raise ValueError(f"{len(skipped)} {part} molecules could not be embedded again")
+        embeddings[part] = values
+    train = rows["train"]
+    domain = ApplicabilityDomain.fit(embeddings["train"], embeddings["valid"], metric="cosine",
+                                     reference_ids=[data.smiles[i] for i in train],
+                                     reference_labels=data.targets[train])
+    domain.save(Path(model_dir) / EMBEDDING_DOMAIN_DIR)
+    return {"metric": "cosine", "threshold": float(domain.threshold), "n_reference": int(len(train)),
+            "folder": EMBEDDING_DOMAIN_DIR}
 
 
 def save_members(model_dir: Path, members: list[dict], restore, trust: dict, task: str, mode: str) -> dict:
