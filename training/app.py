@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN
+from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN, mark_skipped, mark_standardized
 
 __all__ = ["INSTALL_HINT", "MODEL_ENV", "AppOutput", "MoleculeApp", "build_app", "local_model_folder",
            "require_gradio"]
@@ -203,10 +203,9 @@ class MoleculeApp:
                              "them")
         for name, values in result.columns.items():
             out[name] = values
-        out[SKIPPED_COLUMN] = [skipped[i].reason if i in skipped else "" for i in range(len(out))]
-        standardized = self._standardized(smiles)
-        if standardized is not None:
-            out[STANDARDIZED_COLUMN] = standardized
+        mark_skipped(out, result.skipped)
+        standardized = result.standardized
+        mark_standardized(out, standardized)
 
         shown = min(len(out), self.max_cards)
         neighbours = self._neighbours(standardized or smiles, shown, skipped)
@@ -231,16 +230,6 @@ class MoleculeApp:
         if csv_path is None:
             lines.append("Nothing to download: no molecule could be used.")
         return AppOutput("\n\n".join(lines), "\n".join(cards), out, csv_path, list(skipped.values()))
-
-    def _standardized(self, smiles: list[str]) -> list[str] | None:
-        method = self.predictor.standardize
-        if method == "none":
-            return None
-        from moleclip.processing.standardize import standardize_smiles
-
-        result = standardize_smiles(smiles, method)
-        failed = {s.index for s in result.skipped}
-        return ["" if i in failed else value for i, value in enumerate(result.smiles)]
 
     def _neighbours(self, smiles: list[str], shown: int, skipped: dict) -> dict:
         """row -> [(training SMILES, similarity, {target: measured value})] for the shown rows."""

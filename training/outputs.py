@@ -19,7 +19,7 @@ from pathlib import Path
 
 __all__ = ["check_writable", "write_atomically", "write_text_atomically", "check_run_folder", "hold_run_folder",
            "hold_output_file", "FolderInUseError", "SKIPPED_COLUMN", "STANDARDIZED_COLUMN", "mark_skipped",
-           "mark_standardized"]
+           "mark_standardized", "standardized_column"]
 
 LOCK_FILE = ".moleclip.lock"
 
@@ -38,17 +38,22 @@ def mark_skipped(frame, skipped) -> None:
     frame[SKIPPED_COLUMN] = reasons
 
 
-def mark_standardized(frame, smiles, method: str) -> list | None:
-    """Add the standardised SMILES of each row (empty where it failed) when `method` is not "none", so a user sees
-    which molecule each output belongs to; returns the column (None when nothing was added)."""
+def standardized_column(smiles, method: str) -> list | None:
+    """The standardised SMILES of each entry (empty where standardisation failed), or None for `method` "none"."""
     if method == "none":
         return None
     from moleclip.processing.standardize import standardize_smiles
 
     result = standardize_smiles(smiles, method)
     failed = {s.index for s in result.skipped}
-    frame[STANDARDIZED_COLUMN] = column = ["" if i in failed else value for i, value in enumerate(result.smiles)]
-    return column
+    return ["" if i in failed else value for i, value in enumerate(result.smiles)]
+
+
+def mark_standardized(frame, column: list | None) -> None:
+    """Add the standardised SMILES column (from :func:`standardized_column`) so a user sees which molecule each output
+    belongs to; nothing when molecules were not standardised (None)."""
+    if column is not None:
+        frame[STANDARDIZED_COLUMN] = column
 
 
 class FolderInUseError(OSError):

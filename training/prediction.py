@@ -94,6 +94,7 @@ class PredictionResult:
 
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: list = field(default_factory=list)
+    standardized: list | None = None  # the molecule each entry was standardised to ("": failed); None: not standardised
 
 
 class Predictor:
@@ -156,7 +157,9 @@ class Predictor:
         else:
             values, names, skipped, task = predict_values(self.model, self.processor, smiles, batch_size=batch_size,
                                                           device=self.device, progress=progress)
-        result = PredictionResult(skipped=list(skipped))
+        from moleclip.training.outputs import standardized_column
+
+        result = PredictionResult(skipped=list(skipped), standardized=standardized_column(smiles, self.standardize))
         extra = {}
         if self.trust is not None and len(skipped) < len(smiles):
             values, extra = self._ensemble_columns(smiles, names, task, skipped, batch_size, drawn)
@@ -164,7 +167,7 @@ class Predictor:
             result.columns[f"{self.prefix}_{name}"] = values[:, j]
         result.columns.update(extra)
         if self.domain is not None:
-            result.columns.update(self._domain_columns(smiles, names))
+            result.columns.update(self._domain_columns(smiles, names, result.standardized))
         if self.embedding_domain is not None:
             result.columns.update(self._embedding_domain_columns(smiles, batch_size))
         return result
@@ -283,14 +286,13 @@ class Predictor:
         return {"in_domain_embedding": flag, "nearest_embedding_similarity": similarity,
                 "nearest_embedding_training_smiles": nearest}
 
-    def _domain_columns(self, smiles, names) -> dict:
+    def _domain_columns(self, smiles, names, standardized: list | None) -> dict:
         """in_domain, nearest_similarity, the nearest training molecule and its measured values (empty where the
-        molecule has no fingerprint); molecules are standardised as the training ones were."""
+        molecule has no fingerprint); molecules are taken as standardised (`standardized`, when the training ones
+        were; an entry that failed stays as given and fails again here)."""
         domain, n = self.domain, len(smiles)
-        if self.standardize != "none":
-            from moleclip.processing.standardize import standardize_smiles
-
-            smiles = standardize_smiles(smiles, self.standardize).smiles
+        if standardized is not None:
+            smiles = [prepared or given for prepared, given in zip(standardized, smiles)]
         result = domain.query_fingerprints(smiles)
         kept = np.asarray(result.kept, dtype=np.int64)
         near = domain.neighbours(result.bits, k=1) if len(kept) else None

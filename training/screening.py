@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 
 from moleclip.processing.molecules import SkippedMolecule
-from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN, mark_skipped, mark_standardized
+from moleclip.training.outputs import SKIPPED_COLUMN, mark_skipped, mark_standardized, standardized_column
 
-__all__ = ["SKIPPED_COLUMN", "STANDARDIZED_COLUMN", "ScreenSummary", "PictureBatches", "Embedder", "ChunkPredictor",
+__all__ = ["ScreenSummary", "PictureBatches", "Embedder", "ChunkPredictor",
            "default_workers", "draw_chunk", "hold_output", "parts_folder", "process_rank", "screen", "skipped_message"]
 
 LINE_COLUMN = "__moleclip_line"  # each row's input line, kept in the shards only (the final report names lines)
@@ -164,9 +164,8 @@ class Embedder:
         self.processor, self.batch_size, self.num_workers = processor, batch_size, num_workers
         self.render_kwargs = dict(render_kwargs or {})
         self.width = int(self.model.config.projection_dim)
-        self.standardize = processor.standardize
 
-    def __call__(self, chunk) -> tuple[dict, list]:
+    def __call__(self, chunk) -> tuple[dict, list, list | None]:
         import torch
 
         out = np.full((len(chunk), self.width), np.nan, dtype=np.float32)
@@ -178,7 +177,8 @@ class Embedder:
                 skipped += batch_skipped
                 if pixels is not None:
                     out[kept] = self.model(pixel_values=pixels).image_embeds.float().cpu().numpy()
-        return {f"emb_{i}": out[:, i] for i in range(self.width)}, skipped
+        columns = {f"emb_{i}": out[:, i] for i in range(self.width)}
+        return columns, skipped, standardized_column(chunk.smiles, self.processor.standardize)
 
 
 class ChunkPredictor:
@@ -189,15 +189,14 @@ class ChunkPredictor:
         self.predictor, self.batch_size, self.num_workers = predictor, batch_size, num_workers
         if predictor.processor is not None:
             predictor.device = _device(predictor.device)
-        self.standardize = predictor.standardize
 
-    def __call__(self, chunk) -> tuple[dict, list]:
+    def __call__(self, chunk) -> tuple[dict, list, list | None]:
         p = self.predictor
         batches = None
         if p.processor is not None:
             batches = draw_chunk(p.processor, chunk.smiles, self.batch_size, self.num_workers, p.device)
         result = p.predict(chunk.smiles, batch_size=self.batch_size, progress=False, batches=batches)
-        return result.columns, result.skipped
+        return result.columns, result.skipped, result.standardized
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -257,14 +256,14 @@ def _write_part(path: Path, frame: pd.DataFrame) -> None:
     write_atomically(path, lambda tmp: pq.write_table(table, tmp))
 
 
-def _chunk_frame(chunk, columns: dict, skipped: list, standardize: str) -> pd.DataFrame:
+def _chunk_frame(chunk, columns: dict, skipped: list, standardized: list | None) -> pd.DataFrame:
     """The shard of one chunk: the input columns as read, the outputs, the reason column, the standardised SMILES
     (when standardising) and the input lines."""
     frame = chunk.frame.reset_index(drop=True)
     frame = pd.concat([frame, pd.DataFrame({k: list(v) if getattr(v, "dtype", None) == object else v
                                             for k, v in columns.items()})], axis=1)
     mark_skipped(frame, skipped)
-    mark_standardized(frame, chunk.smiles, standardize)
+    mark_standardized(frame, standardized)
     frame[LINE_COLUMN] = chunk.line_numbers
     return frame
 
@@ -276,8 +275,7 @@ def screen(input: str | os.PathLike, output: str | os.PathLike, compute, argumen
     """Run `compute` over `input` chunk by chunk into shards, then (main process) assemble `output`.
 
     `compute(chunk)` takes a `MoleculeTable` chunk and returns (output columns: name -> one value per row, skipped
-    entries with chunk positions); it has a `standardize` attribute (the molecules' preparation, for the
-    standardised-SMILES column). `arguments` are what decides the results (the manifest compares them on resume).
+    entries with chunk positions, the standardised SMILES of its rows or None when molecules are taken as written). `arguments` are what decides the results (the manifest compares them on resume).
     `first_chunk(chunk)` is called once with the first chunk read (e.g. to warn about its molecules). `metadata`
     goes into a Parquet output's schema. `rank`/`world`/`sync` default to the launch's (`process_rank`, accelerate's
     wait_for_everyone).
@@ -316,8 +314,7 @@ def screen(input: str | os.PathLike, output: str | os.PathLike, compute, argumen
             summary.chunks, summary.rows, summary.smiles_column = k + 1, summary.rows + len(chunk), chunk.smiles_column
             path = _part(parts, k)
             if k % world == rank and not path.exists():
-                columns, skipped = compute(chunk)
-                _write_part(path, _chunk_frame(chunk, columns, skipped, compute.standardize))
+                _write_part(path, _chunk_frame(chunk, *compute(chunk)))
                 summary.computed += 1
                 if _after_chunk is not None:
                     _after_chunk(k)
