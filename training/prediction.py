@@ -111,7 +111,6 @@ class Predictor:
         # MoleCLIP models also judge the domain in their own embedding space (cosine to the training molecules)
         self.embedding_domain = embedding_domain if processor is not None else None
         self._members = None
-        self._embeddings = None  # the last predict's query embeddings, when drawn batches gave them
 
     @classmethod
     def load(cls, spec: str, trust_pickle: bool = False, uncertainty: bool | None = None,
@@ -148,11 +147,14 @@ class Predictor:
 
         `batches` (MoleCLIP models): the molecules already drawn, as `training.screening.draw_chunk` yields them
         ((pixel values or None, kept positions, skipped entries) per batch of `smiles`); the model and the ensemble
-        members that draw alike all take them, so each molecule is drawn once."""
+        members that draw alike all take them, so each molecule is drawn once. Without them a MoleCLIP model's
+        molecules are drawn here, batch by batch, the same way."""
         smiles = list(smiles)
-        drawn = None
-        if batches is not None and self.processor is not None:
-            values, skipped, drawn = self._values_from_batches(len(smiles), batches)
+        drawn = embeddings = None
+        if self.processor is not None:
+            if batches is None:
+                batches = self._draw(smiles, batch_size, progress)
+            values, skipped, drawn, embeddings = self._values_from_batches(len(smiles), batches)
             names, task = self.target_names, self.task
         else:
             values, names, skipped, task = predict_values(self.model, self.processor, smiles, batch_size=batch_size,
@@ -169,17 +171,35 @@ class Predictor:
         if self.domain is not None:
             result.columns.update(self._domain_columns(smiles, names, result.standardized))
         if self.embedding_domain is not None:
-            result.columns.update(self._embedding_domain_columns(smiles, batch_size))
+            result.columns.update(self._embedding_domain_columns(len(smiles), embeddings))
         return result
 
-    def _values_from_batches(self, n: int, batches):
-        """(the model's values [n, T], skipped, {member folder: values} for the members drawing as the model does)
-        from drawn batches; NaN rows where a molecule could not be drawn."""
+    def _torch_device(self):
         import torch
 
-        from moleclip.training.inference import default_device, property_outputs
+        from moleclip.training.inference import default_device
 
-        device = torch.device(self.device) if self.device is not None else default_device()
+        return torch.device(self.device) if self.device is not None else default_device()
+
+    def _draw(self, smiles: list[str], batch_size: int, progress: bool):
+        """The molecules drawn in this process, batch by batch, as `screening.draw_chunk` yields them."""
+        from tqdm.auto import tqdm
+
+        from moleclip.training.screening import draw_chunk
+
+        batches = draw_chunk(self.processor, smiles, batch_size, 0, self._torch_device())
+        return tqdm(batches, total=-(-len(smiles) // batch_size), desc="predicting", unit="batch",
+                    disable=not progress)
+
+    def _values_from_batches(self, n: int, batches):
+        """(the model's values [n, T], skipped, {member folder: values} for the members drawing as the model does,
+        the model's embeddings [n, d] when the embedding domain needs them, else None) from drawn batches; NaN rows
+        where a molecule could not be drawn."""
+        import torch
+
+        from moleclip.training.inference import property_outputs
+
+        device = self._torch_device()
         models = [(None, self.model)]
         if self.trust is not None:
             models += [(folder, model) for folder, model, processor in self._member_models()
@@ -187,8 +207,7 @@ class Predictor:
                                                           and processor.to_dict() == self.processor.to_dict())]
         models = [(folder, model.to(device).eval()) for folder, model in models]
         values: dict = {folder: None for folder, _ in models}
-        skipped = []
-        self._embeddings = None
+        skipped, embeddings = [], None
         with torch.no_grad():
             for pixels, kept, batch_skipped in batches:
                 skipped += batch_skipped
@@ -199,9 +218,9 @@ class Predictor:
                                            return_embeds=folder is None and self.embedding_domain is not None)
                     if isinstance(out, tuple):  # the main model's embeddings, from the same forward pass
                         out, embeds = out
-                        if self._embeddings is None:
-                            self._embeddings = np.full((n, embeds.shape[1]), np.nan, dtype=np.float32)
-                        self._embeddings[kept] = embeds.float().cpu().numpy()
+                        if embeddings is None:
+                            embeddings = np.full((n, embeds.shape[1]), np.nan, dtype=np.float32)
+                        embeddings[kept] = embeds.float().cpu().numpy()
                     out = out.float().cpu().numpy()
                     if values[folder] is None:
                         values[folder] = np.full((n, out.shape[1]), np.nan)
@@ -210,7 +229,7 @@ class Predictor:
             if values[folder] is None:  # nothing in this batch could be drawn
                 values[folder] = np.full((n, len(self.target_names)), np.nan)  # as predict_values does
         main = values.pop(None)
-        return main, skipped, values
+        return main, skipped, values, embeddings
 
     # ------------------------------------------------------------------ ensemble
     def _member_models(self):
@@ -258,20 +277,12 @@ class Predictor:
         return _scatter(mean, usable), full
 
     # ------------------------------------------------------------------ applicability domain
-    def _embedding_domain_columns(self, smiles, batch_size) -> dict:
-        """in_domain_embedding, nearest_embedding_similarity (cosine of the model's own embeddings) and the nearest
-        training molecule in that space; empty where the molecule could not be drawn."""
-        n = len(smiles)
-        embeddings = self._embeddings
-        if embeddings is None or len(embeddings) != n:  # not drawn in batches: embed (draws the molecules again)
-            from moleclip.training.inference import embed_smiles
-
+    def _embedding_domain_columns(self, n: int, embeddings: np.ndarray | None) -> dict:
+        """in_domain_embedding, nearest_embedding_similarity (cosine of the model's own embeddings, from the same
+        forward pass as the prediction) and the nearest training molecule in that space; empty where the molecule
+        could not be drawn (all of them when `embeddings` is None: nothing could)."""
+        if embeddings is None:
             embeddings = np.full((n, self.embedding_domain.reference.shape[1]), np.nan, dtype=np.float32)
-            values, kept, _ = embed_smiles(self.model, self.processor, smiles, batch_size=batch_size,
-                                           device=self.device, progress=False, on_error="skip")
-            if len(kept):
-                embeddings[np.asarray(kept)] = values
-        self._embeddings = None
         usable = ~np.isnan(embeddings).any(axis=1)
         flag = np.full(n, None, dtype=object)
         similarity = np.full(n, np.nan)
