@@ -77,7 +77,3 @@ def report_skipped(skipped, table, what: str = "their output cells are left empt
 
         print(f"warning: {len(skipped)} of {len(table)} molecules could not be used: "
               f"{list_skipped(skipped, line_of=table.line)}; {what} and the reason is in the {SKIPPED_COLUMN} column")
-
-
-def embedding_columns(embeddings) -> dict:
-    return {f"emb_{i}": embeddings[:, i] for i in range(embeddings.shape[1])}

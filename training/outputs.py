@@ -19,7 +19,7 @@ from pathlib import Path
 
 __all__ = ["check_writable", "write_atomically", "write_text_atomically", "check_run_folder", "hold_run_folder",
            "hold_output_file", "FolderInUseError", "SKIPPED_COLUMN", "STANDARDIZED_COLUMN", "mark_skipped",
-           "mark_standardized", "standardized_column"]
+           "mark_standardized", "standardized_column", "embedding_columns"]
 
 LOCK_FILE = ".moleclip.lock"
 
@@ -36,6 +36,11 @@ def mark_skipped(frame, skipped) -> None:
     for s in skipped:
         reasons[s.index] = s.reason
     frame[SKIPPED_COLUMN] = reasons
+
+
+def embedding_columns(embeddings) -> dict:
+    """An embedding matrix [n, d] as the table columns `emb_0..emb_<d-1>` that embed writes and index reads."""
+    return {f"emb_{i}": embeddings[:, i] for i in range(embeddings.shape[1])}
 
 
 def standardized_column(smiles, method: str) -> list | None:

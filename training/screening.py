@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from moleclip.processing.molecules import SkippedMolecule
-from moleclip.training.outputs import SKIPPED_COLUMN, mark_skipped, mark_standardized, standardized_column
+from moleclip.training.outputs import SKIPPED_COLUMN, embedding_columns, mark_skipped, mark_standardized, \
+    standardized_column
 
 __all__ = ["ScreenSummary", "PictureBatches", "Embedder", "ChunkPredictor",
            "default_workers", "draw_chunk", "hold_output", "parts_folder", "process_rank", "screen", "skipped_message"]
@@ -177,7 +178,7 @@ class Embedder:
                 skipped += batch_skipped
                 if pixels is not None:
                     out[kept] = self.model(pixel_values=pixels).image_embeds.float().cpu().numpy()
-        columns = {f"emb_{i}": out[:, i] for i in range(self.width)}
+        columns = embedding_columns(out)
         return columns, skipped, standardized_column(chunk.smiles, self.processor.standardize)
 
 
