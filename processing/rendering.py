@@ -481,13 +481,8 @@ def render(
         raise TypeError(f"style must be a DrawingStyle or None, got {type(style).__name__}")
     check_backend(backend)
 
-    mol, black_dummies = prepared_mol, False
-    if r_groups:
-        labels = r_group_labels(prepared_mol)
-        if labels:
-            mol, black_dummies = _with_r_labels(prepared_mol, labels), True
-
-    if backend == "fast" or (backend == "hybrid" and style.font_file is not None):
+    mol, black_dummies = _with_r_groups(prepared_mol, r_groups)
+    if _draws_with_replay(backend, style):
         try:
             return _render_fast(mol, size, style, black_dummies)
         except BackendUnavailableError as err:
@@ -544,20 +539,30 @@ def _render_cairo(mol: Chem.Mol, size: int, style: DrawingStyle, black_dummies: 
     return np.array(picture)
 
 
+def _with_r_groups(prepared_mol: Chem.Mol, r_groups: bool) -> tuple[Chem.Mol, bool]:
+    """The molecule to draw, with its R-group labels when asked for and it has any, and whether it now has them."""
+    labels = r_group_labels(prepared_mol) if r_groups else {}
+    return (_with_r_labels(prepared_mol, labels), True) if labels else (prepared_mol, False)
+
+
+def _draws_with_replay(backend: str, style: DrawingStyle) -> bool:
+    """Whether `backend` draws this style with the ctypes Cairo replay (else with RDKit's own Cairo drawer)."""
+    return backend == "fast" or (backend == "hybrid" and style.font_file is not None)
+
+
+def _coords(drawer, prepared_mol: Chem.Mol, style: DrawingStyle, r_groups: bool, use_font_file: bool) -> np.ndarray:
+    mol, _ = _with_r_groups(prepared_mol, r_groups)
+    _apply_style(drawer.drawOptions(), style, use_font_file=use_font_file)
+    drawer.DrawMolecule(mol)
+    return np.array([tuple(drawer.GetDrawCoords(i)) for i in range(mol.GetNumAtoms())], dtype=np.float64)
+
+
 def atom_draw_coords(
     prepared_mol: Chem.Mol, size: int = 224, style: DrawingStyle | None = None, r_groups: bool = False
 ) -> np.ndarray:
     """Pixel (x, y) of every atom in the drawing :func:`render` makes with these arguments, shape (n_atoms, 2)."""
-    style = style or DrawingStyle()
-    mol = prepared_mol
-    if r_groups:
-        labels = r_group_labels(prepared_mol)
-        if labels:
-            mol = _with_r_labels(prepared_mol, labels)
     drawer = rdMolDraw2D.MolDraw2DSVG(size, size, -1, -1, True)
-    _apply_style(drawer.drawOptions(), style, use_font_file=False)
-    drawer.DrawMolecule(mol)
-    return np.array([tuple(drawer.GetDrawCoords(i)) for i in range(mol.GetNumAtoms())], dtype=np.float64)
+    return _coords(drawer, prepared_mol, style or DrawingStyle(), r_groups, use_font_file=False)
 
 
 def drawn_atom_coords(
@@ -577,17 +582,11 @@ def drawn_atom_coords(
     """
     style = style or DrawingStyle()
     check_backend(backend)
-    if backend == "fast" or (backend == "hybrid" and style.font_file is not None):
+    if _draws_with_replay(backend, style):
         return atom_draw_coords(prepared_mol, size, style, r_groups)
-    mol = prepared_mol
-    if r_groups:
-        labels = r_group_labels(prepared_mol)
-        if labels:
-            mol = _with_r_labels(prepared_mol, labels)
     drawer = rdMolDraw2D.MolDraw2DCairo(int(size), int(size))
-    _apply_style(drawer.drawOptions(), style, use_font_file=True)  # as _render_cairo: the font decides the layout
-    drawer.DrawMolecule(mol)
-    return np.array([tuple(drawer.GetDrawCoords(i)) for i in range(mol.GetNumAtoms())], dtype=np.float64)
+    # as _render_cairo: the font file decides the layout
+    return _coords(drawer, prepared_mol, style, r_groups, use_font_file=True)
 
 
 @lru_cache(maxsize=1)
