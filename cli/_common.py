@@ -77,3 +77,48 @@ def report_skipped(skipped, table, what: str = "their output cells are left empt
 
         print(f"warning: {len(skipped)} of {len(table)} molecules could not be used: "
               f"{list_skipped(skipped, line_of=table.line)}; {what} and the reason is in the {SKIPPED_COLUMN} column")
+
+
+# ------------------------------------------------------------------ chunked, resumable runs (embed, predict)
+def add_screening_arguments(parser) -> None:
+    """The options of a chunked, resumable run (training/screening.py)."""
+    parser.add_argument("--chunk-size", type=int, default=5000,
+                        help="molecules read, computed and written at a time (memory stays flat whatever the file "
+                        "size; a killed run resumes from its last finished chunk)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="processes drawing the molecules (default: the free cores, one less than available)")
+    parser.add_argument("--keep-parts", action="store_true",
+                        help="keep the per-chunk shards (<output>.parts/) after the output is assembled")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over, discarding the shards of an unfinished earlier run into the same output")
+
+
+def screening_arguments(args) -> dict:
+    """The keyword arguments of `training.screening.screen` that the options above give."""
+    return {"smiles_column": args.smiles_column, "chunk_rows": args.chunk_size, "overwrite": args.overwrite,
+            "keep_parts": args.keep_parts}
+
+
+def screening_workers(args) -> int:
+    from moleclip.training.screening import default_workers
+
+    if args.num_workers is not None and args.num_workers < 0:
+        raise ValueError("--num-workers must be >= 0")
+    return default_workers() if args.num_workers is None else args.num_workers
+
+
+def report_screen(summary, skipped_what: str = "their output cells are left empty") -> None:
+    """The lines a finished chunked run prints before its own: the molecules it could not use, and what a resumed run
+    kept from the earlier one."""
+    from moleclip.training.screening import skipped_message
+
+    if summary.skipped:
+        print(skipped_message(summary, skipped_what))
+    if summary.computed < summary.chunks:
+        print(f"resumed: {summary.chunks - summary.computed} of {summary.chunks} chunks were kept from the earlier run")
+
+
+def model_name(spec: str) -> str:
+    """A model as recorded with results: a folder by its absolute path (so a resumed run elsewhere still matches),
+    a Hub name or preset as given."""
+    return str(Path(spec).resolve()) if Path(spec).exists() else spec

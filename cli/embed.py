@@ -23,7 +23,7 @@ HELP = "compute MoleCLIP embeddings for a file of SMILES"
 
 
 def add_arguments(parser) -> None:
-    from ._common import add_input_arguments, add_standardize_argument
+    from ._common import add_input_arguments, add_screening_arguments, add_standardize_argument
 
     parser.add_argument("--model", required=True, help="MoleCLIP/CLIP checkpoint (folder or Hub name), .pth, or preset")
     add_input_arguments(parser)
@@ -53,12 +53,12 @@ def _provenance(args, processor, dimension: int) -> dict[bytes, bytes]:
     """What made these embeddings, for a Parquet file's metadata: `moleclip index` keeps it and `moleclip search`
     embeds its queries with the same model and drawing settings."""
     import json
-    from pathlib import Path
 
     from moleclip.training.vector_index import EMBEDDED_WITH_KEY
 
-    model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
-    record = {"model": model, "projection_dim": int(dimension), "r_groups": bool(args.r_groups),
+    from ._common import model_name
+
+    record = {"model": model_name(args.model), "projection_dim": int(dimension), "r_groups": bool(args.r_groups),
               "standardize": processor.standardize}
     return {EMBEDDED_WITH_KEY: json.dumps(record).encode()}
 
@@ -69,6 +69,8 @@ def _embed(args) -> int:
 
     from moleclip.training import screening
     from moleclip.training.hub import PRESETS, load_backbone, load_processor
+
+    from ._common import report_screen, screening_arguments, screening_workers
 
     if args.model in PRESETS:
         # A preset's weights are random. Drawn from a fixed seed, every run (and so a resumed run's finished shards
@@ -90,38 +92,6 @@ def _embed(args) -> int:
                                progress=not args.no_progress, **screening_arguments(args))
     if screening.process_rank()[0] != 0:
         return 0  # the main process of the launch assembles and reports
-    if summary.skipped:
-        print(screening.skipped_message(summary, "their embedding cells are left empty (.npy: their rows are left "
-                                                 "out)"))
-    if summary.computed < summary.chunks:
-        print(f"resumed: {summary.chunks - summary.computed} of {summary.chunks} chunks were kept from the earlier run")
+    report_screen(summary, "their embedding cells are left empty (.npy: their rows are left out)")
     print(f"wrote {summary.written} embeddings of size {embedder.width} to {Path(args.output)}")
     return 0
-
-
-# ------------------------------------------------------------------ shared with `moleclip predict`
-def add_screening_arguments(parser) -> None:
-    """The options of a chunked, resumable run (training/screening.py)."""
-    parser.add_argument("--chunk-size", type=int, default=5000,
-                        help="molecules read, computed and written at a time (memory stays flat whatever the file "
-                        "size; a killed run resumes from its last finished chunk)")
-    parser.add_argument("--num-workers", type=int, default=None,
-                        help="processes drawing the molecules (default: the free cores, one less than available)")
-    parser.add_argument("--keep-parts", action="store_true",
-                        help="keep the per-chunk shards (<output>.parts/) after the output is assembled")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start over, discarding the shards of an unfinished earlier run into the same output")
-
-
-def screening_arguments(args) -> dict:
-    """The keyword arguments of `training.screening.screen` that the options above give."""
-    return {"smiles_column": args.smiles_column, "chunk_rows": args.chunk_size, "overwrite": args.overwrite,
-            "keep_parts": args.keep_parts}
-
-
-def screening_workers(args) -> int:
-    from moleclip.training.screening import default_workers
-
-    if args.num_workers is not None and args.num_workers < 0:
-        raise ValueError("--num-workers must be >= 0")
-    return default_workers() if args.num_workers is None else args.num_workers

@@ -31,7 +31,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 NAME = "predict"
 HELP = "predict properties of molecules with a finetuned MoleCLIP model"
@@ -40,7 +39,7 @@ __all__ = ["NAME", "HELP", "add_arguments", "run"]
 
 
 def add_arguments(parser) -> None:
-    from ._common import add_input_arguments
+    from ._common import add_input_arguments, add_screening_arguments
 
     parser.add_argument("--model", required=True,
                         help="finetuned model folder (`moleclip finetune`'s <output-dir>/model) or Hub name")
@@ -61,8 +60,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow loading a random-forest folder (`--baseline random_forest`), saved with joblib: "
                         "loading it runs pickle, which can execute code; only for folders you made or trust")
-    from .embed import add_screening_arguments
-
     add_screening_arguments(parser)
 
 
@@ -82,7 +79,7 @@ def _predict(args) -> int:
     from moleclip.training import screening
     from moleclip.training.prediction import Predictor
 
-    from .embed import screening_arguments, screening_workers
+    from ._common import model_name, report_screen, screening_arguments, screening_workers
 
     predictor = Predictor.load(args.model, trust_pickle=args.trust_pickle, uncertainty=args.uncertainty,
                                domain=args.domain, device=args.device)
@@ -97,17 +94,13 @@ def _predict(args) -> int:
 
     compute = screening.ChunkPredictor(predictor, batch_size=args.batch_size, num_workers=screening_workers(args))
     # what decides the predictions: a resumed run must have computed its finished shards the same way
-    model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
-    decides = {"command": "predict", "model": model, "smiles_column": args.smiles_column,
+    decides = {"command": "predict", "model": model_name(args.model), "smiles_column": args.smiles_column,
                "uncertainty": predictor.trust is not None, "domain": predictor.domain is not None}
     summary = screening.screen(args.input, args.output, compute, decides, progress=not args.no_progress,
                                first_chunk=warn, **screening_arguments(args))
     if rank != 0:
         return 0  # the main process of the launch assembles and reports
-    if summary.skipped:
-        print(screening.skipped_message(summary))
-    if summary.computed < summary.chunks:
-        print(f"resumed: {summary.chunks - summary.computed} of {summary.chunks} chunks were kept from the earlier run")
+    report_screen(summary)
     if predictor.standardize != "none":
         print(f"molecules standardised as the model's training molecules were ({predictor.standardize})")
     used = [what for what, on in (("the ensemble's intervals", predictor.trust is not None),
