@@ -16,8 +16,8 @@ applicability domain, and predict uses them unless told not to (--no-uncertainty
 `predicted_<target>_lower`/`_upper` (split-conformal intervals at the coverage chosen at finetuning, default 0.9) or
 `calibrated_probability_<target>`, all calibrated on validation data; and `in_domain`, `nearest_similarity`
 (Tanimoto, Morgan radius 2, 2048 bits), `nearest_training_smiles` and `nearest_training_<target>` (its measured
-value); a MoleCLIP model adds `in_domain_embedding`, `nearest_embedding_similarity` and
-`nearest_embedding_training_smiles` (cosine in its own embedding space). A random-forest folder needs --trust-pickle
+value); a MoleCLIP model adds `in_domain_embedding`, `nearest_embedding_similarity`,
+`nearest_embedding_training_smiles` and `nearest_embedding_training_<target>` (cosine in its own embedding space). A random-forest folder needs --trust-pickle
 (joblib = pickle).
 
 Any file size: read, drawn and written chunk by chunk, resumable, and shared among the processes of `accelerate

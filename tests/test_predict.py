@@ -89,7 +89,7 @@ def test_predict_keeps_text_columns_and_reports_missing_model(trained, tmp_path,
 
 def test_moleclip_models_judge_the_domain_in_their_own_embedding_space(trained, tmp_path):
     root, _ = trained
-    from tests.tiny_models import SMILES
+    from tests.tiny_models import HEAVY, SMILES
 
     model = root / "moleclip" / "model"
     assert (model / "applicability_embedding" / "applicability.json").is_file()
@@ -102,6 +102,8 @@ def test_moleclip_models_judge_the_domain_in_their_own_embedding_space(trained, 
     columns = predictor.predict(query, progress=False).columns
     assert columns["nearest_embedding_training_smiles"][0] == train[0]  # a training molecule finds itself
     assert columns["nearest_embedding_similarity"][0] == pytest.approx(1.0, abs=1e-5)
+    heavy = dict(zip(SMILES, HEAVY))
+    assert columns["nearest_embedding_training_heavy"][0] == heavy[train[0]]  # its measured value beside it
     assert columns["in_domain_embedding"][0]
     assert columns["in_domain_embedding"][1] is None and np.isnan(columns["nearest_embedding_similarity"][1])
     assert 0 < columns["nearest_embedding_similarity"][2] <= 1 and set(train) <= set(SMILES)

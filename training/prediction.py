@@ -171,7 +171,7 @@ class Predictor:
         if self.domain is not None:
             result.columns.update(self._domain_columns(smiles, names, result.standardized))
         if self.embedding_domain is not None:
-            result.columns.update(self._embedding_domain_columns(len(smiles), embeddings))
+            result.columns.update(self._embedding_domain_columns(len(smiles), embeddings, names))
         return result
 
     def _torch_device(self):
@@ -277,55 +277,47 @@ class Predictor:
         return _scatter(mean, usable), full
 
     # ------------------------------------------------------------------ applicability domain
-    def _embedding_domain_columns(self, n: int, embeddings: np.ndarray | None) -> dict:
+    def _embedding_domain_columns(self, n: int, embeddings: np.ndarray | None, names) -> dict:
         """in_domain_embedding, nearest_embedding_similarity (cosine of the model's own embeddings, from the same
-        forward pass as the prediction) and the nearest training molecule in that space; empty where the molecule
-        could not be drawn (all of them when `embeddings` is None: nothing could)."""
-        if embeddings is None:
-            embeddings = np.full((n, self.embedding_domain.reference.shape[1]), np.nan, dtype=np.float32)
-        usable = ~np.isnan(embeddings).any(axis=1)
-        flag = np.full(n, None, dtype=object)
-        similarity = np.full(n, np.nan)
-        nearest = np.full(n, "", dtype=object)
-        if usable.any():
-            domain = self.embedding_domain
-            near = domain.neighbours(embeddings[usable], k=1)
-            flag[usable] = domain.scores(embeddings[usable]) >= domain.threshold
-            similarity[usable] = near.similarities[:, 0]
-            if domain.reference_ids:
-                nearest[usable] = [domain.reference_ids[i] for i in near.indices[:, 0]]
-        return {"in_domain_embedding": flag, "nearest_embedding_similarity": similarity,
-                "nearest_embedding_training_smiles": nearest}
+        forward pass as the prediction), the nearest training molecule in that space and its measured values; empty
+        where the molecule could not be drawn (all of them when `embeddings` is None: nothing could)."""
+        usable = np.zeros(n, dtype=bool) if embeddings is None else ~np.isnan(embeddings).any(axis=1)
+        queries = embeddings[usable] if embeddings is not None else None
+        return _neighbour_columns(self.embedding_domain, queries, np.flatnonzero(usable), n, names, "embedding")
 
     def _domain_columns(self, smiles, names, standardized: list | None) -> dict:
         """in_domain, nearest_similarity, the nearest training molecule and its measured values (empty where the
         molecule has no fingerprint); molecules are taken as standardised (`standardized`, when the training ones
         were; an entry that failed stays as given and fails again here)."""
-        domain, n = self.domain, len(smiles)
         if standardized is not None:
             smiles = [prepared or given for prepared, given in zip(standardized, smiles)]
-        result = domain.query_fingerprints(smiles)
-        kept = np.asarray(result.kept, dtype=np.int64)
-        near = domain.neighbours(result.bits, k=1) if len(kept) else None
-        score = domain.scores(result.bits) if len(kept) else np.zeros(0)
-        columns = {}
-        flag = np.full(n, None, dtype=object)
-        flag[kept] = score >= domain.threshold
-        columns["in_domain"] = flag
-        columns["nearest_similarity"] = _scatter(near.similarities[:, 0] if near is not None else np.zeros(0),
-                                                 np.isin(np.arange(n), kept))
-        ids = np.full(n, "", dtype=object)
-        if near is not None and domain.reference_ids:
-            ids[kept] = [domain.reference_ids[i] for i in near.indices[:, 0]]
-        columns["nearest_training_smiles"] = ids
-        if near is not None and domain.reference_labels:
-            labels = np.asarray(domain.reference_labels, dtype=np.float64).reshape(len(domain.reference_labels), -1)
-            for j, name in enumerate(names):
-                values = np.full(n, np.nan)
-                values[kept] = labels[near.indices[:, 0], j]
-                columns[f"nearest_training_{name}"] = values
-        return columns
+        result = self.domain.query_fingerprints(smiles)
+        return _neighbour_columns(self.domain, result.bits, result.kept, len(smiles), names)
 
+
+def _neighbour_columns(domain, queries, kept, n: int, names, space: str = "") -> dict:
+    """The domain flag, the nearest training molecule's similarity, SMILES and measured values for the `kept` rows
+    (whose representations `queries` holds, in order) of `n`; empty elsewhere. `space` names a domain other than the
+    Tanimoto one in the column names (in_domain_embedding, nearest_embedding_similarity, ...)."""
+    tag = f"{space}_" if space else ""
+    kept = np.asarray(kept, dtype=np.int64)
+    flag, similarity, ids = np.full(n, None, dtype=object), np.full(n, np.nan), np.full(n, "", dtype=object)
+    columns = {f"in_domain_{space}" if space else "in_domain": flag, f"nearest_{tag}similarity": similarity,
+               f"nearest_{tag}training_smiles": ids}
+    if not len(kept):
+        return columns
+    near = domain.neighbours(queries, k=1)
+    flag[kept] = domain.scores(queries) >= domain.threshold
+    similarity[kept] = near.similarities[:, 0]
+    if domain.reference_ids:
+        ids[kept] = [domain.reference_ids[i] for i in near.indices[:, 0]]
+    if domain.reference_labels:
+        labels = np.asarray(domain.reference_labels, dtype=np.float64).reshape(len(domain.reference_labels), -1)
+        for j, name in enumerate(names):
+            values = np.full(n, np.nan)
+            values[kept] = labels[near.indices[:, 0], j]
+            columns[f"nearest_{tag}training_{name}"] = values
+    return columns
 
 EMBEDDING_DOMAIN_DIR = "applicability_embedding"  # inside a model folder: the domain in the model's embedding space
 
