@@ -7,6 +7,11 @@
 # Without root it uses sudo. Set MOLECLIP_SKIP_BROWSER=1 instead to skip the browser test knowingly.
 set -euo pipefail
 
+if [ "${MOLECLIP_SKIP_BROWSER:-}" = "1" ]; then  # the browser test is skipped knowingly: nothing to install
+    echo "install_browser: MOLECLIP_SKIP_BROWSER=1: not installing; the app's browser test will be skipped"
+    exit 0
+fi
+
 found() {  # the first of the given commands that is on PATH
     for name in "$@"; do
         if command -v "$name" >/dev/null 2>&1; then
