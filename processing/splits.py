@@ -79,7 +79,8 @@ def _as_split(train, valid, test) -> Split:
 
 def murcko_scaffold(item, index: int | None = None) -> str:
     """Canonical Bemis-Murcko scaffold SMILES with stereo kept; ``""`` for acyclic molecules."""
-    mol = to_mol(item, index=index)
+    # No size limit: splitting draws nothing, and the fingerprint modes keep molecules too large to draw.
+    mol = to_mol(item, index=index, max_heavy_atoms=None)
     return MurckoScaffold.MurckoScaffoldSmiles(mol=Chem.Mol(mol), includeChirality=True)
 
 

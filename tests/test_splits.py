@@ -8,6 +8,7 @@ import pytest
 
 from moleclip.processing.molecules import InvalidMoleculeError
 from moleclip.processing.splits import (
+    SPLIT_KINDS,
     Split,
     make_split,
     murcko_scaffold,
@@ -116,6 +117,15 @@ def test_fraction_and_kind_validation():
 def test_invalid_smiles_named():
     with pytest.raises(InvalidMoleculeError, match="position 1"):
         scaffold_split(["CCO", "C1CC", "c1ccccc1"])
+
+
+def test_molecules_too_large_to_draw_still_split():
+    # the fingerprint modes keep molecules over the drawing limit; a scaffold split of their table must not refuse them
+    peptide = "CC(=O)N" * 70  # 280 heavy atoms, acyclic
+    smiles = [*SMILES, peptide]
+    for kind in SPLIT_KINDS:
+        _check_partition(make_split(kind, smiles, seed=1), len(smiles))
+    assert murcko_scaffold(peptide) == ""
 
 
 @pytest.mark.data
