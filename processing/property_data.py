@@ -485,11 +485,6 @@ def load_property_dataset(
     for j, name in enumerate(target_columns):
         if np.isnan(targets[:, j]).all():
             raise ValueError(f"Target column {name!r} in {path} has no labels at all (every cell is empty)")
-    if task is None:
-        task = spec.task if spec is not None else infer_task(targets)
-    if task == "classification":
-        _check_classification(targets, target_columns, path)
-    _check_not_constant(targets, target_columns, path)
 
     raw_smiles = df[smiles_column].tolist()
     progress = None
@@ -515,11 +510,24 @@ def load_property_dataset(
         _report_skipped(skipped, len(raw_smiles), path)
 
     kept_idx = np.asarray(kept, dtype=np.int64)
+    # The labels of the rows that are used decide: a column labelled only on left-out rows would otherwise train a
+    # target with no labels, and left-out rows could make a column look varied or a 0/1 column look continuous.
+    targets = targets[kept_idx]
+    for j, name in enumerate(target_columns):
+        if np.isnan(targets[:, j]).all():
+            raise ValueError(f"Target column {name!r} in {path} has labels only on rows left out because their SMILES "
+                             f"could not be used ({len(skipped)} rows, listed above): nothing to learn it from")
+    if task is None:
+        task = spec.task if spec is not None else infer_task(targets)
+    if task == "classification":
+        _check_classification(targets, target_columns, path)
+    _check_not_constant(targets, target_columns, path)
+
     name = spec.name if spec is not None else path.name.split(".")[0]
     return PropertyDataset(
         name=name,
         smiles=[prepared[i].strip() for i in kept_idx],
-        targets=targets[kept_idx].astype(np.float32),
+        targets=targets.astype(np.float32),
         target_names=[str(c) for c in target_columns],
         task=task,
         skipped=skipped,

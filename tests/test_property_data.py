@@ -130,6 +130,21 @@ def test_no_valid_rows_and_no_labels(tmp_path):
         load_property_dataset(header)
 
 
+def test_label_checks_look_at_the_rows_that_are_used(tmp_path):
+    # a target labelled only on a row whose SMILES is left out has nothing to learn from
+    path = tmp_path / "labels.csv"
+    path.write_text("smiles,a,b\nCCO,1.0,\nCCN,2.0,\nnot_a_smiles,4.0,5.0\nCCC,3.0,\n")
+    with pytest.raises(ValueError, match="'b'.*labels only on rows left out"):
+        _load_quiet(path, target_columns=["a", "b"])
+    # constant once the left-out row is gone
+    path.write_text("smiles,y\nCCO,4\nCCN,4\nnot_a_smiles,7\n")
+    with pytest.raises(ValueError, match=r"'y'.*is constant \(every label is 4\)"):
+        _load_quiet(path)
+    # a 0/1 column is classification even when a left-out row holds another number
+    path.write_text("smiles,y\nCCO,0\nCCN,1\nCCC,1\nnot_a_smiles,2.5\n")
+    assert _load_quiet(path).task == "classification"
+
+
 def test_infinite_target_rejected(tmp_path):
     path = tmp_path / "inf.csv"
     path.write_text("smiles,y\nCCO,1\nCC,inf\n")
