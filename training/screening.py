@@ -21,6 +21,7 @@ import copy
 import itertools
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 from moleclip.processing.molecules import SkippedMolecule
-from moleclip.training.outputs import SKIPPED_COLUMN, embedding_columns, mark_skipped, mark_standardized, \
-    standardized_column
+from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN, embedding_columns, mark_skipped, \
+    mark_standardized, standardized_column
 
 __all__ = ["ScreenSummary", "PictureBatches", "Embedder", "ChunkPredictor",
            "default_workers", "draw_chunk", "hold_output", "parts_folder", "process_rank", "screen", "skipped_message"]
@@ -261,6 +262,11 @@ def _chunk_frame(chunk, columns: dict, skipped: list, standardized: list | None)
     """The shard of one chunk: the input columns as read, the outputs, the reason column, the standardised SMILES
     (when standardising) and the input lines."""
     frame = chunk.frame.reset_index(drop=True)
+    written = [*columns, SKIPPED_COLUMN, LINE_COLUMN, *([STANDARDIZED_COLUMN] if standardized is not None else [])]
+    clash = [c for c in written if c in set(map(str, frame.columns))]
+    if clash:  # an input column would be overwritten (the reason column) or doubled (emb_0...): refused, not lost
+        raise ValueError(f"the input has column(s) {', '.join(clash)}, which the output writes: rename them in the "
+                         "input (e.g. the output of an earlier run holds them)")
     frame = pd.concat([frame, pd.DataFrame({k: list(v) if getattr(v, "dtype", None) == object else v
                                             for k, v in columns.items()})], axis=1)
     mark_skipped(frame, skipped)
@@ -328,7 +334,7 @@ def screen(input: str | os.PathLike, output: str | os.PathLike, compute, argumen
         raise OSError(f"{parts}: the shards of chunks {missing[:5]} are missing (a process of the launch failed?); "
                       "run the command again to compute them")
     try:
-        _assemble([_part(parts, k) for k in range(summary.chunks)], output, summary, metadata)
+        _assemble([_part(parts, k) for k in range(summary.chunks)], output, summary, metadata, list(first.frame.columns))
     except _NothingUsable:
         shutil.rmtree(parts)  # nothing worth resuming: every run would end the same
         raise ValueError(f"none of the {summary.rows} molecules in {input} could be used; nothing written") from None
@@ -371,9 +377,10 @@ class _NothingUsable(Exception):
     pass
 
 
-def _assemble(paths: list[Path], output: Path, summary: ScreenSummary, metadata: dict | None) -> None:
+def _assemble(paths: list[Path], output: Path, summary: ScreenSummary, metadata: dict | None,
+              inputs: list) -> None:
     """Put the shards together, in input order, into `output` (atomically), one shard in memory at a time; count
-    and sample the skipped rows for the report."""
+    and sample the skipped rows for the report. `inputs`: the input's columns (a .npy holds the others' emb_i)."""
     import pyarrow.parquet as pq
 
     from moleclip.training.outputs import write_atomically
@@ -389,7 +396,7 @@ def _assemble(paths: list[Path], output: Path, summary: ScreenSummary, metadata:
         raise _NothingUsable()
     name = output.name.lower()
     if name.endswith(".npy"):
-        _assemble_npy(paths, output, summary.written)
+        _assemble_npy(paths, output, summary.written, inputs)
     elif name.endswith(".parquet"):
         write_atomically(output, lambda tmp: _write_parquet(paths, tmp, metadata))
     else:
@@ -431,8 +438,9 @@ def _write_parquet(paths: list[Path], tmp: Path, metadata: dict | None) -> None:
             writer.write_table(table.select(schema.names).cast(schema))
 
 
-def _assemble_npy(paths: list[Path], output: Path, kept: int) -> None:
-    """The embedding matrix of the molecules that could be drawn, and their input rows (`<name>.rows.npy`)."""
+def _assemble_npy(paths: list[Path], output: Path, kept: int, inputs: list) -> None:
+    """The embedding matrix of the molecules that could be drawn, and their input rows (`<name>.rows.npy`): the
+    emb_i columns the run added, never an input column that happens to be named emb_something."""
     from numpy.lib.format import open_memmap
 
     from moleclip.training.outputs import write_atomically
@@ -441,7 +449,7 @@ def _assemble_npy(paths: list[Path], output: Path, kept: int) -> None:
         out, rows, at, offset = None, np.zeros(kept, dtype=np.int64), 0, 0
         for frame in _shard_frames(paths):
             good = (frame[SKIPPED_COLUMN] == "").to_numpy()
-            columns = [c for c in frame.columns if str(c).startswith("emb_")]
+            columns = [c for c in frame.columns if c not in inputs and re.fullmatch(r"emb_\d+", str(c))]
             if out is None:
                 out = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(kept, len(columns)))
             n = int(good.sum())

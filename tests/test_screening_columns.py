@@ -1,0 +1,54 @@
+"""The columns of a chunked run's output (training/screening.py): the input's columns are kept as they are, and the
+outputs never take their place or their name. A made-up `compute` stands in for the model, so these run in a blink."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moleclip.processing.molecules import SkippedMolecule
+from moleclip.training import screening
+
+
+def _fake_embedder(chunk):
+    """Two embedding numbers a row (the row's line and its SMILES length); empty SMILES are skipped."""
+    skipped = [SkippedMolecule(i, s, "empty") for i, s in enumerate(chunk.smiles) if not s]
+    values = np.array([[line, len(s)] for line, s in zip(chunk.line_numbers, chunk.smiles)], dtype=np.float32)
+    values[[s.index for s in skipped]] = np.nan
+    return {"emb_0": values[:, 0], "emb_1": values[:, 1]}, skipped, None
+
+
+def _screen(source, output, **kwargs):
+    return screening.screen(source, output, _fake_embedder, {"a": 1}, chunk_rows=2, progress=False, rank=0, world=1,
+                            sync=lambda: None, **kwargs)
+
+
+def test_npy_output_holds_the_embeddings_only_not_an_input_column_named_emb(tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("id,smiles,emb_score,emb_7\n0001,CCO,5,x\n0002,,6,y\n0003,CCCC,7,z\n")
+    _screen(source, tmp_path / "e.npy")
+    matrix = np.load(tmp_path / "e.npy")
+    assert matrix.shape == (2, 2)  # the input's emb_score and emb_7 are not embedding dimensions
+    np.testing.assert_array_equal(matrix, [[2, 3], [4, 4]])
+    assert np.load(tmp_path / "e.rows.npy").tolist() == [0, 2]
+
+
+@pytest.mark.parametrize("column", ["emb_1", "moleclip_skipped"])
+def test_an_input_column_named_like_an_output_is_refused_not_overwritten(tmp_path, column):
+    source = tmp_path / "in.csv"
+    source.write_text(f"id,smiles,{column}\n0001,CCO,kept\n0002,CCN,kept\n")
+    out = tmp_path / "e.csv"
+    with pytest.raises(ValueError, match=f"input has column.*{column}.*rename"):
+        _screen(source, out)
+    assert not out.exists()
+
+
+def test_csv_output_keeps_input_columns_and_order(tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text('id,smiles,note\n0001,CCO,"a,b"\n\n0002,,NA\n0003,CCCC,\n')
+    out = tmp_path / "e.csv"
+    summary = _screen(source, out)
+    frame = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert frame.columns.tolist() == ["id", "smiles", "note", "emb_0", "emb_1", "moleclip_skipped"]
+    assert frame["id"].tolist() == ["0001", "0002", "0003"] and frame["note"].tolist() == ["a,b", "NA", ""]
+    assert frame["moleclip_skipped"].tolist() == ["", "empty", ""] and frame["emb_0"].tolist()[1] == ""
+    assert summary.skipped == 1 and summary.written == 2
