@@ -97,7 +97,7 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
     import numpy as np
     import pandas as pd
 
-    from moleclip.processing.pseudo_labels import compute_pseudo_labels
+    from moleclip.processing.pseudo_labels import compute_pseudo_labels, write_pseudo_labels
     from moleclip.training.outputs import write_atomically, write_text_atomically
 
     frame = _read_input(config)
@@ -139,7 +139,9 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
         kept = _kept_rows(table, info, frame)
         table = table.copy()
         table.insert(0, "row", kept)
-        write_atomically(out, lambda tmp: table.to_parquet(tmp, index=False))
+        # written as `moleclip pseudo-labels` writes its tables, with how the molecules were prepared: the file is a
+        # valid --input for another run, which then checks that setting instead of taking the molecules as unprepared
+        write_atomically(out, lambda tmp: write_pseudo_labels(table, tmp, standardize=config.standardize))
         write_text_atomically(meta_file, json.dumps({"request": wanted, "seconds": time.perf_counter() - start,
                                                      "n_molecules": len(frame), "n_labelled": len(table),
                                                      "info": _jsonable(info)}, indent=2))
