@@ -339,3 +339,41 @@ def test_explanations_find_the_known_cause(data_dir):
     assert ig["top_atom_causal"] > 1.5 * ig["top_atom_chance"], ig
     assert result["image"]["attention_rollout"]["enrichment"] > 1.2, result["image"]["attention_rollout"]
     assert result["fingerprint"]["fingerprint_occlusion"]["enrichment"] > 1.5, result["fingerprint"]
+
+
+def _as_written(smiles: str) -> tuple[list[str], list[tuple[int, int]]]:
+    mol = Chem.MolFromSmiles(smiles)
+    return ([a.GetSymbol() for a in mol.GetAtoms()],
+            sorted(tuple(sorted((b.GetBeginAtomIdx(), b.GetEndAtomIdx()))) for b in mol.GetBonds()))
+
+
+def test_a_standardised_molecules_atoms_are_numbered_as_its_smiles_writes_them():
+    """The parent of a salt, written canonically, lists its atoms in another order than the standardiser numbered
+    them (NC(CO)c1ccccc1 for OCC(N)c1ccccc1.Cl): atom_index k must be atom k of explained_smiles, with its score."""
+    from moleclip.training.baselines import FingerprintPredictor
+
+    torch.manual_seed(0)
+    plain = FingerprintPredictor(256, 1, "regression", hidden_size=16, target_names=["logS"])
+    standardising = FingerprintPredictor(256, 1, "regression", hidden_size=16, target_names=["logS"],
+                                         standardize="parent")
+    standardising.load_state_dict(plain.state_dict())
+    salt = make_explainer(standardising).explain("OCC(N)c1ccccc1.Cl")
+    assert salt.standardized == "NC(CO)c1ccccc1"
+    direct = make_explainer(plain).explain(salt.standardized)  # the same molecule, as the user reads it
+    assert salt.atom_indices == direct.atom_indices == list(range(10)) and salt.elements == direct.elements
+    np.testing.assert_allclose(salt.scores["fingerprint_occlusion"], direct.scores["fingerprint_occlusion"])
+    elements, bonds = _as_written(salt.standardized)
+    assert [a.GetSymbol() for a in salt.mol.GetAtoms()] == elements
+    assert sorted(tuple(sorted((b.GetBeginAtomIdx(), b.GetEndAtomIdx()))) for b in salt.mol.GetBonds()) == bonds
+
+    if "standardize" not in MoleCLIPImageProcessor.valid_kwargs.__annotations__:
+        return
+    processor = MoleCLIPImageProcessor(size={"height": 112, "width": 112}, standardize="parent")
+    image = ImageExplainer(_tiny(), processor, steps=4, device="cpu").explain("[Na+].[O-]C(=O)c1ccccc1N")
+    assert image.standardized == "Nc1ccccc1C(=O)O"
+    elements, bonds = _as_written(image.standardized)
+    assert image.atom_indices == list(range(10)) and image.elements == elements
+    assert sorted(tuple(sorted((b.GetBeginAtomIdx(), b.GetEndAtomIdx()))) for b in image.mol.GetBonds()) == bonds
+    # each row's layout position moved with its atom: bonded atoms are one drawn bond length apart
+    lengths = [np.linalg.norm(image.coords[i] - image.coords[j]) for i, j in bonds]
+    np.testing.assert_allclose(lengths, np.median(lengths), rtol=0.05)

@@ -78,8 +78,8 @@ class MoleculeExplanation:
         picture: the RGB drawing the model saw (None for fingerprint models).
         pixel_maps: pixel method -> (H, W) map over `picture`.
         coords: (rows, 2) 2D layout coordinates of the heavy atoms, for pictures.
-        standardized: the SMILES of the molecule explained when the model standardises its input (its atoms are the
-            rows), else None.
+        standardized: the SMILES of the molecule explained when the model standardises its input (its atoms, numbered
+            as this SMILES writes them, are the rows and `mol`), else None.
     """
 
     smiles: str
@@ -156,6 +156,30 @@ def _prepared_input(smiles: str, index: int | None, method: str) -> tuple[Chem.M
 
     mol = standardize_mol(mol, method, index)
     return mol, Chem.MolToSmiles(mol)
+
+
+def _numbered_as_written(explanation: MoleculeExplanation) -> MoleculeExplanation:
+    """The explanation of a standardised molecule with its atoms numbered as `standardized` writes them.
+
+    The standardiser numbers the parent's atoms its own way (counter-ions gone, the rest in input order), but the user
+    sees that molecule only as `standardized`, a canonical SMILES that writes the atoms in another order: rows and
+    atom indices follow that SMILES, so that atom_index k is atom k of ``Chem.MolFromSmiles(standardized)``."""
+    if explanation.standardized is None:
+        return explanation
+    mol = explanation.mol
+    if Chem.MolToSmiles(mol) != explanation.standardized:
+        raise RuntimeError(f"{explanation.smiles!r}: the standardised molecule no longer writes as "
+                           f"{explanation.standardized!r}")
+    written = [int(i) for i in mol.GetPropsAsDict(includePrivate=True, includeComputed=True)["_smilesAtomOutputOrder"]]
+    position = {atom: k for k, atom in enumerate(written)}
+    rows = np.argsort([position[atom] for atom in explanation.atom_indices], kind="stable")
+    explanation.mol = Chem.RenumberAtoms(mol, written)
+    explanation.atom_indices = [position[explanation.atom_indices[r]] for r in rows]
+    explanation.elements = [explanation.elements[r] for r in rows]
+    explanation.scores = {method: np.asarray(values)[rows] for method, values in explanation.scores.items()}
+    if explanation.coords is not None:
+        explanation.coords = explanation.coords[rows]
+    return explanation
 
 
 def _layout(prepared: Chem.Mol, heavy: list[int]) -> np.ndarray:
@@ -249,8 +273,9 @@ class ImageExplainer:
         scores, coverage = {}, {}
         for method in self.methods:
             scores[method], coverage[method] = pool(maps[method], assignment)
-        return MoleculeExplanation(smiles, mol, heavy, elements, scores, output, _prediction(self.task, output),
-                                   coverage, delta, picture, maps, _layout(prepared, heavy), standardized)
+        return _numbered_as_written(MoleculeExplanation(smiles, mol, heavy, elements, scores, output,
+                                                        _prediction(self.task, output), coverage, delta, picture,
+                                                        maps, _layout(prepared, heavy), standardized))
 
 
 class FingerprintExplainer:
@@ -269,9 +294,9 @@ class FingerprintExplainer:
         mol, standardized = _prepared_input(smiles, index, self.model.settings.get("standardize", "none"))
         heavy, elements = _rows(mol)
         scores, output, _ = fingerprint_atom_scores(self.model, mol, self.target_index)
-        return MoleculeExplanation(smiles, mol, heavy, elements, {"fingerprint_occlusion": scores}, output,
-                                   _prediction(self.task, output), coords=_layout(prepare_for_drawing(mol), heavy),
-                                   standardized=standardized)
+        return _numbered_as_written(MoleculeExplanation(
+            smiles, mol, heavy, elements, {"fingerprint_occlusion": scores}, output, _prediction(self.task, output),
+            coords=_layout(prepare_for_drawing(mol), heavy), standardized=standardized))
 
 
 def make_explainer(model, processor=None, target: str | None = None, methods: Sequence[str] | None = None,
