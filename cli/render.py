@@ -19,7 +19,8 @@ def add_arguments(parser) -> None:
     add_input_arguments(parser, required=False, help="or " + INPUT_HELP)
     parser.add_argument("--output", help="PNG path, for a single molecule")
     parser.add_argument("--output-dir", help="folder for one PNG per molecule (mol_<position>.png)")
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--size", type=int, default=None, help="picture size in pixels (default: the --model "
+                        "processor's, else 224)")
     parser.add_argument("--randomize", action="store_true", help="random drawing style (pretraining's second view)")
     parser.add_argument("--augmentation", default="none", help="none | default | intense")
     parser.add_argument("--r-groups", action="store_true", help="draw terminal C/O/N/S/F/Cl/Br/I atoms as R1..R8")
@@ -53,7 +54,9 @@ def run(args) -> int:
 
         processor = load_processor(args.model)
     else:
-        processor = MoleCLIPImageProcessor(size=args.size)
+        processor = MoleCLIPImageProcessor()
+    if args.size is not None:  # also over a --model processor's own: the user asked for this size
+        processor.size = {"height": args.size, "width": args.size}
     if args.standardize is not None:
         processor.standardize = args.standardize
     images, kept, skipped = processor.render_images(
