@@ -217,6 +217,8 @@ def _read_delimited(text: str, delimiter: str, limit: int | None) -> tuple[pd.Da
         if frame is not None and isinstance(frame.index, pd.RangeIndex):
             header = next(csv.reader([first_line.rstrip("\r")], delimiter=delimiter))
             _check_header(header)
+            if len(header) == len(frame.columns):
+                frame.columns = header  # as written: pandas names an empty header field "Unnamed: 2"
             frame = frame.fillna("")  # a record shorter than the header: its missing fields are empty text
             lines = np.arange(2, len(frame) + 2, dtype=np.int64)
             blank = (frame == "").all(axis=1).to_numpy() if len(frame.columns) else np.zeros(len(frame), bool)
@@ -338,7 +340,11 @@ def _parquet_smiles_column(path: Path, smiles_column: str | None) -> str:
 def _parquet_frame(table, column: str) -> pd.DataFrame:
     """A pyarrow table as the reader's frame: a RangeIndex, the SMILES column as text ("" where missing)."""
     frame = table.to_pandas()
-    frame = frame.reset_index(drop=True) if not isinstance(frame.index, pd.RangeIndex) else frame
+    # A named index (a frame saved after set_index("id")) is a column of the file, often the IDs: it stays, as the
+    # first columns. pandas' unnamed row labels are not data and go, a RangeIndex too: pandas records [10, 20, 30]
+    # as one, which would not be the 0-based index the rows are addressed by.
+    named = [name for name in frame.index.names if name is not None]
+    frame = (frame.reset_index(level=named) if named else frame).reset_index(drop=True)
     values = frame[column].tolist()
     frame[column] = pd.Series(["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values],
                               dtype=str, index=frame.index)

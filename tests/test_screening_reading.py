@@ -1,0 +1,44 @@
+"""Reading a molecule table whole and in chunks (processing/tables.py) keeps every column as written: what a
+chunked `moleclip embed`/`predict` writes back must be the user's own table, IDs included."""
+
+import numpy as np
+import pandas as pd
+
+from moleclip.processing.tables import iter_molecule_table, read_molecule_table
+
+
+def _whole_and_chunked(path, **kwargs):
+    whole = read_molecule_table(path, **kwargs)
+    chunks = list(iter_molecule_table(path, chunk_rows=2, **kwargs))
+    pd.testing.assert_frame_equal(pd.concat([c.frame for c in chunks], ignore_index=True), whole.frame)
+    assert np.concatenate([c.line_numbers for c in chunks]).tolist() == whole.line_numbers.tolist()
+    return whole
+
+
+def test_parquet_ids_saved_as_the_frames_index_are_kept(tmp_path):
+    path = tmp_path / "lib.parquet"
+    frame = pd.DataFrame({"id": ["0001", "0002", "0003"], "smiles": ["CCO", "CCN", "CCC"], "v": [1.5, 2.5, 3.5]})
+    frame.set_index("id").to_parquet(path)
+    table = _whole_and_chunked(path)
+    assert table.frame.columns.tolist() == ["id", "smiles", "v"] and table.frame["id"].tolist() == ["0001", "0002",
+                                                                                                    "0003"]
+    # the SMILES themselves as the index: still found, still the SMILES column
+    frame.set_index("smiles").to_parquet(path)
+    table = _whole_and_chunked(path)
+    assert table.smiles_column == "smiles" and table.smiles == ["CCO", "CCN", "CCC"]
+    # pandas' own unnamed row labels are not data
+    frame.set_index(pd.Index([10, 20, 30])).to_parquet(path)
+    assert _whole_and_chunked(path).frame.columns.tolist() == ["id", "smiles", "v"]
+
+
+def test_an_empty_header_field_keeps_its_name_in_both_readers(tmp_path):
+    path = tmp_path / "trailing.csv"
+    path.write_text("id,smiles,\n0001,CCO,\n0002,CCN,\n0003,CCC,\n")  # a spreadsheet's trailing comma
+    assert _whole_and_chunked(path).frame.columns.tolist() == ["id", "smiles", ""]
+
+
+def test_parquet_rows_are_numbered_from_zero_whatever_pandas_recorded(tmp_path):
+    path = tmp_path / "lib.parquet"
+    pd.DataFrame({"smiles": ["CCO", "CCN", "CCC"]}, index=[10, 20, 30]).to_parquet(path)  # stored as a RangeIndex
+    table = read_molecule_table(path)
+    assert table.frame.index.tolist() == [0, 1, 2] and table.frame.loc[0, "smiles"] == "CCO"
