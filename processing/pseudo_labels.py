@@ -196,10 +196,19 @@ def scan_k(
     refused.
     """
     data = _as_float32(bits)
-    if sample_size is not None and sample_size < len(data):
+    sampled = sample_size is not None and sample_size < len(data)
+    if sampled:
         rows = np.sort(np.random.default_rng(seed).choice(len(data), size=int(sample_size), replace=False))
         data = data[rows]
-    ks = sorted({_check_k(k, len(data)) for k in ks})
+    ks = sorted({_check_k(k, np.iinfo(np.int64).max) for k in ks})  # integers >= 2; the size is checked below
+    # Said for the scan as a whole: with the default K values (up to 3000), a small file would otherwise be refused
+    # with "K=50" or so, a K the user never typed.
+    too_many = [k for k in ks if k > len(data)]
+    if too_many:
+        where = f"the scan sample of {len(data)}" if sampled else f"{len(data)} molecules"
+        raise ValueError(f"The K scan ({', '.join(map(str, ks))}) has K values above the number of molecules "
+                         f"({', '.join(map(str, too_many))} > {len(data)}): K-means cannot make more clusters than "
+                         f"{where}. Scan K values up to {len(data)} (scan_ks, --scan-k), or give K explicitly")
     if len(ks) < 3:
         raise ValueError(f"A K scan needs at least 3 distinct K values to show a knee, got {ks}")
     inertias = []

@@ -116,6 +116,9 @@ def test_bad_k_is_refused():
         cluster(bits, 50)
     with pytest.raises(ValueError, match="at least 3 distinct"):
         scan_k(bits, ks=(2, 3, 3), progress=False)
+    # the default scan (K up to 3000) on a small set: the message names the scan and the way out, not one K value
+    with pytest.raises(ValueError, match=r"K scan .* \(30, 50, .* > 20\).* up to 20 \(scan_ks, --scan-k\)"):
+        scan_k(bits, progress=False)
 
 
 def test_knee_on_a_synthetic_elbow_and_a_clear_error_without_one():
