@@ -352,3 +352,17 @@ def test_embed_records_what_made_the_embeddings_and_search_uses_it(library, tmp_
     assert cli(["search", "--index", str(tmp_path / "idx"), "--model", str(other), "--query", "CCO",
                 "--output", str(tmp_path / "h2.csv"), "--no-progress"]) == 0
     assert "was embedded with" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_tied_hits_go_by_library_order_whatever_k(tmp_path, metric):
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((6, 8)).astype(np.float32)
+    vectors[[2, 4]] = vectors[0]  # one molecule three times in the library (three IDs)
+    index = vi.build_library_index(vi.read_embeddings(_embeddings_file(tmp_path / "emb.parquet", vectors)),
+                                   metric=metric, kind="exact")
+    found = {k: index.search(vectors[:1], k)[1][0].tolist() for k in (1, 2, 3, 6, 10)}
+    assert found[1] == [0] and found[2] == [0, 2] and found[3] == [0, 2, 4]
+    assert found[6][:3] == [0, 2, 4] and found[10] == found[6]  # k above the library: every molecule once
+    hits = index.hits(vectors[:1], 3)
+    assert hits["id"].tolist() == ["m0", "m2", "m4"] and hits["rank"].tolist() == [1, 2, 3]

@@ -287,11 +287,17 @@ class LibraryIndex:
             wanted = max(ef_search or self.manifest.get("hnsw", {}).get("ef_search", HNSW_EF_SEARCH), k)
             params = faiss.SearchParametersHNSW(efSearch=int(wanted))
         scores, positions = self.index.search(queries, k, params=params)
-        scores = scores.astype(np.float64)
+        scores, positions = scores.astype(np.float64), positions.astype(np.int64)
         if self.metric == "l2":
             scores = np.sqrt(np.maximum(scores, 0.0))  # faiss gives squared distances
-        scores[positions < 0] = np.nan
-        return scores, positions.astype(np.int64)
+        missing = positions < 0
+        scores[missing] = np.nan
+        # Equal scores (one molecule twice in a library) come back in whatever order faiss's heap left them, which
+        # changes with k (k=1 gave row 0, k=2 rows 2 then 0): ties go by library position, so the hits for k are the
+        # first hits for k+1. Missing hits stay last.
+        nearer = np.where(missing, np.inf, scores if self.metric == "l2" else -scores)
+        order = np.lexsort((np.where(missing, np.iinfo(np.int64).max, positions), nearer), axis=-1)
+        return np.take_along_axis(scores, order, axis=-1), np.take_along_axis(positions, order, axis=-1)
 
     def hits(self, vectors, k: int, queries: Sequence[Query] | None = None,
              ef_search: int | None = None) -> pd.DataFrame:
