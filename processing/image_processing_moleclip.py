@@ -156,6 +156,17 @@ class MoleCLIPImageProcessor(PilBackend):
         _check_settings(settings)
         return settings
 
+    @classmethod
+    def from_dict(cls, image_processor_dict: dict, **kwargs):
+        # `from_pretrained(folder, **settings)` ends here with the settings left after the Hub arguments. transformers
+        # quietly drops names it does not know, so `from_pretrained(folder, standardise="parent")` would load a
+        # processor that does not standardise; refuse them as the constructor does (unless the caller asked for
+        # them back with return_unused_kwargs).
+        if not kwargs.get("return_unused_kwargs", False):
+            given = {k: v for k, v in kwargs.items() if k not in ("cache_size", "return_unused_kwargs")}
+            _refuse_unknown(given, "MoleCLIPImageProcessor has no setting")
+        return super().from_dict(image_processor_dict, **kwargs)
+
     def _cache(self) -> CoordinateCache:
         if self._coordinates is None or self._coordinates.max_size != self.cache_size:
             self._coordinates = CoordinateCache(max_size=self.cache_size)

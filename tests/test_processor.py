@@ -96,6 +96,16 @@ def test_settings_round_trip(tmp_path):
     assert again.to_dict() == processor.to_dict()
 
 
+def test_settings_given_when_loading_act_and_unknown_ones_are_refused(tmp_path):
+    MoleCLIPImageProcessor(size=96).save_pretrained(tmp_path)
+    again = MoleCLIPImageProcessor.from_pretrained(tmp_path, standardize="parent", cache_size=7)
+    assert (again.standardize, again.cache_size, again.size["height"]) == ("parent", 7, 96)
+    # a misspelt setting would otherwise load a processor that quietly does not standardise
+    for load in (MoleCLIPImageProcessor.from_pretrained, AutoImageProcessor.from_pretrained):
+        with pytest.raises(TypeError, match="no setting 'standardise'"):
+            load(tmp_path, standardise="parent")
+
+
 def test_defaults_are_saved_explicitly():
     saved = MoleCLIPImageProcessor().to_dict()
     assert saved["size"] == {"height": 224, "width": 224}
