@@ -32,3 +32,16 @@ def test_computed_labels_record_the_standardisation_so_the_file_can_be_an_input(
     with pytest.raises(ValueError, match="labelled with standardize=parent"):
         load_pretraining_table(config(saved, tmp_path / "third", standardize="none"))
     assert pd.read_parquet(saved)["row"].tolist() == list(range(len(SMILES)))
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_a_label_column_with_a_missing_class_is_refused_with_its_row(tmp_path, kind):
+    labels = pd.array([0, 1, None] + [1] * (len(SMILES) - 3), dtype="Int64")  # a nullable column, as pandas keeps one
+    frame = pd.DataFrame({"smiles": SMILES, "label_k2": labels})
+    path = tmp_path / f"labelled.{kind}"
+    frame.to_parquet(path) if kind == "parquet" else frame.to_csv(path, index=False)  # CSV: an empty cell
+    with pytest.raises(ValueError, match="label_k2 has no class for 1 molecule\\(s\\), first row 3"):
+        load_pretraining_table(config(path, tmp_path / "run"))
+    if kind == "csv":  # where a CSV row is in the file: the header is line 1
+        with pytest.raises(ValueError, match="row 3 \\(line 4 of the file\\)"):
+            load_pretraining_table(config(path, tmp_path / "run"))

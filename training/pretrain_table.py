@@ -65,7 +65,7 @@ def _labels_from_columns(frame, config: PretrainConfig):
     missing = [k for k in ks if k not in found]
     if missing:
         raise ValueError(f"--k {' '.join(map(str, ks))}: the input has label columns for K = {sorted(found)}, not {missing}")
-    labels = np.stack([_integer_column(frame[found[k]], found[k]) for k in ks], axis=1)
+    labels = np.stack([_integer_column(frame[found[k]], found[k], frame.attrs.get("lines")) for k in ks], axis=1)
     for j, k in enumerate(ks):
         low, high = int(labels[:, j].min()), int(labels[:, j].max())
         if low < 0 or high >= k:
@@ -73,18 +73,34 @@ def _labels_from_columns(frame, config: PretrainConfig):
     return labels, ks, found
 
 
-def _integer_column(column, name: str):
-    """Class labels as int64: integer columns (Parquet) as they are, text (CSV cells) only when every cell is an integer."""
+def _integer_column(column, name: str, lines=None):
+    """Class labels as int64: integer columns (Parquet) as they are, text (CSV cells) only when every cell is an integer.
+
+    A molecule without a class (a null in Parquet, an empty CSV cell) is refused with its row (and its line in the
+    file, from `lines`), before anything else is said about the column.
+    """
     import numpy as np
     import pandas as pd
 
+    def line(i: int) -> str:  # said where it is not the row number (a CSV's header, blank lines; not Parquet)
+        known = lines is not None and i < len(lines) and int(lines[i]) != i + 1
+        return f" (line {int(lines[i])} of the file)" if known else ""
+
+    text = column.astype(str).str.strip()
+    missing = np.array(column.isna(), dtype=bool)
+    if not pd.api.types.is_numeric_dtype(column.dtype):
+        missing |= (text == "").to_numpy()
+    if missing.any():
+        first = int(np.flatnonzero(missing)[0])
+        raise ValueError(f"label column {name} has no class for {int(missing.sum())} molecule(s), first row "
+                         f"{first + 1}{line(first)}: every molecule needs one; drop those rows or label them again")
     if pd.api.types.is_integer_dtype(column.dtype):
         return column.to_numpy(dtype=np.int64)
-    text = column.astype(str).str.strip()
     bad = ~text.str.fullmatch(r"[+-]?\d+")
     if bad.any():
-        raise ValueError(f"label column {name} must hold integer classes; row {int(np.flatnonzero(bad)[0]) + 1} holds "
-                         f"{column.iloc[int(np.flatnonzero(bad)[0])]!r}")
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"label column {name} must hold integer classes; row {first + 1} holds {column.iloc[first]!r}"
+                         f"{line(first)}")
     return text.astype(np.int64).to_numpy()
 
 
