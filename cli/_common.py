@@ -120,5 +120,8 @@ def report_screen(summary, skipped_what: str = "their output cells are left empt
 
 def model_name(spec: str) -> str:
     """A model as recorded with results: a folder by its absolute path (so a resumed run elsewhere still matches),
-    a Hub name or preset as given."""
-    return str(Path(spec).resolve()) if Path(spec).exists() else spec
+    a Hub name or preset as given. A preset's name is the preset even where a folder has that name, as
+    `load_backbone` takes it."""
+    from moleclip.configuration_moleclip import MODEL_PRESETS
+
+    return spec if spec in MODEL_PRESETS or not Path(spec).exists() else str(Path(spec).resolve())

@@ -252,3 +252,12 @@ def test_thin_script_bootstrap_runs_a_command_from_a_checkout(tmp_path):
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "e.png").is_file()
     assert set(script._package_folders()) >= {"moleclip", "moleclip_cli", "moleclip.training", "moleclip.processing"}
+
+
+def test_a_preset_is_recorded_as_the_preset_even_beside_a_folder_of_its_name(tmp_path, monkeypatch):
+    from moleclip_cli._common import model_name
+
+    (tmp_path / "tiny").mkdir()  # load_backbone("tiny") builds the preset, whatever folder is here
+    (tmp_path / "mine").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert model_name("tiny") == "tiny" and model_name("mine") == str(tmp_path / "mine")
