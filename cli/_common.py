@@ -125,3 +125,19 @@ def model_name(spec: str) -> str:
     from moleclip.configuration_moleclip import MODEL_PRESETS
 
     return spec if spec in MODEL_PRESETS or not Path(spec).exists() else str(Path(spec).resolve())
+
+
+def encoder_fingerprint(model) -> str:
+    """SHA-256 of the weights a molecule's embedding comes from (the vision transformer and its projection), in
+    float32: the same for the same encoder wherever its folder lies, whatever heads it carries; another encoder
+    gives other embeddings, which must never be compared with these."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if name.startswith(("vision_model.", "visual_projection.")):
+            digest.update(f"{name}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -49,17 +49,17 @@ def run(args) -> int:
         return _embed(args)
 
 
-def _provenance(args, processor, dimension: int) -> dict[bytes, bytes]:
+def _provenance(args, model, processor, dimension: int) -> dict[bytes, bytes]:
     """What made these embeddings, for a Parquet file's metadata: `moleclip index` keeps it and `moleclip search`
-    embeds its queries with the same model and drawing settings."""
+    embeds its queries with the same model (checked by its encoder's weights) and drawing settings."""
     import json
 
     from moleclip.training.vector_index import EMBEDDED_WITH_KEY
 
-    from ._common import model_name
+    from ._common import encoder_fingerprint, model_name
 
     record = {"model": model_name(args.model), "projection_dim": int(dimension), "r_groups": bool(args.r_groups),
-              "standardize": processor.standardize}
+              "standardize": processor.standardize, "encoder_sha256": encoder_fingerprint(model)}
     return {EMBEDDED_WITH_KEY: json.dumps(record).encode()}
 
 
@@ -82,10 +82,11 @@ def _embed(args) -> int:
     processor = load_processor(args.model)
     if args.standardize is not None:
         processor.standardize = args.standardize
+    # before the embedder moves the model to its device; also what lets a resumed run refuse a changed model folder
+    provenance = _provenance(args, model, processor, model.config.projection_dim)
     embedder = screening.Embedder(model, processor, batch_size=args.batch_size, num_workers=screening_workers(args),
                                   device=args.device, render_kwargs={"r_groups": True} if args.r_groups else {})
     # what decides the embeddings: a resumed run must have computed its finished shards the same way
-    provenance = _provenance(args, processor, embedder.width)
     decides = {"command": "embed", "smiles_column": args.smiles_column,
                "embedded_with": [json.loads(value) for value in provenance.values()]}
     summary = screening.screen(args.input, args.output, embedder, decides, metadata=provenance,

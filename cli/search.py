@@ -4,8 +4,9 @@ cropped from a paper): the k most similar library molecules of each query.
 A query ending in .png, .jpg/.jpeg, .bmp, .gif, .tif/.tiff or .webp is a picture file; anything else is a SMILES.
 SMILES are drawn as the model sees molecules; pictures are made RGB on white (transparency too), centred on a white
 square when they are not square, then resized and normalised by the model's processor. Crop a picture with a small
-white margin around the molecule, as drawings have. Use the model that embedded the library (the embedding sizes must
-match) and --r-groups if embed used it.
+white margin around the molecule, as drawings have. Use the model that embedded the library: a .parquet from `moleclip
+embed` records it (then --model may be left out, another model is refused, and its drawing settings are used);
+otherwise the embedding sizes must match, and give --r-groups if embed used it.
 
 The output has one row per hit: query_number, query, query_type, rank (1 = nearest), score (cosine similarity, or
 Euclidean distance for an l2 index), library_row (0-based row of the embeddings file), the library's SMILES and every
@@ -86,6 +87,23 @@ def _queries(args):
     return queries
 
 
+def _check_same_model(args, recorded: dict, model) -> None:
+    """Scores compare the queries' embeddings with the library's: from another encoder they mean nothing. Refused
+    when the index records the encoder's weights (embed records them), also for the recorded model's folder changed
+    since; otherwise only the names can be compared, and a difference is a warning."""
+    from ._common import encoder_fingerprint, model_name
+
+    if recorded.get("encoder_sha256"):
+        if encoder_fingerprint(model) != recorded["encoder_sha256"]:
+            given = f"--model {args.model}" if args.model else f"the model {recorded.get('model')}"
+            raise ValueError(f"{given} is not the model that embedded the library of {args.index} (made with "
+                             f"{recorded.get('model')}; the encoder's weights differ): search with that model, or "
+                             "embed the library again with this one and rebuild the index")
+    elif args.model and recorded.get("model") and str(recorded["model"]) != model_name(args.model):
+        print(f"warning: {args.index} was embedded with {recorded['model']}, not --model {args.model}: scores are "
+              "only meaningful with the model that embedded the library")
+
+
 def _search(args) -> int:
     from moleclip.configuration_moleclip import MODEL_PRESETS
     from moleclip.training.hub import load_backbone, load_processor
@@ -111,9 +129,10 @@ def _search(args) -> int:
         raise ValueError(f"--model {model_name} gives {model.config.projection_dim}-dimensional embeddings but "
                          f"{args.index} holds {index.dimension}-dimensional ones: use the model that embedded the "
                          "library")
-    if args.model and recorded.get("model") and str(recorded["model"]) != str(args.model):
-        print(f"warning: {args.index} was embedded with {recorded['model']}, not --model {args.model}: scores are "
-              "only meaningful with the model that embedded the library")
+    _check_same_model(args, recorded, model)
+    if args.r_groups and recorded and not recorded.get("r_groups", True):
+        raise ValueError(f"--r-groups: {args.index} was embedded without R-group labels; queries drawn with them "
+                         "would not be comparable: leave --r-groups out")
     processor = load_processor(model_name)
     if recorded.get("standardize"):
         processor.standardize = recorded["standardize"]  # queries prepared as the library's molecules were

@@ -7,6 +7,7 @@ SMILES and picture queries (the machinery, not retrieval quality).
 
 import hashlib
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -339,7 +340,7 @@ def test_embed_records_what_made_the_embeddings_and_search_uses_it(library, tmp_
 
     recorded = read_embeddings(out).embedded_with
     assert recorded == {"model": str(model.resolve()), "projection_dim": recorded["projection_dim"], "r_groups": False,
-                        "standardize": "parent"}
+                        "standardize": "parent", "encoder_sha256": recorded["encoder_sha256"]}
     assert cli(["index", "--embeddings", str(out), "--output", str(tmp_path / "idx")]) == 0
     capsys.readouterr()
     # a salt query is prepared as the library was (its parent): it finds paracetamol first, with score 1
@@ -347,11 +348,37 @@ def test_embed_records_what_made_the_embeddings_and_search_uses_it(library, tmp_
                 "--output", str(tmp_path / "h.csv"), "--no-progress"]) == 0
     hits = pd.read_csv(tmp_path / "h.csv", dtype={"id": str})
     assert hits["id"].tolist() == ["0004"] and hits["score"].iloc[0] == pytest.approx(1.0, abs=1e-5)
+    # another model of the same size gives embeddings that mean nothing next to the library's: refused
     other = tmp_path / "other"
-    assert cli(["init", "--backbone", "tiny", "--output-dir", str(other), "--pseudo-label-classes"]) == 0
+    assert cli(["init", "--backbone", "tiny", "--output-dir", str(other), "--pseudo-label-classes", "--seed",
+                "1"]) == 0
+    capsys.readouterr()
     assert cli(["search", "--index", str(tmp_path / "idx"), "--model", str(other), "--query", "CCO",
-                "--output", str(tmp_path / "h2.csv"), "--no-progress"]) == 0
-    assert "was embedded with" in capsys.readouterr().out
+                "--output", str(tmp_path / "h2.csv"), "--no-progress"]) == 2
+    assert "is not the model that embedded the library" in _one_line_error(capsys, "search")
+    assert not (tmp_path / "h2.csv").exists()
+    # the same model elsewhere (a copy, a relative path) is the same model: no refusal, no warning
+    import shutil
+
+    shutil.copytree(model, tmp_path / "copy")
+    for given in (str(tmp_path / "copy"), os.path.relpath(model)):
+        assert cli(["search", "--index", str(tmp_path / "idx"), "--model", given, "--query", "CCO", "--output",
+                    str(tmp_path / "h3.csv"), "--no-progress"]) == 0
+        assert "warning" not in capsys.readouterr().out
+    # R-group labels the library was not drawn with: refused, not silently compared
+    assert cli(["search", "--index", str(tmp_path / "idx"), "--query", "CCO", "--r-groups", "--output",
+                str(tmp_path / "h4.csv"), "--no-progress"]) == 2
+    assert "embedded without R-group labels" in _one_line_error(capsys, "search")
+    # the recorded model's folder overwritten with other weights since: refused too
+    shutil.rmtree(model)
+    shutil.copytree(other, model)
+    try:
+        assert cli(["search", "--index", str(tmp_path / "idx"), "--query", "CCO", "--output",
+                    str(tmp_path / "h5.csv"), "--no-progress"]) == 2
+        assert "the encoder's weights differ" in _one_line_error(capsys, "search")
+    finally:
+        shutil.rmtree(model)
+        shutil.copytree(tmp_path / "copy", model)
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
