@@ -342,8 +342,10 @@ def prerender(
     null pictures (training draws them on the fly, and reports them).
     """
     output_dir = Path(output_dir)
-    if n_variants < 0:
-        raise ValueError(f"n_variants must be >= 0, got {n_variants}")
+    if n_variants < 1:
+        # Pretraining's second view is a random-style drawing: without one it would pair the plain drawing with itself.
+        raise ValueError(f"n_variants must be >= 1 (random-style drawings per molecule, the second view of "
+                         f"pretraining), got {n_variants}")
     if shard_size < 1 or row_group_size < 1:
         raise ValueError(f"shard_size and row_group_size must be >= 1, got {shard_size} and {row_group_size}")
     smiles = [str(s) for s in smiles]

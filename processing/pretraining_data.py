@@ -161,6 +161,10 @@ class TwoViewDataset(Dataset):
         self.coordinate_cache_size = int(coordinate_cache_size)
         self.prerendered = prerendered
         if prerendered is not None:
+            if prerendered.n_variants < 1:
+                # its second view would be the plain drawing again: the contrastive task would lose its style change
+                raise ValueError(f"the pre-rendered store at {prerendered.path} holds no random-style drawings; "
+                                 "re-run `moleclip prerender` with --variants 1 or more")
             if prerendered.size != self.size:
                 raise ValueError(f"the pre-rendered store at {prerendered.path} holds {prerendered.size} px drawings; "
                                  f"the model reads {self.size} px")

@@ -147,6 +147,21 @@ def test_old_and_mismatched_stores_are_refused(tmp_path):
         PrerenderedImages(store.path)
 
 
+def test_a_store_without_random_style_drawings_is_refused(tmp_path):
+    from moleclip.processing.pretraining_data import TwoViewDataset
+
+    # pretraining's second view is a random-style drawing: a store without any would pair each drawing with itself
+    with pytest.raises(ValueError, match="n_variants must be >= 1"):
+        small_store(tmp_path / "none", n_variants=0)
+    assert not (tmp_path / "none").exists()
+    store = small_store(tmp_path / "store")
+    # a store written before the refusal existed, with no variants, is refused where pretraining would read it
+    manifest = json.loads((store.path / "manifest.json").read_text())
+    (store.path / "manifest.json").write_text(json.dumps(dict(manifest, n_variants=0)))
+    with pytest.raises(ValueError, match="no random-style drawings.*--variants 1 or more"):
+        TwoViewDataset(SMILES, prerendered=PrerenderedImages(store.path))
+
+
 class StandInHub:
     """Stands in for `huggingface_hub.HfApi`: "uploads" a folder by copying it to a local path."""
 
