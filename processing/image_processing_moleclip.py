@@ -251,6 +251,9 @@ class MoleCLIPImageProcessor(PilBackend):
             raise ValueError(f"PIL images must be 8-bit, got mode {image.mode!r}")
         layout = s["input_data_format"]
         layout = _LAYOUTS[ChannelDimension(layout).value] if layout is not None else None
+        if isinstance(image, (np.ndarray, torch.Tensor)) and image.ndim == 2:
+            # a greyscale array (as cv2 and scikit-image read one): one channel, where the layout puts channels
+            image = image[None] if layout == ChannelDimension.FIRST else image[..., None]
         picture = self.process_image(image, do_convert_rgb=s["do_convert_rgb"], input_data_format=layout)  # C x H x W
         picture = np.ascontiguousarray(np.moveaxis(picture, 0, -1))
         height, width = s["size"].height, s["size"].width

@@ -198,6 +198,12 @@ def test_given_images_of_every_kind(processor):
         processor(rgba, do_convert_rgb=False, image_mean=[0.0] * 4, image_std=[1.0] * 4, channel_order="bgr")
     with pytest.raises(ValueError, match="uint8"):
         processor(rgb.astype(np.float32) / 255)
+    grey = rgb[:, :, 0]  # a greyscale array, as cv2.imread(path, 0) gives it: one channel, copied to R, G and B
+    expected = processor(Image.fromarray(grey))["pixel_values"]
+    for image in (grey, torch.from_numpy(grey)):
+        torch.testing.assert_close(processor(image)["pixel_values"], expected)
+        torch.testing.assert_close(processor(image, input_data_format="channels_first")["pixel_values"], expected)
+    assert processor(grey, do_convert_rgb=False, image_mean=[0.5], image_std=[0.5])["pixel_values"].shape == (1, 1, 224, 224)
 
 
 @pytest.mark.parametrize("setting, message", [
