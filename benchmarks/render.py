@@ -13,6 +13,10 @@ Single process, one thread (torch too), on the first --n SMILES of pretraining/c
   plain_default_normalize
                    render plain + augment "default" + normalize: the other pretraining view
 
+and, for the first --agreement-n molecules, whether the fast back end draws the plain view with the very pixels of
+RDKit's Cairo drawer (where it did, the plain view could skip the PNG round trip without changing what the model sees):
+pictures identical, share of pixels that differ, largest difference.
+
 Every step after "coordinates" draws from the cache (layouts are computed once per molecule). Each figure is given
 per wall-clock second and per CPU second of this process: on a shared machine (other jobs running) the CPU-time
 figure is the fairer per-core rate; the load average at the start is recorded. Molecules that cannot be drawn
@@ -94,6 +98,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--embed-n", type=int, nargs=2, default=(256, 32), metavar=("TINY", "BASE"),
                         help="molecules embedded with the tiny and base presets (default 256 32)")
     parser.add_argument("--embed-batch-size", type=int, default=16)
+    parser.add_argument("--agreement-n", type=int, default=200,
+                        help="molecules whose plain drawings are compared between the back ends (default 200)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -144,6 +150,8 @@ def main(argv=None) -> dict:
         step, pending = pipeline(lambda rng: plain)
         results["plain_default_normalize"] = timed("plain+default+normalize", prepared, step)
 
+        agreement = backend_agreement(prepared[: args.agreement_n], size)
+
     report = {
         "benchmark": "render",
         "data": str(data_dir / "pretraining" / "chembl25_3k.smi"),
@@ -156,6 +164,7 @@ def main(argv=None) -> dict:
         "machine": describe_machine(),
         "fast_backend": fast_backend_info(),
         "results": results,
+        "plain_backend_agreement": agreement,
     }
 
     print(f"{len(prepared)} of {len(smiles)} molecules drawn ({len(skipped)} skipped), {args.size} px, one core")
@@ -164,6 +173,9 @@ def main(argv=None) -> dict:
         print(f"{name:28s} {row['per_s_wall']:>12.1f} {row['per_s_cpu']:>12.1f}  {row['unit']}/s")
     print(f"fast back end: {'on' if report['fast_backend']['available'] else 'off'}, "
           f"{report['fast_backend']['fallbacks']} drawings fell back to RDKit's Cairo drawer")
+    print(f"plain view, fast vs Cairo: {agreement['identical']} of {agreement['n']} pictures identical; "
+          f"median {100 * agreement['median_fraction_differing']:.1f} % of pixels differ, largest difference "
+          f"{agreement['max_difference']} (median per picture {agreement['median_max_difference']:.0f})")
 
     # ------------------------------------------------------------------------------------------------------------
     # Embedding throughput of the randomly initialised presets, on every core (inference uses them all): the encoder
@@ -179,6 +191,25 @@ def main(argv=None) -> dict:
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written to {args.output}")
     return report
+
+
+def backend_agreement(prepared: list, size: int) -> dict:
+    """How far the fast back end's plain drawings are from RDKit's Cairo drawer's, picture by picture."""
+    plain = DrawingStyle()
+    identical, fractions, largest = 0, [], []
+    for mol in prepared:
+        difference = np.abs(render(mol, size, plain, backend="cairo").astype(np.int16)
+                            - render(mol, size, plain, backend="fast").astype(np.int16)).max(axis=2)
+        identical += int(difference.max() == 0)
+        fractions.append(float((difference > 0).mean()))
+        largest.append(int(difference.max()))
+    return {
+        "n": len(prepared),
+        "identical": identical,
+        "median_fraction_differing": float(np.median(fractions)) if fractions else 0.0,
+        "median_max_difference": float(np.median(largest)) if largest else 0.0,
+        "max_difference": max(largest, default=0),
+    }
 
 
 def embedding_throughput(smiles: list[str], args) -> dict:
