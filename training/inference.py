@@ -33,6 +33,12 @@ def _run(model, processor, smiles, batch_size, device, progress, fn, desc, on_er
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     device = torch.device(device) if device is not None else default_device()
+    seed = render_kwargs.get("seed")
+    if seed is not None and not isinstance(seed, np.random.Generator):
+        # One generator for the whole input: the processor would seed an int afresh for every batch, so the molecules
+        # at one position in each batch would get the same random drawing style and augmentation, and the numbers
+        # would change with batch_size.
+        render_kwargs["seed"] = np.random.default_rng(seed)
     model = model.to(device).eval()
     outputs, kept, skipped = [], [], []
     with _quiet(type(processor).__module__):

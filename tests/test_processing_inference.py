@@ -1,0 +1,23 @@
+"""Batched embedding (`training/inference.py`): batches are an implementation detail, never part of the answer."""
+
+import numpy as np
+import torch
+
+from moleclip import MoleCLIPConfig, MoleCLIPImageProcessor, MoleCLIPModel
+from moleclip.training.inference import embed_smiles
+
+SMILES = ["CCO", "c1ccccc1O", "CC(=O)N", "CCCl", "c1ccncc1", "CC(C)O"]
+
+
+def test_a_seeded_random_drawing_does_not_depend_on_the_batch_size():
+    torch.manual_seed(0)
+    model = MoleCLIPModel(MoleCLIPConfig.from_preset("tiny", pseudo_label_classes=[])).eval()
+    processor = MoleCLIPImageProcessor()
+    kwargs = dict(device="cpu", progress=False, randomize_drawing=True, augmentation="default", seed=3)
+    whole, kept, _ = embed_smiles(model, processor, SMILES, batch_size=len(SMILES), **kwargs)
+    in_pairs, kept_pairs, _ = embed_smiles(model, processor, SMILES, batch_size=2, **kwargs)
+    assert np.array_equal(kept, kept_pairs)
+    np.testing.assert_allclose(in_pairs, whole, rtol=1e-5, atol=1e-5)
+    # the same seed, the same embeddings
+    again, _, _ = embed_smiles(model, processor, SMILES, batch_size=2, **kwargs)
+    np.testing.assert_array_equal(again, in_pairs)
