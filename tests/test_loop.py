@@ -108,6 +108,18 @@ def test_resume_mid_epoch_gives_identical_weights(tmp_path):
     assert [r["loss"] for r in cut_rows] == [r["loss"] for r in full_rows]
 
 
+def test_rewinding_to_an_earlier_checkpoint_forgets_the_later_ones(tmp_path):
+    run(tmp_path, max_steps=10, save_every=3)
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step_6", "step_9"]
+    # Rewound to step 6 and killed at step 7, before the new run saved anything: the old step 9 is not the newest
+    # checkpoint of this run any more, and `--resume latest` must not pick it.
+    with pytest.raises(Killed):
+        run(tmp_path, max_steps=10, save_every=3, resume=tmp_path / "checkpoints" / "step_6", evaluate=kill, eval_every=7)
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step_6"]
+    _, state = run(tmp_path, max_steps=10, save_every=3, resume="latest")
+    assert state.global_step == 10 and [p.name for p in checkpoint_dirs(tmp_path)] == ["step_6", "step_9"]
+
+
 def test_checkpoints_are_complete_and_limited(tmp_path):
     run(tmp_path, max_steps=10, save_every=2)
     names = [p.name for p in checkpoint_dirs(tmp_path)]

@@ -12,7 +12,8 @@ process its share, and their `start_batch` lets a resumed run skip consumed batc
 Checkpoints are written to `<output_dir>/checkpoints/step_<N>.tmp` and renamed to `step_<N>` only when complete, so a
 run killed while saving never leaves a checkpoint that looks usable. A run that starts at step N (N = 0 for a fresh
 start, or the step of the checkpoint it resumes) first drops the metrics rows after step N: rows an interrupted run
-logged after its last checkpoint are logged again by the resumed run, and each step appears once in the log.
+logged after its last checkpoint are logged again by the resumed run, and each step appears once in the log. A run
+resumed from an earlier checkpoint than the newest (a rewind) removes the newer ones: they are the abandoned run's.
 """
 
 from __future__ import annotations
@@ -405,7 +406,25 @@ class TrainingLoop:
         self.accelerator.print(
             f"resumed from {path}: step {self.state.global_step}, epoch {self.state.epoch}, batch {self.state.batch_in_epoch}"
         )
+        self._drop_later_checkpoints()
         return True
+
+    def _drop_later_checkpoints(self) -> None:
+        """Remove this folder's checkpoints past the step the run resumes from.
+
+        They belong to the run being rewound (resumed from an earlier checkpoint): left in place, `--resume latest`
+        after a crash would pick one of them over the new run's own, and the checkpoint limit would keep them while
+        deleting the new ones. Like the metrics rows after the resumed step, they are no longer this run's history.
+        """
+        acc = self.accelerator
+        later = [p for p in checkpoint_dirs(self.output_dir) if int(p.name.split("_")[1]) > self.state.global_step]
+        acc.wait_for_everyone()  # every process has read the folder before anything is removed
+        if later and acc.is_main_process:
+            for old in later:
+                shutil.rmtree(old, ignore_errors=True)
+            acc.print(f"removed {len(later)} checkpoint(s) of the rewound run past step {self.state.global_step}: "
+                      + ", ".join(p.name for p in later))
+        acc.wait_for_everyone()
 
     # ------------------------------------------------------------------ evaluation
     def _run_evaluation(self, log: _MetricsLog) -> None:
