@@ -472,6 +472,9 @@ def load_property_dataset(
         if isinstance(target_columns, str):
             target_columns = [target_columns]
         target_columns = [_target_column(list(df.columns), c, path) for c in target_columns]
+        repeated = sorted({c for c in target_columns if target_columns.count(c) > 1})
+        if repeated:  # it would be trained and scored twice, weighing double in the mean over targets
+            raise ValueError(f"target column(s) {repeated} given more than once; name each target once")
     if not target_columns:
         raise ValueError(f"{path} has no target columns besides the SMILES column {smiles_column!r}")
     if smiles_column in target_columns:

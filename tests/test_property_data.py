@@ -108,6 +108,11 @@ def test_missing_column_lists_available(tmp_path):
     assert ds.smiles == ["CCO"]
 
 
+def test_a_target_named_twice_is_refused():
+    with pytest.raises(ValueError, match=r"\['logp'\] given more than once"):
+        _load_quiet(DATA / "tiny_regression.csv", target_columns=["logp", "charge", "logp"])
+
+
 def test_missing_file_and_unknown_name(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a named dataset"):
         load_property_dataset(tmp_path / "absent.csv")
