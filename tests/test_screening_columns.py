@@ -52,3 +52,28 @@ def test_csv_output_keeps_input_columns_and_order(tmp_path):
     assert frame["id"].tolist() == ["0001", "0002", "0003"] and frame["note"].tolist() == ["a,b", "NA", ""]
     assert frame["moleclip_skipped"].tolist() == ["", "empty", ""] and frame["emb_0"].tolist()[1] == ""
     assert summary.skipped == 1 and summary.written == 2
+
+
+def _predictor_like(chunk):
+    """Like Predictor.predict: the ensemble's column only when some molecule of the chunk could be used."""
+    skipped = [SkippedMolecule(i, s, "empty") for i, s in enumerate(chunk.smiles) if not s]
+    value = np.array([len(s) if s else np.nan for s in chunk.smiles])
+    columns = {"predicted": value}
+    if len(skipped) < len(chunk):
+        columns["predicted_spread"] = value / 10
+    return columns, skipped, None
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_a_chunk_without_usable_molecules_keeps_every_column_in_its_place(tmp_path, suffix):
+    source = tmp_path / "in.csv"
+    source.write_text("id,smiles\n0001,\n0002,\n0003,CCO\n0004,\n0005,CCCC\n")  # chunk 0: nothing usable
+    out = tmp_path / f"p.{suffix}"
+    screening.screen(source, out, _predictor_like, {"a": 1}, chunk_rows=2, progress=False, rank=0, world=1,
+                     sync=lambda: None)
+    frame = pd.read_csv(out, dtype=str, keep_default_na=False) if suffix == "csv" else pd.read_parquet(out)
+    assert frame.columns.tolist() == ["id", "smiles", "predicted", "predicted_spread", "moleclip_skipped"]
+    assert frame["id"].tolist() == ["0001", "0002", "0003", "0004", "0005"]
+    assert frame["moleclip_skipped"].tolist() == ["empty", "empty", "", "empty", ""]
+    spread = pd.to_numeric(frame["predicted_spread"]).tolist()
+    assert np.isnan(spread[:2]).all() and spread[2] == pytest.approx(0.3) and spread[4] == pytest.approx(0.4)

@@ -410,31 +410,46 @@ def _shard_frames(paths: list[Path]) -> Iterator[pd.DataFrame]:
         yield pq.read_table(path).to_pandas().drop(columns=[LINE_COLUMN])
 
 
+def _output_schema(paths: list[Path]):
+    """The output's columns, in order, with their types: every shard's, unified. A chunk in which no molecule could
+    be used can lack the columns computed from usable ones only (a predictor's ensemble spread and intervals), so the
+    order is that of the shard with the most columns, and every shard is filled to it (written as they came, a short
+    shard's cells went under other columns' headers). A column typed differently in two shards (all-missing in one:
+    null; True/False in another) takes the type that holds both."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schemas = [pq.read_schema(path) for path in paths]
+    widest = max(schemas, key=lambda schema: len(schema.names))
+    schema = pa.unify_schemas([widest, *schemas], promote_options="permissive").remove_metadata()
+    return schema.remove(schema.get_field_index(LINE_COLUMN)), schemas[0].metadata or {}
+
+
 def _write_delimited(paths: list[Path], tmp: Path, sep: str) -> None:
     import gzip
 
+    names = _output_schema(paths)[0].names
     # newline="": pandas writes "\n" itself, as to_csv to a path does, so the file is the one write_table writes
     opener = gzip.open if tmp.name.lower().endswith(".gz") else open
     with opener(tmp, "wt", encoding="utf-8", newline="") as handle:
         for i, frame in enumerate(_shard_frames(paths)):
-            frame.to_csv(handle, index=False, sep=sep, header=i == 0)
+            frame.reindex(columns=names).to_csv(handle, index=False, sep=sep, header=i == 0)
 
 
 def _write_parquet(paths: list[Path], tmp: Path, metadata: dict | None) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    # A column can be typed differently in two shards (all-missing in one: null; True/False in another), so the
-    # file's schema is the shards' schemas unified, and each shard is cast to it.
-    schemas = [pq.read_schema(path) for path in paths]
-    schema = pa.unify_schemas(schemas, promote_options="permissive").remove_metadata()
-    schema = schema.remove(schema.get_field_index(LINE_COLUMN))
+    schema, first = _output_schema(paths)
     # pandas' own record of the first shard's columns would describe that shard (and the line column), not the file
-    kept = {k: v for k, v in (schemas[0].metadata or {}).items() if k != b"pandas"}
+    kept = {k: v for k, v in first.items() if k != b"pandas"}
     schema = schema.with_metadata({**kept, **(metadata or {})})
     with pq.ParquetWriter(tmp, schema) as writer:
         for path in paths:
             table = pq.read_table(path).drop_columns([LINE_COLUMN])
+            for field in schema:
+                if field.name not in table.column_names:
+                    table = table.append_column(field, pa.nulls(len(table), field.type))
             writer.write_table(table.select(schema.names).cast(schema))
 
 
