@@ -137,3 +137,16 @@ def test_random_forest_is_saved_and_predicts_with_trust_pickle(tmp_path, tables,
                 "--trust-pickle", "--uncertainty"]) == 0
     ens = combined[combined.seed == "ensemble"]
     np.testing.assert_allclose(pd.read_csv(out).predicted_heavy_upper, ens.predicted_heavy_upper, rtol=1e-6)
+
+
+def test_subgroup_summary_keeps_a_seed_whose_test_part_holds_the_group_when_the_first_does_not():
+    """Random splits drawn per seed: seed 1's test part may hold no row of the subgroup (n 0, no scores) while seed 2's
+    does; the summary must still give seed 2's scores, not an empty table."""
+    from moleclip.training.finetuning.job import _part_summaries
+
+    runs = [{"seed": 1, "test_group": {"n": 0}},
+            {"seed": 2, "test_group": {"n": 3, "mae": 0.5, "rmse": 0.7, "r2": 0.1}}]
+    summary = _part_summaries(runs)["group_summary"]
+    assert summary["n"] == [0, 3]
+    assert set(summary) == {"n", "mae", "rmse", "r2"}
+    assert summary["mae"]["mean"] == 0.5 and summary["mae"]["n"] == 1 and summary["mae"]["n_missing"] == 1

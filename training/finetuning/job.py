@@ -320,7 +320,8 @@ def _part_summaries(runs: list[dict]) -> dict:
     out = {}
     for part, key in (("external", "external_summary"), ("test_group", "group_summary")):
         if any(part in run for run in runs):
-            names = [k for k in runs[0].get(part, {}) if k != "n"]
+            # from every run: a seed whose test part holds no row of the subgroup has no scores, only its n of 0
+            names = list(dict.fromkeys(k for run in runs for k in run.get(part, {}) if k != "n"))
             out[key] = {k: summarize_values([run.get(part, {}).get(k, float("nan")) for run in runs]) for k in names}
             if part == "test_group":
                 out[key]["n"] = [run[part]["n"] for run in runs]
