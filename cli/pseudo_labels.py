@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from moleclip.processing.pseudo_labels import K_SCAN, compute_pseudo_labels, plot_k_scan, write_pseudo_labels
 
-    from moleclip.training.outputs import write_atomically
+    from moleclip.training.outputs import check_writable, write_atomically
 
     from ._common import read_input
 
@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() != ".parquet":
         raise ValueError(f"--output must be a .parquet file, got {output.name}")
+    check_writable(output, "--output")  # now, not after the fingerprints and K-means (an hour on ChEMBL)
 
     started = time.perf_counter()
     table = read_input(args.input, args.smiles_column)

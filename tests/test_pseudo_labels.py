@@ -229,6 +229,20 @@ def test_cli_on_a_small_smi_file(tmp_path, capsys):
         _cli(["--input", str(source), "--k", "1", "--output", str(output)])
 
 
+def test_cli_refuses_an_output_it_cannot_write_before_any_work(tmp_path, monkeypatch):
+    from moleclip.processing import pseudo_labels
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("pseudo-labels were computed for an output that cannot be written")
+
+    monkeypatch.setattr(pseudo_labels, "compute_pseudo_labels", no_work)
+    source = tmp_path / "mols.smi"
+    source.write_text("\n".join(SMILES) + "\n")
+    (tmp_path / "labels.parquet").mkdir()  # a folder where the file should go
+    with pytest.raises(ValueError, match="a folder is in the way"):
+        _cli(["--input", str(source), "--k", "2", "--output", str(tmp_path / "labels.parquet"), "--no-progress"])
+
+
 def test_cli_is_registered_with_the_moleclip_command(tmp_path):
     from moleclip_cli import pseudo_labels as command
     from moleclip_cli.main import build_parser
