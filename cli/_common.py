@@ -66,7 +66,8 @@ def write_table(frame, path: str, metadata: dict[bytes, bytes] | None = None) ->
 
         write_atomically(path, parquet)
     else:
-        write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, sep="\t" if ".tsv" in name else ","))
+        tab = name.endswith((".tsv", ".tsv.gz"))  # by the suffix: zinc.tsv_hits.csv is a CSV
+        write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, sep="\t" if tab else ","))
 
 
 def report_skipped(skipped, table, what: str = "their output cells are left empty") -> None:

@@ -77,3 +77,18 @@ def test_a_chunk_without_usable_molecules_keeps_every_column_in_its_place(tmp_pa
     assert frame["moleclip_skipped"].tolist() == ["empty", "empty", "", "empty", ""]
     spread = pd.to_numeric(frame["predicted_spread"]).tolist()
     assert np.isnan(spread[:2]).all() and spread[2] == pytest.approx(0.3) and spread[4] == pytest.approx(0.4)
+
+
+def test_the_output_format_follows_the_suffix_not_a_tsv_inside_the_name(tmp_path):
+    from moleclip_cli._common import write_table
+
+    source = tmp_path / "zinc.tsv"
+    source.write_text("id\tsmiles\n0001\tCCO\n0002\tCCCC\n0003\tCN\n")
+    for name in ("zinc.tsv_emb.csv", "zinc.tsv_emb.csv.gz"):
+        _screen(source, tmp_path / name)
+        assert pd.read_csv(tmp_path / name, dtype=str).columns.tolist() == ["id", "smiles", "emb_0", "emb_1",
+                                                                           "moleclip_skipped"]
+    _screen(source, tmp_path / "e.tsv.gz")
+    assert pd.read_csv(tmp_path / "e.tsv.gz", sep="\t").columns.tolist()[:2] == ["id", "smiles"]
+    write_table(pd.DataFrame({"a": [1], "b": [2]}), str(tmp_path / "hits.tsv_top.csv"))
+    assert (tmp_path / "hits.tsv_top.csv").read_text().splitlines() == ["a,b", "1,2"]

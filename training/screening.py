@@ -400,7 +400,8 @@ def _assemble(paths: list[Path], output: Path, summary: ScreenSummary, metadata:
     elif name.endswith(".parquet"):
         write_atomically(output, lambda tmp: _write_parquet(paths, tmp, metadata))
     else:
-        write_atomically(output, lambda tmp: _write_delimited(paths, tmp, "\t" if ".tsv" in name else ","))
+        tab = name.endswith((".tsv", ".tsv.gz"))  # by the suffix: zinc.tsv_emb.csv is a CSV
+        write_atomically(output, lambda tmp: _write_delimited(paths, tmp, "\t" if tab else ","))
 
 
 def _shard_frames(paths: list[Path]) -> Iterator[pd.DataFrame]:
