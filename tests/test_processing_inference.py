@@ -21,3 +21,15 @@ def test_a_seeded_random_drawing_does_not_depend_on_the_batch_size():
     # the same seed, the same embeddings
     again, _, _ = embed_smiles(model, processor, SMILES, batch_size=2, **kwargs)
     np.testing.assert_array_equal(again, in_pairs)
+
+
+def test_nothing_drawable_gives_rows_of_the_right_width():
+    from moleclip import MoleCLIPForPropertyPrediction
+    from moleclip.training.inference import predict_smiles
+
+    config = MoleCLIPConfig.from_preset("tiny", pseudo_label_classes=[], num_targets=3)
+    processor = MoleCLIPImageProcessor()
+    embeds, kept, skipped = embed_smiles(MoleCLIPModel(config), processor, ["C1CC", "xx"], device="cpu", progress=False)
+    assert embeds.shape == (0, 32) and len(kept) == 0 and len(skipped) == 2
+    values, _, _ = predict_smiles(MoleCLIPForPropertyPrediction(config), processor, ["C1CC"], device="cpu", progress=False)
+    assert values.shape == (0, 3)

@@ -29,7 +29,7 @@ def default_device() -> torch.device:
 
 
 @torch.no_grad()
-def _run(model, processor, smiles, batch_size, device, progress, fn, desc, on_error, **render_kwargs):
+def _run(model, processor, smiles, batch_size, device, progress, fn, width, desc, on_error, **render_kwargs):
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     device = torch.device(device) if device is not None else default_device()
@@ -51,7 +51,7 @@ def _run(model, processor, smiles, batch_size, device, progress, fn, desc, on_er
             kept += (batch["kept_indices"] + start).tolist()
             pixel_values = batch["pixel_values"].to(device=device, dtype=next(model.parameters()).dtype)
             outputs.append(fn(model, pixel_values).float().cpu().numpy())
-    width = outputs[0].shape[1] if outputs else 0
+    # `width` columns also when nothing could be drawn, so the result stacks with other calls' results
     stacked = np.concatenate(outputs) if outputs else np.zeros((0, width), dtype=np.float32)
     return stacked, np.asarray(kept, dtype=np.int64), skipped
 
@@ -80,7 +80,8 @@ def embed_smiles(
     """
     encoder = model.moleclip if isinstance(model, MoleCLIPForPropertyPrediction) else model
     return _run(encoder, processor, smiles, batch_size, device, progress,
-                lambda m, x: m(pixel_values=x).image_embeds, "embedding", on_error, **render_kwargs)
+                lambda m, x: m(pixel_values=x).image_embeds, encoder.config.projection_dim, "embedding", on_error,
+                **render_kwargs)
 
 
 def predict_smiles(
@@ -89,8 +90,8 @@ def predict_smiles(
 ) -> tuple[np.ndarray, np.ndarray, list[SkippedMolecule]]:
     """Model outputs: regression values in the targets' units, probabilities for classification (sigmoid per target,
     softmax for multiclass); with the kept input positions and skipped entries."""
-    return _run(model, processor, smiles, batch_size, device, progress, property_outputs, "predicting", on_error,
-                **render_kwargs)
+    return _run(model, processor, smiles, batch_size, device, progress, property_outputs, model.config.num_targets,
+                "predicting", on_error, **render_kwargs)
 
 
 def property_outputs(model: MoleCLIPForPropertyPrediction, pixel_values: torch.Tensor, return_embeds: bool = False):
