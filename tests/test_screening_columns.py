@@ -92,3 +92,14 @@ def test_the_output_format_follows_the_suffix_not_a_tsv_inside_the_name(tmp_path
     assert pd.read_csv(tmp_path / "e.tsv.gz", sep="\t").columns.tolist()[:2] == ["id", "smiles"]
     write_table(pd.DataFrame({"a": [1], "b": [2]}), str(tmp_path / "hits.tsv_top.csv"))
     assert (tmp_path / "hits.tsv_top.csv").read_text().splitlines() == ["a,b", "1,2"]
+
+
+def test_a_run_that_fails_before_its_first_shard_leaves_nothing_to_refuse_the_corrected_run(tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("id,smiles,moleclip_skipped\n0001,CCO,x\n0002,CCN,y\n")
+    out = tmp_path / "e.csv"
+    with pytest.raises(ValueError, match="rename"):
+        _screen(source, out)
+    assert not screening.parts_folder(out).exists()
+    source.write_text("id,smiles,earlier_reason\n0001,CCO,x\n0002,CCN,y\n")  # renamed as the message asked
+    assert _screen(source, out).written == 2 and pd.read_csv(out)["earlier_reason"].tolist() == ["x", "y"]

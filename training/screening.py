@@ -316,16 +316,24 @@ def screen(input: str | os.PathLike, output: str | os.PathLike, compute, argumen
     summary = ScreenSummary()
     from tqdm.auto import tqdm
 
-    with tqdm(unit="mol", desc="screening", disable=not progress or rank != 0) as bar:
-        for k, chunk in enumerate(itertools.chain([first], chunks)):
-            summary.chunks, summary.rows, summary.smiles_column = k + 1, summary.rows + len(chunk), chunk.smiles_column
-            path = _part(parts, k)
-            if k % world == rank and not path.exists():
-                _write_part(path, _chunk_frame(chunk, *compute(chunk)))
-                summary.computed += 1
-                if _after_chunk is not None:
-                    _after_chunk(k)
-            bar.update(len(chunk))
+    try:
+        with tqdm(unit="mol", desc="screening", disable=not progress or rank != 0) as bar:
+            for k, chunk in enumerate(itertools.chain([first], chunks)):
+                summary.chunks, summary.rows = k + 1, summary.rows + len(chunk)
+                summary.smiles_column = chunk.smiles_column
+                path = _part(parts, k)
+                if k % world == rank and not path.exists():
+                    _write_part(path, _chunk_frame(chunk, *compute(chunk)))
+                    summary.computed += 1
+                    if _after_chunk is not None:
+                        _after_chunk(k)
+                bar.update(len(chunk))
+    except BaseException:
+        # A run that fails before its first shard (an input column in the way, a model that does not run here) has
+        # nothing to resume: its manifest alone would only refuse the corrected run ("the input file changed").
+        if rank == 0 and parts.is_dir() and not any(parts.glob("part-*.parquet")):
+            shutil.rmtree(parts, ignore_errors=True)
+        raise
     sync()
     if rank != 0:
         return summary
