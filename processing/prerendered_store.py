@@ -361,6 +361,12 @@ def prerender(
             "seed": int(seed), "shard_size": shard_size, "row_group_size": row_group_size,
             "smiles_sha1": smiles_digest(smiles), "rows_sha1": hashlib.sha1(rows.tobytes()).hexdigest()}
     if output_dir.exists():
+        if not output_dir.is_dir():
+            raise FileExistsError(f"{output_dir} is a file; a store is a folder: choose another name")
+        is_store = any((output_dir / name).is_file() for name in (MANIFEST, PLAN, "meta.json"))
+        if not is_store and any(output_dir.iterdir()):
+            # checked before `overwrite`: replacing a store must never delete a folder of other files named by mistake
+            raise FileExistsError(f"{output_dir} exists and is not a pre-rendered store; choose another folder")
         if overwrite:
             shutil.rmtree(output_dir)
         elif (output_dir / MANIFEST).is_file() or (output_dir / "meta.json").is_file():
@@ -371,8 +377,6 @@ def prerender(
             if changed:
                 raise ValueError(f"{output_dir} is an unfinished store begun with other settings ({', '.join(changed)});"
                                  " pass overwrite=True (--overwrite) to start over")
-        elif any(output_dir.iterdir()):
-            raise FileExistsError(f"{output_dir} exists and is not a pre-rendered store; choose another folder")
     (output_dir / DATA).mkdir(parents=True, exist_ok=True)
     _write_json(output_dir / PLAN, plan)
     for stale in (output_dir / DATA).glob(f"*{PARTIAL}"):  # left by a killed run

@@ -147,6 +147,20 @@ def test_old_and_mismatched_stores_are_refused(tmp_path):
         PrerenderedImages(store.path)
 
 
+def test_overwrite_replaces_a_store_but_never_deletes_another_folder(tmp_path):
+    data = tmp_path / "my_data"
+    data.mkdir()
+    (data / "chembl.smi").write_text("CCO\n")
+    with pytest.raises(FileExistsError, match="is not a pre-rendered store"):
+        small_store(data, overwrite=True)  # the folder named by mistake keeps its files
+    assert (data / "chembl.smi").read_text() == "CCO\n"
+    with pytest.raises(FileExistsError, match="is a file"):
+        small_store(data / "chembl.smi", overwrite=True)
+    store = small_store(tmp_path / "store")
+    assert len(small_store(store.path, overwrite=True, n_variants=1)) == len(SMILES)  # a store is replaced
+    assert PrerenderedImages(store.path).n_variants == 1
+
+
 def test_a_store_without_random_style_drawings_is_refused(tmp_path):
     from moleclip.processing.pretraining_data import TwoViewDataset
 
