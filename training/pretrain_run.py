@@ -243,10 +243,18 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
     model = load_backbone(config.backbone, init_factor=config.init_factor, pseudo_label_classes=table.ks)
     image_size = model.config.vision_config.image_size
     store = PrerenderedImages(config.prerendered) if config.prerendered else None
+    # Molecules are found in the store by SMILES; those it lacks are drawn during training, so say how many it has
+    # (a store drawn from another file, or from other SMILES of the same molecules, silently gives no speed-up).
+    store_slots = store.slots_for(table.smiles) if store is not None else None
+    store_text = ""
+    if store is not None:
+        found = int((store_slots >= 0).sum())
+        store_text = (f"; pre-rendered store {config.prerendered} ({found} of {len(table.smiles)} molecules in it"
+                      + ("" if found == len(table.smiles) else "; the others are drawn") + ")")
 
     def dataset(positions, **kwargs):
         smiles = [table.smiles[i] for i in positions]
-        slots = store.slots_for(smiles) if store is not None else None
+        slots = store_slots[positions] if store is not None else None
         return TwoViewDataset(smiles, table.labels[positions], seed=config.seed, size=image_size,
                               augmentation=config.augmentation, ids=table.ids[positions],
                               coordinate_cache_size=config.coordinate_cache_size, prerendered=store, store_slots=slots,
@@ -280,7 +288,7 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
         f"{len(table.smiles)} molecules ({len(train_pos)} train, {len(valid_pos)} validation), pseudo-labels K = "
         f"{table.ks}; {world} process(es) x {config.batch_size // world} molecules a batch, {batches_per_epoch} "
         f"batches an epoch; {max_steps} optimizer steps ({max_steps / steps_per_epoch:.2f} epochs); {workers} drawing "
-        f"worker(s) per process{'; pre-rendered store ' + str(config.prerendered) if store else ''}; "
+        f"worker(s) per process{store_text}; "
         f"{torch.get_num_threads()} torch thread(s) per process; optimizer {config.optimizer}, gradient clipping "
         f"{config.max_grad_norm if config.max_grad_norm else 'none'}")
 

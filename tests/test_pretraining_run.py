@@ -1,0 +1,34 @@
+"""A pretraining run as a user starts it (`pretrain(config)`), for what the whole-run tests in test_pretrain.py
+do not look at."""
+
+import pandas as pd
+import pytest
+import torch
+
+from moleclip.processing.prerendered_store import prerender
+from moleclip.training.pretrain_run import pretrain
+from moleclip_cli.pretrain_config import PretrainConfig
+
+from test_pretrain import molecules
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread(monkeypatch):
+    threads = torch.get_num_threads()  # see test_pretrain.one_torch_thread
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_run_says_how_many_molecules_the_prerendered_store_holds(tmp_path, capsys):
+    smiles = molecules(40)
+    pd.DataFrame({"smiles": smiles, "label_k4": [i % 4 for i in range(40)]}).to_parquet(tmp_path / "labelled.parquet")
+    # a store of a few of them (say, drawn from another file): the others are drawn during training, which is slow
+    prerender(smiles[:3] + ["CCCCCCCCCCO"], tmp_path / "store", n_variants=1, n_jobs=1, progress=False)
+    config = PretrainConfig(input=str(tmp_path / "labelled.parquet"), output_dir=str(tmp_path / "run"), backbone="tiny",
+                            batch_size=8, group_size=4, num_workers=0, valid_fraction=0, max_steps=1, save_every=None,
+                            progress=False, prerendered=str(tmp_path / "store"))
+    assert pretrain(config)["steps"] == 1
+    assert f"pre-rendered store {tmp_path / 'store'} (3 of 40 molecules in it; the others are drawn)" in (
+        capsys.readouterr().out)
