@@ -411,3 +411,24 @@ def test_encoder_and_head_get_the_reference_codes_adam_settings():
     assert type(optimizer) is torch.optim.Adam
     assert (encoder["lr"], encoder["betas"], encoder["eps"], encoder["weight_decay"]) == (5e-6, (0.9, 0.98), 1e-6, 1e-5)
     assert (head["lr"], head["betas"], head["eps"], head["weight_decay"]) == (1e-3, (0.9, 0.999), 1e-8, 1e-5)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--max-grad-norm", "-1", "--max-grad-norm must be positive"),  # torch would reverse every gradient
+    ("--weight-decay", "-1e-5", "--weight-decay must be >= 0"),  # torch's Adam takes it in a parameter group
+    ("--head-hidden-size", "0", "--head-hidden-size must be >= 1"),  # the head would predict one constant
+    ("--head-num-layers", "-1", "--head-num-layers must be >= 0"),
+    ("--head-dropout", "1.5", r"--head-dropout must lie in \[0, 1\)"),
+    ("--warmup-steps", "-5", "--warmup-steps must be >= 0"),
+    ("--frozen-views", "0", "--frozen-views and --rf-estimators must be >= 1"),
+    ("--init-factor", "0", "--init-factor must be positive"),
+])
+def test_settings_that_would_train_wrongly_are_refused_before_any_work(tmp_path, option, value, message):
+    from moleclip.training.finetuning import job
+    from moleclip_cli.finetune import build_parser
+
+    args = build_parser().parse_args(["--dataset", str(tmp_path / "absent.csv"), "--output-dir",
+                                      str(tmp_path / "out"), f"{option}={value}"])
+    with pytest.raises(ValueError, match=message):
+        job.check_args(args)
+    assert not (tmp_path / "out").exists()

@@ -64,6 +64,27 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--seeds has repeats: {args.seeds}")
     if any(v <= 0 for v in args.head_lr + args.encoder_lr):
         raise ValueError("learning rates must be positive")
+    # Settings torch or the head accept without a word and then train wrongly: a negative clipping norm reverses
+    # every gradient, a negative weight decay pushes weights away from zero, a hidden layer of width 0 makes the head
+    # predict one constant for every molecule.
+    if any(v < 0 for v in args.weight_decay):
+        raise ValueError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    if args.max_grad_norm is not None and not args.max_grad_norm > 0:
+        raise ValueError(f"--max-grad-norm must be positive (or left out: no clipping), got {args.max_grad_norm}")
+    if args.warmup_steps < 0:
+        raise ValueError(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
+    if args.head_dropout and any(not 0 <= v < 1 for v in args.head_dropout):
+        raise ValueError(f"--head-dropout must lie in [0, 1), got {args.head_dropout}")
+    if args.head_hidden_size is not None and args.head_hidden_size < 1:
+        raise ValueError(f"--head-hidden-size must be >= 1, got {args.head_hidden_size}")
+    if args.head_num_layers is not None and args.head_num_layers < 0:
+        raise ValueError(f"--head-num-layers must be >= 0 (0: one linear layer), got {args.head_num_layers}")
+    if args.frozen_views < 1 or args.rf_estimators < 1:
+        raise ValueError("--frozen-views and --rf-estimators must be >= 1")
+    if args.init_factor is not None and not args.init_factor > 0:
+        raise ValueError(f"--init-factor must be positive, got {args.init_factor}")
+    if args.num_workers < 0:
+        raise ValueError(f"--num-workers must be >= 0, got {args.num_workers}")
     if args.threads is not None and args.threads < 1:
         raise ValueError("--threads must be >= 1")
     if args.limit is not None and args.limit < 3:
