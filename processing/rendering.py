@@ -284,14 +284,19 @@ def prepare_for_drawing(mol: Chem.Mol) -> Chem.Mol:
     """A copy of ``mol`` ready to draw: 2D coordinates, kekulized, chiral hydrogens added, bonds wedged.
 
     This is the expensive step of drawing; do it once per molecule (see :class:`CoordinateCache`). Existing 2D
-    coordinates are kept; 3D ones are replaced by a 2D layout. Raises :class:`InvalidMoleculeError` if RDKit cannot
+    coordinates are kept; 3D ones, and ones that put every atom on one point, are replaced by a 2D layout. Raises :class:`InvalidMoleculeError` if RDKit cannot
     lay the molecule out.
     """
     if not isinstance(mol, Chem.Mol):
         raise TypeError(f"prepare_for_drawing expects an RDKit Mol, got {type(mol).__name__}")
     if mol.GetNumAtoms() == 0:
         raise InvalidMoleculeError("", None, "has no atoms")
-    force_2d = mol.GetNumConformers() > 0 and mol.GetConformer().Is3D()
+    conformer = mol.GetConformer() if mol.GetNumConformers() > 0 else None
+    # A conformer whose atoms all sit on one point is no layout (an SD file written without coordinates holds all
+    # zeros); keeping it would draw every atom on top of the others.
+    collapsed = (conformer is not None and mol.GetNumAtoms() > 1
+                 and float(np.ptp(conformer.GetPositions(), axis=0).max()) < 1e-4)
+    force_2d = conformer is not None and (conformer.Is3D() or collapsed)
     error = None
     # Kekulization can fail for odd aromatic systems that still sanitized; such molecules draw fine with aromatic
     # bonds, so try that before giving up.

@@ -153,6 +153,20 @@ def test_prepare_keeps_2d_and_replaces_3d_coordinates():
         prepare_for_drawing("CCO")
 
 
+def test_coordinates_that_put_every_atom_on_one_point_are_replaced():
+    # an SD file written without coordinates: every atom at (0, 0, 0), flagged 2D
+    smiles = "c1ccccc1CCO"
+    block = Chem.MolToMolBlock(Chem.MolFromSmiles(smiles)).splitlines()
+    for i in range(4, 4 + 9):
+        block[i] = "    0.0000    0.0000    0.0000" + block[i][30:]
+    zeros = Chem.MolFromMolBlock("\n".join(block))
+    assert not zeros.GetConformer().Is3D() and not zeros.GetConformer().GetPositions().any()
+    prepared = prepare_for_drawing(zeros)
+    assert np.ptp(prepared.GetConformer().GetPositions(), axis=0).max() > 1
+    np.testing.assert_array_equal(render(prepared), render(prepare_for_drawing(Chem.MolFromSmiles(smiles))))
+    assert prepare_for_drawing(Chem.MolFromSmiles("[Na+]")).GetNumAtoms() == 1  # one atom: one point is its layout
+
+
 def test_coordinate_cache_reuses_evicts_and_reports_bad_input():
     cache = CoordinateCache(max_size=2)
     first = cache.get("CCO")
