@@ -184,20 +184,22 @@ def split_leakage(canonical: Sequence[str], targets, split: Split) -> dict:
 
     Returns ``{"train_test": n, "train_valid": n, "conflicting": n, "examples": [...]}``: ``train_test`` counts test
     molecules whose structure is also in the training part (their scores measure memory, not prediction), and
-    ``conflicting`` the structures that appear more than once with different labels anywhere in the data.
+    ``conflicting`` the structures that appear more than once with different labels anywhere in the data (two
+    measured values of one target that differ; a label missing in one copy is no disagreement).
     """
-    import numpy as np
-
     targets = np.asarray(targets, dtype=np.float64).reshape(len(canonical), -1)
     train = {canonical[i] for i in split.train}
     examples = [canonical[i] for i in split.test if canonical[i] in train][:3]
-    labels: dict[str, set] = {}
+    labels: dict[str, list[set]] = {}
     for key, row in zip(canonical, targets):
-        labels.setdefault(key, set()).add(tuple(np.round(np.nan_to_num(row, nan=np.inf), 9)))
+        per_target = labels.setdefault(key, [set() for _ in range(targets.shape[1])])
+        for values, value in zip(per_target, np.round(row, 9)):
+            if not np.isnan(value):
+                values.add(float(value))
     return {
         "train_test": int(sum(canonical[i] in train for i in split.test)),
         "train_valid": int(sum(canonical[i] in train for i in split.valid)),
-        "conflicting": int(sum(len(values) > 1 for values in labels.values())),
+        "conflicting": int(sum(any(len(values) > 1 for values in per_target) for per_target in labels.values())),
         "examples": examples,
     }
 

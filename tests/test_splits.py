@@ -10,12 +10,14 @@ from moleclip.processing.molecules import InvalidMoleculeError
 from moleclip.processing.splits import (
     SPLIT_KINDS,
     Split,
+    canonical_smiles,
     make_split,
     murcko_scaffold,
     random_scaffold_split,
     random_split,
     scaffold_groups,
     scaffold_split,
+    split_leakage,
 )
 
 # Scaffold families of different sizes, plus acyclic molecules (empty scaffold) and a chiral pair.
@@ -126,6 +128,15 @@ def test_molecules_too_large_to_draw_still_split():
     for kind in SPLIT_KINDS:
         _check_partition(make_split(kind, smiles, seed=1), len(smiles))
     assert murcko_scaffold(peptide) == ""
+
+
+def test_leakage_counts_disagreeing_labels_not_missing_ones():
+    nan = float("nan")
+    # ethanol twice (one copy lacks the second label: no disagreement), methylamine twice with another first label
+    canonical = canonical_smiles(["CCO", "OCC", "CN", "NC", "CCC"])
+    targets = [[1.0, nan], [1.0, 0.0], [2.0, 1.0], [3.0, 1.0], [4.0, 4.0]]
+    found = split_leakage(canonical, targets, Split(np.array([0, 2]), np.array([4]), np.array([1, 3])))
+    assert (found["train_test"], found["train_valid"], found["conflicting"]) == (2, 0, 1)
 
 
 @pytest.mark.data
