@@ -1,8 +1,7 @@
 """Predict properties of new molecules with a finetuned model: a table of SMILES in, the same table with predictions out.
 
 The model is a folder written by `moleclip finetune` (its `<output-dir>/model` folder) or a Hub repository holding
-one. The
-output keeps every input row and adds one column per target: `predicted_<target>` (regression, in the target's
+one (fetched whole, ensemble and applicability domain too, unless --no-uncertainty --no-domain). The output keeps every input row and adds one column per target: `predicted_<target>` (regression, in the target's
 units) or `probability_<target>` (classification). Rows whose SMILES cannot be drawn keep empty prediction cells and
 are listed in a warning. A fingerprint-baseline folder (`--baseline fingerprint`) works the same way.
 

@@ -114,3 +114,33 @@ def test_moleclip_models_judge_the_domain_in_their_own_embedding_space(trained, 
     written = pd.read_csv(out)
     np.testing.assert_allclose(written["nearest_embedding_similarity"], columns["nearest_embedding_similarity"],
                                rtol=1e-5)
+
+
+def test_a_hub_model_predicts_with_the_ensemble_and_domain_pushed_beside_it(trained, monkeypatch):
+    """`moleclip finetune --push-to-hub` uploads the ensemble and the domain with the model: predicting from the Hub
+    name must use them as predicting from the folder does, not the model alone (other numbers, no intervals)."""
+    import huggingface_hub
+
+    from moleclip.training.prediction import Predictor
+
+    root, _ = trained
+    folder = root / "fp" / "model"
+    fetched = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo_id, **kwargs: fetched.append(repo_id) or str(folder))
+    from_hub = Predictor.load("lab/moleclip-heavy").predict(NEW, progress=False)
+    from_folder = Predictor.load(str(folder)).predict(NEW, progress=False)
+    assert fetched == ["lab/moleclip-heavy"]
+    assert from_hub.columns.keys() == from_folder.columns.keys() >= {"predicted_heavy_lower", "in_domain"}
+    for name, values in from_folder.columns.items():
+        np.testing.assert_array_equal(from_hub.columns[name], values)
+    with pytest.raises(OSError, match="HF_HUB_OFFLINE"):  # the model alone, from the (offline) Hub
+        Predictor.load("lab/moleclip-heavy", uncertainty=False, domain=False)
+    assert fetched == ["lab/moleclip-heavy"]  # neither wanted: the repository is not fetched whole
+
+    def offline(repo_id, **kwargs):
+        raise OSError("offline, and not in the cache")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(OSError, match="cannot load 'lab/moleclip-heavy'"):
+        Predictor.load("lab/moleclip-heavy", uncertainty=True)

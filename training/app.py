@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN, mark_skipped, mark_standardized
+from moleclip.training.prediction import local_model_folder
 
 __all__ = ["INSTALL_HINT", "MODEL_ENV", "AppOutput", "MoleculeApp", "build_app", "local_model_folder",
            "require_gradio"]
@@ -61,26 +62,6 @@ def require_gradio():
     except ImportError as err:
         raise ImportError(f"the MoleCLIP app needs gradio, which is not installed: {INSTALL_HINT}") from err
     return gradio
-
-
-def local_model_folder(spec: str) -> str:
-    """A local folder for `spec`: the folder itself, or a Hub repository downloaded whole, since the ensemble
-    (ensemble/) and the applicability domain live beside the model and `Predictor` reads them from disk."""
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return str(path)
-    from moleclip.training.hub import check_model_exists
-
-    check_model_exists(str(spec))  # a path that is not there: "not found", not a Hub request
-    from huggingface_hub import snapshot_download
-
-    try:
-        return snapshot_download(repo_id=str(spec))
-    except Exception as err:
-        from moleclip.training.hub import HubUnavailableError
-
-        raise HubUnavailableError(f"cannot load {spec!r} from the Hugging Face Hub: {type(err).__name__}: "
-                                  f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no answer'}") from err
 
 
 @dataclass

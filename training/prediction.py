@@ -19,7 +19,51 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Predictor", "PredictionResult", "load_predictor", "predict_values"]
+__all__ = ["Predictor", "PredictionResult", "load_predictor", "predict_values", "local_model_folder"]
+
+
+def local_model_folder(spec: str) -> str:
+    """A local folder for `spec`: the folder itself, or a Hub repository downloaded whole, since the ensemble
+    (ensemble/) and the applicability domain live beside the model and `Predictor` reads them from disk."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return str(path)
+    from moleclip.training.hub import check_model_exists
+
+    check_model_exists(str(spec))  # a path that is not there: "not found", not a Hub request
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id=str(spec))
+    except Exception as err:
+        from moleclip.training.hub import HubUnavailableError
+
+        raise HubUnavailableError(f"cannot load {spec!r} from the Hugging Face Hub: {type(err).__name__}: "
+                                  f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no answer'}") from err
+
+
+def _model_folder(spec: str, uncertainty: bool | None, domain: bool | None) -> str:
+    """The folder to read a model and what trusts it from. A Hub repository pushed by `moleclip finetune` holds its
+    ensemble and domain beside the model, read from disk: it is fetched whole unless neither is wanted (read alone,
+    the Hub model would predict without them, its numbers differing from the same model's folder). When the whole
+    repository cannot be fetched (offline, with only the model in the cache) and neither was asked for, the model is
+    used alone, with a warning."""
+    from moleclip.training.hub import PRESETS
+
+    if (uncertainty is False and domain is False) or str(spec) in PRESETS or Path(spec).expanduser().exists():
+        return spec
+    from moleclip.training.hub import HubUnavailableError
+
+    try:
+        return local_model_folder(spec)
+    except HubUnavailableError as err:
+        if uncertainty or domain:
+            raise
+        import warnings
+
+        warnings.warn(f"{err}; predicting with the model alone, without its ensemble and applicability domain",
+                      UserWarning, stacklevel=3)
+        return spec
 
 
 def load_predictor(spec: str, trust_pickle: bool = False):
@@ -115,6 +159,7 @@ class Predictor:
     @classmethod
     def load(cls, spec: str, trust_pickle: bool = False, uncertainty: bool | None = None,
              domain: bool | None = None, device=None) -> "Predictor":
+        spec = _model_folder(spec, uncertainty, domain)
         model, processor = load_predictor(spec, trust_pickle=trust_pickle)
         return cls(spec, model, processor, _read_trust(spec, uncertainty), _read_domain(spec, domain), trust_pickle,
                    device, _read_embedding_domain(spec, domain))
