@@ -393,3 +393,40 @@ def test_tied_hits_go_by_library_order_whatever_k(tmp_path, metric):
     assert found[6][:3] == [0, 2, 4] and found[10] == found[6]  # k above the library: every molecule once
     hits = index.hits(vectors[:1], 3)
     assert hits["id"].tolist() == ["m0", "m2", "m4"] and hits["rank"].tolist() == [1, 2, 3]
+
+
+def test_embeddings_are_read_in_chunks_with_the_same_result(tmp_path, monkeypatch):
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((3000, 128)).astype(np.float32)
+    vectors[[1, 2, 1500]] = np.nan
+    path = _embeddings_file(tmp_path / "emb.csv", vectors, ids=[f"{i:05d}" for i in range(3000)])
+
+    def read(rows):
+        monkeypatch.setattr(vi, "READ_CHUNK_ROWS", rows)
+        tracemalloc.start()
+        try:
+            return vi.read_embeddings(path), tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    whole, whole_peak = read(10**6)
+    chunked, chunked_peak = read(200)
+    # the file's text is never held whole: a CSV's cells as Python strings take ~15 times their numbers' memory
+    assert chunked_peak < 0.4 * whole_peak, chunked_peak / whole_peak
+    pd.testing.assert_frame_equal(chunked.frame, whole.frame)
+    np.testing.assert_array_equal(chunked.vectors, whole.vectors)
+    assert chunked.skipped == 3 and chunked.frame["library_row"].tolist()[1498:1500] == [1501, 1502]
+    assert chunked.frame["id"].tolist()[:2] == ["00000", "00003"]
+    broken = pd.read_csv(path, dtype=str, keep_default_na=False)
+    broken.loc[2500, "emb_7"] = ""
+    broken.to_csv(tmp_path / "broken.csv", index=False)
+    with pytest.raises(ValueError, match="line 2502 has a partly empty"):
+        vi.read_embeddings(tmp_path / "broken.csv")
+    (tmp_path / "empty.csv").write_text("smiles,x\n")
+    with pytest.raises(ValueError, match="no embedding columns"):
+        vi.read_embeddings(tmp_path / "empty.csv")
+    (tmp_path / "header.csv").write_text("smiles,emb_0\n")
+    with pytest.raises(ValueError, match="no row has an embedding"):
+        vi.read_embeddings(tmp_path / "header.csv")

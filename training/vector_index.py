@@ -66,6 +66,8 @@ HNSW_EF_CONSTRUCTION = 100
 HNSW_EF_SEARCH = 128
 
 EMBEDDING_COLUMN = re.compile(r"emb_(\d+)")
+# Rows of an embeddings file read (and their text turned into numbers) at a time.
+READ_CHUNK_ROWS = 10_000
 LIBRARY_ROW = "library_row"
 # The key of the Parquet metadata in which an embeddings file may record the model and processor that made it.
 EMBEDDED_WITH_KEY = b"moleclip"
@@ -150,43 +152,58 @@ def _read_embedded_with(path: Path) -> dict | None:
 def read_embeddings(path: str | os.PathLike, smiles_column: str | None = None) -> EmbeddedLibrary:
     """Read an embeddings file written by `moleclip embed` (.csv/.tsv, optionally .gz, or .parquet).
 
+    Read :data:`READ_CHUNK_ROWS` rows at a time, each chunk's embeddings turned into float32 at once: a CSV's cells
+    are text, and a million rows of 512 of them held whole as Python strings would take some thirty gigabytes.
+
     Raises FileNotFoundError, ValueError (no embedding columns, a damaged row, no row with an embedding, a .npy file,
     which holds no SMILES) and the table reader's errors (no SMILES column: name it with `smiles_column`).
     """
-    from moleclip.processing.tables import read_molecule_table
+    from moleclip.processing.tables import iter_molecule_table
 
     path = Path(os.fspath(path)).expanduser()
     if path.name.lower().endswith(".npy"):
         raise ValueError(f"{path}: a .npy embeddings file holds no SMILES or IDs; embed to .parquet or .csv instead")
-    table = read_molecule_table(path, smiles_column)
-    frame = table.frame
-    columns = _embedding_columns(frame.columns, path)
-    if LIBRARY_ROW in frame.columns:
-        raise ValueError(f"{path} has a column named {LIBRARY_ROW!r}, which the index uses for each molecule's row "
-                         "in the embeddings file: rename it")
-    values = frame[columns]
+    frames, blocks, skipped, offset, columns, smiles_name = [], [], 0, 0, None, None
+    for chunk in iter_molecule_table(path, smiles_column, READ_CHUNK_ROWS):
+        frame, smiles_name = chunk.frame, chunk.smiles_column
+        if columns is None:
+            columns = _embedding_columns(frame.columns, path)
+            if LIBRARY_ROW in frame.columns:
+                raise ValueError(f"{path} has a column named {LIBRARY_ROW!r}, which the index uses for each "
+                                 "molecule's row in the embeddings file: rename it")
+        vectors = _chunk_vectors(frame[columns], path)
+        empty = np.isnan(vectors).all(axis=1)
+        broken = ~empty & ~np.isfinite(vectors).all(axis=1)
+        if broken.any():
+            row = int(np.flatnonzero(broken)[0])
+            raise ValueError(f"{path}: line {chunk.line(row)} has a partly empty or infinite embedding: the file is "
+                             "damaged or was edited")
+        kept = np.flatnonzero(~empty)
+        library = frame.drop(columns=columns + ([SKIPPED_COLUMN] if SKIPPED_COLUMN in frame.columns else []))
+        library = library.iloc[kept].reset_index(drop=True)
+        library[LIBRARY_ROW] = (offset + kept).astype(np.int64)
+        frames.append(library)
+        blocks.append(vectors[kept])
+        skipped, offset = skipped + int(empty.sum()), offset + len(frame)
+    if columns is None:  # a header and no rows: the header must still be an embeddings file's
+        from moleclip.processing.tables import read_molecule_table
+
+        _embedding_columns(read_molecule_table(path, smiles_column).frame.columns, path)
+    if not sum(len(block) for block in blocks):
+        raise ValueError(f"{path}: no row has an embedding")
+    return EmbeddedLibrary(frame=pd.concat(frames, ignore_index=True), smiles_column=smiles_name,
+                           vectors=np.ascontiguousarray(np.concatenate(blocks)), skipped=skipped, path=path,
+                           sha256=file_sha256(path), embedded_with=_read_embedded_with(path))
+
+
+def _chunk_vectors(values: pd.DataFrame, path: Path) -> np.ndarray:
     # CSV cells are text, "" where embed wrote nothing; Parquet's are already floats, NaN for nothing
-    if not all(pd.api.types.is_numeric_dtype(values[c]) for c in columns):
+    if not all(pd.api.types.is_numeric_dtype(values[c]) for c in values.columns):
         values = values.replace("", np.nan)
     try:
-        vectors = values.to_numpy(dtype=np.float32)
+        return values.to_numpy(dtype=np.float32)
     except (ValueError, TypeError) as err:
         raise ValueError(f"{path}: an embedding cell is not a number ({err})") from None
-    empty = np.isnan(vectors).all(axis=1)
-    broken = ~empty & ~np.isfinite(vectors).all(axis=1)
-    if broken.any():
-        row = int(np.flatnonzero(broken)[0])
-        raise ValueError(f"{path}: line {table.line(row)} has a partly empty or infinite embedding: the file is "
-                         "damaged or was edited")
-    kept = np.flatnonzero(~empty)
-    if not len(kept):
-        raise ValueError(f"{path}: no row has an embedding")
-    library = frame.drop(columns=columns + ([SKIPPED_COLUMN] if SKIPPED_COLUMN in frame.columns else []))
-    library = library.iloc[kept].reset_index(drop=True)
-    library[LIBRARY_ROW] = kept.astype(np.int64)
-    return EmbeddedLibrary(frame=library, smiles_column=table.smiles_column,
-                           vectors=np.ascontiguousarray(vectors[kept]), skipped=int(empty.sum()), path=path,
-                           sha256=file_sha256(path), embedded_with=_read_embedded_with(path))
 
 
 # ---------------------------------------------------------------------------------------------------- the index
