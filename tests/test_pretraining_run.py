@@ -32,3 +32,23 @@ def test_the_run_says_how_many_molecules_the_prerendered_store_holds(tmp_path, c
     assert pretrain(config)["steps"] == 1
     assert f"pre-rendered store {tmp_path / 'store'} (3 of 40 molecules in it; the others are drawn)" in (
         capsys.readouterr().out)
+
+
+def test_validation_accuracy_counts_only_molecules_with_a_class():
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+
+    from moleclip.training.pretrain_run import make_evaluator
+
+    class Step:  # the model's output for one batch: the classifier answers 0, 1, 0, 0
+        def forward(self, model, batch):
+            logits = torch.tensor([[5.0, 0.0], [0.0, 5.0], [5.0, 0.0], [5.0, 0.0]])
+            return SimpleNamespace(loss=torch.tensor(1.0), contrastive_loss=torch.tensor(0.5),
+                                   classification_losses=torch.tensor([0.5]), label_logits=[logits])
+
+    # the third molecule could not be drawn (label -100): right on 2 of the 3 molecules with a class
+    batch = {"pseudo_labels": torch.tensor([[0], [1], [-100], [1]])}
+    result = make_evaluator(Accelerator(cpu=True), Step(), [batch], [2])(torch.nn.Linear(1, 1))
+    assert result["valid_accuracy_k2"] == pytest.approx(2 / 3)
+    assert result["valid_loss"] == 1.0 and result["valid_classification_loss_k2"] == 0.5

@@ -119,13 +119,19 @@ class PretrainStep:
 
 
 def make_evaluator(accelerator, step: PretrainStep, loader, ks: list[int]):
-    """Validation: mean loss parts and pseudo-label accuracies over the held-out batches, across processes."""
+    """Validation: mean loss parts and pseudo-label accuracies over the held-out batches, across processes.
+
+    An accuracy counts the molecules with a class only: one that could not be drawn comes with label -100, which the
+    cross-entropy ignores, and is not a wrong answer of the classifier.
+    """
     import torch
 
     def evaluate(model) -> dict[str, float]:
         model.eval()
-        names = ["loss", "contrastive_loss"] + [f"classification_loss_k{k}" for k in ks] + [f"accuracy_k{k}" for k in ks]
+        names = ["loss", "contrastive_loss"] + [f"classification_loss_k{k}" for k in ks]
         totals = torch.zeros(len(names), dtype=torch.float64, device=accelerator.device)
+        hits = torch.zeros(len(ks), dtype=torch.float64, device=accelerator.device)
+        counted = torch.zeros(len(ks), dtype=torch.float64, device=accelerator.device)
         batches = 0
         with torch.no_grad():
             for batch in loader:
@@ -133,12 +139,18 @@ def make_evaluator(accelerator, step: PretrainStep, loader, ks: list[int]):
                 out = step.forward(model, batch)
                 values = [out.loss, out.contrastive_loss]
                 values += list(out.classification_losses) if ks else []
-                values += [(logits.argmax(-1) == batch["pseudo_labels"][:, j]).float().mean()
-                           for j, logits in enumerate(out.label_logits or [])]
                 totals += torch.stack([v.detach().double() for v in values])
+                for j, logits in enumerate(out.label_logits or []):
+                    labels = batch["pseudo_labels"][:, j]
+                    known = labels != -100
+                    hits[j] += ((logits.argmax(-1) == labels) & known).sum()
+                    counted[j] += known.sum()
                 batches += 1
         totals = accelerator.reduce(totals / max(batches, 1), reduction="mean")
-        return {f"valid_{name}": float(v) for name, v in zip(names, totals.tolist())}
+        hits, counted = accelerator.reduce(hits, reduction="sum"), accelerator.reduce(counted, reduction="sum")
+        accuracies = (hits / counted.clamp(min=1)).tolist()
+        return {**{f"valid_{name}": float(v) for name, v in zip(names, totals.tolist())},
+                **{f"valid_accuracy_k{k}": float(a) for k, a in zip(ks, accuracies)}}
 
     return evaluate
 
