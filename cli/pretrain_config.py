@@ -159,14 +159,17 @@ class PretrainConfig:
             raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             self.max_grad_norm = None
+        if self.k is not None and list(self.k) == [None]:
+            self.k = None  # `--k none`: the option's way of asking for the default, as for every optional setting
         if self.k is not None:
             if [str(k) for k in self.k] == ["auto"]:
                 self.k = ["auto"]
             else:
                 try:
                     self.k = [int(k) for k in self.k]
-                except ValueError:
-                    raise ValueError(f"k must be integers or the single word auto, got {self.k}") from None
+                except (TypeError, ValueError):  # TypeError: `none` among numbers (--k 300 none)
+                    raise ValueError(f"k must be integers or the single word auto, got "
+                                     f"{['none' if k is None else k for k in self.k]}") from None
                 if any(k < 2 for k in self.k) or len(set(self.k)) != len(self.k):
                     raise ValueError(f"k must be distinct values >= 2, got {self.k}")
 

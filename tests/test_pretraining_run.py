@@ -52,3 +52,10 @@ def test_validation_accuracy_counts_only_molecules_with_a_class():
     result = make_evaluator(Accelerator(cpu=True), Step(), [batch], [2])(torch.nn.Linear(1, 1))
     assert result["valid_accuracy_k2"] == pytest.approx(2 / 3)
     assert result["valid_loss"] == 1.0 and result["valid_classification_loss_k2"] == 0.5
+
+
+def test_k_none_on_the_command_line_means_the_default_and_a_mixed_list_is_refused():
+    base = ["--input", "x.smi", "--output-dir", "out"]
+    assert PretrainConfig.from_args(base + ["--k", "none"]).k is None  # `none` sets an optional value to None
+    with pytest.raises(ValueError, match=r"k must be integers or the single word auto, got \['300', 'none'\]"):
+        PretrainConfig.from_args(base + ["--k", "300", "none"])
