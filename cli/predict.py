@@ -74,6 +74,24 @@ def run(args) -> int:
         return _predict(args)
 
 
+# What a model folder's predictions come from: weights, settings, calibration and domain (not its cards or code).
+MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".npy", ".joblib")
+
+
+def _model_files(folder) -> dict:
+    """Size and modification time of every file the predictions come from (the ensemble's too), like the input
+    file's record: a folder that a new finetuning wrote again at the same path no longer matches the shards an
+    unfinished run computed with the old model, so they are not mixed into one output."""
+    from pathlib import Path
+
+    root = Path(folder)
+    if not root.is_dir():
+        return {}
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in MODEL_FILE_SUFFIXES
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    return {p.relative_to(root).as_posix(): [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+
+
 def _predict(args) -> int:
     from moleclip.training import screening
     from moleclip.training.prediction import Predictor
@@ -93,8 +111,9 @@ def _predict(args) -> int:
 
     compute = screening.ChunkPredictor(predictor, batch_size=args.batch_size, num_workers=screening_workers(args))
     # what decides the predictions: a resumed run must have computed its finished shards the same way
-    decides = {"command": "predict", "model": model_name(args.model), "smiles_column": args.smiles_column,
-               "uncertainty": predictor.trust is not None, "domain": predictor.domain is not None}
+    decides = {"command": "predict", "model": model_name(args.model), "model_files": _model_files(predictor.spec),
+               "smiles_column": args.smiles_column, "uncertainty": predictor.trust is not None,
+               "domain": predictor.domain is not None}
     summary = screening.screen(args.input, args.output, compute, decides, progress=not args.no_progress,
                                first_chunk=warn, **screening_arguments(args))
     if rank != 0:

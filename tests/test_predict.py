@@ -144,3 +144,41 @@ def test_a_hub_model_predicts_with_the_ensemble_and_domain_pushed_beside_it(trai
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(OSError, match="cannot load 'lab/moleclip-heavy'"):
         Predictor.load("lab/moleclip-heavy", uncertainty=True)
+
+
+def test_an_unfinished_predict_does_not_resume_with_a_model_written_again(trained, tmp_path, monkeypatch, capsys):
+    """The shards of an interrupted run were computed by the model as it then was: after a new finetuning into the
+    same folder, resuming would mix two models' predictions in one file. The run is refused instead."""
+    import shutil
+
+    from moleclip.training import screening
+    from moleclip.training.baselines import FingerprintPredictor
+
+    root, _ = trained
+    folder = tmp_path / "model"
+    shutil.copytree(root / "fp" / "model", folder)
+    table = tmp_path / "many.csv"
+    pd.DataFrame({"smiles": ["C" * k + "O" for k in range(1, 9)]}).to_csv(table, index=False)
+    out = tmp_path / "p.csv"
+    argv = ["predict", "--model", str(folder), "--input", str(table), "--output", str(out), "--no-progress",
+            "--chunk-size", "2"]
+
+    def killed(k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(screening, "_after_chunk", killed)
+    assert cli(argv) != 0
+    assert len(list(screening.parts_folder(out).glob("part-*"))) == 1
+    monkeypatch.setattr(screening, "_after_chunk", None)
+    model = FingerprintPredictor.load(folder)  # finetuned again: other weights, the same folder
+    with torch.no_grad():
+        model.head.layers[-1].bias.add_(5.0)
+    model.save(folder)
+    capsys.readouterr()
+    assert cli(argv) == 2
+    assert "the arguments changed" in capsys.readouterr().err and not out.exists()
+    assert cli([*argv, "--overwrite"]) == 0
+    fresh = pd.read_csv(out)["predicted_heavy"].to_numpy()
+    shutil.rmtree(tmp_path / "again", ignore_errors=True)
+    assert cli([*argv[:6], str(tmp_path / "again.csv"), "--no-progress"]) == 0
+    np.testing.assert_allclose(fresh, pd.read_csv(tmp_path / "again.csv")["predicted_heavy"].to_numpy())
