@@ -11,8 +11,9 @@ Writes into --output-dir:
   atoms.csv      one row per heavy atom: the input's columns, input_row (0-based position in the input), atom_index
                  (RDKit's, i.e. the SMILES' atom order; for a model that standardises its input, the order in which
                  explained_smiles writes the atoms), element, and one score column per method
-  molecules.csv  one row per input row, in order: the input's columns, the target, the prediction (value, or
-                 probability for classification), the output explained (the logit for classification), how much of
+  molecules.csv  one row per input row, in order: the input's columns, the target, the prediction of the folder's
+                 saved model (value, or probability for classification; `moleclip predict` gives the ensemble's mean
+                 when the folder has an ensemble, --no-uncertainty this model's), the output explained (the logit for classification), how much of
                  each pixel map reached atoms (coverage_*), the integrated-gradients convergence delta, the picture
                  files, and moleclip_skipped (why a row has no explanation); for a model that standardises its
                  input, explained_smiles: the molecule whose atoms the rows describe

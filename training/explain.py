@@ -72,7 +72,8 @@ class MoleculeExplanation:
         atom_indices, elements: RDKit atom index and element symbol of each row.
         scores: method -> one score per row (see each method for its units).
         output: the model output that was explained (regression: the prediction; classification: the logit).
-        prediction: what `moleclip predict` reports (the value, or the probability).
+        prediction: the explained model's prediction (the value, or the probability), as `moleclip predict
+            --no-uncertainty` reports it (by default predict reports the mean of the folder's ensemble).
         coverage: pixel method -> share of the map's absolute mass that was pooled onto atoms.
         delta: integrated gradients' convergence delta, when computed: sum of the map minus the change it explains.
         picture: the RGB drawing the model saw (None for fingerprint models).
