@@ -136,6 +136,8 @@ class PretrainConfig:
         elif self.groups_per_batch * self.group_size != self.batch_size:
             raise ValueError(f"groups_per_batch x group_size = {self.groups_per_batch} x {self.group_size} "
                              f"!= batch_size {self.batch_size}")
+        if not 0 <= self.seed < 2**32:  # numpy's and scikit-learn's seeds; refused now, not after the MACCS keys
+            raise ValueError(f"seed must be in 0..{2**32 - 1}, got {self.seed}")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")
         if self.init_factor is not None:

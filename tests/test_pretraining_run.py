@@ -59,3 +59,11 @@ def test_k_none_on_the_command_line_means_the_default_and_a_mixed_list_is_refuse
     assert PretrainConfig.from_args(base + ["--k", "none"]).k is None  # `none` sets an optional value to None
     with pytest.raises(ValueError, match=r"k must be integers or the single word auto, got \['300', 'none'\]"):
         PretrainConfig.from_args(base + ["--k", "300", "none"])
+
+
+def test_a_seed_numpy_and_scikit_learn_cannot_take_is_refused_with_the_options():
+    base = ["--input", "x.smi", "--output-dir", "out"]
+    for seed in ("-1", str(2**32)):
+        with pytest.raises(ValueError, match="seed must be in 0..4294967295"):
+            PretrainConfig.from_args(base + ["--seed", seed])
+    assert PretrainConfig.from_args(base + ["--seed", str(2**32 - 1)]).seed == 2**32 - 1
