@@ -38,6 +38,7 @@ import csv
 import gzip
 import io
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,11 +190,17 @@ def _read_smi(handle, limit: int | None):
     return columns, smiles_name, lines
 
 
+def _first_line(text: str) -> str:
+    """The text's first line, ended by any of the line breaks the csv module knows: a spreadsheet's "CSV (Macintosh)"
+    ends its lines with a bare carriage return."""
+    return re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]
+
+
 def _delimiter(text: str, kind: str) -> str:
     """The delimiter of a .csv/.tsv file: its kind's, unless the header line holds none of it but ';', tab or '|'
     (a semicolon CSV, as spreadsheets in many locales write it), which then is the delimiter."""
     expected = "\t" if kind == "tsv" else ","
-    header = text.lstrip("\ufeff").split("\n", 1)[0]
+    header = _first_line(text.lstrip("\ufeff"))
     if expected in header:
         return expected
     for other in (";", "\t", "|"):
@@ -206,7 +213,7 @@ def _read_delimited(text: str, delimiter: str, limit: int | None) -> tuple[pd.Da
     """(frame, line numbers) of a CSV/TSV text. Fast path: pandas' C parser when no field is quoted (then every record
     is one line, so a row's line follows from its position); otherwise, or for a malformed record, the csv module,
     which counts the lines of quoted multi-line fields and says which record is wrong."""
-    first_line = text.split("\n", 1)[0]
+    first_line = _first_line(text)
     if '"' not in text and first_line.strip():
         try:
             frame = pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, na_filter=False,
@@ -227,7 +234,7 @@ def _read_delimited(text: str, delimiter: str, limit: int | None) -> tuple[pd.Da
             if limit is not None:
                 frame, lines = frame.iloc[:limit], lines[:limit]
             return frame, lines
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)  # lines as the file has them
     header: list[str] | None = None
     rows: list[list[str]] = []
     lines: list[int] = []

@@ -42,3 +42,14 @@ def test_parquet_rows_are_numbered_from_zero_whatever_pandas_recorded(tmp_path):
     pd.DataFrame({"smiles": ["CCO", "CCN", "CCC"]}, index=[10, 20, 30]).to_parquet(path)  # stored as a RangeIndex
     table = read_molecule_table(path)
     assert table.frame.index.tolist() == [0, 1, 2] and table.frame.loc[0, "smiles"] == "CCO"
+
+
+def test_lines_ended_by_bare_carriage_returns_are_read_by_both_readers(tmp_path):
+    # a spreadsheet's "CSV (Macintosh)": every line ends in \r alone
+    path = tmp_path / "mac.csv"
+    path.write_bytes(b"id,smiles\r0001,CCO\r\r0002,CCN\r0003,CCC\r")
+    table = _whole_and_chunked(path)
+    assert table.frame["id"].tolist() == ["0001", "0002", "0003"] and table.line_numbers.tolist() == [2, 4, 5]
+    path.write_bytes(b'id,smiles,note\r0001,CCO,"a,b"\r0002,CCN,x\r0003,CCC,\r')  # quoted: the csv module's path
+    table = _whole_and_chunked(path)
+    assert table.frame["note"].tolist() == ["a,b", "x", ""] and table.line_numbers.tolist() == [2, 3, 4]
