@@ -346,6 +346,11 @@ def prerender(
         # Pretraining's second view is a random-style drawing: without one it would pair the plain drawing with itself.
         raise ValueError(f"n_variants must be >= 1 (random-style drawings per molecule, the second view of "
                          f"pretraining), got {n_variants}")
+    # Checked here: inside the drawing, a bad seed or size fails every molecule, which reads as "could not be drawn".
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"size must be a positive number of pixels, got {size!r}")
     if shard_size < 1 or row_group_size < 1:
         raise ValueError(f"shard_size and row_group_size must be >= 1, got {shard_size} and {row_group_size}")
     smiles = [str(s) for s in smiles]

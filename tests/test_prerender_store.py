@@ -161,6 +161,15 @@ def test_overwrite_replaces_a_store_but_never_deletes_another_folder(tmp_path):
     assert PrerenderedImages(store.path).n_variants == 1
 
 
+def test_a_seed_or_size_no_drawing_can_use_is_refused_before_drawing(tmp_path):
+    # inside the drawing either would fail every molecule, a store of empty pictures that reads as "could not be drawn"
+    with pytest.raises(ValueError, match="seed must be a non-negative integer, got -1"):
+        small_store(tmp_path / "a", seed=-1)
+    with pytest.raises(ValueError, match="size must be a positive number of pixels, got 0"):
+        small_store(tmp_path / "b", size=0)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_a_store_without_random_style_drawings_is_refused(tmp_path):
     from moleclip.processing.pretraining_data import TwoViewDataset
 
