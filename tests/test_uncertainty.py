@@ -1,4 +1,5 @@
-"""Ensembles, split-conformal intervals, probability calibration and their reports (moleclip.training.uncertainty)."""
+"""Ensembles, split-conformal intervals, probability calibration (moleclip.training.uncertainty) and their test
+reports (moleclip.training.uncertainty_report)."""
 
 import json
 import math
@@ -6,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from moleclip.training.uncertainty import (ConformalIntervals, ProbabilityCalibration, brier_score,
-                                           calibration_from_dict, classification_report, conformal_quantile,
-                                           ensemble, expected_calibration_error, min_calibration_size,
-                                           regression_report, uncertainty_markdown)
+from moleclip.training.uncertainty import (ConformalIntervals, ProbabilityCalibration, calibration_from_dict,
+                                           conformal_quantile, ensemble, min_calibration_size)
+from moleclip.training.uncertainty_report import (brier_score, classification_report, expected_calibration_error,
+                                                  regression_report, uncertainty_markdown)
 
 
 def _sigmoid(z):

@@ -1,17 +1,16 @@
-"""Uncertainty that is calibrated on validation data, and reports of how well it holds on test data.
+"""Uncertainty that is calibrated on validation data.
 
 * :func:`ensemble`: the models of the chosen setting (one per seed) as one ensemble: mean and spread of predictions.
 * :class:`ConformalIntervals` (regression): split-conformal intervals (Lei et al. 2018, "Distribution-free predictive
   inference for regression", JASA 113:1094), plain or normalised by the ensemble spread, per target.
 * :class:`ProbabilityCalibration` (classification): temperature scaling (Guo et al. 2017, "On calibration of modern
   neural networks", ICML) or isotonic regression (Zadrozny & Elkan 2002), per target.
-* :func:`regression_report` / :func:`classification_report` score them on a test part (coverage and width; Brier
-  score and expected calibration error, Naeini et al. 2015, AAAI; rank correlation of spread with error), and
-  :func:`uncertainty_markdown` writes such a report as a table for results.md.
+
+How well they hold on a test part is scored apart, in :mod:`moleclip.training.uncertainty_report`.
 
 Everything is fitted on the validation part only; no choice here ever reads test labels. Arrays are ``[n]`` or
-``[n, targets]``; NaN labels (missing targets) are skipped target by target. Reports and ``to_dict()`` are plain
-JSON-ready dicts (non-finite floats such as an unbounded width are written as the project writes them elsewhere:
+``[n, targets]``; NaN labels (missing targets) are skipped target by target. ``to_dict()`` gives plain JSON-ready
+dicts (non-finite floats such as an unbounded quantile are written as the project writes them elsewhere:
 ``json.dumps(..., allow_nan=True)``).
 """
 
@@ -25,12 +24,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["DEFAULT_COVERAGE", "ECE_BINS", "Ensemble", "ensemble", "conformal_quantile", "min_calibration_size",
-           "ConformalIntervals", "ProbabilityCalibration", "brier_score", "expected_calibration_error",
-           "regression_report", "classification_report", "uncertainty_markdown", "calibration_from_dict"]
+__all__ = ["DEFAULT_COVERAGE", "Ensemble", "ensemble", "conformal_quantile", "min_calibration_size",
+           "ConformalIntervals", "ProbabilityCalibration", "calibration_from_dict"]
 
 DEFAULT_COVERAGE = 0.9
-ECE_BINS = 10
 # eps of the normalised score, as a fraction of the median calibration spread: small enough that the spread drives
 # the width, large enough that a molecule on which all members agree by chance does not get a zero-width interval.
 EPS_FRACTION = 0.1
@@ -406,122 +403,3 @@ def calibration_from_dict(data: dict) -> ConformalIntervals | ProbabilityCalibra
     if data.get("kind") not in kinds:
         raise ValueError(f"unknown calibration kind {data.get('kind')!r}; expected one of {sorted(kinds)}")
     return kinds[data["kind"]].from_dict(data)
-
-
-# ---------------------------------------------------------------------------------------------------- reports
-def brier_score(labels, probabilities) -> float:
-    """Brier score (1/n) sum_i (p_i - y_i)^2 over labelled molecules (Brier 1950); lower is better."""
-    y, p = np.asarray(labels, dtype=np.float64).ravel(), np.asarray(probabilities, dtype=np.float64).ravel()
-    known = np.isfinite(y)
-    return float(np.mean((p[known] - y[known]) ** 2)) if known.any() else math.nan
-
-
-def expected_calibration_error(labels, probabilities, bins: int = ECE_BINS) -> float:
-    """ECE (Naeini et al. 2015; Guo et al. 2017) of the positive-class probability, equal-width bins:
-
-    ECE = sum_b (n_b / n) |mean(y in b) - mean(p in b)|, bins [0, 1/B), ..., [(B-1)/B, 1] (1 falls in the last).
-    Empty bins weigh nothing. The positive-class form suits binary property labels; note that it, like any binned
-    ECE, is biased upwards for small n (a perfectly calibrated model of n molecules, its probabilities spread evenly
-    over [0, 1], scores about sqrt(B / n) / 3).
-    """
-    if bins < 1:
-        raise ValueError(f"bins must be >= 1, got {bins}")
-    y, p = np.asarray(labels, dtype=np.float64).ravel(), np.asarray(probabilities, dtype=np.float64).ravel()
-    if y.shape != p.shape:
-        raise ValueError(f"labels have shape {y.shape} but probabilities {p.shape}")
-    known = np.isfinite(y)
-    y, p = y[known], p[known]
-    if y.size == 0:
-        return math.nan
-    if not ((p >= 0) & (p <= 1)).all():
-        raise ValueError("probabilities must lie in [0, 1] (calibrate logits first)")
-    which = np.minimum((p * bins).astype(np.int64), bins - 1)
-    count = np.bincount(which, minlength=bins)
-    gap = np.abs(np.bincount(which, y, bins) - np.bincount(which, p, bins))  # per bin: n_b * |mean y - mean p|
-    return float(gap.sum() / count.sum())
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rho; NaN when undefined (fewer than 3 molecules, or a constant input such as one member)."""
-    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return math.nan
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
-
-
-def _mean_over_targets(per_target: dict) -> dict:
-    """Equal-weight mean over the targets where a value is defined; ``n`` is summed instead."""
-    keys = next(iter(per_target.values())).keys()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: the mean is NaN, as it should be
-        return {k: sum(row[k] for row in per_target.values()) if k == "n" else
-                float(np.nanmean([row[k] for row in per_target.values()])) for k in keys}
-
-
-def regression_report(labels, mean, intervals: ConformalIntervals, spread=None) -> dict:
-    """On a test part: per target, ``n``, ``coverage`` (fraction with lower <= y <= upper; compare with
-    ``target_coverage``), ``mean_width`` (mean of upper - lower, target units) and ``spearman_spread_error``
-    (rank correlation of the ensemble spread with |y - mean|); ``mean`` averages them over targets."""
-    y, mu = _matrix("labels", labels, allow_nan=True), _matrix("mean", mean)
-    _check_shapes(labels=y, mean=mu)
-    lower, upper = intervals.intervals(mu, spread)
-    sd = None if spread is None else _matrix("spread", spread)
-    per_target = {}
-    for j, name in enumerate(intervals.target_names):
-        known = np.isfinite(y[:, j])
-        yj = y[known, j]
-        per_target[name] = {
-            "n": int(known.sum()),
-            "coverage": float(np.mean((lower[known, j] <= yj) & (yj <= upper[known, j]))) if known.any() else math.nan,
-            "mean_width": float(np.mean(upper[known, j] - lower[known, j])) if known.any() else math.nan,
-            "spearman_spread_error": math.nan if sd is None else _spearman(sd[known, j], np.abs(yj - mu[known, j])),
-        }
-    return {"task": "regression", "target_coverage": intervals.coverage, "methods": dict(zip(
-        intervals.target_names, intervals.methods)), "targets": per_target, "mean": _mean_over_targets(per_target)}
-
-
-def classification_report(labels, logits, calibration: ProbabilityCalibration, spread=None,
-                          bins: int = ECE_BINS) -> dict:
-    """On a test part: per target, ``n``, Brier score, ECE (``bins`` equal-width bins) and NLL before
-    (``*_raw``: sigmoid of the logits) and after calibration, and ``spearman_spread_error`` (ensemble spread vs
-    |y - calibrated p|); ``mean`` averages them over targets."""
-    y, z = _matrix("labels", labels, allow_nan=True), _matrix("logits", logits)
-    _check_shapes(labels=y, logits=z)
-    calibrated, raw = calibration.probabilities(z), _sigmoid(z)
-    sd = None if spread is None else _matrix("spread", spread)
-    per_target = {}
-    for j, name in enumerate(calibration.target_names):
-        known = np.isfinite(y[:, j])
-        yj, pj, row = y[known, j], calibrated[known, j], {"n": int(known.sum())}
-        for suffix, p in (("_raw", raw[known, j]), ("", pj)):
-            row[f"brier{suffix}"] = brier_score(yj, p)
-            row[f"ece{suffix}"] = expected_calibration_error(yj, p, bins)
-            row[f"nll{suffix}"] = _nll(yj, p, is_logit=False) if yj.size else math.nan
-        row["spearman_spread_error"] = math.nan if sd is None else _spearman(sd[known, j], np.abs(yj - pj))
-        per_target[name] = row
-    return {"task": "classification", "ece_bins": bins, "methods": dict(zip(calibration.target_names,
-            calibration.methods)), "targets": per_target, "mean": _mean_over_targets(per_target)}
-
-
-def _fmt(value) -> str:
-    if isinstance(value, int):
-        return str(value)
-    return "-" if value is None or math.isnan(value) else ("unbounded" if math.isinf(value) else f"{value:.3g}")
-
-
-def uncertainty_markdown(report: dict) -> str:
-    """A markdown table of a :func:`regression_report` or :func:`classification_report`, one row per target."""
-    if report["task"] == "regression":
-        columns = ["n", "coverage", "mean_width", "spearman_spread_error"]
-        title = f"Conformal intervals, target coverage {report['target_coverage']:g}"
-    else:
-        columns = ["n", "brier_raw", "brier", "ece_raw", "ece", "nll_raw", "nll", "spearman_spread_error"]
-        title = f"Calibrated probabilities (ECE over {report['ece_bins']} equal-width bins; *_raw: before calibration)"
-    lines = [f"{title}, test part:", "", "| target | method | " + " | ".join(columns) + " |",
-             "|" + "---|" * (len(columns) + 2)]
-    for name, row in report["targets"].items():
-        lines.append(f"| {name} | {report['methods'][name]} | " + " | ".join(_fmt(row[c]) for c in columns) + " |")
-    if len(report["targets"]) > 1:
-        lines.append("| mean | | " + " | ".join(_fmt(report["mean"][c]) for c in columns) + " |")
-    return "\n".join(lines) + "\n"

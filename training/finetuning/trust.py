@@ -4,7 +4,7 @@ the model folder for `moleclip predict --uncertainty --domain`.
 * Ensemble: every seed's model of the chosen setting is kept (`model/ensemble/seed_<s>/`, each a complete folder of
   its mode: MoleCLIP checkpoint, fingerprint MLP or random forest); predict returns their mean and spread. For a random
   forest the members are the seeds' forests (each already an average of trees; the spread is between forests).
-* Calibration on validation only (`training/uncertainty.py`):
+* Calibration on validation only (`training/uncertainty.py`; its test reports: `training/uncertainty_report.py`):
   - shared split (every seed has the same validation and test rows: scaffold splits, or a split column with valid
     rows): the members form one ensemble on the same molecules, so intervals / probabilities are calibrated on the
     ensemble mean (and spread: normalised intervals are chosen when cross-validation on validation says they are
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from moleclip.training.applicability import ApplicabilityDomain, applicability_markdown, applicability_report
-from moleclip.training.uncertainty import ConformalIntervals, ProbabilityCalibration, classification_report, \
-    ensemble, regression_report, uncertainty_markdown
+from moleclip.training.uncertainty import ConformalIntervals, ProbabilityCalibration, ensemble
+from moleclip.training.uncertainty_report import classification_report, regression_report, uncertainty_markdown
 
 __all__ = ["TRUST_FILE", "MEMBER_FILE", "build_trust", "save_members", "save_head_member", "load_head_member",
            "trust_markdown", "interval_columns", "save_embedding_domain"]
