@@ -311,6 +311,9 @@ def compute_pseudo_labels(
             raise ValueError("Give at least one K (or 'auto')")
     if scan_ks is not None and not auto:
         raise ValueError("scan_ks is only used with ks='auto'")
+    # scikit-learn's random_state range; refused now rather than by K-means after every fingerprint is computed
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in 0..{2**32 - 1}, got {seed!r}")
 
     seconds: dict[str, float] = {}
     start = time.perf_counter()

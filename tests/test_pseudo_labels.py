@@ -243,6 +243,18 @@ def test_cli_refuses_an_output_it_cannot_write_before_any_work(tmp_path, monkeyp
         _cli(["--input", str(source), "--k", "2", "--output", str(tmp_path / "labels.parquet"), "--no-progress"])
 
 
+def test_a_seed_k_means_cannot_take_is_refused_before_the_fingerprints(monkeypatch):
+    from moleclip.processing import pseudo_labels
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("fingerprints were computed for a seed K-means refuses")
+
+    monkeypatch.setattr(pseudo_labels, "maccs_keys", no_work)
+    for seed in (-1, 2**32):
+        with pytest.raises(ValueError, match="seed must be an integer in 0..4294967295"):
+            compute_pseudo_labels(SMILES, [2], seed=seed, progress=False)
+
+
 def test_cli_is_registered_with_the_moleclip_command(tmp_path):
     from moleclip_cli import pseudo_labels as command
     from moleclip_cli.main import build_parser
