@@ -456,9 +456,9 @@ def _write_parquet(paths: list[Path], tmp: Path, metadata: dict | None) -> None:
     with pq.ParquetWriter(tmp, schema) as writer:
         for path in paths:
             table = pq.read_table(path).drop_columns([LINE_COLUMN])
-            for field in schema:
-                if field.name not in table.column_names:
-                    table = table.append_column(field, pa.nulls(len(table), field.type))
+            for column in schema:
+                if column.name not in table.column_names:
+                    table = table.append_column(column, pa.nulls(len(table), column.type))
             writer.write_table(table.select(schema.names).cast(schema))
 
 
