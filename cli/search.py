@@ -66,7 +66,7 @@ def run(args) -> int:
 def _queries(args):
     from pathlib import Path
 
-    from moleclip.training.vector_index import Query, is_picture
+    from moleclip.training.vector_queries import Query, is_picture
 
     from ._common import read_input
 
@@ -107,7 +107,8 @@ def _check_same_model(args, recorded: dict, model) -> None:
 def _search(args) -> int:
     from moleclip.configuration_moleclip import MODEL_PRESETS
     from moleclip.training.hub import load_backbone, load_processor
-    from moleclip.training.vector_index import embed_queries, load_index
+    from moleclip.training.vector_index import load_index
+    from moleclip.training.vector_queries import embed_queries
 
     from ._common import write_table
 
