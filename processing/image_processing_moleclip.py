@@ -335,7 +335,9 @@ class MoleCLIPImageProcessor(PilBackend):
             data["pixel_values"] = self._pixel_values(pictures, s, None)
         else:
             side = s["size"].height
-            data["pixel_values"] = np.zeros((0, 3, side, side), dtype=np.float32)
+            last = s["data_format"] is not None and ChannelDimension(s["data_format"]) == ChannelDimension.LAST
+            # the layout a full batch would have, so that it stacks with other batches
+            data["pixel_values"] = np.zeros((0, side, side, 3) if last else (0, 3, side, side), dtype=np.float32)
         data["kept_indices"] = np.asarray(kept, dtype=np.int64)
         encoding = BatchFeature(data=data, tensor_type=tensor_type)
         if s["device"] is not None:

@@ -271,6 +271,9 @@ def test_batch_can_skip_and_report(processor):
 def test_everything_skipped_gives_an_empty_batch(processor):
     out = processor(["xx", "yy"], on_error="skip")
     assert out["pixel_values"].shape == (0, 3, 224, 224) and len(out.skipped) == 2
+    last = processor(["xx", "CCO"], on_error="skip", data_format="channels_last")["pixel_values"]
+    assert last.shape == (1, 224, 224, 3)
+    assert processor(["xx"], on_error="skip", data_format="channels_last")["pixel_values"].shape == (0, 224, 224, 3)
 
 
 @pytest.mark.parametrize("smiles", [
