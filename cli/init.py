@@ -24,13 +24,26 @@ def add_arguments(parser) -> None:
                         help="K of each structural classification head (default 300 3000; none: no heads)")
     parser.add_argument("--seed", type=int, default=0, help="seed for randomly initialised weights")
     parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="also upload the folder to this Hub repo")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write over a model already in --output-dir (its weights are replaced)")
+
+
+# The files that make a folder a model: one there is a model's (a trained one's, perhaps), not to be silently replaced
+# by new, often random, weights.
+MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     import torch
 
     from moleclip.training.hub import describe_backbone, load_backbone, load_processor, push_model_dir, save_model_dir
 
+    found = [name for name in MODEL_FILES if (Path(args.output_dir).expanduser() / name).exists()]
+    if found and not args.overwrite:  # before loading anything
+        raise FileExistsError(f"{args.output_dir} already holds a model ({', '.join(found)}): pass --overwrite to "
+                              "replace it, or choose another folder")
     torch.manual_seed(args.seed)
     overrides = {}
     if args.pseudo_label_classes is not None:

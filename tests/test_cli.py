@@ -261,3 +261,15 @@ def test_a_preset_is_recorded_as_the_preset_even_beside_a_folder_of_its_name(tmp
     (tmp_path / "mine").mkdir()
     monkeypatch.chdir(tmp_path)
     assert model_name("tiny") == "tiny" and model_name("mine") == str(tmp_path / "mine")
+
+
+def test_init_refuses_to_write_over_a_model_unless_told(tmp_path, capsys):
+    folder = tmp_path / "model"
+    assert main(["init", "--backbone", "tiny", "--output-dir", str(folder), "--seed", "1"]) == 0
+    weights = (folder / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["init", "--backbone", "tiny", "--output-dir", str(folder), "--seed", "2"]) == 2
+    assert "already holds a model" in _one_line_error(capsys, "init")
+    assert (folder / "model.safetensors").read_bytes() == weights  # the model there is untouched
+    assert main(["init", "--backbone", "tiny", "--output-dir", str(folder), "--seed", "2", "--overwrite"]) == 0
+    assert (folder / "model.safetensors").read_bytes() != weights
