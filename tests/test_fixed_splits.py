@@ -150,3 +150,21 @@ def test_subgroup_summary_keeps_a_seed_whose_test_part_holds_the_group_when_the_
     assert summary["n"] == [0, 3]
     assert set(summary) == {"n", "mae", "rmse", "r2"}
     assert summary["mae"]["mean"] == 0.5 and summary["mae"]["n"] == 1 and summary["mae"]["n_missing"] == 1
+
+
+def test_input_columns_the_prediction_tables_would_overwrite_are_refused_before_training(tmp_path, tables, capsys):
+    """predictions.csv keeps every input column beside measured_<t>, predicted_<t>, its interval and seed: a table
+    already holding one of those (an earlier model's predictions, a seed column) would lose it without a word."""
+    root, main, external = tables
+    for where, column in ((main, "seed"), (main, "predicted_heavy"), (external, "predicted_heavy_upper")):
+        table = pd.read_csv(where, dtype=str)
+        table[column] = "x"
+        changed = tmp_path / f"{column}_{where.name}"
+        table.to_csv(changed, index=False)
+        data, test_file = (changed, external) if where == main else (main, changed)
+        out = tmp_path / f"out_{column}"
+        code = cli(["finetune", "--dataset", str(data), "--test-file", str(test_file), "--output-dir", str(out),
+                    "--target-columns", "heavy", "--no-progress", "--no-plots", *FP])
+        assert code == 2 and not out.exists()
+        err = capsys.readouterr().err
+        assert f"has column(s) {column}, which the job's prediction tables write" in err and "rename them" in err

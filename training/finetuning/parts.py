@@ -16,7 +16,7 @@ import pandas as pd
 from moleclip.processing.property_data import PropertyDataset, load_property_dataset
 from moleclip.processing.splits import Split, make_split, split_from_labels
 
-__all__ = ["JobRows", "load_job_rows", "truthy", "job_splits", "shared_split", "prediction_frame"]
+__all__ = ["JobRows", "load_job_rows", "written_columns", "truthy", "job_splits", "shared_split", "prediction_frame"]
 
 TRUE_VALUES = {"1", "1.0", "true", "yes", "y", "t"}
 FALSE_VALUES = {"0", "0.0", "false", "no", "n", "f", "", "nan", "none"}
@@ -58,10 +58,31 @@ def _frame(data: PropertyDataset, smiles_column: str | None) -> pd.DataFrame:
     return frame if len(frame) == len(data) else fallback
 
 
+def written_columns(task: str, target_names) -> list[str]:
+    """The columns the job's prediction tables add beside the input's (see :func:`prediction_frame` and the ensemble's
+    `trust.interval_columns`)."""
+    prefix = "probability" if task == "classification" else "predicted"
+    out = ["seed"]
+    for name in target_names:
+        out += [f"measured_{name}", f"{prefix}_{name}", f"{prefix}_{name}_spread"]
+        out += [f"calibrated_probability_{name}"] if task == "classification" else [f"predicted_{name}_lower",
+                                                                                   f"predicted_{name}_upper"]
+    return out
+
+
+def _check_columns(frame: pd.DataFrame, data: PropertyDataset, where) -> None:
+    """Refuse, before any training, input columns that the prediction tables would overwrite with their own."""
+    clash = sorted(set(map(str, frame.columns)) & set(written_columns(data.task, data.target_names)))
+    if clash:
+        raise ValueError(f"{where} has column(s) {', '.join(clash)}, which the job's prediction tables write (the "
+                         "input's columns are kept beside them): rename them")
+
+
 def load_job_rows(args, load) -> JobRows:
     """The main data (`load()`, limited to `args.limit` rows) and the `args.test_file` rows, with their columns."""
     data = load()
     frame = _frame(data, args.smiles_column)
+    _check_columns(frame, data, data.source or data.name)
     if args.limit is not None and args.limit < len(data):
         data, frame = data.subset(np.arange(args.limit)), frame.iloc[:args.limit].reset_index(drop=True)
     for option, column in (("--split-column", args.split_column), ("--group-column", args.group_column)):
@@ -77,6 +98,7 @@ def load_job_rows(args, load) -> JobRows:
                                      target_columns=list(data.target_names), task=data.task,
                                      standardize=args.standardize)
     ext_frame = _frame(external, args.smiles_column)
+    _check_columns(ext_frame, data, f"--test-file {args.test_file}")
     if args.group_column and args.group_column not in ext_frame.columns:
         raise ValueError(f"--group-column {args.group_column!r}: no such column in --test-file {args.test_file}")
     joined = PropertyDataset(name=data.name, smiles=data.smiles + external.smiles,
