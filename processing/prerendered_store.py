@@ -170,11 +170,16 @@ class PrerenderedImages:
     def _read_row(self, slot: int, columns: list[str]) -> list[bytes | None]:
         if not 0 <= slot < self._n:
             raise IndexError(f"slot {slot} out of range for a store of {self._n} molecules")
-        local = slot % self.shard_size
-        # One small read: no thread pool to start, only the pictures' `bytes` leaves (not their `path`); a missing
-        # picture (a null struct) reads back from Parquet with a null child too.
-        group = self._shard(slot // self.shard_size).read_row_group(
-            local // self.row_group_size, columns=[f"{name}.bytes" for name in columns], use_threads=False)
+        local, shard = slot % self.shard_size, slot // self.shard_size
+        try:
+            # One small read: no thread pool to start, only the pictures' `bytes` leaves (not their `path`); a missing
+            # picture (a null struct) reads back from Parquet with a null child too.
+            group = self._shard(shard).read_row_group(
+                local // self.row_group_size, columns=[f"{name}.bytes" for name in columns], use_threads=False)
+        except Exception as err:  # pyarrow's errors for a file gone, cut short or overwritten
+            raise OSError(f"the pre-rendered store {self.path} cannot be read at {self.files[shard]} "
+                          f"({type(err).__name__}: {err}); the store is damaged or incomplete: copy or download it "
+                          "again, or draw it again with `moleclip prerender --overwrite`") from err
         return [group.column(name).chunk(0).field("bytes")[local % self.row_group_size].as_py() for name in columns]
 
     @staticmethod

@@ -193,11 +193,17 @@ class TwoViewDataset(Dataset):
     def n_label_sets(self) -> int:
         return 0 if self.labels is None else self.labels.shape[1]
 
+    def _stored_pair(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+        """The molecule's drawings from the pre-rendered store; None when the store lacks them (then they are drawn).
+
+        A store that cannot be read (a shard gone, truncated or damaged) raises: that is not a molecule that cannot be
+        drawn, and turning every molecule of a damaged shard into a blank picture would train on nothing, silently.
+        """
+        if self.prerendered is None or self.store_slots[index] < 0:
+            return None
+        return self.prerendered.read_pair(int(self.store_slots[index]), rng)
+
     def _draw_pair(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        if self.prerendered is not None and self.store_slots[index] >= 0:
-            pair = self.prerendered.read_pair(int(self.store_slots[index]), rng)
-            if pair is not None:
-                return pair
         if self._cache is None:
             self._cache = CoordinateCache(max_size=self.coordinate_cache_size)
         mol = self._cache.get(self.smiles[index], index=index)
@@ -212,21 +218,25 @@ class TwoViewDataset(Dataset):
         style_rng = sample_rng(self.seed, self.stream, epoch, index, STYLE_DRAWS)
         augment_rng = sample_rng(self.seed, self.stream, epoch, index, AUGMENT_DRAWS)
         labels = None if self.labels is None else self.labels[index]
-        try:
-            with quiet_rdkit():
-                plain, styled = self._draw_pair(index, style_rng)
-            if self.augment_on == "workers":
-                view1 = augment(plain, self.augmentation, augment_rng)
-                view2 = augment(styled, self.augmentation, augment_rng)
-            else:
-                view1, view2 = plain, styled
-        except Exception as err:  # RDKit raises assorted C++ errors; one bad molecule must not end a long run
-            if not self._warned:
-                warnings.warn(f"molecule {int(self.ids[index])} ({self.smiles[index]!r}) could not be drawn ({err}); "
-                              "it is replaced by a blank picture with ignored labels (further failures not reported)")
-                self._warned = True
+        pair = self._stored_pair(index, style_rng)
+        if pair is None:
+            try:
+                with quiet_rdkit():
+                    pair = self._draw_pair(index, style_rng)
+            except Exception as err:  # RDKit raises assorted C++ errors; one bad molecule must not end a long run
+                if not self._warned:
+                    warnings.warn(f"molecule {int(self.ids[index])} ({self.smiles[index]!r}) could not be drawn "
+                                  f"({err}); it is replaced by a blank picture with ignored labels (further failures "
+                                  "not reported)")
+                    self._warned = True
+                labels = None if labels is None else np.full_like(labels, -100)
+        if pair is None:
             view1 = view2 = np.full((self.size, self.size, 3), 255, dtype=np.uint8)
-            labels = None if labels is None else np.full_like(labels, -100)
+        elif self.augment_on == "workers":
+            view1 = augment(pair[0], self.augmentation, augment_rng)
+            view2 = augment(pair[1], self.augmentation, augment_rng)
+        else:
+            view1, view2 = pair
         item = {"pixel_values": _to_chw(view1), "augmented_pixel_values": _to_chw(view2), "index": int(self.ids[index])}
         if self.augment_on == "device":
             # each view its own stream of the sample's coordinates, so the two views never share their choices

@@ -170,6 +170,21 @@ def test_a_seed_or_size_no_drawing_can_use_is_refused_before_drawing(tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_a_damaged_store_stops_pretraining_instead_of_giving_blank_pictures(tmp_path):
+    from moleclip.processing.pretraining_data import TwoViewDataset
+
+    store = small_store(tmp_path / "store")
+    labels = np.zeros((len(SMILES), 1), dtype=np.int64)
+    dataset = TwoViewDataset(SMILES, labels, prerendered=PrerenderedImages(store.path))
+    assert dataset[(0, BAD)]["pseudo_labels"].tolist() == [-100]  # a molecule that cannot be drawn: ignored, as before
+    # a shard cut short (an interrupted copy or download): its molecules are not "molecules that cannot be drawn"
+    shard = Path(store.data_files()[0])
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    damaged = TwoViewDataset(SMILES, labels, prerendered=PrerenderedImages(store.path))
+    with pytest.raises(OSError, match="store .* cannot be read at data/train-00000-of-00003.parquet .*damaged"):
+        damaged[(0, 0)]
+
+
 def test_a_store_without_random_style_drawings_is_refused(tmp_path):
     from moleclip.processing.pretraining_data import TwoViewDataset
 
