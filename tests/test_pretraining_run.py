@@ -67,3 +67,26 @@ def test_a_seed_numpy_and_scikit_learn_cannot_take_is_refused_with_the_options()
         with pytest.raises(ValueError, match="seed must be in 0..4294967295"):
             PretrainConfig.from_args(base + ["--seed", seed])
     assert PretrainConfig.from_args(base + ["--seed", str(2**32 - 1)]).seed == 2**32 - 1
+
+
+def test_a_missing_backbone_or_store_is_refused_before_the_pseudo_labels(tmp_path, monkeypatch):
+    from moleclip.processing import pseudo_labels
+    from moleclip.training.hub import HubUnavailableError
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("pseudo-labels were computed for a run that cannot start")
+
+    monkeypatch.setattr(pseudo_labels, "compute_pseudo_labels", no_work)
+    source = tmp_path / "mols.smi"
+    source.write_text("\n".join(molecules(40)) + "\n")
+    settings = dict(input=str(source), batch_size=8, group_size=4, num_workers=0, progress=False, k=[3, 6])
+    with pytest.raises(FileNotFoundError, match="not found"):
+        pretrain(PretrainConfig(output_dir=str(tmp_path / "a"), backbone=str(tmp_path / "no" / "such" / "model"),
+                                **settings))
+    with pytest.raises(FileNotFoundError, match="no config.json"):  # a folder that is no checkpoint
+        pretrain(PretrainConfig(output_dir=str(tmp_path / "b"), backbone=str(tmp_path), **settings))
+    with pytest.raises(HubUnavailableError, match="cannot load 'lab/no-such-model'"):  # not cached (tests run offline)
+        pretrain(PretrainConfig(output_dir=str(tmp_path / "c"), backbone="lab/no-such-model", **settings))
+    with pytest.raises(FileNotFoundError, match="not a pre-rendered store"):
+        pretrain(PretrainConfig(output_dir=str(tmp_path / "d"), backbone="tiny", prerendered=str(tmp_path / "none"),
+                                **settings))

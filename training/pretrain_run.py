@@ -206,8 +206,26 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
     config.check_required()
     check_run_folder(config.output_dir, RUN_OUTPUTS, overwrite=config.overwrite or config.resume is not None,
                      resumable=True)
+    _check_sources(config)
     with contextlib.ExitStack() as held:
         return _pretrain(config, hub_api, held)
+
+
+def _check_sources(config: PretrainConfig) -> None:
+    """Refuse a backbone or pre-rendered store that cannot be had, before the pseudo-labels are computed (an hour on
+    ChEMBL) rather than after: the backbone's config.json is read (from its folder, the cache or the Hub), the store's
+    manifest opened."""
+    from moleclip.configuration_moleclip import MODEL_PRESETS
+    from moleclip.processing.prerendered_store import PrerenderedImages
+    from moleclip.training.hub import check_model_exists, read_model_config
+
+    spec = str(config.backbone)
+    if spec not in MODEL_PRESETS:
+        check_model_exists(spec)
+        if not spec.endswith((".pth", ".pt")):
+            read_model_config(spec)
+    if config.prerendered:
+        PrerenderedImages(config.prerendered)
 
 
 def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
