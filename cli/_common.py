@@ -115,8 +115,8 @@ def report_screen(summary, skipped_what: str = "their output cells are left empt
 
     if summary.skipped:
         print(skipped_message(summary, skipped_what))
-    if summary.computed < summary.chunks:
-        print(f"resumed: {summary.chunks - summary.computed} of {summary.chunks} chunks were kept from the earlier run")
+    if summary.kept:
+        print(f"resumed: {summary.kept} of {summary.chunks} chunks were kept from the earlier run")
 
 
 def model_name(spec: str) -> str:

@@ -103,3 +103,31 @@ def test_a_run_that_fails_before_its_first_shard_leaves_nothing_to_refuse_the_co
     assert not screening.parts_folder(out).exists()
     source.write_text("id,smiles,earlier_reason\n0001,CCO,x\n0002,CCN,y\n")  # renamed as the message asked
     assert _screen(source, out).written == 2 and pd.read_csv(out)["earlier_reason"].tolist() == ["x", "y"]
+
+
+def test_a_launch_reports_a_resume_only_when_an_earlier_run_left_shards(tmp_path, capsys):
+    from moleclip_cli._common import report_screen
+
+    source = tmp_path / "in.csv"
+    source.write_text("id,smiles\n" + "".join(f"{i:04d},{'C' * (i + 1)}\n" for i in range(11)))
+    out = tmp_path / "e.parquet"
+    run = dict(compute=_fake_embedder, arguments={"a": 1}, chunk_rows=2, progress=False, world=2)
+
+    def barrier_of_rank_0():  # the first barrier lets process 1 do its whole share while process 0 waits
+        if not barrier_of_rank_0.done:
+            barrier_of_rank_0.done = True
+            screening.screen(source, out, rank=1, sync=lambda: None, **run)
+
+    barrier_of_rank_0.done = False
+    summary = screening.screen(source, out, rank=0, sync=barrier_of_rank_0, **run)
+    assert (summary.chunks, summary.computed, summary.kept) == (6, 3, 0)
+    report_screen(summary)
+    assert "resumed" not in capsys.readouterr().out  # half the chunks were process 1's, not an earlier run's
+    assert pd.read_parquet(out)["id"].tolist() == [f"{i:04d}" for i in range(11)]
+    # an earlier run's shards are reported as kept
+    screening.screen(source, out, rank=0, world=1, keep_parts=True, **{k: v for k, v in run.items() if k != "world"},
+                     sync=lambda: None)
+    summary = screening.screen(source, out, rank=0, world=1, sync=lambda: None,
+                               **{k: v for k, v in run.items() if k != "world"})
+    report_screen(summary)
+    assert (summary.computed, summary.kept) == (0, 6) and "resumed: 6 of 6 chunks" in capsys.readouterr().out

@@ -204,12 +204,15 @@ class ChunkPredictor:
 # ---------------------------------------------------------------------------------------------- the run
 @dataclass
 class ScreenSummary:
-    """What a run did: rows and chunks, how many chunks this run computed (the rest were kept from an earlier run),
-    the skipped count and the first few skipped (their `index` is the file line), and output rows written."""
+    """What a run did: rows and chunks, how many chunks this process computed, how many an earlier run had finished
+    (kept; counted by the main process before the launch's processes start: the other processes' chunks are neither
+    computed here nor kept), the skipped count and the first few skipped (their `index` is the file line), and output
+    rows written."""
 
     rows: int = 0
     chunks: int = 0
     computed: int = 0
+    kept: int = 0
     skipped: int = 0
     examples: list = field(default_factory=list)
     written: int = 0
@@ -309,11 +312,12 @@ def screen(input: str | os.PathLike, output: str | os.PathLike, compute, argumen
         raise ValueError(f"{input} holds no molecules")
     if first_chunk is not None:
         first_chunk(first)
+    summary = ScreenSummary()
     if rank == 0:
         check_writable(parts / MANIFEST, "the shard folder")
         _prepare_parts(parts, manifest, overwrite)
+        summary.kept = sum(1 for _ in parts.glob("part-*.parquet"))  # the others wait at the barrier: none is new
     sync()
-    summary = ScreenSummary()
     from tqdm.auto import tqdm
 
     try:
