@@ -56,7 +56,9 @@ class MoleCLIPConfig(PreTrainedConfig):
     r"""Configuration for [`MoleCLIPModel`] and [`MoleCLIPForPropertyPrediction`].
 
     Args:
-        vision_config (`dict` or `CLIPVisionConfig`): the CLIP vision tower (default: ViT-B/16 as in OpenAI CLIP).
+        vision_config (`dict` or `CLIPVisionConfig`): the CLIP vision tower (default: `CLIPVisionConfig()`, the
+            ViT-B/32 shape; the paper's ViT-B/16 is `MoleCLIPConfig.from_preset("base")`, or `from_clip` of
+            openai/clip-vit-base-patch16).
         projection_dim (`int`, 512): size of the projected image embedding (`image_embeds`), as CLIP's `encode_image`.
         pseudo_label_classes (`list[int]`, [300, 3000]): class counts of the structural classification heads used in
             pretraining, one per K-means label set (empty list: no heads).
