@@ -131,3 +131,15 @@ def test_a_launch_reports_a_resume_only_when_an_earlier_run_left_shards(tmp_path
                                **{k: v for k, v in run.items() if k != "world"})
     report_screen(summary)
     assert (summary.computed, summary.kept) == (0, 6) and "resumed: 6 of 6 chunks" in capsys.readouterr().out
+
+
+def test_parquet_output_keeps_the_inputs_pandas_types(tmp_path):
+    source = tmp_path / "in.parquet"
+    pd.DataFrame({"id": pd.array([None, None, 3, 2**60, None], dtype="Int64"), "smiles": ["CCO", "CN", "CCC", "C", "O"],
+                  "flag": pd.array([None, None, True, False, None], dtype="boolean")}).to_parquet(source)
+    out = tmp_path / "e.parquet"
+    _screen(source, out)  # chunks of 2: the first has no id and no flag at all
+    frame = pd.read_parquet(out)
+    assert str(frame["id"].dtype) == "Int64" and frame["id"].tolist()[2:4] == [3, 2**60]  # no float, no rounding
+    assert str(frame["flag"].dtype) == "boolean" and frame.index.tolist() == [0, 1, 2, 3, 4]
+    assert frame["emb_1"].dtype == np.float32

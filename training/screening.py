@@ -454,8 +454,10 @@ def _write_parquet(paths: list[Path], tmp: Path, metadata: dict | None) -> None:
     import pyarrow.parquet as pq
 
     schema, first = _output_schema(paths)
-    # pandas' own record of the first shard's columns would describe that shard (and the line column), not the file
     kept = {k: v for k, v in first.items() if k != b"pandas"}
+    pandas_record = _pandas_record(paths, schema)
+    if pandas_record is not None:
+        kept[b"pandas"] = pandas_record
     schema = schema.with_metadata({**kept, **(metadata or {})})
     with pq.ParquetWriter(tmp, schema) as writer:
         for path in paths:
@@ -464,6 +466,35 @@ def _write_parquet(paths: list[Path], tmp: Path, metadata: dict | None) -> None:
                 if column.name not in table.column_names:
                     table = table.append_column(column, pa.nulls(len(table), column.type))
             writer.write_table(table.select(schema.names).cast(schema))
+
+
+def _pandas_record(paths: list[Path], schema) -> bytes | None:
+    """pandas' record of the output's columns (what makes an input's nullable Int64 IDs read back as Int64, not as
+    floats), put together from the shards' records: each column's from a shard in which it is not all missing (that
+    shard knows its type), no index (the rows are numbered afresh), never the line column. None when no shard has
+    one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records, found = [], {}
+    for path in paths:
+        shard = pq.read_schema(path)
+        raw = (shard.metadata or {}).get(b"pandas")
+        if raw is None:
+            continue
+        record = json.loads(raw)
+        records.append(record)
+        for entry in record.get("columns", []):
+            name = entry.get("name")
+            if name not in schema.names:
+                continue
+            typed = shard.field(name).type != pa.null()
+            if name not in found or (typed and not found[name][1]):
+                found[name] = (entry, typed)
+    if not records:
+        return None
+    record = dict(records[0], index_columns=[], columns=[found[n][0] for n in schema.names if n in found])
+    return json.dumps(record).encode()
 
 
 def _assemble_npy(paths: list[Path], output: Path, kept: int, inputs: list) -> None:
