@@ -489,8 +489,11 @@ def _iter_parquet(path: Path, smiles_column: str | None, chunk_rows: int):
     column = _parquet_smiles_column(path, smiles_column)
     parquet = pq.ParquetFile(path)
     pending, count, first_row = [], 0, 1
+    floats = _integers_with_missing(path, parquet.schema_arrow)
 
     def chunk(table):
+        for name in floats:  # as pandas reads the whole file: floats, in every chunk, not ints in some
+            table = table.set_column(table.schema.get_field_index(name), name, table[name].cast(pa.float64()))
         frame = _parquet_frame(table, column).reset_index(drop=True)
         lines = np.arange(first_row, first_row + len(frame), dtype=np.int64)
         return MoleculeTable(frame=frame, smiles_column=column, line_numbers=lines, path=path)
@@ -507,3 +510,31 @@ def _iter_parquet(path: Path, smiles_column: str | None, chunk_rows: int):
             pending, count = rest.to_batches(), rest.num_rows
     if count:
         yield chunk(pa.Table.from_batches(pending, schema=parquet.schema_arrow))
+
+
+def _integers_with_missing(path: Path, schema) -> list[str]:
+    """The integer columns that pandas reads as float64 (NaN for a missing value) when it reads the whole file: those
+    with a missing value anywhere and no pandas record making them nullable Int64. A chunk without missing values
+    would otherwise come back as int64, and an ID column would be written 101 in one chunk and 104.0 in the next."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    record = json.loads((schema.metadata or {}).get(b"pandas", b"{}"))
+    typed = {entry.get("name"): entry.get("numpy_type") for entry in record.get("columns", [])}
+    candidates = []
+    for field in schema:
+        if not pa.types.is_integer(field.type) or field.name.startswith("__index_level_"):
+            continue
+        try:
+            extension = isinstance(pd.api.types.pandas_dtype(typed.get(field.name) or "int64"),
+                                   pd.api.extensions.ExtensionDtype)
+        except TypeError:
+            extension = False
+        if not extension:
+            candidates.append(field.name)
+    if not candidates:
+        return []
+    table = pq.read_table(path, columns=candidates)  # one column of integers each: small beside the file
+    return [name for name in candidates if table[name].null_count]

@@ -53,3 +53,17 @@ def test_lines_ended_by_bare_carriage_returns_are_read_by_both_readers(tmp_path)
     path.write_bytes(b'id,smiles,note\r0001,CCO,"a,b"\r0002,CCN,x\r0003,CCC,\r')  # quoted: the csv module's path
     table = _whole_and_chunked(path)
     assert table.frame["note"].tolist() == ["a,b", "x", ""] and table.line_numbers.tolist() == [2, 3, 4]
+
+
+def test_parquet_integers_with_a_missing_value_are_floats_in_every_chunk(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # as polars or Spark write it: a nullable integer column, no pandas record
+    path = tmp_path / "lib.parquet"
+    pq.write_table(pa.table({"id": pa.array([101, 102, None, 104, 105], pa.int64()),
+                             "smiles": ["CCO", "CN", "CC", "C", "O"], "n": pa.array([1, 2, 3, 4, 5], pa.int32())}), path)
+    whole = _whole_and_chunked(path)
+    for chunk in iter_molecule_table(path, chunk_rows=2):
+        assert chunk.frame.dtypes.to_dict() == whole.frame.dtypes.to_dict()  # id: float64 in each, as whole
+    assert str(whole.frame["n"].dtype) == "int32"
