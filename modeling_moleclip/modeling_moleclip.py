@@ -134,6 +134,18 @@ def contrastive_loss(
     return loss, logits_1to2
 
 
+# The pseudo-label of a molecule without a class (one that could not be drawn); the cross-entropy skips it.
+NO_PSEUDO_LABEL = -100
+
+
+def _pseudo_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the molecules that have a class. A batch without any gives 0 with a graph: the mean
+    cross-entropy of nothing is NaN, and its gradients would turn every weight into NaN (under data parallelism, on
+    every process)."""
+    known = (labels != NO_PSEUDO_LABEL).sum()
+    return F.cross_entropy(logits, labels, ignore_index=NO_PSEUDO_LABEL, reduction="sum") / known.clamp(min=1)
+
+
 def _output_flags(config, output_attentions: bool | None, output_hidden_states: bool | None) -> dict:
     """The `output_*` keyword arguments to hand to the CLIP tower.
 
@@ -330,7 +342,7 @@ class MoleCLIPModel(MoleCLIPPreTrainedModel):
                     f"(pseudo_label_classes={self.config.pseudo_label_classes})"
                 )
             classification = torch.stack(
-                [F.cross_entropy(logits, pseudo_labels[:, i]) for i, logits in enumerate(label_logits)]
+                [_pseudo_label_loss(logits, pseudo_labels[:, i]) for i, logits in enumerate(label_logits)]
             )
 
         loss = None

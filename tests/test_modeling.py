@@ -56,6 +56,21 @@ def test_pretraining_loss_is_contrastive_plus_one_ce_per_k():
     assert [t.shape[1] for t in out.label_logits] == [3, 5]
 
 
+def test_molecules_without_a_pseudo_label_are_ignored_and_a_batch_of_them_is_not_nan():
+    torch.manual_seed(0)
+    model = MoleCLIPModel(tiny_config())
+    x1, x2 = images(seed=1), images(seed=2)
+    mixed = torch.tensor([[0, -100], [1, 4], [-100, -100], [2, 3]])  # -100: a molecule that could not be drawn
+    out = model(pixel_values=x1, augmented_pixel_values=x2, pseudo_labels=mixed)
+    expected = torch.stack([F.cross_entropy(out.label_logits[i][mixed[:, i] >= 0], mixed[mixed[:, i] >= 0, i])
+                            for i in range(2)])
+    torch.testing.assert_close(out.classification_losses, expected)
+    none = model(pixel_values=x1, augmented_pixel_values=x2, pseudo_labels=torch.full((4, 2), -100))
+    assert torch.equal(none.classification_losses, torch.zeros(2))
+    none.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def test_logit_scale_fixed_by_default_and_learnable_on_request():
     fixed = MoleCLIPModel(tiny_config())
     assert math.isclose(fixed.logit_scale.exp().item(), 15.0, rel_tol=1e-6) and not fixed.logit_scale.requires_grad
