@@ -1,7 +1,9 @@
 """Embed molecules: a file of SMILES in, a file of MoleCLIP embeddings out (batched, with a progress bar).
 
 The output keeps the input's columns and adds `emb_0..emb_<d-1>` (.csv or .parquet), or is a float32 matrix (.npy,
-with the kept input rows in `<name>.rows.npy`). Molecules that cannot be drawn are reported and left out.
+with the kept input rows in `<name>.rows.npy`). Molecules that cannot be drawn are reported; a table keeps their rows,
+with empty embedding cells and the reason in `moleclip_skipped`, and a .npy leaves them out. A .parquet output records
+the model (and its encoder's weights) and drawing settings, for `moleclip index` and `moleclip search`.
 `--standardize parent` draws each molecule's standardised parent (default: the processor's saved setting) and adds a
 `moleclip_standardized_smiles` column.
 
