@@ -90,3 +90,21 @@ def test_a_missing_backbone_or_store_is_refused_before_the_pseudo_labels(tmp_pat
     with pytest.raises(FileNotFoundError, match="not a pre-rendered store"):
         pretrain(PretrainConfig(output_dir=str(tmp_path / "d"), backbone="tiny", prerendered=str(tmp_path / "none"),
                                 **settings))
+
+
+def test_a_push_that_cannot_happen_is_refused_before_the_training(tmp_path, monkeypatch):
+    from moleclip.processing import pseudo_labels
+    from moleclip.training.hub import HubUnavailableError
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("pseudo-labels were computed for a run whose push cannot happen")
+
+    monkeypatch.setattr(pseudo_labels, "compute_pseudo_labels", no_work)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    source = tmp_path / "mols.smi"
+    source.write_text("\n".join(molecules(40)) + "\n")
+    config = PretrainConfig(input=str(source), output_dir=str(tmp_path / "run"), backbone="tiny", k=[3, 6],
+                            batch_size=8, group_size=4, num_workers=0, progress=False, push_to_hub="lab/model")
+    with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE is set: unset it .* or leave --push-to-hub out"):
+        pretrain(config)
+    assert not (tmp_path / "run" / "pseudo_labels.parquet").exists()

@@ -24,7 +24,8 @@ from moleclip.configuration_moleclip import MODEL_PRESETS as PRESETS
 logger = logging.getLogger(__name__)
 from moleclip.model_cards import render_model_card
 
-__all__ = ["HubUnavailableError", "check_init_factor", "check_model_exists", "load_backbone", "load_processor",
+__all__ = ["HubUnavailableError", "check_init_factor", "check_model_exists", "check_push_possible", "load_backbone",
+           "load_processor",
            "looks_like_local_path", "read_model_config", "save_model_dir", "push_model_dir", "describe_backbone"]
 
 DEFAULT_BACKBONE = "openai/clip-vit-base-patch16"
@@ -333,6 +334,13 @@ def save_model_dir(
     return output_dir
 
 
+def check_push_possible(api: HfApi | None = None) -> None:
+    """Refuse a push to the Hub that cannot happen (offline mode, without a stand-in `api`); a job that pushes its
+    result calls it before the work, not after."""
+    if api is None and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise HubUnavailableError("HF_HUB_OFFLINE is set: unset it to push to the Hub, or leave --push-to-hub out")
+
+
 def push_model_dir(
     folder: str | Path, repo_id: str, private: bool | None = None, token: str | None = None,
     commit_message: str = "Upload MoleCLIP model", api: HfApi | None = None,
@@ -342,8 +350,7 @@ def push_model_dir(
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a saved model folder (no config.json)")
     if api is None:
-        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-            raise HubUnavailableError("HF_HUB_OFFLINE is set: unset it to push to the Hub")
+        check_push_possible()
         api = HfApi()
     repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
     # Checkpoints, logs and the (possibly large) pseudo-label table stay local: the Hub repo gets the model,

@@ -207,6 +207,10 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
     check_run_folder(config.output_dir, RUN_OUTPUTS, overwrite=config.overwrite or config.resume is not None,
                      resumable=True)
     _check_sources(config)
+    if config.push_to_hub:
+        from moleclip.training.hub import check_push_possible
+
+        check_push_possible(hub_api)  # now, not after the training whose model it would push
     with contextlib.ExitStack() as held:
         return _pretrain(config, hub_api, held)
 
