@@ -74,7 +74,7 @@ def build_trust(data, members: list[dict], kept: dict, shared: bool, coverage: f
     prediction = test_mean if shared else kept["_predictions"]["test"]
     applicability = applicability_report(domain.in_domain(bits[test_rows]), y[test_rows], prediction, task, names,
                                          domain)
-    applicability["predictions"] = "ensemble mean" if shared else f"the saved run (seed {kept['run']['seed']})"
+    applicability["predictions"] = "ensemble mean" if shared else f"its own predictions, seed {kept['run']['seed']}"
     return {"calibration": calibration, "scope": report["scope"], "domain": domain, "uncertainty": report,
             "applicability": applicability, "test_ensemble": ens["test"] if shared else None}
 
