@@ -45,6 +45,10 @@ def run(args, hub_api=None) -> int:
 
     from ._common import read_input
 
+    if args.push_to_hub:
+        from moleclip.training.hub import check_push_possible
+
+        check_push_possible(hub_api)  # now, not after drawing every molecule
     smiles = read_input(args.input, args.smiles_column, limit=args.limit).smiles
     store = prerender(smiles, args.output, size=args.size, n_variants=args.variants, seed=args.seed, n_jobs=args.n_jobs,
                       shard_size=args.shard_size, overwrite=args.overwrite, progress=not args.no_progress)

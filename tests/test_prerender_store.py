@@ -185,6 +185,22 @@ def test_a_damaged_store_stops_pretraining_instead_of_giving_blank_pictures(tmp_
         damaged[(0, 0)]
 
 
+def test_prerender_push_in_offline_mode_is_refused_before_drawing(tmp_path, monkeypatch):
+    from moleclip.training.hub import HubUnavailableError
+    from moleclip_cli import prerender as command
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    source = tmp_path / "mols.smi"
+    source.write_text("\n".join(SMILES) + "\n")
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(["--input", str(source), "--output", str(tmp_path / "store"), "--n-jobs", "1",
+                              "--no-progress", "--push-to-hub", "lab/drawings"])
+    with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE"):
+        command.run(args)
+    assert not (tmp_path / "store").exists()  # nothing was drawn
+
+
 def test_a_store_without_random_style_drawings_is_refused(tmp_path):
     from moleclip.processing.pretraining_data import TwoViewDataset
 
