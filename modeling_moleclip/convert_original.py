@@ -62,15 +62,29 @@ def _unwrap(checkpoint) -> dict[str, torch.Tensor]:
 
 
 def find_visual_prefix(state_dict: dict[str, torch.Tensor]) -> str:
-    """The key prefix of the vision tower, e.g. `model_image.module.model.visual.`."""
-    prefixes = sorted({k[: -len("conv1.weight")] for k in state_dict if k.endswith("conv1.weight")}, key=len)
+    """The key prefix of the vision tower, e.g. `model_image.module.model.visual.`.
+
+    A checkpoint can hold the same tower under two names: a module registered twice (the reference code's own loaders
+    drop `clip_model.*` keys, so its checkpoints carry a `clip_model` copy beside `model_image`). Towers whose keys and
+    tensors are identical are one tower, and the `model_image` one (else the shortest prefix) is used; towers that
+    differ are refused, since nothing says which is the encoder.
+    """
+    prefixes = sorted({k[: -len("conv1.weight")] for k in state_dict if k.endswith("conv1.weight")},
+                      key=lambda p: (not p.startswith("model_image."), len(p), p))
     if not prefixes:
         raise ValueError(
             "no OpenAI-format vision tower found (no key ending in 'conv1.weight'); is this the MoleCLIP .pth file?"
         )
-    if len(prefixes) > 1:
-        raise ValueError(f"several vision towers found in the checkpoint: {prefixes}")
-    return prefixes[0]
+    chosen = prefixes[0]
+    tower = {k[len(chosen):]: v for k, v in state_dict.items() if k.startswith(chosen)}
+    for other in prefixes[1:]:
+        copy = {k[len(other):]: v for k, v in state_dict.items() if k.startswith(other)}
+        same = copy.keys() == tower.keys() and all(
+            copy[k].shape == tower[k].shape and torch.equal(copy[k], tower[k]) for k in tower)
+        if not same:
+            raise ValueError(f"several different vision towers found in the checkpoint ({', '.join(prefixes)}): "
+                             "cannot tell which one is the encoder")
+    return chosen
 
 
 def _check_complete(visual: dict[str, torch.Tensor]) -> int:

@@ -121,6 +121,16 @@ def test_prefix_is_found_and_missing_tower_is_explained():
         find_visual_prefix({"foo.weight": torch.zeros(1)})
 
 
+def test_a_tower_stored_twice_is_one_tower_and_different_towers_are_refused():
+    tower = {"conv1.weight": torch.ones(2), "proj": torch.arange(3.0)}
+    # the reference model's checkpoints can hold its CLIP under `clip_model.` as well as under `model_image.`
+    twice = {**{PREFIX + k: v for k, v in tower.items()}, **{"clip_model.visual." + k: v.clone() for k, v in tower.items()}}
+    assert find_visual_prefix(twice) == PREFIX
+    twice["clip_model.visual.proj"] = torch.arange(3.0) + 1
+    with pytest.raises(ValueError, match="several different vision towers"):
+        find_visual_prefix(twice)
+
+
 def test_pickled_code_is_refused(tmp_path):
     class Payload:
         def __reduce__(self):
