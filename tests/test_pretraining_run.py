@@ -108,3 +108,15 @@ def test_a_push_that_cannot_happen_is_refused_before_the_training(tmp_path, monk
     with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE is set: unset it .* or leave --push-to-hub out"):
         pretrain(config)
     assert not (tmp_path / "run" / "pseudo_labels.parquet").exists()
+
+
+def test_a_run_folder_given_as_a_model_points_to_its_model_folder(tmp_path):
+    from moleclip import MoleCLIPImageProcessor
+    from moleclip.training.hub import load_backbone, save_model_dir
+
+    run = tmp_path / "run"  # what a pretraining leaves: the run's files, and the model in run/model
+    save_model_dir(run / "model", load_backbone("tiny"), MoleCLIPImageProcessor())
+    with pytest.raises(FileNotFoundError, match=f"has no config.json.*its model is in {run / 'model'}: pass that"):
+        load_backbone(str(run))
+    with pytest.raises(FileNotFoundError, match="has no config.json: not a Hugging Face checkpoint folder$"):
+        load_backbone(str(tmp_path))  # a folder without a model/ in it: no hint

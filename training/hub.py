@@ -119,7 +119,10 @@ def read_model_config(spec: str) -> dict:
     if path.is_dir():
         config_file = path / "config.json"
         if not config_file.is_file():
-            raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face checkpoint folder")
+            # a pretraining or finetuning run folder keeps its model in model/: say so rather than only refuse
+            hint = (f"; its model is in {path / 'model'}: pass that folder" if (path / "model" / "config.json").is_file()
+                    else "")
+            raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face checkpoint folder{hint}")
         return json.loads(config_file.read_text())
     if path.exists():
         raise ValueError(f"{path} is a file; a model is a checkpoint folder, a Hub name, a .pth file or a preset")
