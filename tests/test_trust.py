@@ -127,6 +127,19 @@ def test_frozen_moleclip_ensemble_and_old_folders(tmp_path):
     np.testing.assert_allclose(out.predicted_heavy, members.mean(0), rtol=1e-4)
     np.testing.assert_allclose(out.predicted_heavy_spread, members.std(0), rtol=1e-3, atol=1e-5)
     assert out.in_domain.notna().all()
+    # the members are heads on model/'s encoder: one encoder in memory, and one encoder pass per batch for all of them
+    from moleclip.training.prediction import Predictor
+
+    predictor = Predictor.load(str(model))
+    members = [m for _, m, _ in predictor._member_models()]
+    assert all(m.moleclip is predictor.model.moleclip for m in members)
+    passes = []
+    predictor.model.moleclip.register_forward_hook(lambda *_: passes.append(1))
+    again = predictor.predict(test, batch_size=4, progress=False)
+    assert len(passes) == -(-len(test) // 4)
+    np.testing.assert_allclose(again.columns["predicted_heavy"], out.predicted_heavy, rtol=1e-5)
+    np.testing.assert_allclose(again.columns["predicted_heavy_spread"], out.predicted_heavy_spread, rtol=1e-4,
+                               atol=1e-6)
     (model / "uncertainty.json").unlink()  # a folder from before ensembles were kept
     assert cli(["predict", "--model", str(model), "--input", str(tmp_path / "p_in.csv"), "--output",
                 str(tmp_path / "q.csv"), "--uncertainty", "--no-progress"]) == 2

@@ -94,11 +94,12 @@ def predict_smiles(
                 "predicting", on_error, **render_kwargs)
 
 
-def property_outputs(model: MoleCLIPForPropertyPrediction, pixel_values: torch.Tensor, return_embeds: bool = False):
-    """A property model's outputs for a batch of pixel values: regression values in the targets' units, sigmoid
-    probabilities per target (classification), softmax over classes (multiclass); with `return_embeds`, also the
-    encoder embeddings the head read (one forward pass for both)."""
-    output = model(pixel_values=pixel_values)
+def property_outputs(model: MoleCLIPForPropertyPrediction, pixel_values: torch.Tensor | None = None,
+                     return_embeds: bool = False, image_embeds: torch.Tensor | None = None):
+    """A property model's outputs for a batch of pixel values (or of the encoder's `image_embeds`, which skips the
+    encoder): regression values in the targets' units, sigmoid probabilities per target (classification), softmax over
+    classes (multiclass); with `return_embeds`, also the encoder embeddings the head read (one forward pass for both)."""
+    output = model(pixel_values=pixel_values, image_embeds=image_embeds)
     logits = output.logits
     if model.config.task == "classification":
         values = torch.sigmoid(logits)

@@ -251,6 +251,9 @@ class Predictor:
                        if processor is self.processor or (processor is not None
                                                           and processor.to_dict() == self.processor.to_dict())]
         models = [(folder, model.to(device).eval()) for folder, model in models]
+        # Frozen-mode members are heads on the main model's own encoder module: they read its embeddings.
+        encoder = getattr(self.model, "moleclip", None)
+        on_shared_encoder = {folder for folder, model in models[1:] if getattr(model, "moleclip", None) is encoder}
         values: dict = {folder: None for folder, _ in models}
         skipped, embeddings = [], None
         with torch.no_grad():
@@ -258,14 +261,19 @@ class Predictor:
                 skipped += batch_skipped
                 if pixels is None:
                     continue
+                embeds = None
                 for folder, model in models:
-                    out = property_outputs(model, pixels.to(next(model.parameters()).dtype),
-                                           return_embeds=folder is None and self.embedding_domain is not None)
+                    if folder in on_shared_encoder:
+                        out = property_outputs(model, image_embeds=embeds)
+                    else:
+                        out = property_outputs(model, pixels.to(next(model.parameters()).dtype),
+                                               return_embeds=folder is None)
                     if isinstance(out, tuple):  # the main model's embeddings, from the same forward pass
                         out, embeds = out
-                        if embeddings is None:
-                            embeddings = np.full((n, embeds.shape[1]), np.nan, dtype=np.float32)
-                        embeddings[kept] = embeds.float().cpu().numpy()
+                        if self.embedding_domain is not None:
+                            if embeddings is None:
+                                embeddings = np.full((n, embeds.shape[1]), np.nan, dtype=np.float32)
+                            embeddings[kept] = embeds.float().cpu().numpy()
                     out = out.float().cpu().numpy()
                     if values[folder] is None:
                         values[folder] = np.full((n, out.shape[1]), np.nan)

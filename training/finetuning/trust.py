@@ -150,7 +150,9 @@ def save_head_member(folder: Path, head_state: dict, scaling) -> None:
 
 
 def load_head_member(folder: Path, base):
-    """`base` (the model/ folder's MoleCLIP model) with the member's head and target scaling, as a new model."""
+    """`base` (the model/ folder's MoleCLIP model) with the member's head and target scaling, as a new model that
+    shares `base`'s encoder module (the very same frozen weights: one copy in memory, and `Predictor` runs the
+    encoder once for all such members)."""
     import copy
 
     from safetensors.torch import load_file
@@ -159,7 +161,7 @@ def load_head_member(folder: Path, base):
     record = json.loads((folder / MEMBER_FILE).read_text())
     if record.get("kind") != "head_on_encoder_of_parent_folder":
         raise ValueError(f"{folder / MEMBER_FILE}: unknown member kind {record.get('kind')!r}")
-    model = copy.deepcopy(base)
+    model = copy.deepcopy(base, memo={id(base.moleclip): base.moleclip})
     model.head.load_state_dict(load_file(str(folder / "head.safetensors")))
     if record["target_mean"] is not None:
         model.set_target_scaling(record["target_mean"], record["target_std"])
