@@ -120,3 +120,19 @@ def test_a_run_folder_given_as_a_model_points_to_its_model_folder(tmp_path):
         load_backbone(str(run))
     with pytest.raises(FileNotFoundError, match="has no config.json: not a Hugging Face checkpoint folder$"):
         load_backbone(str(tmp_path))  # a folder without a model/ in it: no hint
+
+
+def test_overwrite_refuses_to_remove_the_runs_own_input(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    labels = run / "pseudo_labels.parquet"  # an earlier run's labels, reused for a run with other settings
+    pd.DataFrame({"smiles": molecules(40), "label_k4": [i % 4 for i in range(40)]}).to_parquet(labels)
+    (run / "metrics.csv").write_text("step,loss\n1,2.0\n")
+    settings = dict(output_dir=str(run), backbone="tiny", batch_size=8, group_size=4, num_workers=0, max_steps=1,
+                    save_every=None, valid_fraction=0, progress=False, overwrite=True)
+    with pytest.raises(ValueError, match="--input .* is inside .* --overwrite removes: copy it out"):
+        pretrain(PretrainConfig(input=str(labels), **settings))
+    assert labels.is_file() and (run / "metrics.csv").is_file()  # nothing was removed
+    kept = tmp_path / "labels.parquet"
+    labels.rename(kept)
+    assert pretrain(PretrainConfig(input=str(kept), **settings))["steps"] == 1
