@@ -198,9 +198,10 @@ def _first_line(text: str) -> str:
 
 def _delimiter(text: str, kind: str) -> str:
     """The delimiter of a .csv/.tsv file: its kind's, unless the header line holds none of it but ';', tab or '|'
-    (a semicolon CSV, as spreadsheets in many locales write it), which then is the delimiter."""
+    (a semicolon CSV, as spreadsheets in many locales write it), which then is the delimiter. Quoted column names
+    do not count: a semicolon CSV's "IC50, nM" holds a comma that separates nothing."""
     expected = "\t" if kind == "tsv" else ","
-    header = _first_line(text.lstrip("\ufeff"))
+    header = re.sub(r'"[^"]*"', "", _first_line(text.lstrip("\ufeff")))
     if expected in header:
         return expected
     for other in (";", "\t", "|"):

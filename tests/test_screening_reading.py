@@ -67,3 +67,14 @@ def test_parquet_integers_with_a_missing_value_are_floats_in_every_chunk(tmp_pat
     for chunk in iter_molecule_table(path, chunk_rows=2):
         assert chunk.frame.dtypes.to_dict() == whole.frame.dtypes.to_dict()  # id: float64 in each, as whole
     assert str(whole.frame["n"].dtype) == "int32"
+
+
+def test_a_semicolon_csv_with_a_comma_in_a_quoted_column_name(tmp_path):
+    # as a spreadsheet in a decimal-comma locale saves it
+    path = tmp_path / "eu.csv"
+    path.write_text('ID;SMILES;"IC50, nM"\n0001;CCO;1,5\n0002;CCN;2,5\n0003;CCC;\n')
+    table = _whole_and_chunked(path)
+    assert table.frame.columns.tolist() == ["ID", "SMILES", "IC50, nM"] and table.smiles == ["CCO", "CCN", "CCC"]
+    assert table.frame["IC50, nM"].tolist() == ["1,5", "2,5", ""] and table.frame["ID"].tolist()[0] == "0001"
+    path.write_text('"id","smiles"\n"0001","CCO"\n')  # every field quoted: still commas
+    assert _whole_and_chunked(path).frame.to_dict("list") == {"id": ["0001"], "smiles": ["CCO"]}
