@@ -311,9 +311,13 @@ def compute_pseudo_labels(
             raise ValueError("Give at least one K (or 'auto')")
     if scan_ks is not None and not auto:
         raise ValueError("scan_ks is only used with ks='auto'")
-    # scikit-learn's random_state range; refused now rather than by K-means after every fingerprint is computed
+    # Settings K-means would refuse are refused now, not after every fingerprint is computed (minutes on ChEMBL):
+    # scikit-learn's random_state range, K values below 2, a scan too short to show a knee.
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an integer in 0..{2**32 - 1}, got {seed!r}")
+    wanted_ks = {_check_k(k, np.iinfo(np.int64).max) for k in ((scan_ks or K_SCAN) if auto else ks)}
+    if auto and len(wanted_ks) < 3:
+        raise ValueError(f"A K scan needs at least 3 distinct K values to show a knee, got {sorted(wanted_ks)}")
 
     seconds: dict[str, float] = {}
     start = time.perf_counter()

@@ -243,16 +243,22 @@ def test_cli_refuses_an_output_it_cannot_write_before_any_work(tmp_path, monkeyp
         _cli(["--input", str(source), "--k", "2", "--output", str(tmp_path / "labels.parquet"), "--no-progress"])
 
 
-def test_a_seed_k_means_cannot_take_is_refused_before_the_fingerprints(monkeypatch):
+def test_settings_k_means_cannot_take_are_refused_before_the_fingerprints(monkeypatch):
     from moleclip.processing import pseudo_labels
 
     def no_work(*args, **kwargs):
-        raise AssertionError("fingerprints were computed for a seed K-means refuses")
+        raise AssertionError("fingerprints were computed for settings K-means refuses")
 
     monkeypatch.setattr(pseudo_labels, "maccs_keys", no_work)
     for seed in (-1, 2**32):
         with pytest.raises(ValueError, match="seed must be an integer in 0..4294967295"):
             compute_pseudo_labels(SMILES, [2], seed=seed, progress=False)
+    with pytest.raises(ValueError, match="K must be at least 2, got 1"):
+        compute_pseudo_labels(SMILES, [1, 4], progress=False)
+    with pytest.raises(ValueError, match="K must be at least 2, got 1"):
+        compute_pseudo_labels(SMILES, "auto", scan_ks=[1, 2, 3, 4], progress=False)
+    with pytest.raises(ValueError, match="at least 3 distinct K values"):
+        compute_pseudo_labels(SMILES, "auto", scan_ks=[2, 3, 3], progress=False)
 
 
 def test_cli_is_registered_with_the_moleclip_command(tmp_path):
