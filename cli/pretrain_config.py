@@ -122,7 +122,8 @@ class PretrainConfig:
         "write per-process batch contents (molecule ids, contrastive logits shape, first embeddings) here"))
 
     def __post_init__(self):
-        for name in ("batch_size", "group_size", "gradient_accumulation_steps", "log_every", "max_valid"):
+        for name in ("batch_size", "group_size", "gradient_accumulation_steps", "log_every", "max_valid",
+                     "coordinate_cache_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_steps", "save_every", "eval_every", "groups_per_batch", "limit"):

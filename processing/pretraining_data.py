@@ -159,6 +159,10 @@ class TwoViewDataset(Dataset):
             raise ValueError(f"{len(self.ids)} ids for {n} molecules")
         self.seed, self.size, self.augmentation, self.stream = int(seed), int(size), augmentation, int(stream)
         self.coordinate_cache_size = int(coordinate_cache_size)
+        if self.coordinate_cache_size < 1:
+            # checked here: the cache is built at the first drawing, where an error would read as "cannot be drawn"
+            # for every molecule, each replaced by a blank picture
+            raise ValueError(f"coordinate_cache_size must be at least 1 molecule, got {coordinate_cache_size}")
         self.prerendered = prerendered
         if prerendered is not None:
             if prerendered.n_variants < 1:

@@ -136,3 +136,13 @@ def test_overwrite_refuses_to_remove_the_runs_own_input(tmp_path):
     kept = tmp_path / "labels.parquet"
     labels.rename(kept)
     assert pretrain(PretrainConfig(input=str(kept), **settings))["steps"] == 1
+
+
+def test_a_coordinate_cache_of_no_molecules_is_refused_not_drawn_blank():
+    from moleclip.processing.pretraining_data import TwoViewDataset
+
+    # the cache is built at the first drawing, inside the net that turns an undrawable molecule into a blank picture
+    with pytest.raises(ValueError, match="coordinate_cache_size must be at least 1 molecule, got 0"):
+        TwoViewDataset(molecules(4), coordinate_cache_size=0)
+    with pytest.raises(ValueError, match="coordinate_cache_size must be >= 1"):
+        PretrainConfig.from_args(["--input", "x.smi", "--output-dir", "out", "--coordinate-cache-size", "0"])
