@@ -65,6 +65,8 @@ VALID_STREAM = 1
 # generators, so a sample's augmentation does not depend on how its drawings were obtained (drawn now or read from a
 # pre-rendered store).
 STYLE_DRAWS, AUGMENT_DRAWS = 0, 1
+# Undrawable molecules in a row, with none drawn before them, after which TwoViewDataset stops (see __getitem__).
+_FAILURES_BEFORE_GIVING_UP = 50
 # Where the classical augmentation of pretraining runs (see TwoViewDataset's `augment_on`).
 AUGMENT_ON = ("workers", "device")
 
@@ -183,6 +185,7 @@ class TwoViewDataset(Dataset):
         self.store_slots = store_slots
         self._cache: CoordinateCache | None = None
         self._warned = False
+        self._drawn = self._failed = 0  # in this process (each DataLoader worker counts its own)
 
     def __getstate__(self):
         # Each worker builds its own coordinate cache; nothing drawn in the parent is worth pickling.
@@ -228,6 +231,12 @@ class TwoViewDataset(Dataset):
                 with quiet_rdkit():
                     pair = self._draw_pair(index, style_rng)
             except Exception as err:  # RDKit raises assorted C++ errors; one bad molecule must not end a long run
+                self._failed += 1
+                if self._drawn == 0 and self._failed >= _FAILURES_BEFORE_GIVING_UP:
+                    # not bad molecules but a drawing that does not work here (fonts, Cairo, settings): training on
+                    # blank pictures would finish with exit status 0 and a useless model
+                    raise RuntimeError(f"none of the first {self._failed} molecules could be drawn, the last "
+                                       f"{self.smiles[index]!r}: {err}") from err
                 if not self._warned:
                     warnings.warn(f"molecule {int(self.ids[index])} ({self.smiles[index]!r}) could not be drawn "
                                   f"({err}); it is replaced by a blank picture with ignored labels (further failures "
@@ -236,11 +245,13 @@ class TwoViewDataset(Dataset):
                 labels = None if labels is None else np.full_like(labels, -100)
         if pair is None:
             view1 = view2 = np.full((self.size, self.size, 3), 255, dtype=np.uint8)
-        elif self.augment_on == "workers":
-            view1 = augment(pair[0], self.augmentation, augment_rng)
-            view2 = augment(pair[1], self.augmentation, augment_rng)
         else:
-            view1, view2 = pair
+            self._drawn += 1
+            if self.augment_on == "workers":
+                view1 = augment(pair[0], self.augmentation, augment_rng)
+                view2 = augment(pair[1], self.augmentation, augment_rng)
+            else:
+                view1, view2 = pair
         item = {"pixel_values": _to_chw(view1), "augmented_pixel_values": _to_chw(view2), "index": int(self.ids[index])}
         if self.augment_on == "device":
             # each view its own stream of the sample's coordinates, so the two views never share their choices

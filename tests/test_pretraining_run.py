@@ -1,6 +1,7 @@
 """A pretraining run as a user starts it (`pretrain(config)`), for what the whole-run tests in test_pretrain.py
 do not look at."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -146,3 +147,28 @@ def test_a_coordinate_cache_of_no_molecules_is_refused_not_drawn_blank():
         TwoViewDataset(molecules(4), coordinate_cache_size=0)
     with pytest.raises(ValueError, match="coordinate_cache_size must be >= 1"):
         PretrainConfig.from_args(["--input", "x.smi", "--output-dir", "out", "--coordinate-cache-size", "0"])
+
+
+def test_drawing_that_fails_for_every_molecule_stops_instead_of_training_on_blanks(monkeypatch):
+    from moleclip.processing import pretraining_data
+    from moleclip.processing.pretraining_data import TwoViewDataset
+
+    smiles = molecules(60)
+    labels = np.zeros((60, 1), dtype=np.int64)
+    dataset = TwoViewDataset(["C1CC"] + smiles[1:], labels, augmentation="none")  # one bad molecule: ignored
+    assert dataset[0]["pseudo_labels"].tolist() == [-100] and dataset[1]["pseudo_labels"].tolist() == [0]
+
+    def broken(*args, **kwargs):  # a drawing that cannot work here (a font, Cairo, a setting)
+        raise RuntimeError("no font")
+
+    monkeypatch.setattr(pretraining_data, "render", broken)
+    failing = TwoViewDataset(smiles, labels, augmentation="none")
+    for i in range(49):  # each looks like a bad molecule at first ...
+        assert failing[i]["pseudo_labels"].tolist() == [-100]
+    with pytest.raises(RuntimeError, match="none of the first 50 molecules could be drawn.*no font"):
+        failing[49]  # ... but not fifty in a row with none drawn
+    drawn_before = TwoViewDataset(smiles, labels, augmentation="none")
+    monkeypatch.undo()
+    drawn_before[0]
+    monkeypatch.setattr(pretraining_data, "render", broken)
+    assert all(drawn_before[i]["pseudo_labels"].tolist() == [-100] for i in range(1, 60))  # drawing worked once
