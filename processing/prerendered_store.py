@@ -419,6 +419,12 @@ def prerender(
         if pool is not None:
             pool.terminate()
         bar.close()
+    if sum(e["failed"] for e in entries) == len(smiles):
+        # not bad molecules but a drawing that does not work here, or a file of something else than SMILES: a
+        # finished store of null pictures would only make pretraining draw every molecule itself
+        raise RuntimeError(f"none of the {len(smiles)} molecules could be drawn, so {output_dir} is left unfinished: "
+                           "check the SMILES and that drawing works here (`moleclip render CCO --output x.png`), "
+                           "then run again with --overwrite")
     (output_dir / "README.md").write_text(_card(plan), encoding="utf-8")
     manifest = dict(plan, shards=entries, failed=sum(e["failed"] for e in entries),
                     bytes=sum(e["bytes"] for e in entries), files=n_shards + 2)

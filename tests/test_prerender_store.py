@@ -201,6 +201,19 @@ def test_prerender_push_in_offline_mode_is_refused_before_drawing(tmp_path, monk
     assert not (tmp_path / "store").exists()  # nothing was drawn
 
 
+def test_a_store_in_which_no_molecule_could_be_drawn_is_not_finished(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):  # a drawing that cannot work here (a font, Cairo), or a file of no SMILES at all
+        raise RuntimeError("no font")
+
+    monkeypatch.setattr(prerendered_store, "render", broken)
+    with pytest.raises(RuntimeError, match="none of the 10 molecules could be drawn.*--overwrite"):
+        small_store(tmp_path / "store")
+    with pytest.raises(ValueError, match="unfinished pre-rendered store"):
+        PrerenderedImages(tmp_path / "store")
+    monkeypatch.undo()
+    assert small_store(tmp_path / "store", overwrite=True).meta["failed"] == 1  # drawn again once drawing works
+
+
 def test_a_store_without_random_style_drawings_is_refused(tmp_path):
     from moleclip.processing.pretraining_data import TwoViewDataset
 
