@@ -393,6 +393,13 @@ def test_tied_hits_go_by_library_order_whatever_k(tmp_path, metric):
     assert found[6][:3] == [0, 2, 4] and found[10] == found[6]  # k above the library: every molecule once
     hits = index.hits(vectors[:1], 3)
     assert hits["id"].tolist() == ["m0", "m2", "m4"] and hits["rank"].tolist() == [1, 2, 3]
+    # a tie at the k-th place behind a nearer molecule: faiss's heap kept the later of the two for k=2
+    angles = np.array([0.2, 0.5, 0.2, 0.1, 0.2001])
+    plane = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+    index = vi.LibraryIndex(vi.build_faiss_index(plane, metric, "exact"), pd.DataFrame(index=range(5)),
+                            {"metric": metric, "kind": "exact"})
+    found = [index.search(np.array([[1.0, 0.0]]), k)[1][0].tolist() for k in range(1, 6)]
+    assert found == [[3], [3, 0], [3, 0, 2], [3, 0, 2, 4], [3, 0, 2, 4, 1]]
 
 
 def test_embeddings_are_read_in_chunks_with_the_same_result(tmp_path, monkeypatch):

@@ -293,24 +293,34 @@ class LibraryIndex:
             raise ValueError(f"ef_search must be a whole number >= 1, got {ef_search!r}")
         k = min(int(k), self.count)
         queries = _prepared(vectors, self.metric, self.dimension)
-        params = None
-        if self.kind == "hnsw":
-            faiss = _faiss()
-            # Never fewer candidates than hits wanted: the walk returns at most ef_search of them.
-            wanted = max(ef_search or self.manifest.get("hnsw", {}).get("ef_search", HNSW_EF_SEARCH), k)
-            params = faiss.SearchParametersHNSW(efSearch=int(wanted))
-        scores, positions = self.index.search(queries, k, params=params)
-        scores, positions = scores.astype(np.float64), positions.astype(np.int64)
+        # Equal scores (one molecule several times in a library) at the k-th place: faiss keeps whichever of them its
+        # heap happened to keep (k=2 gave rows 3, 2 where k=3 gave 3, 0, 2). So one more hit than asked is fetched,
+        # and more while the last fetched still ties the k-th, and ties go by library position: the hits for k are
+        # always the first hits for k+1.
+        fetch = min(k + 1, self.count)
+        while True:
+            raw, positions = self._search(queries, fetch, ef_search)
+            tied = (raw[:, k - 1] == raw[:, fetch - 1]) & (positions[:, fetch - 1] >= 0)
+            if fetch == self.count or not tied.any():
+                break
+            fetch = min(2 * fetch, self.count)
+        scores, positions = raw.astype(np.float64), positions.astype(np.int64)
         if self.metric == "l2":
             scores = np.sqrt(np.maximum(scores, 0.0))  # faiss gives squared distances
         missing = positions < 0
         scores[missing] = np.nan
-        # Equal scores (one molecule twice in a library) come back in whatever order faiss's heap left them, which
-        # changes with k (k=1 gave row 0, k=2 rows 2 then 0): ties go by library position, so the hits for k are the
-        # first hits for k+1. Missing hits stay last.
-        nearer = np.where(missing, np.inf, scores if self.metric == "l2" else -scores)
-        order = np.lexsort((np.where(missing, np.iinfo(np.int64).max, positions), nearer), axis=-1)
+        nearer = np.where(missing, np.inf, scores if self.metric == "l2" else -scores)  # missing hits last
+        order = np.lexsort((np.where(missing, np.iinfo(np.int64).max, positions), nearer), axis=-1)[:, :k]
         return np.take_along_axis(scores, order, axis=-1), np.take_along_axis(positions, order, axis=-1)
+
+    def _search(self, queries: np.ndarray, fetch: int, ef_search: int | None):
+        params = None
+        if self.kind == "hnsw":
+            faiss = _faiss()
+            # Never fewer candidates than hits wanted: the walk returns at most ef_search of them.
+            wanted = max(ef_search or self.manifest.get("hnsw", {}).get("ef_search", HNSW_EF_SEARCH), fetch)
+            params = faiss.SearchParametersHNSW(efSearch=int(wanted))
+        return self.index.search(queries, fetch, params=params)
 
     def hits(self, vectors, k: int, queries: Sequence[Query] | None = None,
              ef_search: int | None = None) -> pd.DataFrame:
