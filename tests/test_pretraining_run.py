@@ -172,3 +172,21 @@ def test_drawing_that_fails_for_every_molecule_stops_instead_of_training_on_blan
     drawn_before[0]
     monkeypatch.setattr(pretraining_data, "render", broken)
     assert all(drawn_before[i]["pseudo_labels"].tolist() == [-100] for i in range(1, 60))  # drawing worked once
+
+
+def test_a_checkpoint_to_resume_that_is_not_there_is_refused_before_the_pseudo_labels(tmp_path, monkeypatch):
+    from moleclip.processing import pseudo_labels
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("pseudo-labels were computed for a run that cannot start")
+
+    monkeypatch.setattr(pseudo_labels, "compute_pseudo_labels", no_work)
+    source = tmp_path / "mols.smi"
+    source.write_text("\n".join(molecules(40)) + "\n")
+    settings = dict(input=str(source), output_dir=str(tmp_path / "run"), backbone="tiny", batch_size=8, group_size=4,
+                    num_workers=0, progress=False, k=[3, 6])
+    with pytest.raises(FileNotFoundError, match="--resume .*step_7 does not exist"):
+        pretrain(PretrainConfig(resume=str(tmp_path / "run" / "checkpoints" / "step_7"), **settings))
+    (tmp_path / "half").mkdir()
+    with pytest.raises(FileNotFoundError, match="is not a complete checkpoint"):
+        pretrain(PretrainConfig(resume=str(tmp_path / "half"), **settings))

@@ -246,6 +246,14 @@ def _check_sources(config: PretrainConfig) -> None:
             read_model_config(spec)
     if config.prerendered:
         PrerenderedImages(config.prerendered)
+    if config.resume is not None and config.resume != "latest":
+        from moleclip.training.loop import STATE_FILE
+
+        checkpoint = Path(config.resume).expanduser()
+        if not (checkpoint / STATE_FILE).is_file():
+            what = "does not exist" if not checkpoint.exists() else f"is not a complete checkpoint (no {STATE_FILE})"
+            raise FileNotFoundError(f"--resume {config.resume} {what}: give a folder checkpoints/step_N of a run, or "
+                                    "'latest'")
 
 
 def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
