@@ -45,3 +45,12 @@ def test_a_label_column_with_a_missing_class_is_refused_with_its_row(tmp_path, k
     if kind == "csv":  # where a CSV row is in the file: the header is line 1
         with pytest.raises(ValueError, match="row 3 \\(line 4 of the file\\)"):
             load_pretraining_table(config(path, tmp_path / "run"))
+
+
+def test_a_table_that_does_not_record_its_preparation_is_not_said_to_be_unprepared(tmp_path):
+    labelled = tmp_path / "labelled.csv"  # a CSV has no place for the setting
+    pd.DataFrame({"smiles": SMILES, "label_k2": [i % 2 for i in range(len(SMILES))]}).to_csv(labelled, index=False)
+    assert load_pretraining_table(config(labelled, tmp_path / "a")).ks == [2]  # taken as molecules as written
+    with pytest.raises(ValueError, match="does not record how its molecules were prepared") as refused:
+        load_pretraining_table(config(labelled, tmp_path / "b", standardize="parent"))
+    assert "labelled with standardize=none" not in str(refused.value)

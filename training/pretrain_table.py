@@ -180,11 +180,16 @@ def _check_labelled_standardization(config: PretrainConfig) -> None:
     another way would pair each picture with another molecule's label."""
     from moleclip.processing.pseudo_labels import recorded_standardization
 
-    recorded = recorded_standardization(config.input) or "none"
-    if recorded != config.standardize:
-        raise ValueError(f"{config.input} was labelled with standardize={recorded} but this run asks for "
-                         f"--standardize {config.standardize}: pass --standardize {recorded}, or label the molecules "
-                         f"again with `moleclip pseudo-labels --standardize {config.standardize}`")
+    recorded = recorded_standardization(config.input)
+    if (recorded or "none") == config.standardize:
+        return
+    again = f"label the molecules again with `moleclip pseudo-labels --standardize {config.standardize}`"
+    if recorded is None:  # a CSV, or a table written by other means: taken as molecules as written
+        raise ValueError(f"{config.input} does not record how its molecules were prepared (Parquet tables written by "
+                         f"`moleclip pseudo-labels` do), so its labels are taken for the molecules as written: "
+                         f"--standardize {config.standardize} cannot be checked against them; {again}")
+    raise ValueError(f"{config.input} was labelled with standardize={recorded} but this run asks for "
+                     f"--standardize {config.standardize}: pass --standardize {recorded}, or {again}")
 
 
 def _kept_rows(table, info, frame):
