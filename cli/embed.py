@@ -74,6 +74,7 @@ def _embed(args) -> int:
 
     from ._common import report_screen, screening_arguments, screening_workers
 
+    device = screening.choose_device(args.device)  # a device this machine lacks: said before the model loads
     if args.model in PRESETS:
         # A preset's weights are random. Drawn from a fixed seed, every run (and so a resumed run's finished shards
         # and the rest) embeds with the same model.
@@ -87,7 +88,7 @@ def _embed(args) -> int:
     # before the embedder moves the model to its device; also what lets a resumed run refuse a changed model folder
     provenance = _provenance(args, model, processor, model.config.projection_dim)
     embedder = screening.Embedder(model, processor, batch_size=args.batch_size, num_workers=screening_workers(args),
-                                  device=args.device, render_kwargs={"r_groups": True} if args.r_groups else {})
+                                  device=device, render_kwargs={"r_groups": True} if args.r_groups else {})
     # what decides the embeddings: a resumed run must have computed its finished shards the same way
     decides = {"command": "embed", "smiles_column": args.smiles_column,
                "embedded_with": [json.loads(value) for value in provenance.values()]}

@@ -107,6 +107,7 @@ def _check_same_model(args, recorded: dict, model) -> None:
 def _search(args) -> int:
     from moleclip.configuration_moleclip import MODEL_PRESETS
     from moleclip.training.hub import load_backbone, load_processor
+    from moleclip.training.screening import choose_device
     from moleclip.training.vector_index import load_index
     from moleclip.training.vector_queries import embed_queries
 
@@ -125,6 +126,7 @@ def _search(args) -> int:
     if args.ef_search is not None and index.kind != "hnsw":
         raise ValueError(f"--ef-search only applies to an HNSW index; {args.index} is {index.kind}")
     queries = _queries(args)  # read before the model loads: a bad queries file fails at once
+    device = choose_device(args.device) if args.device is not None else None
     model = load_backbone(model_name)
     if model.config.projection_dim != index.dimension:
         raise ValueError(f"--model {model_name} gives {model.config.projection_dim}-dimensional embeddings but "
@@ -138,7 +140,7 @@ def _search(args) -> int:
     if recorded.get("standardize"):
         processor.standardize = recorded["standardize"]  # queries prepared as the library's molecules were
     r_groups = args.r_groups or bool(recorded.get("r_groups"))
-    vectors = embed_queries(model, processor, queries, batch_size=args.batch_size, device=args.device,
+    vectors = embed_queries(model, processor, queries, batch_size=args.batch_size, device=device,
                             progress=not args.no_progress, r_groups=r_groups)
     if args.k > index.count:
         print(f"note: -k {args.k} is more than the {index.count} molecules in the library; returning all of them")

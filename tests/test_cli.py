@@ -273,3 +273,15 @@ def test_init_refuses_to_write_over_a_model_unless_told(tmp_path, capsys):
     assert (folder / "model.safetensors").read_bytes() == weights  # the model there is untouched
     assert main(["init", "--backbone", "tiny", "--output-dir", str(folder), "--seed", "2", "--overwrite"]) == 0
     assert (folder / "model.safetensors").read_bytes() != weights
+
+
+def test_a_device_this_machine_lacks_is_one_clear_line(tiny_dir, smi_file, tmp_path, capsys):
+    import torch
+
+    base = ["embed", "--model", str(tiny_dir), "--input", str(smi_file), "--output", str(tmp_path / "e.csv")]
+    assert main([*base, "--device", "gpu"]) == 2
+    assert "--device gpu: not a device name torch knows" in _one_line_error(capsys, "embed")
+    if not torch.cuda.is_available():  # "Torch not compiled with CUDA enabled" was an internal error
+        assert main([*base, "--device", "cuda"]) == 2
+        assert "no CUDA device is available here" in _one_line_error(capsys, "embed")
+    assert not (tmp_path / "e.csv").exists()

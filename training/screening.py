@@ -34,7 +34,7 @@ from moleclip.processing.molecules import SkippedMolecule
 from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN, embedding_columns, mark_skipped, \
     mark_standardized, standardized_column
 
-__all__ = ["ScreenSummary", "PictureBatches", "Embedder", "ChunkPredictor",
+__all__ = ["ScreenSummary", "PictureBatches", "Embedder", "ChunkPredictor", "choose_device",
            "default_workers", "draw_chunk", "hold_output", "parts_folder", "process_rank", "screen", "skipped_message"]
 
 LINE_COLUMN = "__moleclip_line"  # each row's input line, kept in the shards only (the final report names lines)
@@ -140,13 +140,30 @@ def draw_chunk(processor, smiles: list[str], batch_size: int, num_workers: int, 
         yield pixels, kept, skipped
 
 
-def _device(device):
+def choose_device(device=None):
+    """The torch device to compute on: `device` (--device) when this machine has it, else, under `accelerate launch`,
+    this process's accelerator, else the best one available. A device that is not here is a ValueError saying so,
+    before any model is loaded (torch's own is an AssertionError, "Torch not compiled with CUDA enabled")."""
     import torch
 
     from moleclip.training.inference import default_device
 
     if device is not None:
-        return torch.device(device)
+        try:
+            chosen = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"--device {device}: not a device name torch knows; use cpu, cuda, cuda:1, mps... or leave "
+                             "it out for the best available") from None
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA device is available here; use --device cpu, or leave it "
+                             "out for the best available")
+        if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        if chosen.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                         and torch.backends.mps.is_available()):
+            raise ValueError(f"--device {device}: MPS (Apple GPU) is not available here; use --device cpu")
+        return chosen
     rank, world = process_rank()
     if world > 1 and torch.cuda.is_available():  # one accelerator per process of the launch
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
@@ -161,7 +178,7 @@ class Embedder:
         from moleclip import MoleCLIPForPropertyPrediction
 
         encoder = model.moleclip if isinstance(model, MoleCLIPForPropertyPrediction) else model
-        self.device = _device(device)
+        self.device = choose_device(device)
         self.model = encoder.to(self.device).eval()
         self.processor, self.batch_size, self.num_workers = processor, batch_size, num_workers
         self.render_kwargs = dict(render_kwargs or {})
@@ -190,7 +207,7 @@ class ChunkPredictor:
     def __init__(self, predictor, batch_size: int = 64, num_workers: int = 0):
         self.predictor, self.batch_size, self.num_workers = predictor, batch_size, num_workers
         if predictor.processor is not None:
-            predictor.device = _device(predictor.device)
+            predictor.device = choose_device(predictor.device)
 
     def __call__(self, chunk) -> tuple[dict, list, list | None]:
         p = self.predictor
