@@ -191,3 +191,15 @@ def test_full_finetuning_members_are_complete_folders(tmp_path):
     ens = combined[combined.seed == "ensemble"]
     np.testing.assert_allclose(out.predicted_heavy, ens.predicted_heavy, rtol=1e-4)
     np.testing.assert_allclose(out.predicted_heavy_upper, ens.predicted_heavy_upper, rtol=1e-4)
+
+
+def test_a_call_in_which_no_molecule_is_usable_has_the_same_columns(shared):
+    from moleclip.training.prediction import Predictor
+
+    root, _ = shared
+    predictor = Predictor.load(str(root / "out" / "model"))
+    some = predictor.predict([SMILES[0], "not a molecule"], progress=False)
+    none = predictor.predict(["not a molecule", "C1CC"], progress=False)
+    assert list(none.columns) == list(some.columns)
+    assert all(np.isnan(np.asarray(column, dtype=float)).all() for name, column in none.columns.items()
+               if name.startswith("predicted_"))

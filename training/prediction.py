@@ -208,7 +208,7 @@ class Predictor:
 
         result = PredictionResult(skipped=list(skipped), standardized=standardized_column(smiles, self.standardize))
         extra = {}
-        if self.trust is not None and len(skipped) < len(smiles):
+        if self.trust is not None:
             values, extra = self._ensemble_columns(smiles, names, task, skipped, batch_size, drawn)
         for j, name in enumerate(names):
             result.columns[f"{self.prefix}_{name}"] = values[:, j]
@@ -307,7 +307,10 @@ class Predictor:
         missing = {s.index for s in skipped}
         usable = np.array([i not in missing for i in range(len(smiles))])
         members = []
-        for folder, model, processor in self._member_models():
+        if not usable.any():  # nothing to predict: the same columns, empty, so that every call has the same ones
+            empty = np.empty((0, len(names)))
+            members = [empty] * len(self.trust["members"])
+        for folder, model, processor in (self._member_models() if usable.any() else []):
             if drawn is not None and folder in drawn:
                 values, member_skipped = drawn[folder], skipped
             else:
@@ -357,18 +360,20 @@ def _neighbour_columns(domain, queries, kept, n: int, names, space: str = "") ->
     flag, similarity, ids = np.full(n, None, dtype=object), np.full(n, np.nan), np.full(n, "", dtype=object)
     columns = {f"in_domain_{space}" if space else "in_domain": flag, f"nearest_{tag}similarity": similarity,
                f"nearest_{tag}training_smiles": ids}
-    if not len(kept):
-        return columns
-    near = domain.neighbours(queries, k=1)
-    flag[kept] = domain.scores(queries) >= domain.threshold
-    similarity[kept] = near.similarities[:, 0]
-    if domain.reference_ids:
-        ids[kept] = [domain.reference_ids[i] for i in near.indices[:, 0]]
-    if domain.reference_labels:
+    nearest = None
+    if len(kept):
+        near = domain.neighbours(queries, k=1)
+        nearest = near.indices[:, 0]
+        flag[kept] = domain.scores(queries) >= domain.threshold
+        similarity[kept] = near.similarities[:, 0]
+        if domain.reference_ids:
+            ids[kept] = [domain.reference_ids[i] for i in nearest]
+    if domain.reference_labels:  # the columns exist whether or not any row could be used: every call has the same ones
         labels = np.asarray(domain.reference_labels, dtype=np.float64).reshape(len(domain.reference_labels), -1)
         for j, name in enumerate(names):
             values = np.full(n, np.nan)
-            values[kept] = labels[near.indices[:, 0], j]
+            if nearest is not None:
+                values[kept] = labels[nearest, j]
             columns[f"nearest_{tag}training_{name}"] = values
     return columns
 
