@@ -93,22 +93,38 @@ class MoleCLIPPropertyOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
+class _GatherRows(torch.autograd.Function):
+    """All processes' rows, concatenated, with gradients: the backward pass sums every process's gradient for the
+    global batch (all-reduce) and hands each process the rows it owns. (torch's own functional all_gather does the
+    same, and is deprecated from torch 2.13 on.)"""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.n = torch.distributed.get_rank(), rows.shape[0]
+        parts = [torch.empty_like(rows) for _ in range(torch.distributed.get_world_size())]
+        torch.distributed.all_gather(parts, rows)
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        torch.distributed.all_reduce(grad, op=torch.distributed.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
+
+
 def _gather_with_grad(embeds: torch.Tensor) -> tuple[torch.Tensor, int]:
     """All embeddings of the global batch, keeping the autograd graph, and this process's offset in it.
 
-    `accelerate.gather` (and `dist.all_gather`) cut gradients; the functional all_gather passes them back to the
-    process that owns each row, so the other processes' rows act as real negatives.
+    `accelerate.gather` (and `dist.all_gather`) cut gradients; :class:`_GatherRows` passes them back to the process
+    that owns each row, so the other processes' rows act as real negatives. Every process must hold as many rows.
     """
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return embeds, 0
     world = torch.distributed.get_world_size()
     if world == 1:
         return embeds, 0
-    import torch.distributed.nn.functional as dist_fn
-
-    parts = dist_fn.all_gather(embeds.contiguous())
     rank = torch.distributed.get_rank()
-    return torch.cat(parts, dim=0), rank * embeds.shape[0]
+    return _GatherRows.apply(embeds.contiguous()), rank * embeds.shape[0]
 
 
 def contrastive_loss(

@@ -315,3 +315,64 @@ def test_model_presets():
     assert base.vision_config.hidden_size == 768 and base.projection_dim == 512
     with pytest.raises(ValueError, match="unknown preset"):
         MoleCLIPConfig.from_preset("huge")
+
+
+_GATHER_SCRIPT = '''
+import json, os, sys
+import torch
+import torch.distributed as dist
+from moleclip.modeling_moleclip import contrastive_loss
+
+def work(rank, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    view1, view2 = torch.randn(8, 5), torch.randn(8, 5)  # the global batch; this process owns rows 4r..4r+3
+    mine1 = view1[4 * rank:4 * rank + 4].clone().requires_grad_()
+    mine2 = view2[4 * rank:4 * rank + 4].clone().requires_grad_()
+    loss, logits = contrastive_loss(mine1, mine2, 3.0)
+    loss.backward()
+    with open(f"{out}/rank{rank}.json", "w") as fh:
+        json.dump({"loss": loss.item(), "shape": list(logits.shape), "grad1": mine1.grad.tolist(),
+                   "grad2": mine2.grad.tolist()}, fh)
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    torch.multiprocessing.spawn(work, args=(int(sys.argv[1]), sys.argv[2]), nprocs=2)
+'''
+
+
+@pytest.mark.slow
+def test_contrastive_gather_passes_every_process_its_share_of_the_global_gradient(tmp_path):
+    # Two gloo processes, each scoring its 4 rows against the global batch of 8. Data parallelism averages the
+    # processes' parameter gradients, so each process's rows must receive the sum over processes of the gradient of
+    # their losses: twice the gradient of the mean loss, computed here in one process.
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "gather.py"
+    script.write_text(_GATHER_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), str(port), str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+    torch.manual_seed(0)
+    view1, view2 = torch.randn(8, 5).requires_grad_(), torch.randn(8, 5).requires_grad_()
+    n1, n2 = F.normalize(view1, dim=-1), F.normalize(view2, dim=-1)
+    per_process = []
+    for r in (0, 1):
+        rows = slice(4 * r, 4 * r + 4)
+        targets = torch.arange(4) + 4 * r
+        per_process.append(0.5 * (F.cross_entropy(3.0 * n1[rows] @ n2.t(), targets)
+                                  + F.cross_entropy(3.0 * n2[rows] @ n1.t(), targets)))
+    torch.stack(per_process).mean().backward()
+    for r, got in enumerate(ranks):
+        assert got["shape"] == [4, 8] and got["loss"] == pytest.approx(per_process[r].item(), abs=1e-6)
+        torch.testing.assert_close(torch.tensor(got["grad1"]), 2 * view1.grad[4 * r:4 * r + 4], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(torch.tensor(got["grad2"]), 2 * view2.grad[4 * r:4 * r + 4], rtol=1e-5, atol=1e-6)
