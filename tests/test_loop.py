@@ -116,8 +116,11 @@ def test_rewinding_to_an_earlier_checkpoint_forgets_the_later_ones(tmp_path):
     with pytest.raises(Killed):
         run(tmp_path, max_steps=10, save_every=3, resume=tmp_path / "checkpoints" / "step_6", evaluate=kill, eval_every=7)
     assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step_6"]
+    aside = tmp_path / "checkpoints" / "rewound_from_step_9"
+    assert (aside / "step_9" / "loop_state.json").is_file()  # kept, out of the way: hours of compute are not deleted
     _, state = run(tmp_path, max_steps=10, save_every=3, resume="latest")
     assert state.global_step == 10 and [p.name for p in checkpoint_dirs(tmp_path)] == ["step_6", "step_9"]
+    assert (aside / "step_9").is_dir()
 
 
 def test_checkpoints_are_complete_and_limited(tmp_path):

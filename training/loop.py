@@ -13,7 +13,8 @@ Checkpoints are written to `<output_dir>/checkpoints/step_<N>.tmp` and renamed t
 run killed while saving never leaves a checkpoint that looks usable. A run that starts at step N (N = 0 for a fresh
 start, or the step of the checkpoint it resumes) first drops the metrics rows after step N: rows an interrupted run
 logged after its last checkpoint are logged again by the resumed run, and each step appears once in the log. A run
-resumed from an earlier checkpoint than the newest (a rewind) removes the newer ones: they are the abandoned run's.
+resumed from an earlier checkpoint than the newest (a rewind) moves the newer ones, the abandoned run's, to
+`checkpoints/rewound_from_step_<N>/`, where no resume looks.
 """
 
 from __future__ import annotations
@@ -410,20 +411,28 @@ class TrainingLoop:
         return True
 
     def _drop_later_checkpoints(self) -> None:
-        """Remove this folder's checkpoints past the step the run resumes from.
+        """Move this folder's checkpoints past the step the run resumes from out of the way.
 
         They belong to the run being rewound (resumed from an earlier checkpoint): left in place, `--resume latest`
         after a crash would pick one of them over the new run's own, and the checkpoint limit would keep them while
-        deleting the new ones. Like the metrics rows after the resumed step, they are no longer this run's history.
+        deleting the new ones. Like the metrics rows after the resumed step, they are no longer this run's history;
+        they may still be hours of someone's compute, so they are moved to `checkpoints/rewound_from_step_<N>/`
+        (which no resume reads) rather than deleted.
         """
         acc = self.accelerator
         later = [p for p in checkpoint_dirs(self.output_dir) if int(p.name.split("_")[1]) > self.state.global_step]
-        acc.wait_for_everyone()  # every process has read the folder before anything is removed
+        acc.wait_for_everyone()  # every process has read the folder before anything is moved
         if later and acc.is_main_process:
+            aside = Path(self.output_dir) / CHECKPOINT_DIR / f"rewound_from_step_{later[-1].name.split('_')[1]}"
+            aside.mkdir(exist_ok=True)
             for old in later:
-                shutil.rmtree(old, ignore_errors=True)
-            acc.print(f"removed {len(later)} checkpoint(s) of the rewound run past step {self.state.global_step}: "
-                      + ", ".join(p.name for p in later))
+                target = aside / old.name
+                if target.exists():
+                    shutil.rmtree(target)
+                old.rename(target)
+            acc.print(f"moved {len(later)} checkpoint(s) of the rewound run past step {self.state.global_step} "
+                      f"({', '.join(p.name for p in later)}) to {aside}: no resume reads them; delete that folder "
+                      "when they are not wanted")
         acc.wait_for_everyone()
 
     # ------------------------------------------------------------------ evaluation
