@@ -306,6 +306,15 @@ def test_bad_option_combinations_fail_clearly(tmp_path, regression_csv):
         finetune(tmp_path, regression_csv, "--seeds", "-1")
 
 
+def test_push_to_hub_offline_is_refused_before_training(tmp_path, regression_csv):
+    # conftest sets HF_HUB_OFFLINE=1: the push could never happen, so nothing is trained or written
+    argv = ["--dataset", str(regression_csv), "--output-dir", str(tmp_path / "out"), *TINY, "--freeze-encoder",
+            "--seeds", "1", "--epochs", "1", "--push-to-hub", "lab/toy", "--target-columns", "heavy"]
+    with pytest.raises(Exception, match="HF_HUB_OFFLINE"):
+        main(argv)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow  # the pull runs in a fresh Python process
 def test_push_to_hub_with_model_card_then_pull_offline(tmp_path, regression_csv):
     from huggingface_hub import ModelCard

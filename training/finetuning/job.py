@@ -151,6 +151,10 @@ def finetune(args: argparse.Namespace, hub_api=None) -> dict:
     then removed before the new ones are written), and a lock keeps a second process out while this one writes.
     """
     check_args(args)
+    if args.push_to_hub:
+        from moleclip.training.hub import check_push_possible
+
+        check_push_possible(hub_api)  # now, not after the training whose model it would push
     check_run_folder(args.output_dir, OUTPUTS, overwrite=args.overwrite)
     with contextlib.ExitStack() as held:
         return _finetune(args, hub_api, held)
