@@ -100,6 +100,10 @@ def run(args) -> int:
         raise ValueError(f"--steps must be at least 2, got {args.steps}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.device is not None:
+        from moleclip.training.screening import choose_device
+
+        choose_device(args.device)  # a device this machine lacks: said before anything is loaded
     check_run_folder(args.output_dir, OUTPUTS, overwrite=args.overwrite)
     if args.input is not None:
         from ._common import read_input
@@ -120,11 +124,8 @@ def _explain(args, table, folder) -> int:
 
     from moleclip.processing.molecules import InvalidMoleculeError, SkippedMolecule
     from moleclip.training.explain import atom_picture, heatmap_picture, make_explainer, target_names
-    from moleclip.training.outputs import write_atomically
-
+    from moleclip.training.outputs import SKIPPED_COLUMN, mark_skipped, write_atomically
     from moleclip.training.prediction import load_predictor
-
-    from moleclip.training.outputs import SKIPPED_COLUMN, mark_skipped
 
     from ._common import report_skipped, write_table
 

@@ -285,3 +285,11 @@ def test_a_device_this_machine_lacks_is_one_clear_line(tiny_dir, smi_file, tmp_p
         assert main([*base, "--device", "cuda"]) == 2
         assert "no CUDA device is available here" in _one_line_error(capsys, "embed")
     assert not (tmp_path / "e.csv").exists()
+    # explain and the app take --device too, and say so before loading anything
+    explain = ["explain", "--model", str(tiny_dir), "--smiles", "CCO", "--output-dir", str(tmp_path / "x")]
+    assert main([*explain, "--device", "gpu"]) == 2
+    assert "--device gpu: not a device name torch knows" in _one_line_error(capsys, "explain")
+    assert not (tmp_path / "x").exists()
+    pytest.importorskip("gradio")
+    assert main(["app", "--model", str(tiny_dir), "--device", "gpu"]) == 2
+    assert "--device gpu: not a device name torch knows" in _one_line_error(capsys, "app")
