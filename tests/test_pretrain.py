@@ -565,6 +565,11 @@ def test_two_processes_share_the_contrastive_batch(tmp_path, smi_file):
         "scheduler.bin"]
     rows = [r for r in csv.DictReader(open(out / "metrics.csv")) if r["loss"]]
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    # the logged losses are the mean over both processes, not rank 0's own (--log-every 1: one batch a row)
+    for row, r0, r1 in zip(rows, records[0], records[1]):
+        mean = (r0["contrastive_loss"] + r1["contrastive_loss"]) / 2
+        assert float(row["contrastive_loss"]) == pytest.approx(mean, abs=1e-5)
+        assert abs(r0["contrastive_loss"] - r1["contrastive_loss"]) > 1e-4  # so the check can tell the two apart
     # The schedule counts optimizer steps, whatever the number of processes: warm-up over 2 steps, cosine to 0 at 4.
     assert [float(r["lr"]) for r in rows] == pytest.approx([5e-6, 5e-6, 2.5e-6, 0.0], abs=1e-12)
     summary = json.loads((out / "training_results.json").read_text())

@@ -182,6 +182,16 @@ def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("_")[1]))
 
 
+def _mean_over_processes(acc, sums: dict, count: int) -> dict:
+    """The logged losses: each process's sums over `count` batches, as means over those batches and over processes
+    (each process's loss covers its own molecules; rank 0's alone would be a sample of the global batch)."""
+    values = torch.stack([torch.as_tensor(v, dtype=torch.float32).to(acc.device).reshape(()) for v in sums.values()])
+    values = values / count
+    if acc.num_processes > 1:
+        values = acc.reduce(values, reduction="mean")
+    return dict(zip(sums, values.tolist()))
+
+
 # What every process's random_states_<rank>.pkl must hold for a resumed run to draw what the killed one would have.
 _RANDOM_STATE_KEYS = ("random_state", "numpy_random_seed", "torch_manual_seed")
 
@@ -493,10 +503,11 @@ class TrainingLoop:
                     self.optimizer.zero_grad(set_to_none=True)
                 self.state.batch_in_epoch += 1
                 micro += 1
-                window_loss += float(loss.detach())
+                # Summed on the device and read at log steps only: a float() here would wait for the GPU every step.
+                window_loss = window_loss + loss.detach().float()
                 window_items += _batch_size(batch) * acc.num_processes
                 for k, v in parts.items():
-                    window_parts[k] = window_parts.get(k, 0.0) + v
+                    window_parts[k] = window_parts.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else v)
                 if not acc.sync_gradients:
                     continue
                 self.state.global_step += 1
@@ -504,8 +515,8 @@ class TrainingLoop:
                 step = self.state.global_step
                 if step % s.log_every == 0 or step == s.max_steps:
                     elapsed = max(time.perf_counter() - window_start, 1e-9)
-                    row = {"step": step, "epoch": self.state.epoch, "loss": window_loss / micro,
-                           **{k: v / micro for k, v in window_parts.items()},
+                    row = {"step": step, "epoch": self.state.epoch,
+                           **_mean_over_processes(acc, {"loss": window_loss, **window_parts}, micro),
                            "lr": self.scheduler.get_last_lr()[0], "images_per_s": window_items / elapsed}
                     log.write(row)
                     bar.set_postfix(loss=f"{row['loss']:.4f}")

@@ -98,16 +98,17 @@ class PretrainStep:
         if self.kill_at is not None and step is not None and step >= self.kill_at:
             os.kill(os.getpid(), signal.SIGKILL)  # a hard crash: no cleanup, no final save
         output = self.forward(model, batch)
-        parts = {"contrastive_loss": float(output.contrastive_loss.detach())}
+        # Tensors, not floats: the loop sums them on the device and reads them at log steps only.
+        parts = {"contrastive_loss": output.contrastive_loss.detach()}
         if output.classification_losses is not None:
-            for k, value in zip(self.ks, output.classification_losses.detach().tolist()):
+            for k, value in zip(self.ks, output.classification_losses.detach()):
                 parts[f"classification_loss_k{k}"] = value
         if self.dump_file is not None:
             from moleclip.training.loop import unwrap
 
             record = {"call": self.calls, "step": step, "epoch": self.loop.state.epoch if self.loop else None,
                       "indices": batch["indices"].tolist(), "logits_shape": list(output.logits_per_view.shape),
-                      "contrastive_loss": parts["contrastive_loss"],
+                      "contrastive_loss": float(parts["contrastive_loss"]),
                       "logit_scale": float(unwrap(model).logit_scale.exp())}
             if self.calls < self.dump_embeddings:
                 record["image_embeds"] = output.image_embeds.detach().float().tolist()
