@@ -190,3 +190,27 @@ def test_a_checkpoint_to_resume_that_is_not_there_is_refused_before_the_pseudo_l
     (tmp_path / "half").mkdir()
     with pytest.raises(FileNotFoundError, match="is not a complete checkpoint"):
         pretrain(PretrainConfig(resume=str(tmp_path / "half"), **settings))
+
+
+def test_a_run_from_a_moleclip_checkpoint_starts_its_pseudo_label_classifiers_afresh(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from moleclip import MoleCLIPConfig, MoleCLIPModel
+
+    smiles = molecules(40)
+    pd.DataFrame({"smiles": smiles, "label_k4": [i % 4 for i in range(40)]}).to_parquet(tmp_path / "labelled.parquet")
+    torch.manual_seed(1)
+    earlier = MoleCLIPModel(MoleCLIPConfig.from_preset("tiny", pseudo_label_classes=[4]))
+    with torch.no_grad():
+        earlier.label_heads[0].weight.fill_(7.0)  # another K-means' class 0..3: nothing to do with this run's
+    earlier.save_pretrained(tmp_path / "earlier")
+    config = PretrainConfig(input=str(tmp_path / "labelled.parquet"), output_dir=str(tmp_path / "run"),
+                            backbone=str(tmp_path / "earlier"), batch_size=8, group_size=4, num_workers=0,
+                            valid_fraction=0, max_steps=1, save_every=None, progress=False, classifier_lr=1e-9)
+    pretrain(config)
+    assert "classifiers of" in capsys.readouterr().out
+    final = load_file(tmp_path / "run" / "model" / "model.safetensors")
+    head = final["label_heads.0.weight"]
+    assert head.abs().max() < 1.0  # nn.Linear's own initialisation, not the 7s it was given
+    encoder = load_file(tmp_path / "earlier" / "model.safetensors")["visual_projection.weight"]
+    assert torch.allclose(final["visual_projection.weight"], encoder, atol=1e-3)  # the encoder itself is kept

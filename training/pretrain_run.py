@@ -26,6 +26,25 @@ __all__ = ["pretrain", "build_param_groups", "build_pretrain_optimizer", "Pretra
 
 
 # ---------------------------------------------------------------------------------------------------- model
+def _start_label_heads_afresh(model, config: PretrainConfig, accelerator) -> None:
+    """A new run's pseudo-label classifiers start from scratch, also when the backbone is a MoleCLIP checkpoint that
+    carries some: its K-means numbered its clusters its own way, so class 17 of its classifier has nothing to do with
+    class 17 of this run's labels (a run extended with --resume keeps its classifiers from its checkpoint)."""
+    from moleclip.configuration_moleclip import MODEL_PRESETS
+    from moleclip.training.hub import read_model_config
+
+    spec = str(config.backbone)
+    if config.resume is not None or spec in MODEL_PRESETS or spec.endswith((".pth", ".pt")):
+        return  # resumed: the checkpoint's classifiers are loaded next; presets and .pth files have none
+    saved = read_model_config(spec)
+    if saved.get("model_type") != "moleclip" or not saved.get("pseudo_label_classes"):
+        return
+    for head in model.label_heads:
+        head.reset_parameters()
+    accelerator.print(f"the pseudo-label classifiers of {spec} are not reused (their clusters are another K-means' "
+                      "numbering): this run's start afresh; to extend a run with its classifiers, use --resume")
+
+
 def build_param_groups(model, config: PretrainConfig) -> list[dict]:
     """Encoder (tower + projection): `encoder_lr`, `encoder_weight_decay`; pseudo-label classifiers ("heads"):
     `classifier_lr`, `classifier_weight_decay`.
@@ -300,6 +319,7 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
         raise ValueError(f"{len(train_pos)} training molecules cannot fill one batch of {config.batch_size}")
     set_seed(config.seed)
     model = load_backbone(config.backbone, init_factor=config.init_factor, pseudo_label_classes=table.ks)
+    _start_label_heads_afresh(model, config, accelerator)
     image_size = model.config.vision_config.image_size
     store = PrerenderedImages(config.prerendered) if config.prerendered else None
     # Molecules are found in the store by SMILES; those it lacks are drawn during training, so say how many it has
