@@ -214,3 +214,23 @@ def test_a_run_from_a_moleclip_checkpoint_starts_its_pseudo_label_classifiers_af
     assert head.abs().max() < 1.0  # nn.Linear's own initialisation, not the 7s it was given
     encoder = load_file(tmp_path / "earlier" / "model.safetensors")["visual_projection.weight"]
     assert torch.allclose(final["visual_projection.weight"], encoder, atol=1e-3)  # the encoder itself is kept
+
+
+def test_resuming_a_cosine_schedule_with_another_length_is_warned_about(tmp_path):
+    from moleclip.training.pretrain_run import _check_resumed_config
+
+    class Printer:
+        def __init__(self):
+            self.lines = []
+
+        def print(self, line):
+            self.lines.append(line)
+
+    for schedule, warned in (("constant", False), ("cosine", True)):
+        saved = PretrainConfig(input="x.smi", output_dir=str(tmp_path), schedule=schedule, max_steps=100)
+        (tmp_path / "pretrain_config.json").write_text(saved.to_json())
+        printer = Printer()
+        longer = PretrainConfig(input="x.smi", output_dir=str(tmp_path), schedule=schedule, max_steps=200,
+                                resume="latest")
+        _check_resumed_config(longer, tmp_path / "pretrain_config.json", printer)
+        assert any("max_steps 100 -> 200" in line for line in printer.lines) is warned

@@ -204,6 +204,8 @@ def _check_resumed_config(config: PretrainConfig, saved_file: Path, accelerator)
     harmless = {"resume", "overwrite", "push_to_hub", "hub_private", "progress", "num_workers", "max_steps", "epochs", "save_every",
                 "save_total_limit", "eval_every", "log_every", "debug_dump_dir", "pseudo_label_jobs", "coordinate_cache_size",
                 "prerendered"}
+    if config.schedule == "cosine":  # the cosine runs over the whole run: a longer run decays more slowly
+        harmless -= {"max_steps", "epochs"}
     changed = {k: (saved.get(k), v) for k, v in dataclasses.asdict(config).items() if k not in harmless and saved.get(k) != v}
     if changed:
         accelerator.print("warning: resuming with changed settings (the run will not repeat the original exactly): " +
