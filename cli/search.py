@@ -111,6 +111,8 @@ def _search(args) -> int:
     from moleclip.training.vector_index import load_index
     from moleclip.training.vector_queries import embed_queries
 
+    from moleclip.training.outputs import STANDARDIZED_COLUMN
+
     from ._common import write_table
 
     index = load_index(args.index)
@@ -139,6 +141,11 @@ def _search(args) -> int:
     processor = load_processor(model_name)
     if recorded.get("standardize"):
         processor.standardize = recorded["standardize"]  # queries prepared as the library's molecules were
+    elif not recorded and STANDARDIZED_COLUMN in index.library.columns and processor.standardize == "none":
+        # a CSV from `embed --standardize parent` records no settings, but its standardised-SMILES column shows them
+        processor.standardize = "parent"
+        print(f"note: {args.index}'s library has a {STANDARDIZED_COLUMN} column (embedded with --standardize parent):"
+              " the queries are standardised the same way")
     r_groups = args.r_groups or bool(recorded.get("r_groups"))
     vectors = embed_queries(model, processor, queries, batch_size=args.batch_size, device=device,
                             progress=not args.no_progress, r_groups=r_groups)

@@ -437,3 +437,17 @@ def test_embeddings_are_read_in_chunks_with_the_same_result(tmp_path, monkeypatc
     (tmp_path / "header.csv").write_text("smiles,emb_0\n")
     with pytest.raises(ValueError, match="no row has an embedding"):
         vi.read_embeddings(tmp_path / "header.csv")
+
+
+def test_a_csv_library_embedded_with_standardisation_standardises_the_queries(library, tmp_path, capsys):
+    root, model = library
+    out = tmp_path / "emb.csv"  # a CSV records no settings, but carries the standardised SMILES
+    assert cli(["embed", "--model", str(model), "--input", str(root / "lib.csv"), "--output", str(out),
+                "--no-progress", "--standardize", "parent"]) == 0
+    assert cli(["index", "--embeddings", str(out), "--output", str(tmp_path / "idx")]) == 0
+    capsys.readouterr()
+    assert cli(["search", "--index", str(tmp_path / "idx"), "--model", str(model), "--query",
+                "CC(=O)Nc1ccc(O)cc1.Cl", "-k", "1", "--output", str(tmp_path / "h.csv"), "--no-progress"]) == 0
+    assert "standardised the same way" in capsys.readouterr().out
+    hits = pd.read_csv(tmp_path / "h.csv", dtype={"id": str})
+    assert hits["id"].tolist() == ["0004"] and hits["score"].iloc[0] == pytest.approx(1.0, abs=1e-5)
