@@ -70,9 +70,9 @@ def test_a_seed_numpy_and_scikit_learn_cannot_take_is_refused_with_the_options()
     assert PretrainConfig.from_args(base + ["--seed", str(2**32 - 1)]).seed == 2**32 - 1
 
 
-def test_a_missing_backbone_or_store_is_refused_before_the_pseudo_labels(tmp_path, monkeypatch):
+def _smiles_without_pseudo_labels(tmp_path, monkeypatch):
+    """A SMILES file for a run that must stop before its pseudo-labels: computing them fails the test."""
     from moleclip.processing import pseudo_labels
-    from moleclip.training.hub import HubUnavailableError
 
     def no_work(*args, **kwargs):
         raise AssertionError("pseudo-labels were computed for a run that cannot start")
@@ -80,6 +80,13 @@ def test_a_missing_backbone_or_store_is_refused_before_the_pseudo_labels(tmp_pat
     monkeypatch.setattr(pseudo_labels, "compute_pseudo_labels", no_work)
     source = tmp_path / "mols.smi"
     source.write_text("\n".join(molecules(40)) + "\n")
+    return source
+
+
+def test_a_missing_backbone_or_store_is_refused_before_the_pseudo_labels(tmp_path, monkeypatch):
+    from moleclip.training.hub import HubUnavailableError
+
+    source = _smiles_without_pseudo_labels(tmp_path, monkeypatch)
     settings = dict(input=str(source), batch_size=8, group_size=4, num_workers=0, progress=False, k=[3, 6])
     with pytest.raises(FileNotFoundError, match="not found"):
         pretrain(PretrainConfig(output_dir=str(tmp_path / "a"), backbone=str(tmp_path / "no" / "such" / "model"),
@@ -94,16 +101,10 @@ def test_a_missing_backbone_or_store_is_refused_before_the_pseudo_labels(tmp_pat
 
 
 def test_a_push_that_cannot_happen_is_refused_before_the_training(tmp_path, monkeypatch):
-    from moleclip.processing import pseudo_labels
     from moleclip.training.hub import HubUnavailableError
 
-    def no_work(*args, **kwargs):
-        raise AssertionError("pseudo-labels were computed for a run whose push cannot happen")
-
-    monkeypatch.setattr(pseudo_labels, "compute_pseudo_labels", no_work)
+    source = _smiles_without_pseudo_labels(tmp_path, monkeypatch)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    source = tmp_path / "mols.smi"
-    source.write_text("\n".join(molecules(40)) + "\n")
     config = PretrainConfig(input=str(source), output_dir=str(tmp_path / "run"), backbone="tiny", k=[3, 6],
                             batch_size=8, group_size=4, num_workers=0, progress=False, push_to_hub="lab/model")
     with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE is set: unset it .* or leave --push-to-hub out"):
@@ -175,14 +176,7 @@ def test_drawing_that_fails_for_every_molecule_stops_instead_of_training_on_blan
 
 
 def test_a_checkpoint_to_resume_that_is_not_there_is_refused_before_the_pseudo_labels(tmp_path, monkeypatch):
-    from moleclip.processing import pseudo_labels
-
-    def no_work(*args, **kwargs):
-        raise AssertionError("pseudo-labels were computed for a run that cannot start")
-
-    monkeypatch.setattr(pseudo_labels, "compute_pseudo_labels", no_work)
-    source = tmp_path / "mols.smi"
-    source.write_text("\n".join(molecules(40)) + "\n")
+    source = _smiles_without_pseudo_labels(tmp_path, monkeypatch)
     settings = dict(input=str(source), output_dir=str(tmp_path / "run"), backbone="tiny", batch_size=8, group_size=4,
                     num_workers=0, progress=False, k=[3, 6])
     with pytest.raises(FileNotFoundError, match="--resume .*step_7 does not exist"):

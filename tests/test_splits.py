@@ -15,7 +15,6 @@ from moleclip.processing.splits import (
     murcko_scaffold,
     random_scaffold_split,
     random_split,
-    scaffold_groups,
     scaffold_split,
     split_leakage,
 )
