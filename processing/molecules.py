@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from rdkit import Chem, RDLogger
+from rdkit import Chem, rdBase
 
 # Molecules above this many heavy atoms are refused before drawing: RDKit can spend minutes laying out a protein-sized
 # SMILES, and a 224 px picture of it carries no readable structure anyway.
@@ -51,28 +51,35 @@ class SkippedMolecule:
 
 @contextlib.contextmanager
 def quiet_rdkit():
-    """Silence RDKit's own stderr chatter; our exceptions carry the message instead."""
-    RDLogger.DisableLog("rdApp.*")
+    """Silence RDKit's own stderr chatter; our exceptions carry the message instead. RDKit's logging is left as the
+    caller had it afterwards (a log the user switched off stays off)."""
+    block = rdBase.BlockLogs()
     try:
         yield
     finally:
-        RDLogger.EnableLog("rdApp.*")
+        del block  # BlockLogs restores the earlier state when it goes
 
 
 def _rdkit_reason(smiles: str) -> str:
-    """RDKit's explanation for a parse failure (it only logs it), captured from the log stream."""
-    import io
+    """RDKit's explanation for a parse failure (it only logs it), captured from its error log without touching where
+    the user's RDKit logs go."""
+    capture = getattr(rdBase, "CaptureErrorLog", None)  # RDKit 2025.09 and later
+    if capture is not None:
+        with capture() as log:
+            Chem.MolFromSmiles(smiles)
+        text = log.messages
+    else:  # older RDKit: send the log to Python's stderr for the call, then back to RDKit's own streams
+        import io
 
-    from rdkit import rdBase
-
-    stream = io.StringIO()
-    with contextlib.redirect_stderr(stream):
-        rdBase.LogToPythonStderr()
-        Chem.MolFromSmiles(smiles)
-    rdBase.LogToCppStreams()
+        stream = io.StringIO()
+        with contextlib.redirect_stderr(stream):
+            rdBase.LogToPythonStderr()
+            Chem.MolFromSmiles(smiles)
+        rdBase.LogToCppStreams()
+        text = stream.getvalue()
     # RDKit prefixes each log line with a "[hh:mm:ss]" timestamp; keep only the message.
     lines = [re.sub(r"^\[[0-9:]+\]\s*", "", line.split("SMILES Parse Error:", 1)[-1].strip())
-             for line in stream.getvalue().splitlines() if line.strip()]
+             for line in text.splitlines() if line.strip()]
     return lines[0] if lines else "could not be parsed"
 
 

@@ -391,3 +391,21 @@ def test_a_crafted_original_checkpoint_is_refused_before_building(tmp_path, dama
     with pytest.raises(ValueError, match=words):
         convert_original_checkpoint(path)
     assert not built
+
+
+def test_refusing_a_molecule_leaves_rdkit_logging_as_the_user_set_it():
+    # a user who switched RDKit's warnings off keeps them off (quiet_rdkit used to switch every RDKit log back on)
+    from rdkit import rdBase
+
+    from moleclip.processing.molecules import InvalidMoleculeError, quiet_rdkit, to_mol
+
+    rdBase.DisableLog("rdApp.warning")
+    try:
+        before = rdBase.LogStatus()
+        with pytest.raises(InvalidMoleculeError, match="unclosed ring"):
+            to_mol("C1CC")
+        with quiet_rdkit():
+            to_mol("CCO")
+        assert rdBase.LogStatus() == before
+    finally:
+        rdBase.EnableLog("rdApp.warning")
