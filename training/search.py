@@ -243,16 +243,22 @@ def _missing() -> dict:
 
 def final_markdown(summary: Mapping, metrics: Sequence[str], label: str, paper: Mapping | None = None,
                    primary: str | None = None) -> str:
-    """Test metrics of the final runs (mean ± std [95% CI]), and the paper's numbers for the same set when known."""
+    """Test metrics of the final runs (mean ± std [95% CI]), and the paper's numbers for the same set when known.
+
+    A paper cell goes under the metric the paper reports it in (``paper["metric"]``; `primary` only when the row does
+    not say), which need not be the metric this run selects on: a table file named esol.csv is scored with MAE first,
+    while the paper's ESOL number is an RMSE. When this table has no column for that metric the paper rows are left out.
+    """
     lines = ["| model | " + " | ".join(f"test {m}" for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     lines.append(f"| {label} | " + " | ".join(format_summary(summary["test"].get(m, _missing())) for m in metrics) + " |")
-    if paper:
+    paper_metric = (paper or {}).get("metric") or primary
+    if paper and paper_metric in metrics:
         for column, title in (("moleclip", "MoleCLIP (paper)"), ("fingerprint_baseline", "FP-MLP baseline (paper)"),
                               ("imagemol", "ImageMol (paper)"), ("gem", "GEM (paper)")):
             value = paper.get(column)
             if not value:
                 continue
-            cells = [value if m == (primary or paper.get("metric")) else "" for m in metrics]
+            cells = [value if m == paper_metric else "" for m in metrics]
             lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
