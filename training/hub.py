@@ -318,7 +318,10 @@ def save_model_dir(
     kind = "property" if isinstance(model, MoleCLIPForPropertyPrediction) else "encoder"
     vc = model.config.vision_config
     card.setdefault("title", output_dir.name)
-    card.setdefault("repo_id", card.get("repo_id") or f"<your-name>/{output_dir.name}")
+    if not card.get("repo_id"):  # None (nothing pushed) too: the card's code would load from_pretrained("n/a")
+        # a run keeps its model in <run>/model: the run's name is the one a user would give the repository
+        named = output_dir.absolute()
+        card["repo_id"] = f"<your-name>/{named.parent.name if named.name == 'model' else named.name}"
     card.setdefault("projection_dim", model.config.projection_dim)
     card.setdefault("vision_shape", f"{vc.num_hidden_layers} layers, width {vc.hidden_size}, patch {vc.patch_size}, {vc.image_size} px")
     card.setdefault("pseudo_label_classes", ", ".join(map(str, model.config.pseudo_label_classes)) or "none")

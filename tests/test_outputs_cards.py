@@ -1,0 +1,28 @@
+"""Model cards written by save_model_dir and the commands that call it: what they say matches what was done."""
+
+import re
+
+import pytest
+import torch
+
+from moleclip import MoleCLIPConfig, MoleCLIPImageProcessor, MoleCLIPModel
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    torch.manual_seed(0)
+    return MoleCLIPModel(MoleCLIPConfig.from_preset("tiny", pseudo_label_classes=[4]))
+
+
+def _loaded_names(card: str) -> list[str]:
+    return re.findall(r'from_pretrained\("([^"]*)"', card)
+
+
+def test_a_model_not_pushed_gets_a_placeholder_repository_in_its_card_not_n_a(tmp_path, encoder):
+    from moleclip.training.hub import save_model_dir
+
+    # init, convert-original and pretrain pass the --push-to-hub value, None when nothing is pushed
+    folder = save_model_dir(tmp_path / "run" / "model", encoder, MoleCLIPImageProcessor(), card={"repo_id": None})
+    assert _loaded_names((folder / "README.md").read_text()) == ["<your-name>/run", "<your-name>/run"]  # a run's model/ is named after the run
+    folder = save_model_dir(tmp_path / "esol-encoder", encoder, MoleCLIPImageProcessor(), card={"repo_id": "lab/x"})
+    assert _loaded_names((folder / "README.md").read_text()) == ["lab/x", "lab/x"]
