@@ -73,6 +73,17 @@ def _cell(summary: dict, split: str, metric: str) -> str:
     return text + (f" ± {format_number(spread, digits)}" if math.isfinite(spread) else "")
 
 
+def _entries_of_this_run(results: Path, mode: str, model: str | None) -> dict:
+    """The dataset entries already in `results` for this mode and checkpoint (none from another model: the table
+    would print that model's scores as this one's)."""
+    if not results.is_file():
+        return {}
+    current = json.loads(results.read_text())
+    if current.get("mode") != mode or current.get("model") != model:
+        return {}
+    return current.get("datasets", {})
+
+
 def table(report: dict, data_dir) -> str:
     """The paper's Fig. 2/3 numbers beside ours, one line per set."""
     ours = "FP-MLP (ours)" if report["mode"] == "fp_mlp" else f"MoleCLIP {report['mode']} (ours)"
@@ -101,7 +112,9 @@ def main(argv: list[str] | None = None) -> dict:
     data_dir = resolve_data_dir(args.data_dir)
     mode = _mode(args)
     results = args.results or RESULTS_DIR / ("baselines_fp_mlp.json" if mode == "fp_mlp" else f"reproduce_{mode}.json")
-    previous = json.loads(results.read_text()) if results.is_file() else {}
+    previous = _entries_of_this_run(results, mode, args.model)
+    if results.is_file() and not previous:
+        print(f"{results} holds another checkpoint's or mode's scores; this run replaces them", flush=True)
     report = {
         "description": ("the paper's fixed-representation baseline: Morgan r2 2048 bits + the MoleCLIP MLP head"
                         if mode == "fp_mlp" else f"MoleCLIP finetuning ({mode}) of {args.model}")
@@ -111,8 +124,9 @@ def main(argv: list[str] | None = None) -> dict:
         "environment": {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
                         "threads": torch.get_num_threads(),
                         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-        "datasets": previous.get("datasets", {}) if previous.get("mode") == mode else {},
+        "datasets": previous,
     }
+    done: dict[str, dict] = {}  # this invocation's entries: they replace older ones, never the other way round
     results.parent.mkdir(parents=True, exist_ok=True)
     seeds = {name: tuple(args.seeds) if args.seeds else PAPER_TABLE_SEEDS[name] for name in args.datasets}
     for name in args.datasets:
@@ -145,12 +159,10 @@ def main(argv: list[str] | None = None) -> dict:
             "test_all": {k: v["mean"] for k, v in out["final"]["summary"]["test"].items()},
             "seconds": round(seconds, 1), "output_dir": str(Path(args.output_root) / mode / name),
         }
-        # Re-read before writing, so several invocations (one per dataset, in parallel) can fill one file.
-        if results.is_file():
-            current = json.loads(results.read_text())
-            if current.get("mode") == mode:
-                report["datasets"] = {**current.get("datasets", {}), **report["datasets"]}
-        report["datasets"][name] = entry
+        # Re-read before writing, so several invocations (one per dataset, in parallel) can fill one file; what was
+        # read at the start may be older than what another invocation has written since.
+        done[name] = entry
+        report["datasets"] = {**_entries_of_this_run(results, mode, args.model), **done}
         results.write_text(json.dumps(report, indent=2, allow_nan=True))
         print(f"{name}: test {metric} {_cell(entry['test'], spec.default_split, metric)} "
               f"({seconds:.0f} s)", flush=True)

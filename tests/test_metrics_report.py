@@ -27,3 +27,61 @@ def test_paper_rows_left_out_when_we_do_not_report_the_papers_metric():
     paper = {"dataset": "esol", "split": "scaffold", "metric": "rmse", "moleclip": "0.97±0.01"}
     table = final_markdown(summary, ["roc_auc"], "ours", paper, primary="roc_auc")
     assert "0.97" not in table and "(paper)" not in table
+
+
+def _reproduce_paper(monkeypatch, tmp_path, scores: dict):
+    """benchmarks/reproduce_paper.py with `finetune` replaced by a stand-in whose test MAE is scores[checkpoint]."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_paper.py"
+    spec = importlib.util.spec_from_file_location("reproduce_paper", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def fake_finetune(args):
+        part = {"mae": summarize_values([scores[args.model]] * 5)}
+        return {"dataset": {"n_used": 40}, "chosen_setting": {}, "protocol": {},
+                "final": {"summary": {"test": part, "valid": part}}}
+
+    monkeypatch.setattr(module, "finetune", fake_finetune)
+    (tmp_path / "data").mkdir(exist_ok=True)
+    return module
+
+
+def test_reproduce_paper_never_reports_another_checkpoints_scores(monkeypatch, tmp_path, capsys):
+    scores = {"old-model": 0.5, "new-model": 0.1}
+    module = _reproduce_paper(monkeypatch, tmp_path, scores)
+    common = ["--data-dir", str(tmp_path / "data"), "--results", str(tmp_path / "results.json"),
+              "--output-root", str(tmp_path / "runs")]
+    module.main(["--model", "old-model", "--datasets", "dhbds", "nhcs", *common])
+    # an interrupted run of the same checkpoint keeps what it finished
+    again = module.main(["--model", "old-model", "--datasets", "nhcs", *common])
+    assert set(again["datasets"]) == {"dhbds", "nhcs"}
+    capsys.readouterr()
+    report = module.main(["--model", "new-model", "--datasets", "nhcs", *common])
+    assert set(report["datasets"]) == {"nhcs"}, "old-model's DHBDs score was reported as new-model's"
+    assert report["datasets"]["nhcs"]["test"]["mean"] == 0.1
+    assert "dhbds" not in capsys.readouterr().out
+
+
+def test_reproduce_paper_keeps_what_a_parallel_invocation_wrote_since(monkeypatch, tmp_path):
+    import json
+
+    module = _reproduce_paper(monkeypatch, tmp_path, {"m": 0.2})
+    results = tmp_path / "results.json"
+    common = ["--model", "m", "--data-dir", str(tmp_path / "data"), "--results", str(results),
+              "--output-root", str(tmp_path / "runs")]
+    module.main(["--datasets", "dhbds", "nhcs", *common])
+    stale = json.loads(results.read_text())["datasets"]["dhbds"]
+    finetune = module.finetune
+
+    def another_invocation_finishes_dhbds_meanwhile(args):
+        current = json.loads(results.read_text())
+        current["datasets"]["dhbds"] = {**stale, "seconds": 12345.0}
+        results.write_text(json.dumps(current))
+        return finetune(args)
+
+    monkeypatch.setattr(module, "finetune", another_invocation_finishes_dhbds_meanwhile)
+    module.main(["--datasets", "nhcs", *common])
+    assert json.loads(results.read_text())["datasets"]["dhbds"]["seconds"] == 12345.0
