@@ -85,3 +85,20 @@ def test_reproduce_paper_keeps_what_a_parallel_invocation_wrote_since(monkeypatc
     monkeypatch.setattr(module, "finetune", another_invocation_finishes_dhbds_meanwhile)
     module.main(["--datasets", "nhcs", *common])
     assert json.loads(results.read_text())["datasets"]["dhbds"]["seconds"] == 12345.0
+
+
+def _run(seed, values):
+    return {"seed": seed, "per_target": {"test": {"mae": values}}, "left_out": {"valid": {}, "test": {}}}
+
+
+def test_per_target_table_gives_no_spread_for_one_seed():
+    from moleclip.training.finetuning.report import per_target_markdown
+
+    table = per_target_markdown([_run(1, {"a": 0.5, "b": 0.25})], ["mae"])
+    assert "| a | 0.5 |" in table and "| b | 0.25 |" in table and "±" not in table
+    # one seed with a value among three: its spread is unknown, not zero
+    table = per_target_markdown([_run(1, {"a": 0.5}), _run(2, {"a": float("nan")}), _run(3, {"a": float("nan")})],
+                                ["mae"])
+    assert "| a | 0.5 (1 of 3 seeds) |" in table
+    table = per_target_markdown([_run(1, {"a": 0.5}), _run(2, {"a": 0.7})], ["mae"])
+    assert "| a | 0.6 ± 0.14 |" in table  # std with ddof 1, as in the main table

@@ -160,7 +160,9 @@ def per_target_markdown(runs: Sequence[dict], metrics: Sequence[str]) -> str:
             if not len(finite):
                 cells.append("n/a")
             else:
-                cells.append(f"{finite.mean():.4g} ± {finite.std(ddof=1) if len(finite) > 1 else 0.0:.2g}"
+                # one value has no spread to show (it is unknown, not zero), as in the main table
+                spread = f" ± {finite.std(ddof=1):.2g}" if len(finite) > 1 else ""
+                cells.append(f"{finite.mean():.4g}{spread}"
                              + (f" ({len(finite)} of {len(values)} seeds)" if len(finite) < len(values) else ""))
         lines.append(f"| {target} | " + " | ".join(cells) + " |")
     left = [f"- seed {run['seed']}, {part}: {metric} leaves out {target} ({reason})"
