@@ -9,16 +9,17 @@ Example:
 
 from __future__ import annotations
 
+from .init import add_head_arguments, check_before_work
+
 NAME = "convert-original"
 HELP = "convert the paper's MoleCLIP .pth weights to a Hugging Face checkpoint"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--input", required=True, help="path of the released .pth file")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--pseudo-label-classes", type=int, nargs="*", default=None,
-                        help="heads to add for further pretraining (default 300 3000, freshly initialised)")
-    parser.add_argument("--push-to-hub", default=None, metavar="REPO")
+    parser.add_argument("--output-dir", required=True, help="the folder to write the checkpoint to")
+    add_head_arguments(parser, "K of each pseudo-label head to add for further pretraining, freshly initialised "
+                               "(default 300 3000; none: no heads)")
 
 
 def run(args) -> int:
@@ -26,9 +27,7 @@ def run(args) -> int:
 
     from moleclip.training.hub import push_model_dir, save_model_dir
 
-    overrides = {}
-    if args.pseudo_label_classes is not None:
-        overrides["pseudo_label_classes"] = args.pseudo_label_classes
+    overrides = check_before_work(args)  # a model in the way is refused before the file is read
     model = convert_original_checkpoint(args.input, **overrides)
     card = {"title": "MoleCLIP (paper's primary encoder, converted)", "backbone": f"`{args.input}` (Harnik et al. 2025)",
             "training_summary": "ChEMBL-25 pretraining by the paper's authors (4 epochs)", "repo_id": args.push_to_hub}

@@ -18,14 +18,26 @@ HELP = "build a MoleCLIP checkpoint from CLIP, a .pth file or a preset"
 
 def add_arguments(parser) -> None:
     parser.add_argument("--backbone", default="openai/clip-vit-base-patch16",
-                        help="CLIP name or path, a MoleCLIP checkpoint, a .pth file, or a preset: tiny | base")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--pseudo-label-classes", type=int, nargs="*", default=None,
-                        help="K of each structural classification head (default 300 3000; none: no heads)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for randomly initialised weights")
+                        help="CLIP name or path, a MoleCLIP checkpoint, a .pth file, or a preset: tiny | base "
+                             "(default: openai/clip-vit-base-patch16)")
+    parser.add_argument("--output-dir", required=True, help="the folder to write the checkpoint to")
+    add_head_arguments(parser, "K of each structural classification head (default 300 3000; none: no heads)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed for randomly initialised weights (default 0)")
+
+
+def add_head_arguments(parser, heads_help: str) -> None:
+    """--pseudo-label-classes, --push-to-hub and --overwrite, which init and convert-original share."""
+    parser.add_argument("--pseudo-label-classes", type=_class_count, nargs="*", default=None, metavar="K",
+                        help=heads_help)
     parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="also upload the folder to this Hub repo")
     parser.add_argument("--overwrite", action="store_true",
                         help="write over a model already in --output-dir (its weights are replaced)")
+
+
+def _class_count(text: str) -> int | None:
+    """A K of --pseudo-label-classes, or None for the word none (no heads), as the help says."""
+    return None if text.strip().lower() == "none" else int(text)
 
 
 # The files that make a folder a model: one there is a model's (a trained one's, perhaps), not to be silently replaced
@@ -33,21 +45,37 @@ def add_arguments(parser) -> None:
 MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
 
 
-def run(args) -> int:
+def check_before_work(args) -> dict:
+    """Refuse what would fail after the model is built (a model in the way, a push while offline) and return the
+    config overrides the options ask for."""
     from pathlib import Path
 
+    found = [name for name in MODEL_FILES if (Path(args.output_dir).expanduser() / name).exists()]
+    if found and not args.overwrite:
+        raise FileExistsError(f"{args.output_dir} already holds a model ({', '.join(found)}): pass --overwrite to "
+                              "replace it, or choose another folder")
+    if args.push_to_hub:
+        from moleclip.training.hub import check_push_possible
+
+        check_push_possible()
+    ks = args.pseudo_label_classes
+    if ks is None:
+        return {}
+    if None in ks:
+        if len(ks) > 1:
+            raise ValueError(f"--pseudo-label-classes {' '.join('none' if k is None else str(k) for k in ks)}: "
+                             "none means no heads; give it alone, or give numbers only")
+        ks = []
+    return {"pseudo_label_classes": ks}
+
+
+def run(args) -> int:
     import torch
 
     from moleclip.training.hub import describe_backbone, load_backbone, load_processor, push_model_dir, save_model_dir
 
-    found = [name for name in MODEL_FILES if (Path(args.output_dir).expanduser() / name).exists()]
-    if found and not args.overwrite:  # before loading anything
-        raise FileExistsError(f"{args.output_dir} already holds a model ({', '.join(found)}): pass --overwrite to "
-                              "replace it, or choose another folder")
+    overrides = check_before_work(args)  # before loading anything
     torch.manual_seed(args.seed)
-    overrides = {}
-    if args.pseudo_label_classes is not None:
-        overrides["pseudo_label_classes"] = args.pseudo_label_classes
     model = load_backbone(args.backbone, **overrides)
     processor = load_processor(args.backbone)
     card = {"title": f"MoleCLIP encoder initialised from {args.backbone}", "backbone": describe_backbone(args.backbone),

@@ -293,3 +293,37 @@ def test_a_device_this_machine_lacks_is_one_clear_line(tiny_dir, smi_file, tmp_p
     pytest.importorskip("gradio")
     assert main(["app", "--model", str(tiny_dir), "--device", "gpu"]) == 2
     assert "--device gpu: not a device name torch knows" in _one_line_error(capsys, "app")
+
+
+def test_convert_original_refuses_to_write_over_a_model_unless_told(tmp_path, capsys):
+    import torch
+
+    from test_convert_original import PREFIX, synthetic_visual_state
+
+    path = tmp_path / "MoleCLIP - Primary.pth"
+    torch.save({"model": {PREFIX + k: v for k, v in synthetic_visual_state().items()}}, path)
+    folder = tmp_path / "model"  # a (trained, perhaps) model the conversion would replace
+    assert main(["init", "--backbone", "tiny", "--output-dir", str(folder)]) == 0
+    weights = (folder / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["convert-original", "--input", str(path), "--output-dir", str(folder)]) == 2
+    assert "already holds a model" in _one_line_error(capsys, "convert-original")
+    assert (folder / "model.safetensors").read_bytes() == weights
+    assert main(["convert-original", "--input", str(path), "--output-dir", str(folder), "--overwrite",
+                 "--pseudo-label-classes", "none"]) == 0
+    config = json.loads((folder / "config.json").read_text())
+    assert config["vision_config"]["hidden_size"] == 128 and config["pseudo_label_classes"] == []
+
+
+def test_init_heads_none_as_its_help_says_and_a_push_offline_is_refused_first(tmp_path, capsys, monkeypatch):
+    assert main(["init", "--backbone", "tiny", "--output-dir", str(tmp_path / "a"), "--pseudo-label-classes",
+                 "none"]) == 0
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["pseudo_label_classes"] == []
+    capsys.readouterr()
+    assert main(["init", "--backbone", "tiny", "--output-dir", str(tmp_path / "b"), "--pseudo-label-classes",
+                 "4", "none"]) == 2
+    assert "none means no heads" in _one_line_error(capsys, "init")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["init", "--backbone", "tiny", "--output-dir", str(tmp_path / "c"), "--push-to-hub", "me/x"]) == 2
+    assert "HF_HUB_OFFLINE is set" in _one_line_error(capsys, "init")
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()  # refused before anything was written
