@@ -102,3 +102,13 @@ def test_per_target_table_gives_no_spread_for_one_seed():
     assert "| a | 0.5 (1 of 3 seeds) |" in table
     table = per_target_markdown([_run(1, {"a": 0.5}), _run(2, {"a": 0.7})], ["mae"])
     assert "| a | 0.6 ± 0.14 |" in table  # std with ddof 1, as in the main table
+
+
+def test_summary_says_when_seeds_are_missing_from_it():
+    from moleclip.training.search import format_summary
+
+    # a seed whose test ROC-AUC is undefined (one class in its test part) is left out of the mean: the cell says so
+    text = format_summary(summarize_values([0.8, float("nan"), 0.9]))
+    assert text.startswith("0.8500 ± 0.0707 [") and text.endswith("(2 of 3 seeds)")
+    assert "seeds" not in format_summary(summarize_values([0.8, 0.85, 0.9]))
+    assert format_summary(summarize_values([float("nan")] * 2)) == "n/a (0 of 2 seeds)"

@@ -211,13 +211,17 @@ def format_number(value: float, digits: int | None = None) -> str:
 
 
 def format_summary(summary: Mapping, ci: bool = True, digits: int | None = None) -> str:
-    """``mean ± std [low, high]`` with the 95% confidence interval of the mean (``mean`` alone for one run)."""
+    """``mean ± std [low, high]`` with the 95% confidence interval of the mean (``mean`` alone for one run), and
+    ``(n of m seeds)`` when some runs had no finite value (see :func:`summarize_values`)."""
     mean, std, half = summary["mean"], summary["std"], summary["ci95"]
     text = format_number(mean, digits)
     if math.isfinite(std):
         text += f" ± {format_number(std, digits)}"
     if ci and math.isfinite(half):
         text += f" [{format_number(mean - half, digits)}, {format_number(mean + half, digits)}]"
+    if summary.get("n_missing"):
+        # the table's heading says "over seeds": a mean over fewer of them must say which share it is
+        text += f" ({summary['n']} of {summary['n'] + summary['n_missing']} seeds)"
     return text
 
 
