@@ -10,7 +10,7 @@ Sections (all by default; choose with --sections):
                  today's worker (decode the pair from the store + per-image `default` augmentation) against a worker
                  that only decodes while the augmentation runs batched on the device (`augment_batch`); the batched
                  augmentation's own cost on the CPU (not representative of a GPU) and, with CUDA, on the GPU.
-                 Written to benchmarks/results/pretrain_pipeline.json.
+                 Written to benchmarks/results/pretrain_pipeline.json (--pipeline-output: elsewhere).
   train_cpu      training step throughput (forward + backward + optimizer step, both views) of the `tiny` preset on CPU.
   gpu            only with CUDA: the ViT-B/16 shape (`base` preset) at batch 256 molecules (512 images) in bf16:
                  images/s, achieved FLOP/s and the fraction of the GPU's dense bf16 peak; then the data pipeline with
@@ -438,6 +438,8 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile the model for the GPU benchmark")
     parser.add_argument("--scratch", default="/tmp/moleclip_bench_store", help="folder for the pre-rendered stores")
     parser.add_argument("--output", default=str(RESULTS))
+    parser.add_argument("--pipeline-output", default=str(PIPELINE_RESULTS),
+                        help="where the pipeline section writes (a GPU machine's run must not replace the CPU figures)")
     args = parser.parse_args(argv)
 
     output = Path(args.output)
@@ -457,9 +459,10 @@ def main(argv=None) -> int:
         # Several epochs over few molecules in --quick: the prerender dominates, the timed loops stay long enough.
         n, epochs = (48, 6) if args.quick else (256, 2)
         figures = measured(bench_pipeline(n, epochs, args.pipeline_batch, Path(args.scratch) / "pipeline"))
-        PIPELINE_RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        PIPELINE_RESULTS.write_text(json.dumps(figures, indent=2))
-        print(f"wrote {PIPELINE_RESULTS}")
+        pipeline_output = Path(args.pipeline_output)
+        pipeline_output.parent.mkdir(parents=True, exist_ok=True)
+        pipeline_output.write_text(json.dumps(figures, indent=2))
+        print(f"wrote {pipeline_output}")
         if set(args.sections) == {"pipeline"}:
             return 0  # its own file: pretrain.json is left as it is
     if "train_cpu" in args.sections:
