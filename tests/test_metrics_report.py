@@ -112,3 +112,20 @@ def test_summary_says_when_seeds_are_missing_from_it():
     assert text.startswith("0.8500 ± 0.0707 [") and text.endswith("(2 of 3 seeds)")
     assert "seeds" not in format_summary(summarize_values([0.8, 0.85, 0.9]))
     assert format_summary(summarize_values([float("nan")] * 2)) == "n/a (0 of 2 seeds)"
+
+
+def test_model_index_counts_the_seeds_behind_each_mean():
+    import yaml
+
+    from moleclip.processing.property_data import PropertyDataset
+    from moleclip.training.finetuning.report import model_index
+
+    data = PropertyDataset(name="toy", smiles=["C", "CC"], targets=[[0.0], [1.0]], target_names=["active"],
+                           task="classification")
+    summary = {"test": {"roc_auc": summarize_values([0.8, float("nan"), 0.9])}}
+    block = yaml.safe_load(model_index("toy-model", data, "random", summary, ["roc_auc"], n_seeds=3))
+    (score,) = block["model-index"][0]["results"][0]["metrics"]
+    assert score["value"] == 0.85 and score["name"] == "test ROC-AUC (mean of 2 of 3 seeds)"
+    summary = {"test": {"roc_auc": summarize_values([0.8, 0.85, 0.9])}}
+    block = yaml.safe_load(model_index("toy-model", data, "random", summary, ["roc_auc"], n_seeds=3))
+    assert block["model-index"][0]["results"][0]["metrics"][0]["name"] == "test ROC-AUC (mean of 3 seeds)"

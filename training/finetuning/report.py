@@ -81,8 +81,13 @@ def model_index(title: str, data: PropertyDataset, split_kind: str, summary: dic
     """The model card's `model-index` block (YAML) with the test scores."""
     import yaml
 
+    def seeds(m: str) -> str:
+        # a seed without a finite score (one class in its test part) is not in the mean
+        n = summary["test"][m].get("n", n_seeds)
+        return f"{n} seeds" if n == n_seeds else f"{n} of {n_seeds} seeds"
+
     scores = [{"type": m, "value": round(float(summary["test"][m]["mean"]), 6),
-               "name": f"test {m.upper() if m != 'roc_auc' else 'ROC-AUC'} (mean of {n_seeds} seeds)"}
+               "name": f"test {m.upper() if m != 'roc_auc' else 'ROC-AUC'} (mean of {seeds(m)})"}
               for m in metrics if m in summary["test"] and math.isfinite(summary["test"][m]["mean"])]
     block = {"model-index": [{"name": title, "results": [{
         "task": {"type": "tabular-regression" if data.task == "regression" else "tabular-classification",
