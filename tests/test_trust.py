@@ -203,3 +203,36 @@ def test_a_call_in_which_no_molecule_is_usable_has_the_same_columns(shared):
     assert list(none.columns) == list(some.columns)
     assert all(np.isnan(np.asarray(column, dtype=float)).all() for name, column in none.columns.items()
                if name.startswith("predicted_"))
+
+
+def test_confident_classifier_members_reach_the_ensemble_as_logits(tmp_path):
+    # A member with logits beyond float32's sigmoid (|z| > ~17) or the 1e-6 clip (|z| > 13.8): its probability has
+    # lost the logit that finetune calibrated on; predict must combine the members' own logits.
+    import torch
+
+    from moleclip.processing.fingerprints import morgan_fingerprints
+    from moleclip.training.prediction import Predictor
+    from moleclip.training.uncertainty import calibration_from_dict, ensemble
+
+    frame = pd.DataFrame({"smiles": SMILES, "big": (HEAVY > 5).astype(int), "part": PARTS})
+    frame.to_csv(tmp_path / "cls.csv", index=False)
+    finetune(tmp_path / "out", tmp_path / "cls.csv", *[a if a != "heavy" else "big" for a in FP],
+             "--split-column", "part")
+    predictor = Predictor.load(str(tmp_path / "out" / "model"))
+    members = [model for _, model, _ in predictor._member_models()]
+    bits = torch.as_tensor(morgan_fingerprints(SMILES, radius=members[0].settings["radius"],
+                                               n_bits=members[0].settings["in_features"]).bits, dtype=torch.float32)
+    with torch.no_grad():
+        for model in members:
+            last = model.head.layers[-1]
+            last.weight.mul_(200.0)  # very confident members
+            last.bias.mul_(200.0)
+        logits = [model(features=bits).logits.double().numpy() for model in members]
+    assert max(np.abs(z).max() for z in logits) > 20
+    # an over-confident ensemble is what temperature scaling softens (T > 1): there the logit beyond the clip matters
+    target = predictor.trust["calibration"]["targets"][0]
+    target.update(method="temperature", temperature=4.0)
+    ens = ensemble(logits, "classification")
+    expected = calibration_from_dict(predictor.trust["calibration"]).probabilities(ens.mean)[:, 0]
+    got = predictor.predict(SMILES, progress=False).columns["calibrated_probability_big"]
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)

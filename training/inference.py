@@ -6,6 +6,8 @@ encoded the same way everywhere.
 
 from __future__ import annotations
 
+import functools
+
 import contextlib
 import logging
 from collections.abc import Sequence
@@ -86,22 +88,30 @@ def embed_smiles(
 
 def predict_smiles(
     model: MoleCLIPForPropertyPrediction, processor: MoleCLIPImageProcessor, smiles: Sequence[str],
-    batch_size: int = 64, device=None, progress: bool = True, on_error: str = "skip", **render_kwargs,
+    batch_size: int = 64, device=None, progress: bool = True, on_error: str = "skip", logits: bool = False,
+    **render_kwargs,
 ) -> tuple[np.ndarray, np.ndarray, list[SkippedMolecule]]:
     """Model outputs: regression values in the targets' units, probabilities for classification (sigmoid per target,
-    softmax for multiclass); with the kept input positions and skipped entries."""
-    return _run(model, processor, smiles, batch_size, device, progress, property_outputs, model.config.num_targets,
+    softmax for multiclass), or the raw logits with `logits=True`; with the kept input positions and skipped
+    entries."""
+    outputs = functools.partial(property_outputs, logits=True) if logits else property_outputs
+    return _run(model, processor, smiles, batch_size, device, progress, outputs, model.config.num_targets,
                 "predicting", on_error, **render_kwargs)
 
 
 def property_outputs(model: MoleCLIPForPropertyPrediction, pixel_values: torch.Tensor | None = None,
-                     return_embeds: bool = False, image_embeds: torch.Tensor | None = None):
+                     return_embeds: bool = False, image_embeds: torch.Tensor | None = None, logits: bool = False):
     """A property model's outputs for a batch of pixel values (or of the encoder's `image_embeds`, which skips the
     encoder): regression values in the targets' units, sigmoid probabilities per target (classification), softmax over
-    classes (multiclass); with `return_embeds`, also the encoder embeddings the head read (one forward pass for both)."""
+    classes (multiclass), or with `logits=True` the raw logits (what an ensemble combines and calibration reads: a
+    probability rounded to 1.0 in float32 has lost its logit); with `return_embeds`, also the encoder embeddings the
+    head read (one forward pass for both)."""
     output = model(pixel_values=pixel_values, image_embeds=image_embeds)
+    raw = logits
     logits = output.logits
-    if model.config.task == "classification":
+    if raw:
+        values = logits
+    elif model.config.task == "classification":
         values = torch.sigmoid(logits)
     elif model.config.task == "multiclass":
         values = torch.softmax(logits, dim=-1)

@@ -93,9 +93,11 @@ def load_predictor(spec: str, trust_pickle: bool = False):
     return model.eval(), load_processor(spec)
 
 
-def predict_values(model, processor, smiles: Sequence[str], batch_size: int = 64, device=None, progress: bool = True):
+def predict_values(model, processor, smiles: Sequence[str], batch_size: int = 64, device=None, progress: bool = True,
+                   logits: bool = False):
     """(predictions [N, T] with NaN rows for molecules that could not be used, target names, skipped entries, task).
-    Regression values in the targets' units; probabilities for classification."""
+    Regression values in the targets' units; probabilities for classification, or with `logits=True` the logits an
+    ensemble combines (a forest's probabilities as clipped logits, as finetune takes them)."""
     import torch
 
     if processor is None:  # fingerprint baselines
@@ -106,15 +108,21 @@ def predict_values(model, processor, smiles: Sequence[str], batch_size: int = 64
                                      progress=progress, standardize=model.settings.get("standardize", "none"))
         outputs = []
         if isinstance(model, ForestPredictor):  # values, or positive-class probabilities, already
-            outputs.append(model.predict(result.bits))
+            values = model.predict(result.bits)
+            if logits and model.task == "classification":
+                from moleclip.training.uncertainty import probability_logits
+
+                values = probability_logits(values)
+            outputs.append(values)
         else:
             model = model.to(device or "cpu").eval()
             with torch.no_grad():
                 for start in range(0, len(result.kept), batch_size):
                     x = torch.as_tensor(result.bits[start:start + batch_size], dtype=torch.float32,
                                         device=next(model.parameters()).device)
-                    logits = model(features=x).logits
-                    outputs.append((torch.sigmoid(logits) if model.task == "classification" else logits).cpu().numpy())
+                    out = model(features=x).logits
+                    probabilities = model.task == "classification" and not logits
+                    outputs.append((torch.sigmoid(out) if probabilities else out).cpu().numpy())
         values = np.concatenate(outputs) if outputs else np.zeros((0, model.settings["num_targets"]))
         kept, skipped = result.kept, result.skipped
         names = model.settings.get("target_names") or [f"target_{j}" for j in range(model.settings["num_targets"])]
@@ -123,7 +131,7 @@ def predict_values(model, processor, smiles: Sequence[str], batch_size: int = 64
         from moleclip.training.inference import predict_smiles
 
         values, kept, skipped = predict_smiles(model, processor, smiles, batch_size=batch_size, device=device,
-                                               progress=progress, on_error="skip")
+                                               progress=progress, on_error="skip", logits=logits)
         names = model.config.target_names or [f"target_{j}" for j in range(model.config.num_targets)]
         task = model.config.task
     full = np.full((len(smiles), values.shape[1] if values.ndim == 2 and values.shape[1] else len(names)), np.nan)
@@ -263,11 +271,12 @@ class Predictor:
                     continue
                 embeds = None
                 for folder, model in models:
+                    raw = folder is not None and self.task == "classification"  # members: logits for the ensemble
                     if folder in on_shared_encoder:
-                        out = property_outputs(model, image_embeds=embeds)
+                        out = property_outputs(model, image_embeds=embeds, logits=raw)
                     else:
                         out = property_outputs(model, pixels.to(next(model.parameters()).dtype),
-                                               return_embeds=folder is None)
+                                               return_embeds=folder is None, logits=raw)
                     if isinstance(out, tuple):  # the main model's embeddings, from the same forward pass
                         out, embeds = out
                         if self.embedding_domain is not None:
@@ -311,18 +320,16 @@ class Predictor:
             empty = np.empty((0, len(names)))
             members = [empty] * len(self.trust["members"])
         for folder, model, processor in (self._member_models() if usable.any() else []):
+            # Classification members give logits, as finetune took them (the ensemble averages their probabilities)
             if drawn is not None and folder in drawn:
                 values, member_skipped = drawn[folder], skipped
             else:
                 values, _, member_skipped, _ = predict_values(model, processor, smiles, batch_size=batch_size,
-                                                              device=self.device, progress=False)
+                                                              device=self.device, progress=False,
+                                                              logits=task == "classification")
             if {s.index for s in member_skipped} != missing:  # all members prepare molecules the same way
                 raise ValueError(f"ensemble member {folder} could not use the same molecules as the saved model")
-            values = values[usable].astype(np.float64)
-            if task == "classification":  # members give probabilities; the ensemble averages them (as logits)
-                p = np.clip(values, 1e-6, 1 - 1e-6)
-                values = np.log(p) - np.log1p(-p)
-            members.append(values)
+            members.append(values[usable].astype(np.float64))
         ens = ensemble(members, task)
         calibration = calibration_from_dict(self.trust["calibration"])
         spread = ens.spread if self.trust["scope"] == "ensemble" else None

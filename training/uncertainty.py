@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["DEFAULT_COVERAGE", "Ensemble", "ensemble", "conformal_quantile", "min_calibration_size",
-           "ConformalIntervals", "ProbabilityCalibration", "calibration_from_dict"]
+__all__ = ["DEFAULT_COVERAGE", "Ensemble", "ensemble", "probability_logits", "conformal_quantile",
+           "min_calibration_size", "ConformalIntervals", "ProbabilityCalibration", "calibration_from_dict"]
 
 DEFAULT_COVERAGE = 0.9
 # eps of the normalised score, as a fraction of the median calibration spread: small enough that the spread drives
@@ -83,6 +83,13 @@ class Ensemble:
     mean: np.ndarray
     spread: np.ndarray
     n_members: int
+
+
+def probability_logits(p) -> np.ndarray:
+    """Probabilities as logits, for members that give probabilities only (random forests), so that every model type
+    shares one classification path; clipped, so that a forest's 0 or 1 becomes a logit of -/+13.8, not an infinity."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
 
 
 def ensemble(members: Sequence, task: str = "regression", rows: Sequence | None = None) -> Ensemble:

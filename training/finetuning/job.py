@@ -34,6 +34,7 @@ from moleclip.training.outputs import check_run_folder, hold_run_folder, write_a
 from moleclip.training.scoring import TASK_METRICS, higher_is_better
 from moleclip.training.search import expand_grid, final_markdown, paper_reference, public_view, run_search, \
     search_markdown, setting_name, summarize_runs, summarize_values
+from moleclip.training.uncertainty import probability_logits
 
 from . import report
 from .inputs import EmbeddingInputs, FingerprintInputs, ImageInputs
@@ -459,13 +460,6 @@ def _save(args, results, rows, inputs, kept, processor, backbone, split_kind, gr
     print(markdown)
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    """Probabilities as logits, so forests and networks share one classification path (clipped: a forest's 0 or 1
-    becomes a logit of -/+13.8, not an infinity)."""
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p) - np.log1p(-p)
-
-
 def _random_forest(args, rows, bits, split_kind, split_source, splits, leakage, dataset_info, output_dir, acc, started,
                    group, finish_run, extra_parts) -> dict:
     """One forest per seed on the same splits; hyperparameters fixed in advance (no search), so validation is only
@@ -484,7 +478,8 @@ def _random_forest(args, rows, bits, split_kind, split_source, splits, leakage, 
         raw = {part: forest.predict(bits[idx]) for part, idx in parts.items()}
         run = {"seed": seed, **{part: dict(_scores(data.task, data.targets[idx], raw[part], data.target_names))
                                 for part, idx in parts.items()}, "split_sizes": list(split.sizes),
-               "_predictions": {part: _logit(v) if data.task == "classification" else v for part, v in raw.items()},
+               "_predictions": {part: probability_logits(v) if data.task == "classification" else v
+                               for part, v in raw.items()},
                "_rows": {"train": split.train, **parts}, "_forest": forest}
         run = finish_run(run, output_dir / "runs" / "search" / name / f"seed_{seed}")
         members.append({"run": {k: v for k, v in run.items() if not k.startswith("_")}, "setting": setting,
