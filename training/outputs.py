@@ -76,7 +76,9 @@ def check_writable(path: str | os.PathLike, option: str = "--output") -> Path:
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    if not parent.is_dir():  # e.g. --output-dir results.csv: a file where a folder is needed
+        raise NotADirectoryError(f"{option} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
         raise PermissionError(f"{option} {path}: cannot write in {parent} (permission denied or read-only)")
     return path
 
@@ -134,8 +136,11 @@ def _lock(lock: Path, what: str) -> Iterator[None]:
             except (OSError, ValueError):
                 holder = 0
             if holder and holder != os.getpid() and _alive(holder):
+                # The pid may since belong to another program (a container restarts its pids from 1): say how to
+                # get out, not only to wait for a run that may be long gone.
                 raise FolderInUseError(f"{what} is being written by another process (pid {holder}); wait for it, "
-                                       "or choose another output") from None
+                                       f"or choose another output. If no moleclip run is writing it (pid {holder} "
+                                       f"is another program), delete {lock} and run again") from None
             lock.unlink(missing_ok=True)  # left by a process that died
             continue
         with os.fdopen(handle, "w") as out:

@@ -1,0 +1,29 @@
+"""One run per folder, the lock that keeps a second process out, and the checks made before any work."""
+
+import subprocess
+import sys
+
+import pytest
+
+from moleclip.training.outputs import FolderInUseError, check_run_folder, check_writable, hold_run_folder
+
+
+def test_a_lock_held_by_a_live_pid_says_which_file_to_delete_when_no_run_is_writing(tmp_path):
+    # A killed run's pid can belong to another program by now: waiting for it would never end.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / ".moleclip.lock").write_text(str(other.pid))
+        with pytest.raises(FolderInUseError, match=rf"delete {tmp_path / '.moleclip.lock'} and run again"):
+            with hold_run_folder(tmp_path):
+                pass
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_file_where_the_output_folder_belongs_is_named_as_such(tmp_path):
+    (tmp_path / "results.csv").write_text("x\n1\n")
+    with pytest.raises(NotADirectoryError, match=r"results.csv is a file, not a folder"):
+        check_run_folder(tmp_path / "results.csv", ("results.json",))
+    with pytest.raises(NotADirectoryError, match=r"results.csv is a file, not a folder"):
+        check_writable(tmp_path / "results.csv" / "sub" / "out.csv")
