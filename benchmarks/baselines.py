@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> dict:
             "python": platform.python_version(),
             "cpu_count": os.cpu_count(),
         },
-        "datasets": previous.get("datasets", {}),
+        # entries of earlier runs with another forest size would be printed and saved as this run's
+        "datasets": {name: entry for name, entry in previous.get("datasets", {}).items()
+                     if entry.get("n_estimators") == args.n_estimators},
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
 

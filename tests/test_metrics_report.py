@@ -129,3 +129,25 @@ def test_model_index_counts_the_seeds_behind_each_mean():
     summary = {"test": {"roc_auc": summarize_values([0.8, 0.85, 0.9])}}
     block = yaml.safe_load(model_index("toy-model", data, "random", summary, ["roc_auc"], n_seeds=3))
     assert block["model-index"][0]["results"][0]["metrics"][0]["name"] == "test ROC-AUC (mean of 3 seeds)"
+
+
+def test_forest_benchmark_never_reports_another_forest_size(monkeypatch, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "baselines.py"
+    spec = importlib.util.spec_from_file_location("forest_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "load_property_dataset", lambda name, data_dir: [None] * 40)
+
+    def fake_forest(dataset, split, seeds, n_estimators, n_jobs):
+        return {s: {"valid": {"mae": 1.0 / n_estimators}, "test": {"mae": 1.0 / n_estimators}} for s in seeds}
+
+    monkeypatch.setattr(module, "random_forest_baseline", fake_forest)
+    (tmp_path / "data").mkdir()
+    common = ["--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "rf.json")]
+    module.main(["--datasets", "dhbds", "nhcs", "--n-estimators", "500", *common])
+    assert set(module.main(["--datasets", "nhcs", "--n-estimators", "500", *common])["datasets"]) == {"dhbds", "nhcs"}
+    report = module.main(["--datasets", "nhcs", "--n-estimators", "10", *common])
+    assert set(report["datasets"]) == {"nhcs"} and report["datasets"]["nhcs"]["n_estimators"] == 10
