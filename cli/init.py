@@ -45,15 +45,35 @@ def _class_count(text: str) -> int | None:
 MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
 
 
+def _replaced_by_a_save(name: str) -> bool:
+    """Whether a file of this name is one that saving a model writes anew (or, for other weights, that the saved
+    weights take precedence over): weights in any layout, config, processor, the code files, the card."""
+    import fnmatch
+
+    return name.endswith(".py") or any(fnmatch.fnmatch(name, pattern) for pattern in (
+        "config.json", "preprocessor_config.json", "README.md", "model*.safetensors", "model.safetensors.index.json",
+        "pytorch_model*.bin", "pytorch_model.bin.index.json", "__pycache__"))
+
+
 def check_before_work(args) -> dict:
     """Refuse what would fail after the model is built (a model in the way, a push while offline) and return the
     config overrides the options ask for."""
     from pathlib import Path
 
-    found = [name for name in MODEL_FILES if (Path(args.output_dir).expanduser() / name).exists()]
+    folder = Path(args.output_dir).expanduser()
+    found = [name for name in MODEL_FILES if (folder / name).exists()]
     if found and not args.overwrite:
         raise FileExistsError(f"{args.output_dir} already holds a model ({', '.join(found)}): pass --overwrite to "
                               "replace it, or choose another folder")
+    if found:
+        # What a finetuned model keeps beside its weights (ensemble, intervals, domain, results) would stay, and go to
+        # the Hub, with new weights it does not describe; it is not ours to delete here.
+        others = sorted(p.name for p in folder.iterdir() if not _replaced_by_a_save(p.name))
+        if others:
+            raise FileExistsError(f"--overwrite replaces a model's weights, config, processor, code and card, but "
+                                  f"{args.output_dir} also holds {', '.join(others[:6])}"
+                                  f"{f' and {len(others) - 6} more' if len(others) > 6 else ''}, which belong to the "
+                                  "model being replaced: remove them, or choose another folder")
     if args.push_to_hub:
         from moleclip.training.hub import check_push_possible
 

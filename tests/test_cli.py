@@ -327,3 +327,15 @@ def test_init_heads_none_as_its_help_says_and_a_push_offline_is_refused_first(tm
     assert main(["init", "--backbone", "tiny", "--output-dir", str(tmp_path / "c"), "--push-to-hub", "me/x"]) == 2
     assert "HF_HUB_OFFLINE is set" in _one_line_error(capsys, "init")
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()  # refused before anything was written
+
+
+def test_init_overwrite_refuses_a_finetuned_folder_whose_other_files_would_describe_the_new_weights(tmp_path, capsys):
+    folder = tmp_path / "model"
+    assert main(["init", "--backbone", "tiny", "--output-dir", str(folder)]) == 0
+    (folder / "ensemble" / "seed_1").mkdir(parents=True)  # as finetune leaves them beside its model
+    (folder / "results.json").write_text('{"final": {"test": {"mae": 0.41}}}')
+    weights = (folder / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["init", "--backbone", "tiny", "--output-dir", str(folder), "--seed", "2", "--overwrite"]) == 2
+    assert "also holds ensemble, results.json, which belong to the model" in _one_line_error(capsys, "init")
+    assert (folder / "model.safetensors").read_bytes() == weights
