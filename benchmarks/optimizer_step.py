@@ -1,4 +1,7 @@
-"""Adam steps: PyTorch's default (for-each) implementation against the fused kernels `build_optimizer` now takes.
+"""Adam steps: PyTorch's default implementation against the fused kernels `build_optimizer` now takes.
+
+On a CPU, torch.optim.Adam's default is neither fused nor for-each: a Python loop over the parameters, a few small
+kernels each (the single-tensor path), which is what "default" times here.
 
     python benchmarks/optimizer_step.py            # the fingerprint MLP head, and the tiny preset's encoder + head
 
@@ -28,7 +31,7 @@ def _models() -> dict:
     torch.manual_seed(0)
     head = FingerprintPredictor(2048, 1, "regression")
     tiny = MoleCLIPForPropertyPrediction(MoleCLIPConfig.from_preset("tiny", num_targets=1))
-    return {"fingerprint MLP (2048-512-512-1)": head, "tiny preset, encoder + head": tiny}
+    return {"fingerprint MLP (2048-512-512-512-1)": head, "tiny preset, encoder + head": tiny}
 
 
 def _time(model, fused: bool, steps: int) -> tuple[float, list[torch.Tensor]]:
