@@ -151,3 +151,12 @@ def test_forest_benchmark_never_reports_another_forest_size(monkeypatch, tmp_pat
     assert set(module.main(["--datasets", "nhcs", "--n-estimators", "500", *common])["datasets"]) == {"dhbds", "nhcs"}
     report = module.main(["--datasets", "nhcs", "--n-estimators", "10", *common])
     assert set(report["datasets"]) == {"nhcs"} and report["datasets"]["nhcs"]["n_estimators"] == 10
+
+
+def test_paper_rows_say_what_their_spread_is():
+    summary = {"test": {"mae": summarize_values([0.2, 0.21, 0.19])}}
+    paper = {"dataset": "dhbds", "split": "random", "metric": "mae", "moleclip": "0.197±0.002"}
+    table = final_markdown(summary, ["mae"], "ours", paper, primary="mae")
+    assert table.endswith("The paper's rows: its random split, mean ± 95% confidence half-width over its seeds.")
+    paper = {"dataset": "esol", "split": "scaffold", "metric": "mae", "moleclip": "0.97±0.01"}
+    assert final_markdown(summary, ["mae"], "ours", paper).endswith("its scaffold split, mean ± std over its seeds.")

@@ -264,6 +264,11 @@ def final_markdown(summary: Mapping, metrics: Sequence[str], label: str, paper: 
                 continue
             cells = [value if m == paper_metric else "" for m in metrics]
             lines.append(f"| {title} | " + " | ".join(cells) + " |")
+        split = paper.get("split")
+        if split:
+            # the paper's ± is not always a std: on its random (catalysis) splits it is a 95% confidence half-width
+            spread = "std" if split == "scaffold" else "95% confidence half-width" if split == "random" else "spread"
+            lines += ["", f"The paper's rows: its {split} split, mean ± {spread} over its seeds."]
     return "\n".join(lines)
 
 

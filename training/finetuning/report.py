@@ -200,7 +200,8 @@ def results_markdown(results: dict, data: PropertyDataset) -> str:
         "",
         f"## Final: {results['chosen_name']}" + (f", {p['final_epochs']} epochs" if p.get("final_epochs") else ""),
         "",
-        "Test scores, mean ± std [95% confidence interval of the mean] over seeds.",
+        "Test scores over seeds: mean ± sample std (n - 1 degrees of freedom) [95% confidence interval of the mean, "
+        "Student's t].",
         "",
         results["final_table"],
     ]
