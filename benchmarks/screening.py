@@ -9,7 +9,8 @@ and its output compared byte for byte with the uninterrupted run's.
 
     nice python benchmarks/screening.py --sizes 12000 30000 [--chunk-size 2000] [--workers 1]
 
-Prints the figures and writes benchmarks/results/screening.json (merging sizes measured by earlier calls).
+Prints the figures and writes benchmarks/results/screening.json (merging sizes measured by earlier calls; each run
+records its own settings and load).
 """
 
 from __future__ import annotations
@@ -110,11 +111,15 @@ def main() -> None:
         for n in sorted(args.sizes):
             data = tmp / f"zinc_{n}.csv"
             write_head(n, data, args.data_dir)
+            load_before = os.getloadavg()
             result = embed(data, tmp / f"emb_{n}.parquet", args.chunk_size, workers, model=args.model,
                            device=args.device)
+            # each run keeps its own conditions: the file merges sizes from calls made at other times and loads,
+            # and the top-level machine entry describes the latest call only
             result.update(molecules=n, molecules_per_s=round(n / result["seconds"], 1),
                           molecules_per_s_per_core=round(n / result["seconds"] / cores, 1),
-                          load_average_after=os.getloadavg())
+                          preset=args.model, device=args.device, chunk_size=args.chunk_size, workers=workers,
+                          load_average_before=load_before, load_average_after=os.getloadavg())
             runs[str(n)] = result
             print(f"N={n}: {result['seconds']} s, {result['molecules_per_s']} mol/s "
                   f"({result['molecules_per_s_per_core']} per core), peak RSS {result['peak_rss_mb']} MB", flush=True)
