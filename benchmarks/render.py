@@ -102,6 +102,7 @@ def main(argv=None) -> dict:
                         help="molecules whose plain drawings are compared between the back ends (default 200)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    machine = describe_machine()  # now: its load average must be the one the drawing started under, not ours after it
 
     data_dir = args.data_dir or default_data_dir()
     smiles = read_smiles(data_dir, args.n)
@@ -161,7 +162,7 @@ def main(argv=None) -> dict:
         "skipped": skipped[:20],
         "size": args.size,
         "seed": args.seed,
-        "machine": describe_machine(),
+        "machine": machine,
         "fast_backend": fast_backend_info(),
         "results": results,
         "plain_backend_agreement": agreement,
