@@ -193,13 +193,19 @@ class RecordingHub:
             return repo / "snapshots" / ref.read_text().strip()
         return None
 
-    def _commit(self, repo_id: str, files: dict[str, Path]) -> SimpleNamespace:
+    def _commit(self, repo_id: str, files: dict[str, Path], delete_patterns=()) -> SimpleNamespace:
+        import fnmatch
+
         repo = self.cache / ("models--" + repo_id.replace("/", "--"))
         previous = self._snapshot(repo_id)
         digest = hashlib.sha1(repr(sorted((k, v.read_bytes()) for k, v in files.items())).encode()).hexdigest()
         snapshot = repo / "snapshots" / digest
         if previous is not None and previous != snapshot:
             shutil.copytree(previous, snapshot, dirs_exist_ok=True)  # a commit adds to what the repo had
+            for old in [p for p in snapshot.rglob("*") if p.is_file()]:  # ... less what it deletes, as the Hub does
+                name = old.relative_to(snapshot).as_posix()
+                if name not in files and any(fnmatch.fnmatch(name, pattern) for pattern in delete_patterns or ()):
+                    old.unlink()
         for path_in_repo, source in files.items():
             target = snapshot / path_in_repo
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -223,7 +229,7 @@ class RecordingHub:
         files = {str(p.relative_to(folder)): p for p in folder.rglob("*") if p.is_file()}
         files = {k: v for k, v in files.items() if not any(fnmatch.fnmatch(k, pat) for pat in ignore_patterns)}
         self.calls.append(("upload_folder", repo_id, sorted(files)))
-        return self._commit(repo_id, files)
+        return self._commit(repo_id, files, kwargs.get("delete_patterns"))
 
 
 def test_push_model_dir_then_pull_offline(tmp_path, predictor):
@@ -317,3 +323,28 @@ def test_a_fresh_head_is_announced_in_one_line_and_missing_encoder_weights_are_r
     save_file(weights, str(tmp_path / "encoder" / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(ValueError, match="lacks or reshapes weights the model needs"):
         load_backbone(str(tmp_path / "encoder"), MoleCLIPForPropertyPrediction, num_targets=2)
+
+
+def test_a_push_over_an_earlier_push_leaves_none_of_the_earlier_models_files(tmp_path, predictor):
+    """A frozen run pushed first (its members are heads: ensemble/seed_1/member.json), a full run pushed to the same
+    repository next: the frozen member's files must go, or predict reads the old head as seed 1's member."""
+    from moleclip.training.finetuning.trust import MEMBER_FILE
+    from moleclip.training.hub import push_model_dir, save_model_dir
+
+    hub = RecordingHub(tmp_path / "hub")
+    first = save_model_dir(tmp_path / "frozen" / "model", predictor, MoleCLIPImageProcessor())
+    (first / "ensemble" / "seed_1").mkdir(parents=True)
+    (first / "ensemble" / "seed_1" / MEMBER_FILE).write_text("{}")
+    (first / "ensemble" / "seed_3").mkdir(parents=True)
+    (first / "ensemble" / "seed_3" / MEMBER_FILE).write_text("{}")
+    (first / "LICENSE").write_text("MIT")  # as if added by hand to the repository: kept
+    push_model_dir(first, "lab/esol", api=hub)
+    second = save_model_dir(tmp_path / "full" / "model", predictor, MoleCLIPImageProcessor())
+    save_model_dir(second / "ensemble" / "seed_1", predictor, MoleCLIPImageProcessor())
+    (second / ".results.json.tmp-123.json").write_text("{")  # a write interrupted by a kill
+    push_model_dir(second, "lab/esol", api=hub)
+    pulled = {p.relative_to(hub._snapshot("lab/esol")).as_posix() for p in hub._snapshot("lab/esol").rglob("*")
+              if p.is_file()}
+    assert "ensemble/seed_1/model.safetensors" in pulled and "LICENSE" in pulled
+    assert not any(name.startswith(("ensemble/seed_3", "ensemble/seed_1/" + MEMBER_FILE)) for name in pulled), pulled
+    assert not any(".tmp-" in name for name in pulled)

@@ -340,6 +340,14 @@ def save_model_dir(
     return output_dir
 
 
+# What an earlier push to the same repository may have left that this folder does not have, removed in the same commit:
+# an upload only adds, and a model's files mixed with another's load as a wrong model without an error (an earlier
+# frozen run's ensemble/seed_1/member.json beside a full run's seed_1 model makes predict use the old head; another
+# run's weights shard or trust files would be read too). Files a user added by hand (a licence, pictures) are kept.
+STALE_ON_THE_HUB = ["ensemble/*", "applicability*", "uncertainty.json", "results.json", "results.md", "*.safetensors",
+                    "*.bin", "*.index.json"]
+
+
 def check_push_possible(api: HfApi | None = None) -> None:
     """Refuse a push to the Hub that cannot happen (offline mode, without a stand-in `api`); a job that pushes its
     result calls it before the work, not after."""
@@ -360,9 +368,12 @@ def push_model_dir(
         api = HfApi()
     repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
     # Checkpoints, logs and the (possibly large) pseudo-label table stay local: the Hub repo gets the model,
-    # processor, code, card and results.
+    # processor, code, card and results. A temporary file of an interrupted write (outputs.write_atomically) or a
+    # lock is no output either.
     commit = api.upload_folder(
         repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, token=token,
-        ignore_patterns=["checkpoints/*", "tensorboard/*", "*.tmp/*", "pseudo_labels.parquet"],
+        ignore_patterns=["checkpoints/*", "tensorboard/*", "*.tmp/*", "pseudo_labels.parquet", ".*.tmp-*",
+                         "*/.*.tmp-*", "*.lock"],
+        delete_patterns=STALE_ON_THE_HUB,
     )
     return str(getattr(commit, "commit_url", commit))
