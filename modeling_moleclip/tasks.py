@@ -21,6 +21,7 @@ This file travels to the Hugging Face Hub as remote code next to ``modeling_mole
 package, only libraries a plain ``transformers`` install has.
 """
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,11 +106,35 @@ def higher_is_better(metric: str) -> bool:
     return METRIC_HIGHER_IS_BETTER[metric]
 
 
-def infer_task(targets) -> str:
-    """``"classification"`` when every present label (NaN = missing) is 0 or 1, else ``"regression"``."""
+# A column of at most this many distinct whole numbers, inferred as regression, may hold class numbers.
+_FEW_CLASSES = 10
+
+
+def infer_task(targets, names=None) -> str:
+    """``"classification"`` when every present label (NaN = missing) is 0 or 1, else ``"regression"``.
+
+    A target whose labels are a few whole numbers (0, 1, 2: perhaps classes, perhaps counts; or two classes coded
+    1/2 or -1/1) is inferred as regression with a warning: class numbers learnt as values give a model and metrics
+    that mean nothing. ``names`` (one per column) name the targets in it.
+    """
     values = np.asarray(targets, dtype=np.float64)
     labelled = values[~np.isnan(values)]
-    return "classification" if labelled.size and np.isin(labelled, (0.0, 1.0)).all() else "regression"
+    if labelled.size and np.isin(labelled, (0.0, 1.0)).all():
+        return "classification"
+    columns = values.reshape(len(values), -1)
+    for j in range(columns.shape[1]):
+        column = columns[~np.isnan(columns[:, j]), j]
+        distinct = np.unique(column)
+        if 2 <= distinct.size <= _FEW_CLASSES and (distinct == np.round(distinct)).all():
+            name = repr(str(names[j])) if names is not None else f"{j}"
+            shown = ", ".join(f"{v:g}" for v in distinct)
+            warnings.warn(
+                f"target {name} holds only the whole numbers {shown}: it is learnt as regression (the task inferred). "
+                "If these are classes, code two classes as 0 and 1, and more as one 0/1 column per class "
+                "(classification, one-hot: there is no multi-class task); if they are counts or measurements, say so "
+                "with --task regression (task='regression' in Python), which also silences this",
+                UserWarning, stacklevel=2)
+    return "regression"
 
 
 def _l1(predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
