@@ -5,7 +5,7 @@ A randomly initialised 2-layer, 32-wide ViT on 902 drawings has no pretrained kn
 the finetuning path end to end (drawing, augmentation, loop, selection on validation) rather than the representation.
 The grid is small and chosen on validation only, like every finetuning here:
 
-    python benchmarks/tiny_from_scratch.py                 # ~40 min on 2 CPU cores
+    python benchmarks/tiny_from_scratch.py                 # ~18 min on 2 idle CPU cores (1,077 s recorded)
     python benchmarks/tiny_from_scratch.py --from-run DIR  # summarise a finetune.py output folder made before
 
 Prints the test RMSE (mean ± std over seeds, each at its best-validation epoch) beside the training-mean predictor's
