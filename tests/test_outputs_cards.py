@@ -26,3 +26,14 @@ def test_a_model_not_pushed_gets_a_placeholder_repository_in_its_card_not_n_a(tm
     assert _loaded_names((folder / "README.md").read_text()) == ["<your-name>/run", "<your-name>/run"]  # a run's model/ is named after the run
     folder = save_model_dir(tmp_path / "esol-encoder", encoder, MoleCLIPImageProcessor(), card={"repo_id": "lab/x"})
     assert _loaded_names((folder / "README.md").read_text()) == ["lab/x", "lab/x"]
+
+
+def test_an_encoder_card_does_not_say_a_preset_started_from_clip(tmp_path, encoder):
+    from moleclip.training.hub import save_model_dir
+
+    card = {"backbone": "the randomly initialised `tiny` preset", "training_summary": "none yet (initial weights)"}
+    text = (save_model_dir(tmp_path / "m", encoder, MoleCLIPImageProcessor(), card=card) / "README.md").read_text()
+    intro = " ".join(text.split("## This checkpoint")[0].split())
+    # the paper's model is described as the paper's, not as this checkpoint
+    assert "The paper's MoleCLIP (Harnik et al." in intro and "What this checkpoint started from" in intro
+    assert "| started from | the randomly initialised `tiny` preset |" in text
