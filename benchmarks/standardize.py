@@ -17,6 +17,7 @@ import json
 import time
 from pathlib import Path
 
+from machine_info import describe_machine
 from rdkit import Chem
 from rdkit.Chem.MolStandardize import rdMolStandardize
 
@@ -53,16 +54,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=200, help="molecules per table (the first N)")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "standardize.json",
+                        help="where to write (a quick --n check should not replace the recorded figures)")
     args = parser.parse_args()
     data_dir = resolve_data_dir(args.data_dir)
-    results = {"n": args.n, "tables": {}}
+    # the load at the start: other jobs on a shared machine stretch every time here (the tautomer step most)
+    results = {"n": args.n, "machine": describe_machine(), "tables": {}}
     print(f"{'table':8} {'method':16} {'ms/mol':>8} {'changed':>8} {'not idempotent':>15}")
     for table, relative in TABLES.items():
         smiles = read_molecule_table(Path(data_dir) / relative).smiles[: args.n]
         results["tables"][table] = measure(smiles)
         for method, row in results["tables"][table].items():
             print(f"{table:8} {method:16} {row['ms_per_molecule']:8.2f} {row['changed']:8d} {row['not_idempotent']:15d}")
-    out = Path(__file__).parent / "results" / "standardize.json"
+    out = args.output
     out.write_text(json.dumps(results, indent=2))
     print(f"written: {out}")
 
