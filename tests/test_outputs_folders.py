@@ -27,3 +27,20 @@ def test_a_file_where_the_output_folder_belongs_is_named_as_such(tmp_path):
         check_run_folder(tmp_path / "results.csv", ("results.json",))
     with pytest.raises(NotADirectoryError, match=r"results.csv is a file, not a folder"):
         check_writable(tmp_path / "results.csv" / "sub" / "out.csv")
+
+
+def test_overwrite_refuses_to_remove_what_the_run_reads(tmp_path):
+    (tmp_path / "molecules.csv").write_text("smiles\nCCO\n")  # the user's input, named as explain names its output
+    (tmp_path / "pictures").mkdir()
+    (tmp_path / "pictures" / "lib.parquet").write_text("x")
+    outputs = ("atoms.csv", "molecules.csv", "pictures")
+    with pytest.raises(ValueError, match=r"--input .*molecules.csv is one of the earlier outputs .* copy it out"):
+        check_run_folder(tmp_path, outputs, overwrite=True, inputs={"--input": tmp_path / "molecules.csv"})
+    with pytest.raises(ValueError, match=r"--library .*lib.parquet is one of the earlier outputs"):
+        check_run_folder(tmp_path, outputs, overwrite=True, inputs={"--library": tmp_path / "pictures" / "lib.parquet"})
+    # an input elsewhere, or beside the outputs but not among them, is no reason to refuse
+    (tmp_path / "mine.csv").write_text("smiles\nCCO\n")
+    check_run_folder(tmp_path, outputs, overwrite=True, inputs={"--input": tmp_path / "mine.csv", "--other": None})
+    with hold_run_folder(tmp_path, clear=outputs):
+        pass
+    assert (tmp_path / "mine.csv").is_file() and not (tmp_path / "molecules.csv").exists()

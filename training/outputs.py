@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 __all__ = ["check_writable", "write_atomically", "write_text_atomically", "check_run_folder", "hold_run_folder",
@@ -103,14 +103,27 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
 
 
 def check_run_folder(folder: str | os.PathLike, outputs: Sequence[str], overwrite: bool = False,
-                     resumable: bool = False) -> None:
+                     resumable: bool = False, inputs: Mapping[str, str | os.PathLike | None] | None = None) -> None:
     """Refuse a folder that holds another run's `outputs` (names inside it) unless `overwrite` is set; say how to
-    resume when the run can be resumed. Cheap: call it before any work."""
+    resume when the run can be resumed. Cheap: call it before any work.
+
+    `inputs` ({option: path}) are what the run reads: with `overwrite`, one that is (or is inside) an output the
+    overwrite removes is refused. The refusal above tells a user to pass --overwrite, and a user's molecules.csv in
+    the folder an explain run writes its molecules.csv to would otherwise be read, then deleted and replaced."""
     folder = Path(folder)
     found = [name for name in outputs if (folder / name).exists()]
     if found and not overwrite:
         how = "pass --overwrite to replace it" + (", or --resume latest to continue it" if resumable else "")
         raise FileExistsError(f"{folder} holds another run ({', '.join(found)}): {how}, or choose another folder")
+    if found and inputs:
+        removed = [(folder / name).expanduser().resolve() for name in found]
+        for option, value in inputs.items():
+            if value is None or not str(value):
+                continue
+            path = Path(value).expanduser().resolve()
+            if any(path == old or old in path.parents for old in removed):
+                raise ValueError(f"{option} {value} is one of the earlier outputs in {folder} that --overwrite "
+                                 "removes: copy it out of the folder first, or write to another folder")
     check_writable(folder / LOCK_FILE, "the output folder")
 
 
