@@ -217,7 +217,9 @@ def embedding_throughput(smiles: list[str], args) -> dict:
     from moleclip import MoleCLIPConfig, MoleCLIPImageProcessor, MoleCLIPModel
     from moleclip.training.inference import embed_smiles
 
-    threads = os.cpu_count() or 1
+    from moleclip.processing.cores import available_cores
+
+    threads = available_cores()  # the cores this process may use (a container narrows them), not the host's count
     torch.set_num_threads(threads)
     processor = MoleCLIPImageProcessor()
     rows = {}
