@@ -160,3 +160,10 @@ def test_paper_rows_say_what_their_spread_is():
     assert table.endswith("The paper's rows: its random split, mean ± 95% confidence half-width over its seeds.")
     paper = {"dataset": "esol", "split": "scaffold", "metric": "mae", "moleclip": "0.97±0.01"}
     assert final_markdown(summary, ["mae"], "ours", paper).endswith("its scaffold split, mean ± std over its seeds.")
+
+
+def test_paper_rows_left_out_for_another_split():
+    summary = {"test": {"rmse": summarize_values([1.0, 1.1, 1.05])}}
+    paper = {"dataset": "esol", "split": "scaffold", "metric": "rmse", "moleclip": "0.97±0.01"}
+    assert "0.97±0.01" in final_markdown(summary, ["rmse"], "ours", paper, split="scaffold")
+    assert "paper" not in final_markdown(summary, ["rmse"], "ours", paper, split="random")

@@ -246,17 +246,19 @@ def _missing() -> dict:
 
 
 def final_markdown(summary: Mapping, metrics: Sequence[str], label: str, paper: Mapping | None = None,
-                   primary: str | None = None) -> str:
+                   primary: str | None = None, split: str | None = None) -> str:
     """Test metrics of the final runs (mean ± std [95% CI]), and the paper's numbers for the same set when known.
 
     A paper cell goes under the metric the paper reports it in (``paper["metric"]``; `primary` only when the row does
     not say), which need not be the metric this run selects on: a table file named esol.csv is scored with MAE first,
-    while the paper's ESOL number is an RMSE. When this table has no column for that metric the paper rows are left out.
+    while the paper's ESOL number is an RMSE. When this table has no column for that metric, or `split` (this run's
+    split kind, when given) is not the paper's, the paper rows are left out: they would not be the same measurement.
     """
     lines = ["| model | " + " | ".join(f"test {m}" for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     lines.append(f"| {label} | " + " | ".join(format_summary(summary["test"].get(m, _missing())) for m in metrics) + " |")
     paper_metric = (paper or {}).get("metric") or primary
-    if paper and paper_metric in metrics:
+    same_split = split is None or not (paper or {}).get("split") or paper["split"] == split
+    if paper and paper_metric in metrics and same_split:
         for column, title in (("moleclip", "MoleCLIP (paper)"), ("fingerprint_baseline", "FP-MLP baseline (paper)"),
                               ("imagemol", "ImageMol (paper)"), ("gem", "GEM (paper)")):
             value = paper.get(column)
@@ -264,11 +266,11 @@ def final_markdown(summary: Mapping, metrics: Sequence[str], label: str, paper: 
                 continue
             cells = [value if m == paper_metric else "" for m in metrics]
             lines.append(f"| {title} | " + " | ".join(cells) + " |")
-        split = paper.get("split")
-        if split:
+        paper_split = paper.get("split")
+        if paper_split:
             # the paper's ± is not always a std: on its random (catalysis) splits it is a 95% confidence half-width
-            spread = "std" if split == "scaffold" else "95% confidence half-width" if split == "random" else "spread"
-            lines += ["", f"The paper's rows: its {split} split, mean ± {spread} over its seeds."]
+            spread = {"scaffold": "std", "random": "95% confidence half-width"}.get(paper_split, "spread")
+            lines += ["", f"The paper's rows: its {paper_split} split, mean ± {spread} over its seeds."]
     return "\n".join(lines)
 
 
