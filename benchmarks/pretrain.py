@@ -14,7 +14,9 @@ Sections (all by default; choose with --sections):
   train_cpu      training step throughput (forward + backward + optimizer step, both views) of the `tiny` preset on CPU.
   gpu            only with CUDA: the ViT-B/16 shape (`base` preset) at batch 256 molecules (512 images) in bf16:
                  images/s, achieved FLOP/s and the fraction of the GPU's dense bf16 peak; then the data pipeline with
-                 --gpu-workers workers (drawing, and reading a pre-rendered store) against the training step rate.
+                 --gpu-workers workers (drawing, and reading a pre-rendered store; the workers augmenting, and only
+                 drawing or decoding as under --augment-on device, the default on a GPU) against the training step
+                 rate.
 
 The training sections step pretraining's own optimizer (`build_pretrain_optimizer`: Adam with L2 weight decay, the
 paper's). Figures recorded before pretraining had --optimizer were measured with AdamW, whose update costs the same
@@ -399,24 +401,36 @@ def bench_gpu(steps: int, workers: int, store_dir: Path, compile_model: bool) ->
     print(f"GPU training ({name}), ViT-B/16 shape, batch 256 molecules (512 images), bf16: {result['images_per_s']:.0f} "
           f"images/s, {result['achieved_flops_per_s'] / 1e12:.0f} TFLOP/s = {fraction}")
 
-    # Can the workers feed it? Molecules/s of the loader alone against molecules/s of the training step.
-    from moleclip.processing.pretraining_data import PrerenderedImages, TwoViewDataset, prerender
-
+    # Can the workers feed it? Images/s of the loader alone against images/s of the training step.
     n = 4 * 256 * workers  # four batches a worker, so worker start-up is a small part of the time
     smiles = drawable(read_smiles_file("chembl31_150k.smi.gz", n))
-    labels = np.zeros((len(smiles), 1), dtype=np.int64)
-    drawing = loader_throughput(TwoViewDataset(smiles, labels), workers, batch_size=256, passes=1)[0]
-    prerender(smiles, store_dir, n_variants=2, n_jobs=workers, overwrite=True, progress=False)
-    stored = loader_throughput(TwoViewDataset(smiles, labels, prerendered=PrerenderedImages(store_dir)), workers,
-                               batch_size=256, passes=1)[0]
-    need = result["images_per_s"]
-    result["data_pipeline"] = {
-        "workers": workers, "molecules": len(smiles), "drawing_images_per_s": drawing, "prerendered_images_per_s": stored,
-        "training_images_per_s": need, "drawing_keeps_up": drawing >= need, "prerendered_keeps_up": stored >= need}
-    print(f"data pipeline, {workers} workers: drawing {drawing:.0f} images/s, pre-rendered {stored:.0f} images/s, "
-          f"training needs {need:.0f} images/s -> drawing {'keeps up' if drawing >= need else 'starves the GPU'}, "
-          f"pre-rendered {'keeps up' if stored >= need else 'starves the GPU'}")
+    result["data_pipeline"] = data_pipeline(smiles, workers, store_dir, result["images_per_s"], batch_size=256)
     return result
+
+
+def data_pipeline(smiles: list[str], workers: int, store_dir: Path, need: float, batch_size: int) -> dict:
+    """Images/s of the DataLoader alone, drawing and reading a pre-rendered store, with the workers augmenting each
+    picture (`--augment-on workers`) and with the workers only drawing or decoding (`--augment-on device`, pretraining's
+    default on a GPU, where the batch is augmented on the device), against the `need` of the training step."""
+    from moleclip.processing.pretraining_data import PrerenderedImages, TwoViewDataset, prerender
+
+    labels = np.zeros((len(smiles), 1), dtype=np.int64)
+    prerender(smiles, store_dir, n_variants=2, n_jobs=max(1, workers), overwrite=True, progress=False)
+    out = {"workers": workers, "molecules": len(smiles), "training_images_per_s": need}
+    for augment_on in ("workers", "device"):
+        drawing = loader_throughput(TwoViewDataset(smiles, labels, augment_on=augment_on), workers,
+                                    batch_size=batch_size, passes=1)[0]
+        stored = loader_throughput(TwoViewDataset(smiles, labels, prerendered=PrerenderedImages(store_dir),
+                                                  augment_on=augment_on), workers, batch_size=batch_size, passes=1)[0]
+        # the first keys keep the names of the figures recorded before the device path was measured
+        suffix = "" if augment_on == "workers" else "_augment_on_device"
+        out.update({f"drawing_images_per_s{suffix}": drawing, f"prerendered_images_per_s{suffix}": stored,
+                    f"drawing_keeps_up{suffix}": drawing >= need, f"prerendered_keeps_up{suffix}": stored >= need})
+        print(f"data pipeline, {workers} workers, augmentation on the {augment_on}: drawing {drawing:.0f} images/s, "
+              f"pre-rendered {stored:.0f} images/s, training needs {need:.0f} images/s -> drawing "
+              f"{'keeps up' if drawing >= need else 'starves the GPU'}, pre-rendered "
+              f"{'keeps up' if stored >= need else 'starves the GPU'}")
+    return out
 
 
 def main(argv=None) -> int:
