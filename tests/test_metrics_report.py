@@ -167,3 +167,20 @@ def test_paper_rows_left_out_for_another_split():
     paper = {"dataset": "esol", "split": "scaffold", "metric": "rmse", "moleclip": "0.97±0.01"}
     assert "0.97±0.01" in final_markdown(summary, ["rmse"], "ours", paper, split="scaffold")
     assert "paper" not in final_markdown(summary, ["rmse"], "ours", paper, split="random")
+
+
+def test_forest_results_do_not_speak_of_epochs(tmp_path):
+    import subprocess
+    import sys
+
+    rings = ["", "c1ccccc1", "C1CCCCC1", "c1ccncc1", "C1CCOC1"]
+    table = tmp_path / "toy.csv"
+    table.write_text("smiles,y\n" + "".join(f"{'C' * k + r},{0.5 * k + len(r) * 0.1}\n" for r in rings
+                                            for k in range(1, 9)))
+    out = tmp_path / "rf"
+    subprocess.run([sys.executable, "-m", "moleclip_cli.main", "finetune", "--dataset", str(table), "--baseline",
+                    "random_forest", "--seeds", "1", "2", "--rf-estimators", "10", "--output-dir", str(out),
+                    "--no-progress", "--no-plots"], check=True, capture_output=True)
+    md = (out / "results.md").read_text()
+    assert "epoch" not in md.split("## Final")[0]
+    assert "A forest is grown once per seed, with fixed hyperparameters (no search)" in md

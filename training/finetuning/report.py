@@ -192,6 +192,9 @@ def results_markdown(results: dict, data: PropertyDataset) -> str:
         f"Each run's test score is taken at its best-validation epoch ({p['select_key']}); the setting is chosen on "
         f"{results['search']['selected_by']} - test scores never enter the choice.",
     ]
+    if results["mode"] == "random_forest":  # no epochs, and nothing is chosen per run
+        lines[-1] = (f"A forest is grown once per seed, with {results['search']['selected_by']}: its test score is "
+                     "that forest's, and test scores never enter any choice.")
     if p.get("selection"):
         lines.append(f"Selection criterion: {p['selection']}.")
     if p.get("split_source"):
