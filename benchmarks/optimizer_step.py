@@ -54,6 +54,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds per implementation")
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "optimizer_step.json",
+                        help="where to write (a quick --steps check should not replace the recorded figures)")
     args = parser.parse_args()
     results = {"benchmark": "optimizer_step", "machine": describe_machine(), "threads": torch.get_num_threads(),
                "models": {}}
@@ -75,7 +77,7 @@ def main() -> None:
         print(f"{name}: {n:,} parameters; default {best['default']:.3f} ms/step, fused {best['fused']:.3f} ms/step "
               f"(x{best['default'] / best['fused']:.2f}); largest weight difference after {args.steps + 1} steps "
               f"{gap:.2e}")
-    out = HERE / "results" / "optimizer_step.json"
+    out = args.output
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written: {out}")
 
