@@ -71,10 +71,12 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "uncertainty.json",
+                        help="where to write (rows of other data sets and modes already there are kept)")
     args = parser.parse_args()
     results = {"benchmark": "uncertainty", "machine": describe_machine(), "seeds": args.seeds, "epochs": args.epochs,
                "rows": []}
-    out = HERE / "results" / "uncertainty.json"
+    out = args.output
     if out.is_file():  # keep the rows of other data sets and modes, measured by earlier runs (with their machine)
         planned = {(d, m) for d in args.datasets for m in args.modes}
         earlier = json.loads(out.read_text())
