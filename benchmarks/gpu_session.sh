@@ -3,8 +3,10 @@
 # the shared data beside the checkout. Two steps:
 #
 #   benchmarks/gpu_session.sh prepare   # here: fills .device/ (in .gitignore) with what the GPU machine lacks
-#   benchmarks/gpu_session.sh run       # there, with `.device` carried: installs, runs both GPU benchmarks, copies
-#                                       # the results JSON files to $OUT
+#   benchmarks/gpu_session.sh run       # there, with `.device` carried: installs, runs the four GPU measurements
+#                                       # (pretrain gpu, pipeline --quick, screening, finetune), copies their four
+#                                       # results files to $OUT
+# Budget: the device tool allows 10 minutes a command; GPU_WORKERS, GPU_DATASET and GPU_EPOCHS size the run.
 #
 # The machine's image already has torch (CUDA), transformers, accelerate, huggingface_hub, numpy, pandas, pyarrow,
 # scikit-learn, scipy, pillow, matplotlib and tqdm for Python 3.12; it lacks RDKit, datasets, evaluate and kneed (and
