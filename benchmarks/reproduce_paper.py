@@ -94,6 +94,8 @@ def table(report: dict, data_dir) -> str:
         if entry is None:
             continue
         paper = paper_reference(name, data_dir) or {}
+        if paper.get("split") and paper["split"] != entry["split"]:
+            paper = {}  # the paper's numbers are for its own split, not comparable with another
         lines.append(f"{name:<24}{entry['split']:<10}{entry['metric']:<9}"
                      f"{_cell(entry['test'], entry['split'], entry['metric']):<24}"
                      f"{paper.get('moleclip', '-'):<17}{paper.get('fingerprint_baseline', '-'):<15}")
@@ -150,7 +152,9 @@ def main(argv: list[str] | None = None) -> dict:
         seconds = time.perf_counter() - start
         metric = spec.metric
         entry = {
-            "split": spec.default_split, "metric": metric, "seeds": list(seeds[name]),
+            # as the run did them: --extra may name another split or other seeds (the last of a repeated option wins)
+            "split": out["protocol"].get("split", spec.default_split), "metric": metric,
+            "seeds": list(out["protocol"].get("seeds", seeds[name])),
             "grid": {"head_lr": args.head_lr, "augmentation": ["none"] if mode == "fp_mlp" else args.augmentation},
             "epochs": args.epochs, "final_epochs": args.final_epochs, "select_on": args.select_on,
             "n_molecules": out["dataset"]["n_used"], "chosen": out["chosen_setting"],
@@ -164,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
         done[name] = entry
         report["datasets"] = {**_entries_of_this_run(results, mode, args.model), **done}
         results.write_text(json.dumps(report, indent=2, allow_nan=True))
-        print(f"{name}: test {metric} {_cell(entry['test'], spec.default_split, metric)} "
+        print(f"{name}: test {metric} {_cell(entry['test'], entry['split'], metric)} "
               f"({seconds:.0f} s)", flush=True)
     print(table(report, data_dir))
     print(f"Results written to {results}")

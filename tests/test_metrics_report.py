@@ -184,3 +184,23 @@ def test_forest_results_do_not_speak_of_epochs(tmp_path):
     md = (out / "results.md").read_text()
     assert "epoch" not in md.split("## Final")[0]
     assert "A forest is grown once per seed, with fixed hyperparameters (no search)" in md
+
+
+def test_reproduce_paper_records_the_split_the_run_used(monkeypatch, tmp_path, capsys):
+    module = _reproduce_paper(monkeypatch, tmp_path, {"m": 0.2})
+    finetune = module.finetune
+
+    def with_protocol(args):
+        return {**finetune(args), "protocol": {"split": args.split, "seeds": list(args.seeds)}}
+
+    monkeypatch.setattr(module, "finetune", with_protocol)
+    data = tmp_path / "data"
+    (data / "reference").mkdir(parents=True)
+    (data / "reference" / "paper_results.csv").write_text(
+        "dataset,split,metric,moleclip,fingerprint_baseline\nnhcs,random,mae,0.0138±0.0010,0.0158±0.0005\n")
+    report = module.main(["--model", "m", "--datasets", "nhcs", "--data-dir", str(data), "--results",
+                          str(tmp_path / "r.json"), "--output-root", str(tmp_path / "runs"),
+                          "--extra", "--split", "scaffold", "--seeds", "7"])
+    assert report["datasets"]["nhcs"]["split"] == "scaffold" and report["datasets"]["nhcs"]["seeds"] == [7]
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("nhcs "))
+    assert "0.0138" not in line  # the paper's random-split number is not set beside a scaffold-split one
