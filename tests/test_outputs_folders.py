@@ -44,3 +44,37 @@ def test_overwrite_refuses_to_remove_what_the_run_reads(tmp_path):
     with hold_run_folder(tmp_path, clear=outputs):
         pass
     assert (tmp_path / "mine.csv").is_file() and not (tmp_path / "molecules.csv").exists()
+
+
+def test_a_dead_processs_lock_taken_over_by_another_process_meanwhile_is_not_taken_again(tmp_path, monkeypatch):
+    """Two runs find the same dead run's lock; the other one takes it over first. This one must then see the other's
+    live lock and be refused, not delete it and take the folder too (both would write, both report success)."""
+    from moleclip.training import outputs
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    lock = tmp_path / ".moleclip.lock"
+    lock.write_text("999999999")  # a run that died
+    real_alive = outputs._alive
+
+    def alive(pid):
+        if pid == 999999999:  # just as this process finds the dead pid, the other run takes the lock over
+            lock.write_text(str(other.pid))
+            return False
+        return real_alive(pid)
+
+    monkeypatch.setattr(outputs, "_alive", alive)
+    try:
+        with pytest.raises(FolderInUseError, match=f"pid {other.pid}"):
+            with hold_run_folder(tmp_path):
+                pass
+        assert lock.read_text() == str(other.pid)  # the other run's lock is untouched
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_lock_another_process_took_over_is_not_deleted_when_this_run_ends(tmp_path):
+    lock = tmp_path / ".moleclip.lock"
+    with hold_run_folder(tmp_path):
+        lock.write_text("12345")  # taken over by another process (one that believed this one dead)
+    assert lock.read_text() == "12345"

@@ -137,34 +137,67 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _holder(lock: Path) -> int:
+    """The pid written in a lock file (0: none readable)."""
+    try:
+        return int(lock.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+@contextlib.contextmanager
+def _guarded(folder: Path) -> Iterator[None]:
+    """While inside, no other process of this package takes or lets go of a lock in `folder` (an advisory lock on
+    the folder itself, which the system drops with a process that dies). Without it two processes that find the same
+    dead process's lock could both take it over (the second deleting the lock the first had just written), and a
+    lock read between its creation and its pid being written looked dead. Where the folder cannot be locked (no
+    fcntl, some network file systems) the lock file alone decides, as before."""
+    try:
+        import fcntl
+
+        handle = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(handle)  # releases the flock
+
+
 @contextlib.contextmanager
 def _lock(lock: Path, what: str) -> Iterator[None]:
     """Hold `lock` (a file with this process's pid; the lock of a process that died is taken over) while inside."""
-    for _ in range(2):
-        try:
-            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+    with _guarded(lock.parent):
+        for _ in range(2):
             try:
-                holder = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                holder = 0
-            if holder and holder != os.getpid() and _alive(holder):
-                # The pid may since belong to another program (a container restarts its pids from 1): say how to
-                # get out, not only to wait for a run that may be long gone.
-                raise FolderInUseError(f"{what} is being written by another process (pid {holder}); wait for it, "
-                                       f"or choose another output. If no moleclip run is writing it (pid {holder} "
-                                       f"is another program), delete {lock} and run again") from None
-            lock.unlink(missing_ok=True)  # left by a process that died
-            continue
-        with os.fdopen(handle, "w") as out:
-            out.write(str(os.getpid()))
-        break
-    else:
-        raise FolderInUseError(f"{what}: could not take its lock file {lock}")
+                handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _holder(lock)
+                if holder and holder != os.getpid() and _alive(holder):
+                    # The pid may since belong to another program (a container restarts its pids from 1): say how
+                    # to get out, not only to wait for a run that may be long gone.
+                    raise FolderInUseError(f"{what} is being written by another process (pid {holder}); wait for "
+                                           f"it, or choose another output. If no moleclip run is writing it (pid "
+                                           f"{holder} is another program), delete {lock} and run again") from None
+                if _holder(lock) == holder:  # still the dead process's (not one another process has just taken)
+                    lock.unlink(missing_ok=True)
+                continue
+            with os.fdopen(handle, "w") as out:
+                out.write(str(os.getpid()))
+            break
+        else:
+            raise FolderInUseError(f"{what}: could not take its lock file {lock}")
     try:
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        with _guarded(lock.parent):
+            if _holder(lock) == os.getpid():  # ours: never another process's that took over meanwhile
+                lock.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
