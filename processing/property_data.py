@@ -521,7 +521,7 @@ def load_property_dataset(
             raise ValueError(f"Target column {name!r} in {path} has labels only on rows left out because their SMILES "
                              f"could not be used ({len(skipped)} rows, listed above): nothing to learn it from")
     if task is None:
-        task = spec.task if spec is not None else infer_task(targets)
+        task = spec.task if spec is not None else infer_task(targets, names=target_columns)
     if task == "classification":
         _check_classification(targets, target_columns, path)
     _check_not_constant(targets, target_columns, path)

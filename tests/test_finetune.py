@@ -441,3 +441,21 @@ def test_settings_that_would_train_wrongly_are_refused_before_any_work(tmp_path,
     with pytest.raises(ValueError, match=message):
         job.check_args(args)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.data
+def test_the_papers_numbers_are_shown_only_for_the_same_measurement(tmp_path, data_dir):
+    from argparse import Namespace
+    from types import SimpleNamespace
+
+    from moleclip.training.finetuning.job import _paper_row
+
+    def row(dataset, targets):
+        return _paper_row(Namespace(dataset=dataset, data_dir=str(data_dir)), SimpleNamespace(target_names=targets))
+
+    assert row("esol", ["log_solubility"])["metric"] == "rmse"  # the registry's set and targets
+    own = tmp_path / "esol.csv"  # a user's own table that happens to be called esol
+    own.write_text("smiles,log_solubility\nCCO,1.0\n")
+    assert row(str(own), ["log_solubility"]) is None
+    assert row("nhcs", ["npa_charge_1"]) is None  # one of the paper's four targets is another measurement
+    assert row("nhcs", ["npa_charge_1", "npa_charge_2", "npa_charge_3", "npa_charge_4"]) is not None

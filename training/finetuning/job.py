@@ -327,11 +327,12 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
         "chosen_setting": chosen["setting"],
         "chosen_name": chosen["name"],
         "final": {"runs": final_runs, "summary": final_summary, **_part_summaries(final_runs)},
-        "paper": paper_reference(data.name, args.data_dir),
+        "paper": _paper_row(args, data),
         "processes": acc.num_processes,
         "device": str(acc.device),
     }
-    results["final_table"] = final_markdown(final_summary, metrics, MODE_LABELS[mode], results["paper"], data.metric)
+    results["final_table"] = final_markdown(final_summary, metrics, MODE_LABELS[mode], results["paper"], data.metric,
+                                            split=split_kind)
     results["search_table"] = search_markdown(searched, options.select_key, data.metric)
     if acc.is_main_process:
         trust = _add_trust(results, rows, kept, splits, args.coverage)
@@ -460,6 +461,21 @@ def _save(args, results, rows, inputs, kept, processor, backbone, split_kind, gr
     print(markdown)
 
 
+def _paper_row(args, data) -> dict | None:
+    """The paper's row for this job, only where it measured the same thing: a set named from the registry (a user's
+    own file called esol.csv is another table) with the registry's target columns (not `nhcs --target-columns` of one
+    of them). The table then shows it only on the paper's split kind (`final_markdown(split=...)`)."""
+    from moleclip.processing.property_data import DATASETS
+
+    key = str(args.dataset).strip().lower()
+    spec = DATASETS.get(key)
+    if spec is None or Path(str(args.dataset)).expanduser().is_file():
+        return None
+    if list(data.target_names) != list(spec.target_columns):
+        return None
+    return paper_reference(key, args.data_dir)
+
+
 def _random_forest(args, rows, bits, split_kind, split_source, splits, leakage, dataset_info, output_dir, acc, started,
                    group, finish_run, extra_parts) -> dict:
     """One forest per seed on the same splits; hyperparameters fixed in advance (no search), so validation is only
@@ -497,11 +513,11 @@ def _random_forest(args, rows, bits, split_kind, split_source, splits, leakage, 
                      "group_column": args.group_column},
         "search": searched, "chosen_setting": setting, "chosen_name": name,
         "final": {"runs": runs, "summary": summary, **_part_summaries(runs)},
-        "paper": paper_reference(data.name, args.data_dir),
+        "paper": _paper_row(args, data),
     }
     metrics = list(TASK_METRICS[data.task])
     results["final_table"] = final_markdown(summary, metrics, MODE_LABELS["random_forest"], results["paper"],
-                                            data.metric)
+                                            data.metric, split=split_kind)
     results["search_table"] = search_markdown(searched, data.metric, data.metric)
     if acc.is_main_process:
         key = data.metric
