@@ -78,3 +78,22 @@ def test_a_lock_another_process_took_over_is_not_deleted_when_this_run_ends(tmp_
     with hold_run_folder(tmp_path):
         lock.write_text("12345")  # taken over by another process (one that believed this one dead)
     assert lock.read_text() == "12345"
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write_of_that_file(tmp_path):
+    from moleclip.training.outputs import write_text_atomically
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        dead = tmp_path / ".results.json.tmp-999999999.json"  # a run killed while writing results.json
+        dead.write_text('{"half": ')
+        live = tmp_path / f".results.json.tmp-{other.pid}.json"  # a process still writing it
+        live.write_text("{")
+        unrelated = tmp_path / ".results.json.tmp-notes.json"
+        unrelated.write_text("mine")
+        write_text_atomically(tmp_path / "results.json", "{}")
+        assert not dead.exists() and live.exists() and unrelated.exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["results.json", live.name, unrelated.name])
+    finally:
+        other.kill()
+        other.wait()

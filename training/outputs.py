@@ -87,6 +87,7 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> 
     """Call `write(temporary_path)`, then rename the temporary file to `path`; on any failure remove it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_writers_files(path)
     # ends in the target's suffix, so writers that choose a format by the name (pandas' .gz, numpy's .npy) still do
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
     try:
@@ -96,6 +97,19 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> 
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _remove_dead_writers_files(path: Path) -> None:
+    """Remove the temporary files of `path` that a killed process left (a kill skips write_atomically's clean-up):
+    hidden, possibly as large as the output, and found by nothing else, they would stay beside it for good."""
+    import glob
+
+    prefix = f".{path.name}.tmp-"
+    for old in path.parent.glob(glob.escape(prefix) + "*"):
+        pid = old.name[len(prefix):]
+        pid = pid[:len(pid) - len(path.suffix)] if path.suffix and pid.endswith(path.suffix) else pid
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            old.unlink(missing_ok=True)
 
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
