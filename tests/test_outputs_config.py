@@ -1,0 +1,26 @@
+"""MoleCLIPConfig as transformers' loaders use it: a setting given is used, or refused, never dropped."""
+
+import copy
+
+import pytest
+from transformers import AutoModelForImageClassification
+
+from moleclip import MoleCLIPConfig, MoleCLIPModel
+
+
+def test_num_labels_is_refused_instead_of_leaving_a_one_output_head(tmp_path):
+    MoleCLIPModel(MoleCLIPConfig.from_preset("tiny", pseudo_label_classes=[])).save_pretrained(tmp_path)
+    # transformers' idiom for a 3-class head; MoleCLIP's head has one output per target (num_targets)
+    with pytest.raises(ValueError, match="pass num_targets=3"):
+        AutoModelForImageClassification.from_pretrained(tmp_path, num_labels=3)
+    with pytest.raises(ValueError, match="pass num_targets=2"):
+        MoleCLIPConfig.from_preset("tiny", id2label={0: "toxic", 1: "active"})
+    model = AutoModelForImageClassification.from_pretrained(tmp_path, num_targets=3)
+    assert model.config.num_targets == 3 and model.head.layers[-1].out_features == 3
+
+
+def test_a_configs_own_dict_and_copies_still_build_it():
+    config = MoleCLIPConfig.from_preset("tiny", num_targets=2, task="classification")
+    again = MoleCLIPConfig(**config.to_dict())  # to_dict() carries transformers' default id2label
+    assert again.num_targets == 2 and copy.deepcopy(config).num_targets == 2
+    assert MoleCLIPConfig(**{**config.to_dict(), "num_targets": 3}).num_targets == 3
