@@ -115,6 +115,17 @@ class MoleCLIPConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         self._validate_moleclip()
 
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """As transformers' own, then the checks the constructor makes: from_pretrained(folder, task=..., num_targets=
+        ...) sets its keyword arguments after the constructor has checked the saved values, so a task that does not
+        exist or num_targets beside target names of another length were taken as given."""
+        result = super().from_dict(config_dict, **kwargs)
+        config = result[0] if isinstance(result, tuple) else result
+        config.pseudo_label_classes = [int(k) for k in config.pseudo_label_classes]
+        config._validate_moleclip()
+        return result
+
     def _validate_moleclip(self):
         get_task(self.task)
         regression_losses = get_task("regression").losses

@@ -24,3 +24,15 @@ def test_a_configs_own_dict_and_copies_still_build_it():
     again = MoleCLIPConfig(**config.to_dict())  # to_dict() carries transformers' default id2label
     assert again.num_targets == 2 and copy.deepcopy(config).num_targets == 2
     assert MoleCLIPConfig(**{**config.to_dict(), "num_targets": 3}).num_targets == 3
+
+
+def test_from_pretrained_checks_its_keyword_settings_as_the_constructor_does(tmp_path):
+    MoleCLIPConfig.from_preset("tiny", num_targets=2, target_names=["logS", "logP"]).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="2 target_names given for num_targets=3"):
+        MoleCLIPConfig.from_pretrained(tmp_path, num_targets=3)
+    with pytest.raises(ValueError, match="nonsense"):
+        MoleCLIPConfig.from_pretrained(tmp_path, task="nonsense")
+    config = MoleCLIPConfig.from_pretrained(tmp_path, num_targets=3, target_names=["a", "b", "c"])
+    assert config.num_targets == 3
+    config, unused = MoleCLIPConfig.from_pretrained(tmp_path, return_unused_kwargs=True, foo=1)
+    assert config.target_names == ["logS", "logP"] and unused == {"foo": 1}
