@@ -74,6 +74,9 @@ def check_before_work(args) -> dict:
                                   f"{args.output_dir} also holds {', '.join(others[:6])}"
                                   f"{f' and {len(others) - 6} more' if len(others) > 6 else ''}, which belong to the "
                                   "model being replaced: remove them, or choose another folder")
+    from moleclip.training.outputs import check_writable
+
+    check_writable(folder / "config.json", "--output-dir")  # a file in the way, a read-only place: said now
     if args.push_to_hub:
         from moleclip.training.hub import check_push_possible
 

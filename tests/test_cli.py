@@ -339,3 +339,9 @@ def test_init_overwrite_refuses_a_finetuned_folder_whose_other_files_would_descr
     assert main(["init", "--backbone", "tiny", "--output-dir", str(folder), "--seed", "2", "--overwrite"]) == 2
     assert "also holds ensemble, results.json, which belong to the model" in _one_line_error(capsys, "init")
     assert (folder / "model.safetensors").read_bytes() == weights
+
+
+def test_init_into_a_file_says_it_is_a_file_before_loading(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["init", "--backbone", "tiny", "--output-dir", str(tmp_path / "notes.txt")]) == 2
+    assert "notes.txt is a file, not a folder" in _one_line_error(capsys, "init")
