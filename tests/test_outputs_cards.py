@@ -37,3 +37,15 @@ def test_an_encoder_card_does_not_say_a_preset_started_from_clip(tmp_path, encod
     # the paper's model is described as the paper's, not as this checkpoint
     assert "The paper's MoleCLIP (Harnik et al." in intro and "What this checkpoint started from" in intro
     assert "| started from | the randomly initialised `tiny` preset |" in text
+
+
+def test_a_moleclip_folder_without_its_processor_gets_the_default_one_with_a_warning(tmp_path, encoder):
+    from moleclip.training.hub import load_processor, save_model_dir
+
+    # the paper's converted weights are fed B, G, R pictures; a default processor would feed them R, G, B
+    folder = save_model_dir(tmp_path / "primary", encoder, MoleCLIPImageProcessor(channel_order="bgr"))
+    assert load_processor(str(folder)).channel_order == "bgr"
+    (folder / "preprocessor_config.json").unlink()  # as model.save_pretrained(folder) alone leaves it
+    with pytest.warns(UserWarning, match="has no preprocessor_config.json: .* default processor"):
+        assert load_processor(str(folder)).channel_order == "rgb"
+    assert load_processor("tiny").channel_order == "rgb"  # presets and CLIP checkpoints take the default

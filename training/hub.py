@@ -286,6 +286,15 @@ def load_processor(spec: str, **overrides) -> MoleCLIPImageProcessor:
     path = Path(spec)
     if path.is_dir() and (path / "preprocessor_config.json").is_file():
         return MoleCLIPImageProcessor.from_pretrained(spec, **overrides)
+    if path.is_dir() and (path / "config.json").is_file() and _model_type_of(spec) == MoleCLIPConfig.model_type:
+        # model.save_pretrained(folder) alone leaves a folder like this. The default processor stands in, said aloud:
+        # it may draw other pictures (channel order, size, back end) than the model was trained on.
+        import warnings
+
+        warnings.warn(f"{spec} has no preprocessor_config.json: its molecules are drawn with the default processor "
+                      "(R, G, B; 224 px). If the model was trained on other pictures (the paper's converted weights "
+                      "take B, G, R), save its processor in the folder (processor.save_pretrained(folder))",
+                      UserWarning, stacklevel=2)
     if spec.endswith((".pth", ".pt")):
         from moleclip.convert_original import original_processor
 
