@@ -75,9 +75,23 @@ def _message(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
+# Errors of the setup, not of this package's code, that derive from RuntimeError: fonts and drawing back ends this
+# machine lacks (their messages say what to install), and memory. Named, not imported: the parser imports nothing heavy.
+_SETUP_ERRORS = ("FontNotFoundError", "DrawingBackendError", "BackendUnavailableError", "OutOfMemoryError")
+
+
 def _user_error(err: BaseException) -> bool:
-    """Errors that mean "your input or setup", not "a bug here": files, models, values, the network, imports."""
+    """Errors that mean "your input or setup", not "a bug here": files, models, values, the network, imports, missing
+    fonts or drawing back ends, memory."""
+    if isinstance(err, MemoryError) or any(cls.__name__ in _SETUP_ERRORS for cls in type(err).__mro__):
+        return True
     return isinstance(err, (OSError, ValueError, LookupError, ImportError))
+
+
+def _advice(err: BaseException) -> str:
+    if isinstance(err, MemoryError) or any(cls.__name__ == "OutOfMemoryError" for cls in type(err).__mro__):
+        return " (out of memory: use a smaller batch size, fewer workers, or another device)"
+    return ""
 
 
 class _CreatedFolders:
@@ -127,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = " ".join(line.strip() for line in _message(err).splitlines() if line.strip())
         if _user_error(err):
-            print(f"moleclip {args.command}: error: {message}", file=sys.stderr)
+            print(f"moleclip {args.command}: error: {message}{_advice(err)}", file=sys.stderr)
             return 2
         print(f"moleclip {args.command}: internal error ({type(err).__name__}): {message} "
               f"[{DEBUG_ENV}=1 shows the traceback]", file=sys.stderr)

@@ -345,3 +345,23 @@ def test_init_into_a_file_says_it_is_a_file_before_loading(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("x")
     assert main(["init", "--backbone", "tiny", "--output-dir", str(tmp_path / "notes.txt")]) == 2
     assert "notes.txt is a file, not a folder" in _one_line_error(capsys, "init")
+
+
+def test_a_missing_font_or_drawing_back_end_and_memory_are_setup_errors_not_internal_ones(monkeypatch, capsys):
+    import torch
+
+    from moleclip.processing.rendering import DrawingBackendError, FontNotFoundError
+    from moleclip_cli import render
+
+    for err in (FontNotFoundError("no TrueType font found: `pip install matplotlib`"),
+                DrawingBackendError("backend 'fast' cannot run here: install pycairo"),
+                torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), MemoryError()):
+        def fails(args, err=err):
+            raise err
+
+        monkeypatch.setattr(render, "run", fails)
+        assert main(["render", "CCO", "--output", "x.png"]) == 2, err
+        line = _one_line_error(capsys, "render")
+        assert "internal error" not in line and "MOLECLIP_DEBUG" not in line
+        if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+            assert "use a smaller batch size" in line
