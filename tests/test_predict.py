@@ -144,6 +144,21 @@ def test_a_hub_model_predicts_with_the_ensemble_and_domain_pushed_beside_it(trai
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(OSError, match="cannot load 'lab/moleclip-heavy'"):
         Predictor.load("lab/moleclip-heavy", uncertainty=True)
+    # nothing of it in the cache either: one error, no warning about "the model alone" that cannot load anyway
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(OSError, match="cannot load 'lab/moleclip-heavy'"):
+            Predictor.load("lab/moleclip-heavy")
+
+
+def test_a_preset_is_not_a_finetuned_model(capsys, tmp_path):
+    (tmp_path / "in.csv").write_text("smiles\nCCO\n")
+    assert cli(["predict", "--model", "tiny", "--input", str(tmp_path / "in.csv"), "--output",
+                str(tmp_path / "out.csv"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "'tiny' is a randomly initialised preset, not a finetuned model" in err and "pass" in err
 
 
 def test_an_unfinished_predict_does_not_resume_with_a_model_written_again(trained, tmp_path, monkeypatch, capsys):

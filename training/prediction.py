@@ -57,13 +57,23 @@ def _model_folder(spec: str, uncertainty: bool | None, domain: bool | None) -> s
     try:
         return local_model_folder(spec)
     except HubUnavailableError as err:
-        if uncertainty or domain:
-            raise
+        if uncertainty or domain or not _model_in_cache(spec):
+            raise  # one message: with nothing in the cache, the model alone cannot be read either
         import warnings
 
         warnings.warn(f"{err}; predicting with the model alone, without its ensemble and applicability domain",
                       UserWarning, stacklevel=3)
         return spec
+
+
+def _model_in_cache(spec: str) -> bool:
+    """Whether the Hub cache holds `spec`'s config (the model alone may then load offline)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(str(spec), "config.json"), str)
+    except Exception:  # not a valid repository name, say
+        return False
 
 
 def load_predictor(spec: str, trust_pickle: bool = False):
@@ -73,8 +83,11 @@ def load_predictor(spec: str, trust_pickle: bool = False):
     A pretrained encoder without a trained head is refused: its "predictions" would come from random weights.
     """
     from moleclip.training.baselines import FingerprintPredictor, ForestPredictor
-    from moleclip.training.hub import read_model_config
+    from moleclip.training.hub import PRESETS, read_model_config
 
+    if str(spec) in PRESETS:
+        raise ValueError(f"{spec!r} is a randomly initialised preset, not a finetuned model: pass the model/ folder "
+                         "that `moleclip finetune` wrote, or a Hub repository of one")
     path = Path(spec)
     if path.is_dir() and (path / FingerprintPredictor.CONFIG_FILE).is_file():
         return FingerprintPredictor.load(path), None
