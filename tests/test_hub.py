@@ -348,3 +348,20 @@ def test_a_push_over_an_earlier_push_leaves_none_of_the_earlier_models_files(tmp
     assert "ensemble/seed_1/model.safetensors" in pulled and "LICENSE" in pulled
     assert not any(name.startswith(("ensemble/seed_3", "ensemble/seed_1/" + MEMBER_FILE)) for name in pulled), pulled
     assert not any(".tmp-" in name for name in pulled)
+
+
+def test_a_push_that_may_be_public_says_it_carries_the_training_molecules(tmp_path, predictor):
+    from moleclip.training.hub import push_model_dir, save_model_dir
+
+    folder = save_model_dir(tmp_path / "model", predictor, MoleCLIPImageProcessor())
+    hub = RecordingHub(tmp_path / "hub")
+    push_model_dir(folder, "lab/plain", api=hub)  # no training molecules in it: nothing to say
+    (folder / "applicability.json").write_text(json.dumps({"metric": "tanimoto", "reference_ids": ["CCO", "CCN"],
+                                                           "reference_labels": [[0.1], [0.7]]}))
+    with pytest.warns(UserWarning, match=r"lab/esol: the upload holds the training molecules .*\(--hub-private\)"):
+        push_model_dir(folder, "lab/esol", api=hub)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        push_model_dir(folder, "lab/esol-private", private=True, api=hub)

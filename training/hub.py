@@ -364,6 +364,27 @@ def check_push_possible(api: HfApi | None = None) -> None:
         raise HubUnavailableError("HF_HUB_OFFLINE is set: unset it to push to the Hub, or leave --push-to-hub out")
 
 
+def _warn_of_training_molecules(folder: Path, repo_id: str) -> None:
+    """Say it when an upload that may be public carries the training molecules and their measured values: a finetuned
+    model's applicability domain keeps them (predict's nearest-training-molecule columns), and a company's assay data
+    would otherwise go to the Hub with nothing said."""
+    import warnings
+
+    carriers = []
+    for path in sorted(folder.rglob("applicability.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("reference_ids") or record.get("reference_labels"):
+            carriers.append(path.relative_to(folder).as_posix())
+    if carriers:
+        warnings.warn(f"{repo_id}: the upload holds the training molecules and their labels ({', '.join(carriers)}: "
+                      "the applicability domain and the nearest training molecule of each prediction); the repository "
+                      "is public unless it is private (--hub-private) or your organisation makes new ones private",
+                      UserWarning, stacklevel=2)
+
+
 def push_model_dir(
     folder: str | Path, repo_id: str, private: bool | None = None, token: str | None = None,
     commit_message: str = "Upload MoleCLIP model", api: HfApi | None = None,
@@ -375,6 +396,8 @@ def push_model_dir(
     if api is None:
         check_push_possible()
         api = HfApi()
+    if not private:
+        _warn_of_training_molecules(folder, repo_id)
     repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
     # Checkpoints, logs and the (possibly large) pseudo-label table stay local: the Hub repo gets the model,
     # processor, code, card and results. A temporary file of an interrupted write (outputs.write_atomically) or a
