@@ -46,13 +46,13 @@ MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
 
 
 def _replaced_by_a_save(name: str) -> bool:
-    """Whether a file of this name is one that saving a model writes anew (or, for other weights, that the saved
-    weights take precedence over): weights in any layout, config, processor, the code files, the card."""
+    """Whether a file of this name is one that saving a model writes anew: config, processor, safetensors weights
+    (transformers removes shards of an earlier save itself), the code files, the card. Not a pytorch_model.bin or a
+    shard index, which a save of one safetensors file leaves in place: old weights beside the new."""
     import fnmatch
 
     return name.endswith(".py") or any(fnmatch.fnmatch(name, pattern) for pattern in (
-        "config.json", "preprocessor_config.json", "README.md", "model*.safetensors", "model.safetensors.index.json",
-        "pytorch_model*.bin", "pytorch_model.bin.index.json", "__pycache__"))
+        "config.json", "preprocessor_config.json", "README.md", "model*.safetensors", "__pycache__"))
 
 
 def check_before_work(args) -> dict:

@@ -365,3 +365,12 @@ def test_a_missing_font_or_drawing_back_end_and_memory_are_setup_errors_not_inte
         assert "internal error" not in line and "MOLECLIP_DEBUG" not in line
         if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
             assert "use a smaller batch size" in line
+
+
+def test_init_overwrite_refuses_old_format_weights_a_save_would_leave_beside_the_new(tmp_path, capsys):
+    folder = tmp_path / "model"
+    assert main(["init", "--backbone", "tiny", "--output-dir", str(folder)]) == 0
+    (folder / "pytorch_model.bin").write_bytes(b"old weights")  # an older save of another model
+    capsys.readouterr()
+    assert main(["init", "--backbone", "tiny", "--output-dir", str(folder), "--overwrite"]) == 2
+    assert "also holds pytorch_model.bin" in _one_line_error(capsys, "init")
