@@ -59,8 +59,25 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(module.NAME, help=module.HELP, description=module.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(command)
+        _state_defaults(command)
         command.set_defaults(_run=module.run)
     return parser
+
+
+def _state_defaults(parser: argparse.ArgumentParser) -> None:
+    """Add "(default: X)" to the help of every option whose help does not say its default already (an option without
+    help gets that alone): --help is where a user reads what a command does when not told otherwise. None, False and
+    empty lists are no default worth stating."""
+    for action in parser._actions:
+        value = action.default
+        if not action.option_strings or value is None or value is False or value is argparse.SUPPRESS or value == []:
+            continue
+        text = action.help or ""
+        if "default" in text.lower():
+            continue
+        shown = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        shown = shown.replace("%", "%%")  # argparse %-formats help texts
+        action.help = f"{text} (default: {shown})" if text else f"default: {shown}"
 
 
 def _debug() -> bool:

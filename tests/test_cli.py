@@ -374,3 +374,20 @@ def test_init_overwrite_refuses_old_format_weights_a_save_would_leave_beside_the
     capsys.readouterr()
     assert main(["init", "--backbone", "tiny", "--output-dir", str(folder), "--overwrite"]) == 2
     assert "also holds pytorch_model.bin" in _one_line_error(capsys, "init")
+
+
+def test_every_option_with_a_default_states_it_in_the_help():
+    import argparse
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            default = action.default
+            if (not action.option_strings or default is None or default is False or default == []
+                    or default is argparse.SUPPRESS):
+                continue
+            assert "default" in (action.help or "").lower(), (name, action.option_strings)
+    text = " ".join(sub.choices["finetune"].format_help().split())
+    assert "--head-lr HEAD_LR [HEAD_LR ...] default: 0.001 0.0004 0.0001 4e-05 1e-05" in text
+    assert "--warmup-steps WARMUP_STEPS default: 0" in text  # a default of 0 is a default too
