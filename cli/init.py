@@ -74,6 +74,15 @@ def check_before_work(args) -> dict:
                                   f"{args.output_dir} also holds {', '.join(others[:6])}"
                                   f"{f' and {len(others) - 6} more' if len(others) > 6 else ''}, which belong to the "
                                   "model being replaced: remove them, or choose another folder")
+    elif folder.is_dir():
+        # Not a model's folder: a save would still write README.md, config files and its code files (*.py) there, over
+        # a project's own files of those names.
+        clashes = sorted(p.name for p in folder.iterdir() if p.is_file() and _replaced_by_a_save(p.name))
+        if clashes:
+            raise FileExistsError(f"{args.output_dir} holds {', '.join(clashes[:6])}"
+                                  f"{f' and {len(clashes) - 6} more' if len(clashes) > 6 else ''} but no model; saving "
+                                  "a model there would replace them (its card is README.md, its code *.py files): "
+                                  "choose a new or empty folder")
     from moleclip.training.outputs import check_writable
 
     check_writable(folder / "config.json", "--output-dir")  # a file in the way, a read-only place: said now

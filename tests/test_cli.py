@@ -391,3 +391,18 @@ def test_every_option_with_a_default_states_it_in_the_help():
     text = " ".join(sub.choices["finetune"].format_help().split())
     assert "--head-lr HEAD_LR [HEAD_LR ...] default: 0.001 0.0004 0.0001 4e-05 1e-05" in text
     assert "--warmup-steps WARMUP_STEPS default: 0" in text  # a default of 0 is a default too
+
+
+def test_init_into_a_projects_folder_does_not_replace_its_readme_or_code(tmp_path, capsys):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("# My assay project\n")
+    (project / "tasks.py").write_text("print('mine')\n")  # a name the model's code files also have
+    (project / "data.csv").write_text("smiles\nCCO\n")
+    assert main(["init", "--backbone", "tiny", "--output-dir", str(project)]) == 2
+    assert "holds README.md, tasks.py but no model" in _one_line_error(capsys, "init")
+    assert (project / "README.md").read_text() == "# My assay project\n" and not (project / "config.json").exists()
+    only_data = tmp_path / "data"
+    only_data.mkdir()
+    (only_data / "data.csv").write_text("smiles\nCCO\n")
+    assert main(["init", "--backbone", "tiny", "--output-dir", str(only_data)]) == 0  # nothing of its would be replaced
