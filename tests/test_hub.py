@@ -365,3 +365,16 @@ def test_a_push_that_may_be_public_says_it_carries_the_training_molecules(tmp_pa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         push_model_dir(folder, "lab/esol-private", private=True, api=hub)
+
+
+@pytest.mark.parametrize("value, offline", [("1", True), ("TRUE", True), ("on", True), ("0", False), ("no", False),
+                                            ("off", False), ("FALSE", False), ("", False)])
+def test_offline_mode_is_read_as_huggingface_hub_reads_it(monkeypatch, value, offline):
+    from moleclip.training.hub import HubUnavailableError, check_push_possible
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    if offline:
+        with pytest.raises(HubUnavailableError):
+            check_push_possible()
+    else:
+        check_push_possible()

@@ -360,7 +360,8 @@ STALE_ON_THE_HUB = ["ensemble/*", "applicability*", "uncertainty.json", "results
 def check_push_possible(api: HfApi | None = None) -> None:
     """Refuse a push to the Hub that cannot happen (offline mode, without a stand-in `api`); a job that pushes its
     result calls it before the work, not after."""
-    if api is None and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+    # read as huggingface_hub reads it (1, on, yes, true, any case): HF_HUB_OFFLINE=no or off is not offline
+    if api is None and os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE"):
         raise HubUnavailableError("HF_HUB_OFFLINE is set: unset it to push to the Hub, or leave --push-to-hub out")
 
 
