@@ -22,15 +22,29 @@ def add_arguments(parser) -> None:
                                "(default 300 3000; none: no heads)")
 
 
+RELEASED_NAME = "MoleCLIP - Primary.pth"  # the paper's file, Zenodo record 13826016
+
+
 def run(args) -> int:
+    from pathlib import Path
+
     from moleclip.convert_original import convert_original_checkpoint, original_processor
 
     from moleclip.training.hub import push_model_dir, save_model_dir
 
     overrides = check_before_work(args)  # a model in the way is refused before the file is read
     model = convert_original_checkpoint(args.input, **overrides)
-    card = {"title": "MoleCLIP (paper's primary encoder, converted)", "backbone": f"`{args.input}` (Harnik et al. 2025)",
-            "training_summary": "ChEMBL-25 pretraining by the paper's authors (4 epochs)", "repo_id": args.push_to_hub}
+    # The file records no training; the card says the paper's only of the file the paper released (by its name), not
+    # of any checkpoint in the reference code's format (a user's own pretraining with it).
+    name = Path(args.input).name
+    if name == RELEASED_NAME:
+        card = {"title": "MoleCLIP (paper's primary encoder, converted)",
+                "backbone": f"`{name}` (Harnik et al. 2025)",
+                "training_summary": "ChEMBL-25 pretraining by the paper's authors (4 epochs)"}
+    else:
+        card = {"title": f"MoleCLIP encoder converted from {name}", "backbone": f"`{name}` (the paper's format)",
+                "training_summary": "not recorded in the converted file"}
+    card["repo_id"] = args.push_to_hub
     # The released weights were trained on B, G, R pictures: the saved processor feeds them so (channel_order="bgr").
     folder = save_model_dir(args.output_dir, model, original_processor(), card=card)
     print(f"wrote {folder}")

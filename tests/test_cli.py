@@ -406,3 +406,18 @@ def test_init_into_a_projects_folder_does_not_replace_its_readme_or_code(tmp_pat
     only_data.mkdir()
     (only_data / "data.csv").write_text("smiles\nCCO\n")
     assert main(["init", "--backbone", "tiny", "--output-dir", str(only_data)]) == 0  # nothing of its would be replaced
+
+
+def test_convert_original_card_claims_the_papers_training_only_for_the_papers_file(tmp_path):
+    import torch
+
+    from test_convert_original import PREFIX, synthetic_visual_state
+
+    for name in ("MoleCLIP - Primary.pth", "my_chembl_run.pth"):  # the second: a user's own run of the reference code
+        path = tmp_path / name
+        torch.save({"model": {PREFIX + k: v for k, v in synthetic_visual_state().items()}}, path)
+        out = tmp_path / name.replace(" ", "_")
+        assert main(["convert-original", "--input", str(path), "--output-dir", str(out)]) == 0
+        card = (out / "README.md").read_text()
+        assert ("ChEMBL-25 pretraining by the paper's authors" in card) == (name == "MoleCLIP - Primary.pth")
+    assert "| training | not recorded in the converted file |" in card
