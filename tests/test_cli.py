@@ -416,7 +416,7 @@ def test_convert_original_card_claims_the_papers_training_only_for_the_papers_fi
     for name in ("MoleCLIP - Primary.pth", "my_chembl_run.pth"):  # the second: a user's own run of the reference code
         path = tmp_path / name
         torch.save({"model": {PREFIX + k: v for k, v in synthetic_visual_state().items()}}, path)
-        out = tmp_path / name.replace(" ", "_")
+        out = tmp_path / f"converted_{name[:-4].replace(' ', '_')}"
         assert main(["convert-original", "--input", str(path), "--output-dir", str(out)]) == 0
         card = (out / "README.md").read_text()
         assert ("ChEMBL-25 pretraining by the paper's authors" in card) == (name == "MoleCLIP - Primary.pth")
