@@ -37,7 +37,14 @@ def add_head_arguments(parser, heads_help: str) -> None:
 
 def _class_count(text: str) -> int | None:
     """A K of --pseudo-label-classes, or None for the word none (no heads), as the help says."""
-    return None if text.strip().lower() == "none" else int(text)
+    import argparse
+
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number or none: {text!r}") from None
 
 
 # The files that make a folder a model: one there is a model's (a trained one's, perhaps), not to be silently replaced

@@ -323,6 +323,9 @@ def test_init_heads_none_as_its_help_says_and_a_push_offline_is_refused_first(tm
     assert main(["init", "--backbone", "tiny", "--output-dir", str(tmp_path / "b"), "--pseudo-label-classes",
                  "4", "none"]) == 2
     assert "none means no heads" in _one_line_error(capsys, "init")
+    with pytest.raises(SystemExit):
+        main(["init", "--backbone", "tiny", "--output-dir", str(tmp_path / "b"), "--pseudo-label-classes", "abc"])
+    assert "--pseudo-label-classes: not a whole number or none: 'abc'" in capsys.readouterr().err
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["init", "--backbone", "tiny", "--output-dir", str(tmp_path / "c"), "--push-to-hub", "me/x"]) == 2
     assert "HF_HUB_OFFLINE is set" in _one_line_error(capsys, "init")
