@@ -108,8 +108,11 @@ def _remove_dead_writers_files(path: Path) -> None:
     for old in path.parent.glob(glob.escape(prefix) + "*"):
         pid = old.name[len(prefix):]
         pid = pid[:len(pid) - len(path.suffix)] if path.suffix and pid.endswith(path.suffix) else pid
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            old.unlink(missing_ok=True)
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) and old.is_file():
+            try:
+                old.unlink(missing_ok=True)
+            except OSError:  # another user's, a read-only folder: a tidy-up, never a reason for the write to fail
+                pass
 
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
