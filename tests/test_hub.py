@@ -338,6 +338,7 @@ def test_a_push_over_an_earlier_push_leaves_none_of_the_earlier_models_files(tmp
     (first / "ensemble" / "seed_3").mkdir(parents=True)
     (first / "ensemble" / "seed_3" / MEMBER_FILE).write_text("{}")
     (first / "LICENSE").write_text("MIT")  # as if added by hand to the repository: kept
+    (first / "training_results.json").write_text("{}")  # as a pretraining run's model folder has it
     push_model_dir(first, "lab/esol", api=hub)
     second = save_model_dir(tmp_path / "full" / "model", predictor, MoleCLIPImageProcessor())
     save_model_dir(second / "ensemble" / "seed_1", predictor, MoleCLIPImageProcessor())
@@ -347,7 +348,7 @@ def test_a_push_over_an_earlier_push_leaves_none_of_the_earlier_models_files(tmp
               if p.is_file()}
     assert "ensemble/seed_1/model.safetensors" in pulled and "LICENSE" in pulled
     assert not any(name.startswith(("ensemble/seed_3", "ensemble/seed_1/" + MEMBER_FILE)) for name in pulled), pulled
-    assert not any(".tmp-" in name for name in pulled)
+    assert not any(".tmp-" in name for name in pulled) and "training_results.json" not in pulled
 
 
 def test_a_push_that_may_be_public_says_it_carries_the_training_molecules(tmp_path, predictor):
