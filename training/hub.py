@@ -353,8 +353,8 @@ def save_model_dir(
 # an upload only adds, and a model's files mixed with another's load as a wrong model without an error (an earlier
 # frozen run's ensemble/seed_1/member.json beside a full run's seed_1 model makes predict use the old head; another
 # run's weights shard or trust files would be read too). Files a user added by hand (a licence, pictures) are kept.
-STALE_ON_THE_HUB = ["ensemble/*", "applicability*", "uncertainty.json", "results.json", "results.md", "*.safetensors",
-                    "*.bin", "*.index.json"]
+STALE_ON_THE_HUB = ["ensemble/*", "applicability*", "uncertainty.json", "results.json", "results.md",
+                    "training_results.json", "*.safetensors", "*.bin", "*.index.json"]
 
 
 def check_push_possible(api: HfApi | None = None) -> None:
