@@ -104,7 +104,7 @@ def run(args) -> int:
         from moleclip.training.screening import choose_device
 
         choose_device(args.device)  # a device this machine lacks: said before anything is loaded
-    check_run_folder(args.output_dir, OUTPUTS, overwrite=args.overwrite)
+    check_run_folder(args.output_dir, OUTPUTS, overwrite=args.overwrite, inputs={"--input": args.input})
     if args.input is not None:
         from ._common import read_input
 

@@ -38,7 +38,7 @@ def run(args) -> int:
     from moleclip.training.vector_index import (build_library_index, check_index_folder, read_embeddings,
                                                  save_index)
 
-    check_index_folder(args.output, args.overwrite)  # before reading a large file, not after
+    check_index_folder(args.output, args.overwrite, embeddings=args.embeddings)  # before reading a large file
     library = read_embeddings(args.embeddings, args.smiles_column)
     if library.skipped:
         rows = "1 row" if library.skipped == 1 else f"{library.skipped} rows"

@@ -377,3 +377,16 @@ def test_a_standardised_molecules_atoms_are_numbered_as_its_smiles_writes_them()
     # each row's layout position moved with its atom: bonded atoms are one drawn bond length apart
     lengths = [np.linalg.norm(image.coords[i] - image.coords[j]) for i, j in bonds]
     np.testing.assert_allclose(lengths, np.median(lengths), rtol=0.05)
+
+
+def test_overwrite_never_removes_the_input_it_reads(saved, tmp_path, capsys):
+    root, table = saved
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "molecules.csv").write_text(table.read_text())  # the user's table, where explain writes its own
+    args = ["explain", "--model", str(root / "fp"), "--input", str(out / "molecules.csv"), "--output-dir", str(out),
+            "--no-progress", "--overwrite"]
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert "--input" in err and "copy it out of the folder first" in err
+    assert (out / "molecules.csv").read_text() == table.read_text()  # untouched

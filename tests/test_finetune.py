@@ -459,3 +459,21 @@ def test_the_papers_numbers_are_shown_only_for_the_same_measurement(tmp_path, da
     assert row(str(own), ["log_solubility"]) is None
     assert row("nhcs", ["npa_charge_1"]) is None  # one of the paper's four targets is another measurement
     assert row("nhcs", ["npa_charge_1", "npa_charge_2", "npa_charge_3", "npa_charge_4"]) is not None
+
+
+def test_overwrite_leaves_folders_no_finetune_job_wrote(tmp_path, regression_csv):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mine.txt").write_text("a user's own model folder")
+    with pytest.raises(FileExistsError, match="no finetune job wrote"):
+        finetune(tmp_path, regression_csv, "--baseline", "fingerprint", "--seeds", "1", "--epochs", "1",
+                 "--overwrite")
+    assert (tmp_path / "model" / "mine.txt").is_file()
+    # a dataset file inside an earlier job's runs/ folder is refused too, not read and then deleted
+    job = tmp_path / "job"
+    (job / "runs" / "search").mkdir(parents=True)
+    (job / "results.json").write_text("{}")
+    data = job / "runs" / "data.csv"
+    data.write_text(regression_csv.read_text())
+    with pytest.raises(ValueError, match="--dataset"):
+        finetune(job, data, "--baseline", "fingerprint", "--seeds", "1", "--epochs", "1", "--overwrite")
+    assert data.is_file()

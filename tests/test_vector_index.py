@@ -451,3 +451,15 @@ def test_a_csv_library_embedded_with_standardisation_standardises_the_queries(li
     assert "standardised the same way" in capsys.readouterr().out
     hits = pd.read_csv(tmp_path / "h.csv", dtype={"id": str})
     assert hits["id"].tolist() == ["0004"] and hits["score"].iloc[0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_overwrite_never_removes_the_embeddings_it_reads(library, tmp_path, capsys):
+    root, _ = library
+    target = tmp_path / "index"
+    assert cli(["index", "--embeddings", str(root / "emb.csv"), "--output", str(target)]) == 0
+    library_file = target / "library.parquet"  # a user indexing the old index's own library table again
+    before = library_file.read_bytes()
+    capsys.readouterr()
+    assert cli(["index", "--embeddings", str(library_file), "--output", str(target), "--overwrite"]) == 2
+    assert "--embeddings" in capsys.readouterr().err
+    assert library_file.read_bytes() == before

@@ -380,8 +380,9 @@ def build_library_index(library: EmbeddedLibrary, metric: str = "cosine", kind: 
 
 
 # ------------------------------------------------------------------------------------------------ on disk
-def check_index_folder(folder: str | os.PathLike, overwrite: bool = False) -> None:
-    """Refuse, before any work, a folder that holds an index (unless `overwrite`) or cannot be written."""
+def check_index_folder(folder: str | os.PathLike, overwrite: bool = False, embeddings=None) -> None:
+    """Refuse, before any work, a folder that holds an index (unless `overwrite`) or cannot be written, and an
+    `embeddings` file that the overwrite would remove (a library.parquet inside the old index)."""
     from moleclip.training.outputs import check_run_folder
 
     folder = Path(folder).expanduser()
@@ -391,7 +392,8 @@ def check_index_folder(folder: str | os.PathLike, overwrite: bool = False) -> No
     if found and not overwrite:
         raise FileExistsError(f"{folder} already holds an index ({', '.join(found)}): pass --overwrite to replace it, "
                               "or choose another folder")
-    check_run_folder(folder, INDEX_OUTPUTS, overwrite=overwrite)  # and can it be written?
+    check_run_folder(folder, INDEX_OUTPUTS, overwrite=overwrite,  # and can it be written?
+                     inputs={"--embeddings": embeddings})
 
 
 def save_index(index: LibraryIndex, folder: str | os.PathLike, overwrite: bool = False) -> Path:

@@ -156,9 +156,23 @@ def finetune(args: argparse.Namespace, hub_api=None) -> dict:
         from moleclip.training.hub import check_push_possible
 
         check_push_possible(hub_api)  # now, not after the training whose model it would push
-    check_run_folder(args.output_dir, OUTPUTS, overwrite=args.overwrite)
+    _refuse_foreign_folder(Path(args.output_dir))
+    check_run_folder(args.output_dir, OUTPUTS, overwrite=args.overwrite,
+                     inputs={"--dataset": args.dataset, "--test-file": args.test_file, "--model": args.model,
+                             "--init-from": args.init_from})
     with contextlib.ExitStack() as held:
         return _finetune(args, hub_api, held)
+
+
+def _refuse_foreign_folder(folder: Path) -> None:
+    """`--overwrite` removes a finetune job's outputs, some of which have common names (runs/, plots/, model/): in a
+    folder that no finetune job wrote (no results.json, no runs/search or runs/final of an interrupted job) they are
+    the user's own, and are not touched."""
+    ours = (folder / "results.json").exists() or any((folder / "runs" / phase).is_dir() for phase in ("search", "final"))
+    common = [name for name in ("runs", "plots", "model") if (folder / name).exists()]
+    if common and not ours:
+        raise FileExistsError(f"{folder} holds {', '.join(common)} that no finetune job wrote there: choose another "
+                              "--output-dir (a finetune job writes these names and, with --overwrite, removes them)")
 
 
 def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> dict:
