@@ -12,9 +12,11 @@ This file dispatches and stands between the commands and the user:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+import warnings
 from pathlib import Path
 
 __all__ = ["COMMANDS", "main", "build_parser"]
@@ -140,12 +142,32 @@ class _CreatedFolders:
                 folder = folder.parent
 
 
+@contextlib.contextmanager
+def _one_line_warnings(command: str):
+    """The package's warnings (UserWarning) as one line each, `moleclip COMMAND: warning: ...`, like its errors, not
+    Python's "path:line: UserWarning:" and the source line; others, and everything under MOLECLIP_DEBUG=1, as
+    Python prints them. Only the formatting changes: warnings recorded or filtered by a caller stay so."""
+    original = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None):
+        if issubclass(category, UserWarning) and not _debug():
+            return f"moleclip {command}: warning: {' '.join(str(message).split())}\n"
+        return original(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = original
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     created = _CreatedFolders(args)
     try:
-        status = int(args._run(args) or 0)
+        with _one_line_warnings(args.command):
+            status = int(args._run(args) or 0)
     except KeyboardInterrupt:
         created.clean()
         if _debug():

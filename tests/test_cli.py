@@ -424,3 +424,24 @@ def test_convert_original_card_claims_the_papers_training_only_for_the_papers_fi
         card = (out / "README.md").read_text()
         assert ("ChEMBL-25 pretraining by the paper's authors" in card) == (name == "MoleCLIP - Primary.pth")
     assert "| training | not recorded in the converted file |" in card
+
+
+@pytest.mark.slow  # a fresh process: pytest records warnings in its own, so they never reach stderr here
+def test_warnings_are_one_line_like_errors(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    from moleclip.training.baselines import FingerprintPredictor
+
+    torch.manual_seed(0)
+    FingerprintPredictor(256, 1, "regression", hidden_size=16, target_names=["logS"]).save(tmp_path / "fp")
+    (tmp_path / "in.csv").write_text("smiles\nCCO\nCC(=O)[O-].[Na+]\n")  # a salt: predict warns about it
+    proc = subprocess.run([sys.executable, "-m", "moleclip_cli.main", "predict", "--model", str(tmp_path / "fp"),
+                           "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv"), "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "fragments" in line]
+    assert len(lines) == 1 and lines[0].startswith("moleclip predict: warning: "), proc.stderr
+    assert "UserWarning" not in proc.stderr and ".py:" not in proc.stderr
