@@ -30,12 +30,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="MoleCLIP/CLIP checkpoint (folder or Hub name), .pth, or preset")
     add_input_arguments(parser)
     parser.add_argument("--output", required=True, help=".parquet, .csv, .tsv (optionally .gz) or .npy")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="molecules per forward pass")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best available)")
     parser.add_argument("--r-groups", action="store_true", help="draw terminal atoms as R-group labels")
     add_standardize_argument(parser, None, "default: the setting saved with the model's processor (none unless the "
                              "model was finetuned with --standardize)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_screening_arguments(parser)
 
 

@@ -56,13 +56,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dataset", required=True, help="a named set (esol, bace, ...) or a CSV / Parquet file")
     g.add_argument("--data-dir", default=None,
                    help="folder of the named sets (default: $MOLECLIP_DATA_DIR, else ../shared/data beside the checkout)")
-    g.add_argument("--smiles-column", default=None)
-    g.add_argument("--target-columns", nargs="+", default=None)
-    g.add_argument("--task", choices=("regression", "classification"), default=None, help="default: inferred")
-    g.add_argument("--split", choices=SPLIT_KINDS, default=None, help="default: the named set's (scaffold for "
-                   "MoleculeNet, random for catalysis), random for files")
+    g.add_argument("--smiles-column", default=None,
+                   help="the SMILES column of a table (default: found by name: smiles, canonical_smiles, smi, mol)")
+    g.add_argument("--target-columns", nargs="+", default=None,
+                   help="the columns to predict (default: the named set's; a table's single numeric column, else "
+                        "refused)")
+    g.add_argument("--task", choices=("regression", "classification"), default=None,
+                   help="the task of the targets (default: inferred: classification when every label is 0 or 1)")
+    g.add_argument("--split", choices=SPLIT_KINDS, default=None,
+                   help="how molecules are split (default: the named set's (scaffold for MoleculeNet, random for "
+                        "catalysis), random for files)")
     g.add_argument("--fractions", nargs=3, type=float, default=list(DEFAULT_FRACTIONS),
-                   metavar=("TRAIN", "VALID", "TEST"))
+                   metavar=("TRAIN", "VALID", "TEST"), help="split fractions, summing to 1")
     g.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="one run per seed and setting")
     g.add_argument("--limit", type=int, default=None, help="use only the first N molecules (smoke tests)")
     g.add_argument("--split-column", default=None, metavar="COL",
@@ -87,11 +92,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--r-groups", action="store_true", help="draw terminal C O N S F Cl Br I atoms as R1..R8 labels")
     g.add_argument("--baseline", choices=("fingerprint", "random_forest"), default=None,
                    help="Morgan r2 2048-bit baseline: the same MLP head (fingerprint) or a random forest")
-    g.add_argument("--rf-estimators", type=int, default=500)
-    g.add_argument("--head-hidden-size", type=int, default=None, help="default: the backbone config's (512 for the "
-                   "paper's shape; 512 for the fingerprint baseline)")
-    g.add_argument("--head-num-layers", type=int, default=None)
-    g.add_argument("--regression-loss", choices=("l1", "mse"), default="l1")
+    g.add_argument("--rf-estimators", type=int, default=500, help="trees of --baseline random_forest")
+    g.add_argument("--head-hidden-size", type=int, default=None,
+                   help="width of the head's hidden layers (default: the backbone config's (512 for the paper's shape; "
+                        "512 for the fingerprint baseline))")
+    g.add_argument("--head-num-layers", type=int, default=None,
+                   help="hidden layers of the MLP head (default: the backbone config's, 3 as in the paper)")
+    g.add_argument("--regression-loss", choices=("l1", "mse"), default="l1",
+                   help="training loss of regression targets, on the standardised scale")
     g.add_argument("--init-factor", type=float, default=None,
                    help="weight initialisation scale of a preset's randomly initialised encoder (CLIP's default 1). "
                    "At 1, drawings (mostly white) give nearly the same embedding for every molecule and training "
@@ -101,26 +109,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "frozen mode's augmented views")
 
     g = p.add_argument_group("training (lists are grid axes)")
-    g.add_argument("--head-lr", nargs="+", type=float, default=list(HEAD_LRS))
-    g.add_argument("--encoder-lr", nargs="+", type=float, default=[ENCODER_LR])
-    g.add_argument("--weight-decay", nargs="+", type=float, default=[WEIGHT_DECAY])
-    g.add_argument("--augmentation", nargs="+", choices=AUGMENTATIONS, default=list(AUGMENTATIONS))
+    g.add_argument("--head-lr", nargs="+", type=float, default=list(HEAD_LRS), help="learning rates of the head")
+    g.add_argument("--encoder-lr", nargs="+", type=float, default=[ENCODER_LR],
+                   help="learning rates of the encoder (unused with --freeze-encoder and the baselines)")
+    g.add_argument("--weight-decay", nargs="+", type=float, default=[WEIGHT_DECAY],
+                   help="L2 weight decay (decoupled with --optimizer adamw)")
+    g.add_argument("--augmentation", nargs="+", choices=AUGMENTATIONS, default=list(AUGMENTATIONS),
+                   help="augmentation presets of the training pictures")
     g.add_argument("--head-dropout", nargs="+", type=float, default=None,
-                   help="default: the backbone config's (0, the paper's)")
+                   help="dropout of the head's hidden layers, a grid axis (default: the backbone config's (0, the "
+                        "paper's))")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
                    help="adam: L2 weight decay added to the gradient (torch.optim.Adam, the paper's); adamw: "
                    "decoupled weight decay")
-    g.add_argument("--epochs", type=int, default=60)
+    g.add_argument("--epochs", type=int, default=60, help="epochs of every run; its best-validation epoch is kept")
     g.add_argument("--final-epochs", type=int, default=None,
                    help="after the search, train the chosen setting again for this many epochs (the paper: 180-300)")
-    g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--eval-batch-size", type=int, default=128)
+    g.add_argument("--batch-size", type=int, default=64, help="training molecules per step")
+    g.add_argument("--eval-batch-size", type=int, default=128, help="molecules per batch when scoring")
     g.add_argument("--select-on", choices=("loss", "metric"), default="loss",
                    help="pick the epoch (and the setting) by validation loss (the paper) or validation metric")
-    g.add_argument("--max-grad-norm", type=float, default=None)
-    g.add_argument("--scheduler", choices=SCHEDULES, default="constant")
-    g.add_argument("--warmup-steps", type=int, default=0)
-    g.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None)
+    g.add_argument("--max-grad-norm", type=float, default=None,
+                   help="clip gradients to this norm (default: no clipping, as in the paper)")
+    g.add_argument("--scheduler", choices=SCHEDULES, default="constant", help="learning-rate schedule")
+    g.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps of the schedule")
+    g.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None,
+                   help="accelerate's mixed precision (default: accelerate's configuration, else no)")
     g.add_argument("--num-workers", type=int, default=0, help="DataLoader workers drawing training pictures")
     g.add_argument("--max-cached-images", type=int, default=20_000,
                    help="keep plain drawings in memory up to this many molecules (150 kB each at 224 px)")
@@ -134,13 +148,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "validation)")
 
     g = p.add_argument_group("output")
-    g.add_argument("--output-dir", required=True)
+    g.add_argument("--output-dir", required=True, help="folder of the results, runs, plots and the saved model")
     g.add_argument("--overwrite", action="store_true",
                    help="replace the results of an earlier job in --output-dir (refused without it)")
-    g.add_argument("--push-to-hub", default=None, metavar="REPO", help="upload the saved model with its model card")
-    g.add_argument("--hub-private", action="store_true")
-    g.add_argument("--no-plots", action="store_true")
-    g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--push-to-hub", default=None, metavar="REPO",
+                   help="upload the saved model with its model card; the upload holds the training molecules' SMILES and "
+                        "labels (the applicability domain)")
+    g.add_argument("--hub-private", action="store_true", help="create the Hub repository as private")
+    g.add_argument("--no-plots", action="store_true", help="write no plots")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:

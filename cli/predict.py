@@ -44,9 +44,9 @@ def add_arguments(parser) -> None:
                         help="finetuned model folder (`moleclip finetune`'s <output-dir>/model) or Hub name")
     add_input_arguments(parser)
     parser.add_argument("--output", required=True, help=".csv, .tsv (optionally .gz) or .parquet")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="molecules per forward pass")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best available)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--uncertainty", action=argparse.BooleanOptionalAction, default=None,
                         help="the model folder's ensemble (one model per finetuning seed): its mean, spread, and "
                         "conformal intervals (_lower/_upper, regression) or calibrated probabilities (classification), "

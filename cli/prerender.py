@@ -37,7 +37,7 @@ def add_arguments(parser) -> None:
                         help="replace an existing store, or start an interrupted one over (default: resume it)")
     parser.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the store to this Hub dataset repo")
     parser.add_argument("--private", action="store_true", help="make a new Hub repo private")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args, hub_api=None) -> int:

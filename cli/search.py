@@ -44,9 +44,9 @@ def add_arguments(parser) -> None:
                              "more exact)")
     parser.add_argument("--r-groups", action="store_true", help="draw SMILES queries with R-group labels, as embed "
                         "--r-groups drew the library")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="molecules per forward pass")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best available)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args) -> int:

@@ -392,8 +392,13 @@ def test_every_option_with_a_default_states_it_in_the_help():
                 continue
             assert "default" in (action.help or "").lower(), (name, action.option_strings)
     text = " ".join(sub.choices["finetune"].format_help().split())
-    assert "--head-lr HEAD_LR [HEAD_LR ...] default: 0.001 0.0004 0.0001 4e-05 1e-05" in text
-    assert "--warmup-steps WARMUP_STEPS default: 0" in text  # a default of 0 is a default too
+    assert "--head-lr HEAD_LR [HEAD_LR ...] learning rates of the head (default: 0.001 0.0004 0.0001 4e-05 1e-05)" in text
+    assert "--warmup-steps WARMUP_STEPS linear warm-up steps of the schedule (default: 0)" in text  # 0 is a default too
+    # and every option says what it is for, not only its default
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help and not action.help.startswith("default:"), (name, action.option_strings)
 
 
 def test_init_into_a_projects_folder_does_not_replace_its_readme_or_code(tmp_path, capsys):
