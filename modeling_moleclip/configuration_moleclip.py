@@ -97,16 +97,18 @@ class MoleCLIPConfig(PreTrainedConfig):
     initializer_factor: float = 1.0
 
     def __post_init__(self, **kwargs):
-        # transformers' way of sizing a classifier (`num_labels=3`, or `id2label`) is not how MoleCLIP sizes its head
-        # (one output per target: `num_targets`); taken quietly, it left a one-output head under a config saying 3.
+        # transformers' way of sizing a classifier (`num_labels=3`, or `id2label`) sizes a MoleCLIP head too: one output
+        # per target, `num_targets`, taken from it when num_targets was left at its default of 1 (taken quietly
+        # before, it left a one-output head under a config saying 3); a num_targets that says otherwise is refused.
         # (transformers' own default, LABEL_0 and LABEL_1, comes back with every to_dict() and means nothing here)
         labels = kwargs.get("num_labels")
         if labels is None and self.id2label and any(str(v) != f"LABEL_{k}" for k, v in self.id2label.items()):
             labels = len(self.id2label)
         if labels is not None and int(labels) != self.num_targets:
-            raise ValueError(f"num_labels / id2label ({labels}) do not size a MoleCLIP head: it has one output per "
-                             f"target, num_targets (here {self.num_targets}); pass num_targets={labels} (and task, "
-                             "target_names) instead")
+            if self.num_targets != 1:
+                raise ValueError(f"num_labels / id2label ({labels}) and num_targets ({self.num_targets}) disagree: a "
+                                 "MoleCLIP head has one output per target; give one of them")
+            self.num_targets = int(labels)
         if self.pseudo_label_classes is None:
             self.pseudo_label_classes = [300, 3000]
         self.pseudo_label_classes = [int(k) for k in self.pseudo_label_classes]

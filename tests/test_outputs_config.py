@@ -8,13 +8,14 @@ from transformers import AutoModelForImageClassification
 from moleclip import MoleCLIPConfig, MoleCLIPModel
 
 
-def test_num_labels_is_refused_instead_of_leaving_a_one_output_head(tmp_path):
+def test_num_labels_sizes_the_head_instead_of_leaving_a_one_output_head(tmp_path):
     MoleCLIPModel(MoleCLIPConfig.from_preset("tiny", pseudo_label_classes=[])).save_pretrained(tmp_path)
-    # transformers' idiom for a 3-class head; MoleCLIP's head has one output per target (num_targets)
-    with pytest.raises(ValueError, match="pass num_targets=3"):
-        AutoModelForImageClassification.from_pretrained(tmp_path, num_labels=3)
-    with pytest.raises(ValueError, match="pass num_targets=2"):
-        MoleCLIPConfig.from_preset("tiny", id2label={0: "toxic", 1: "active"})
+    # transformers' idiom for a 3-output head; MoleCLIP's head has one output per target (num_targets)
+    model = AutoModelForImageClassification.from_pretrained(tmp_path, num_labels=3)
+    assert model.config.num_targets == 3 and model.head.layers[-1].out_features == 3
+    assert MoleCLIPConfig.from_preset("tiny", id2label={0: "toxic", 1: "active"}).num_targets == 2
+    with pytest.raises(ValueError, match="disagree"):
+        MoleCLIPConfig.from_preset("tiny", num_targets=2, num_labels=3)
     model = AutoModelForImageClassification.from_pretrained(tmp_path, num_targets=3)
     assert model.config.num_targets == 3 and model.head.layers[-1].out_features == 3
 
