@@ -284,8 +284,8 @@ def prepare_for_drawing(mol: Chem.Mol) -> Chem.Mol:
     """A copy of ``mol`` ready to draw: 2D coordinates, kekulized, chiral hydrogens added, bonds wedged.
 
     This is the expensive step of drawing; do it once per molecule (see :class:`CoordinateCache`). Existing 2D
-    coordinates are kept; 3D ones, and ones that put every atom on one point, are replaced by a 2D layout. Raises :class:`InvalidMoleculeError` if RDKit cannot
-    lay the molecule out.
+    coordinates are kept; 3D ones, and ones that put every atom on one point, are replaced by a 2D layout. Raises
+    :class:`InvalidMoleculeError` if RDKit cannot lay the molecule out.
     """
     if not isinstance(mol, Chem.Mol):
         raise TypeError(f"prepare_for_drawing expects an RDKit Mol, got {type(mol).__name__}")
