@@ -216,6 +216,7 @@ def test_one_job_per_folder_unless_overwrite_which_leaves_no_stale_results(tmp_p
 
 def test_a_folder_held_by_a_live_process_is_refused(tmp_path):
     import os
+    import socket
     import subprocess
     import sys
 
@@ -231,8 +232,13 @@ def test_a_folder_held_by_a_live_process_is_refused(tmp_path):
         holder.kill()
         holder.wait()
     with hold_run_folder(tmp_path):  # the holder died: its lock is taken over
-        assert (tmp_path / ".moleclip.lock").read_text() == str(os.getpid())
+        assert (tmp_path / ".moleclip.lock").read_text() == f"{os.getpid()} {socket.gethostname()}"
     assert not (tmp_path / ".moleclip.lock").exists()
+    # a run on another machine sharing the file system: its pid means nothing here, so it is not taken for dead
+    (tmp_path / ".moleclip.lock").write_text("999999999 node-7")
+    with pytest.raises(FolderInUseError, match=r"pid 999999999 on node-7.*delete .*\.moleclip\.lock"):
+        with hold_run_folder(tmp_path):
+            pass
 
 
 # ----------------------------------------------------------------------------------------------------------- splits

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -154,12 +155,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _holder(lock: Path) -> int:
-    """The pid written in a lock file (0: none readable)."""
+def _me() -> tuple[int, str]:
+    """What a lock file of this process holds: its pid and the machine's name (a run folder on a file system that
+    several machines share can be held by a process elsewhere, whose pid means nothing here)."""
+    return os.getpid(), socket.gethostname()
+
+
+def _holder(lock: Path) -> tuple[int, str]:
+    """(pid, host) written in a lock file; (0, "") when none is readable, host "" for a lock written before locks
+    named their machine (taken as this one's)."""
     try:
-        return int(lock.read_text().strip() or 0)
+        fields = lock.read_text().split()
+        return (int(fields[0]), fields[1] if len(fields) > 1 else "") if fields else (0, "")
     except (OSError, ValueError):
-        return 0
+        return 0, ""
+
+
+def _held_by_someone_else(holder: tuple[int, str]) -> bool:
+    pid, host = holder
+    if not pid or holder == _me() or (pid == os.getpid() and not host):
+        return False
+    if host and host != socket.gethostname():
+        return True  # a process on another machine: its liveness cannot be checked from here
+    return _alive(pid)
 
 
 @contextlib.contextmanager
@@ -195,17 +213,19 @@ def _lock(lock: Path, what: str) -> Iterator[None]:
                 handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = _holder(lock)
-                if holder and holder != os.getpid() and _alive(holder):
-                    # The pid may since belong to another program (a container restarts its pids from 1): say how
-                    # to get out, not only to wait for a run that may be long gone.
-                    raise FolderInUseError(f"{what} is being written by another process (pid {holder}); wait for "
-                                           f"it, or choose another output. If no moleclip run is writing it (pid "
-                                           f"{holder} is another program), delete {lock} and run again") from None
+                if _held_by_someone_else(holder):
+                    pid, host = holder
+                    where = f"pid {pid}" + (f" on {host}" if host and host != socket.gethostname() else "")
+                    # The pid may since belong to another program (a container restarts its pids from 1), or the run
+                    # on another machine may be long gone: say how to get out, not only to wait.
+                    raise FolderInUseError(f"{what} is being written by another process ({where}); wait for it, or "
+                                           f"choose another output. If no moleclip run is writing it, delete {lock} "
+                                           "and run again") from None
                 if _holder(lock) == holder:  # still the dead process's (not one another process has just taken)
                     lock.unlink(missing_ok=True)
                 continue
             with os.fdopen(handle, "w") as out:
-                out.write(str(os.getpid()))
+                out.write("{} {}".format(*_me()))
             break
         else:
             raise FolderInUseError(f"{what}: could not take its lock file {lock}")
@@ -213,7 +233,7 @@ def _lock(lock: Path, what: str) -> Iterator[None]:
         yield
     finally:
         with _guarded(lock.parent):
-            if _holder(lock) == os.getpid():  # ours: never another process's that took over meanwhile
+            if _holder(lock) == _me():  # ours: never another process's that took over meanwhile
                 lock.unlink(missing_ok=True)
 
 
