@@ -97,3 +97,16 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write_of_that_fi
     finally:
         other.kill()
         other.wait()
+
+
+def test_an_atomic_write_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):
+    import os
+
+    from moleclip.training import outputs
+
+    events = []
+    monkeypatch.setattr(outputs.os, "fsync", lambda fd: events.append("fsync"))
+    real_replace = os.replace
+    monkeypatch.setattr(outputs.os, "replace", lambda a, b: events.append("rename") or real_replace(a, b))
+    outputs.write_text_atomically(tmp_path / "results.json", "{}")
+    assert events == ["fsync", "rename"] and (tmp_path / "results.json").read_text() == "{}"

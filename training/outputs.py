@@ -84,6 +84,14 @@ def check_writable(path: str | os.PathLike, option: str = "--output") -> Path:
     return path
 
 
+def _flush_to_disk(path: Path) -> None:
+    """The file's bytes on the disk before it is renamed into place: after a power cut, a rename can otherwise survive
+    while the data does not, leaving an empty file where the previous one was whole."""
+    if path.is_file():  # a writer may write a folder (a faiss index is one file; some writers make folders)
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call `write(temporary_path)`, then rename the temporary file to `path`; on any failure remove it."""
     path = Path(path)
@@ -93,6 +101,7 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
     try:
         write(tmp)
+        _flush_to_disk(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
