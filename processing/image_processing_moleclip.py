@@ -1,7 +1,7 @@
 """The MoleCLIP image processor: SMILES (or RDKit molecules, or ready images) in, normalised `pixel_values` out.
 
-It travels to the Hugging Face Hub as remote code together with `rendering.py`, `cairo_replay.py`, `augment.py` and
-`molecules.py` (flat relative imports only), so `AutoImageProcessor.from_pretrained(repo, trust_remote_code=True)`
+It travels to the Hugging Face Hub as remote code together with the files it imports (`rendering.py`, `fonts.py`,
+`cairo_replay.py`, `augment.py`, `molecules.py`, `standardize.py`; flat relative imports only), so `AutoImageProcessor.from_pretrained(repo, trust_remote_code=True)`
 works where this package is not installed (RDKit is still needed to draw).
 
 It follows transformers' image-processor conventions (a `PilBackend` subclass: PIL and numpy, no torchvision): the

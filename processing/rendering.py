@@ -54,6 +54,7 @@ from .cairo_replay import (
     note_fallback,
     replay,
 )
+from .fonts import FONT_NAMES, font_dirs, locate_font
 from .molecules import InvalidMoleculeError, quiet_rdkit, to_mol
 from .standardize import standardize_mol
 
@@ -81,32 +82,6 @@ __all__ = [
 BACKENDS = ("hybrid", "cairo", "fast")
 DEFAULT_BACKEND = "hybrid"  # today's pixels: RDKit's Cairo for plain drawings, the replay for random styles
 
-# The paper's randomised drawing picks from these TrueType files (as shipped with matplotlib). cmmi10 (Computer
-# Modern math italic), which the reference list also had, is left out: its character map puts harpoons at the
-# ASCII '+' and '-' positions, so every formal charge would be drawn as an arrow.
-FONT_NAMES = (
-    "DejaVuSans.ttf",
-    "DejaVuSans-Bold.ttf",
-    "DejaVuSans-Oblique.ttf",
-    "DejaVuSans-BoldOblique.ttf",
-    "DejaVuSerif.ttf",
-    "DejaVuSerif-Bold.ttf",
-    "DejaVuSerif-Italic.ttf",
-    "DejaVuSerif-BoldItalic.ttf",
-    "DejaVuSansMono.ttf",
-    "DejaVuSansMono-Bold.ttf",
-    "DejaVuSansMono-Oblique.ttf",
-    "DejaVuSansMono-BoldOblique.ttf",
-    "STIXGeneral.ttf",
-    "STIXGeneralItalic.ttf",
-    "STIXGeneralBol.ttf",
-    "STIXGeneralBolIta.ttf",
-    "cmr10.ttf",
-    "cmb10.ttf",
-    "cmss10.ttf",
-    "cmtt10.ttf",
-)
-
 # R1..R8 in the paper's order.
 R_GROUP_ELEMENTS = ("C", "O", "N", "S", "F", "Cl", "Br", "I")
 _R_INDEX = {symbol: i + 1 for i, symbol in enumerate(R_GROUP_ELEMENTS)}
@@ -121,40 +96,6 @@ class DrawingBackendError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------------------------ fonts
-def _font_dirs() -> list[str]:
-    dirs = []
-    try:
-        import matplotlib
-
-        dirs.append(os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf"))
-    except ImportError:  # matplotlib is a dependency, but the system fonts may still do
-        pass
-    home = os.path.expanduser("~")
-    dirs += [
-        "/usr/share/fonts",
-        "/usr/local/share/fonts",
-        os.path.join(home, ".fonts"),
-        os.path.join(home, ".local", "share", "fonts"),
-        "/Library/Fonts",
-        "/System/Library/Fonts",
-        os.path.join(home, "Library", "Fonts"),
-        os.path.join(os.environ.get("WINDIR", r"C:\Windows"), "Fonts"),
-    ]
-    return [d for d in dirs if os.path.isdir(d)]
-
-
-def _locate(name: str, dirs: Sequence[str]) -> str | None:
-    for d in dirs:
-        direct = os.path.join(d, name)
-        if os.path.isfile(direct):
-            return direct
-        # System font folders nest by family (e.g. /usr/share/fonts/truetype/dejavu/).
-        for root, _, files in os.walk(d):
-            if name in files:
-                return os.path.join(root, name)
-    return None
-
-
 _PROBE_SMILES = "OC(=O)c1ccc(Cl)cc1[NH3+]"
 
 
@@ -176,8 +117,8 @@ def _probe_molecule() -> Chem.Mol:
 
 @lru_cache(maxsize=1)
 def _find_fonts_cached() -> tuple[str, ...]:
-    dirs = _font_dirs()
-    located = [p for p in (_locate(name, dirs) for name in FONT_NAMES) if p is not None]
+    dirs = font_dirs()
+    located = [p for p in (locate_font(name, dirs) for name in FONT_NAMES) if p is not None]
     reference = _render_cairo(_probe_molecule(), 96, DrawingStyle(font_size=20), False)
     usable = tuple(p for p in located if _rdkit_can_use(p, reference))
     if not usable:

@@ -81,7 +81,7 @@ def test_find_fonts_returns_usable_files_from_the_paper_list(fonts):
 
 
 def test_missing_fonts_raise_a_helpful_error(monkeypatch):
-    monkeypatch.setattr(rendering, "_font_dirs", lambda: [])
+    monkeypatch.setattr(rendering, "font_dirs", lambda: [])
     rendering._find_fonts_cached.cache_clear()
     try:
         with pytest.raises(FontNotFoundError, match="matplotlib") as info:
