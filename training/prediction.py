@@ -147,7 +147,7 @@ def predict_values(model, processor, smiles: Sequence[str], batch_size: int = 64
                                                progress=progress, on_error="skip", logits=logits)
         names = model.config.target_names or [f"target_{j}" for j in range(model.config.num_targets)]
         task = model.config.task
-    full = np.full((len(smiles), values.shape[1] if values.ndim == 2 and values.shape[1] else len(names)), np.nan)
+    full = np.full((len(smiles), values.shape[1]), np.nan)  # values are [kept, T], also when nothing was kept
     if len(kept):
         full[np.asarray(kept)] = values
     return full, list(names), skipped, task
@@ -328,11 +328,8 @@ class Predictor:
 
         missing = {s.index for s in skipped}
         usable = np.array([i not in missing for i in range(len(smiles))])
-        members = []
-        if not usable.any():  # nothing to predict: the same columns, empty, so that every call has the same ones
-            empty = np.empty((0, len(names)))
-            members = [empty] * len(self.trust["members"])
-        for folder, model, processor in (self._member_models() if usable.any() else []):
+        members = []  # with no usable molecule, every member gives [0, T]: the same columns, empty
+        for folder, model, processor in self._member_models():
             # Classification members give logits, as finetune took them (the ensemble averages their probabilities)
             if drawn is not None and folder in drawn:
                 values, member_skipped = drawn[folder], skipped

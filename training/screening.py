@@ -441,10 +441,10 @@ def _shard_frames(paths: list[Path]) -> Iterator[pd.DataFrame]:
 
 
 def _output_schema(paths: list[Path]):
-    """The output's columns, in order, with their types: every shard's, unified. A chunk in which no molecule could
-    be used can lack the columns computed from usable ones only (a predictor's ensemble spread and intervals), so the
-    order is that of the shard with the most columns, and every shard is filled to it (written as they came, a short
-    shard's cells went under other columns' headers). A column typed differently in two shards (all-missing in one:
+    """The output's columns, in order, with their types: every shard's, unified. `compute` should give every chunk
+    the same columns (`Predictor.predict` does, also for a chunk with no usable molecule); should one give fewer, the
+    order is that of the shard with the most columns and every shard is filled to it, never written as it came (a
+    short shard's cells would go under other columns' headers). A column typed differently in two shards (all-missing in one:
     null; True/False in another) takes the type that holds both."""
     import pyarrow as pa
     import pyarrow.parquet as pq
