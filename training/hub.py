@@ -25,8 +25,8 @@ logger = logging.getLogger(__name__)
 from moleclip.model_cards import render_model_card
 
 __all__ = ["HubUnavailableError", "check_init_factor", "check_model_exists", "check_push_possible", "load_backbone",
-           "load_processor",
-           "looks_like_local_path", "read_model_config", "save_model_dir", "push_model_dir", "describe_backbone"]
+           "load_processor", "looks_like_local_path", "read_model_config", "save_model_dir", "push_model_dir",
+           "describe_backbone"]
 
 DEFAULT_BACKBONE = "openai/clip-vit-base-patch16"
 

@@ -149,8 +149,8 @@ def check_run_folder(folder: str | os.PathLike, outputs: Sequence[str], overwrit
                 continue
             path = Path(value).expanduser().resolve()
             if any(path == old or old in path.parents for old in removed):
-                raise ValueError(f"{option} {value} is one of the earlier outputs in {folder} that --overwrite "
-                                 "removes: copy it out of the folder first, or write to another folder")
+                raise ValueError(f"{option} {value} is inside {folder}, whose earlier run --overwrite removes: copy "
+                                 "it out of the folder first, or write to another folder")
     check_writable(folder / LOCK_FILE, "the output folder")
 
 
@@ -215,7 +215,8 @@ def _guarded(folder: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _lock(lock: Path, what: str) -> Iterator[None]:
-    """Hold `lock` (a file with this process's pid; the lock of a process that died is taken over) while inside."""
+    """Hold `lock` (a file with this process's pid and machine; the lock of a process here that died is taken over)
+    while inside."""
     with _guarded(lock.parent):
         for _ in range(2):
             try:

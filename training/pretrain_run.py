@@ -226,10 +226,10 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
     from moleclip.training.outputs import check_run_folder
 
     config.check_required()
-    if config.overwrite and config.resume is None:
-        _check_not_replaced(config)
+    replacing = config.overwrite and config.resume is None  # a resume removes nothing
     check_run_folder(config.output_dir, RUN_OUTPUTS, overwrite=config.overwrite or config.resume is not None,
-                     resumable=True)
+                     resumable=True,
+                     inputs={"--input": config.input, "--prerendered": config.prerendered} if replacing else None)
     _check_sources(config)
     if config.push_to_hub:
         from moleclip.training.hub import check_push_possible
@@ -237,20 +237,6 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
         check_push_possible(hub_api)  # now, not after the training whose model it would push
     with contextlib.ExitStack() as held:
         return _pretrain(config, hub_api, held)
-
-
-def _check_not_replaced(config: PretrainConfig) -> None:
-    """Refuse an --overwrite that would remove the run's own input: the earlier run's pseudo_labels.parquet (or a
-    store kept in its folder) given as --input / --prerendered of the run replacing it."""
-    folder = Path(config.output_dir).resolve()
-    removed = [folder / name for name in RUN_OUTPUTS]
-    for option, value in (("--input", config.input), ("--prerendered", config.prerendered)):
-        if not value:
-            continue
-        path = Path(value).expanduser().resolve()
-        if any(path == old or old in path.parents for old in removed):
-            raise ValueError(f"{option} {value} is inside {config.output_dir}, whose earlier run --overwrite removes: "
-                             "copy it out of the folder first, or write this run to another --output-dir")
 
 
 def _check_sources(config: PretrainConfig) -> None:
