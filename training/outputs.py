@@ -149,8 +149,8 @@ def check_run_folder(folder: str | os.PathLike, outputs: Sequence[str], overwrit
                 continue
             path = Path(value).expanduser().resolve()
             if any(path == old or old in path.parents for old in removed):
-                raise ValueError(f"{option} {value} is inside {folder}, whose earlier run --overwrite removes: copy "
-                                 "it out of the folder first, or write to another folder")
+                raise ValueError(f"{option} {value} is one of the earlier outputs in {folder}, so it is inside what "
+                                 "--overwrite removes: copy it out of the folder first, or write to another folder")
     check_writable(folder / LOCK_FILE, "the output folder")
 
 
