@@ -124,7 +124,7 @@ def _explain(args, table, folder) -> int:
 
     from moleclip.processing.molecules import InvalidMoleculeError, SkippedMolecule
     from moleclip.training.explain import atom_picture, heatmap_picture, make_explainer, target_names
-    from moleclip.training.outputs import SKIPPED_COLUMN, mark_skipped, write_atomically
+    from moleclip.training.outputs import SKIPPED_COLUMN, mark_skipped, refuse_column_clash, write_atomically
     from moleclip.training.prediction import load_predictor
 
     from ._common import report_skipped, write_table
@@ -149,9 +149,7 @@ def _explain(args, table, folder) -> int:
     if pixel_methods:
         files["pixels_picture"] = [""] * len(frame)
     written = {"input_row", "atom_index", "element", *methods, "target", *summary, *files, SKIPPED_COLUMN}
-    clash = sorted(set(map(str, frame.columns)) & written)
-    if clash:  # before any work: the output would hold two columns of one name
-        raise ValueError(f"the input has column(s) {', '.join(clash)} that the explanation writes; rename them")
+    refuse_column_clash(frame.columns, written, "the explanation writes")  # before any work
     atom_tables, skipped, unconverged = [], [], []
     digits = max(4, len(str(len(frame) - 1)))
     for row, smiles in enumerate(tqdm(table.smiles, desc="explaining", unit="molecule", disable=args.no_progress)):

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN, mark_skipped, mark_standardized
+from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN, mark_skipped, mark_standardized, \
+    refuse_column_clash
 from moleclip.training.prediction import local_model_folder
 
 __all__ = ["INSTALL_HINT", "MODEL_ENV", "AppOutput", "MoleculeApp", "build_app", "local_model_folder",
@@ -178,10 +179,7 @@ class MoleculeApp:
         result = predictor.predict(smiles, progress=False)
         skipped = {s.index: s for s in result.skipped}
         out = frame.copy()
-        clash = sorted(set(map(str, out.columns)) & (set(result.columns) | {SKIPPED_COLUMN}))
-        if clash:
-            raise ValueError(f"the input has column(s) {', '.join(clash)}, which the results would overwrite; rename "
-                             "them")
+        refuse_column_clash(out.columns, [*result.columns, SKIPPED_COLUMN], "the results would overwrite")
         for name, values in result.columns.items():
             out[name] = values
         mark_skipped(out, result.skipped)

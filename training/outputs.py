@@ -20,7 +20,7 @@ from pathlib import Path
 
 __all__ = ["check_writable", "write_atomically", "write_text_atomically", "check_run_folder", "hold_run_folder",
            "hold_output_file", "FolderInUseError", "SKIPPED_COLUMN", "STANDARDIZED_COLUMN", "mark_skipped",
-           "mark_standardized", "standardized_column", "embedding_columns"]
+           "mark_standardized", "standardized_column", "embedding_columns", "refuse_column_clash"]
 
 LOCK_FILE = ".moleclip.lock"
 
@@ -60,6 +60,14 @@ def mark_standardized(frame, column: list | None) -> None:
     belongs to; nothing when molecules were not standardised (None)."""
     if column is not None:
         frame[STANDARDIZED_COLUMN] = column
+
+
+def refuse_column_clash(columns, written, writes: str, where: str = "the input") -> None:
+    """Refuse, before any work, input `columns` that an output keeping them beside its own (`written`) would overwrite
+    or hold twice. `writes` completes "which ...", e.g. "the output writes"."""
+    clash = sorted(set(map(str, columns)) & set(map(str, written)))
+    if clash:
+        raise ValueError(f"{where} has column(s) {', '.join(clash)}, which {writes}: rename them")
 
 
 class FolderInUseError(OSError):

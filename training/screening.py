@@ -32,7 +32,7 @@ import pandas as pd
 
 from moleclip.processing.molecules import SkippedMolecule
 from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN, embedding_columns, mark_skipped, \
-    mark_standardized, standardized_column
+    mark_standardized, refuse_column_clash, standardized_column
 
 __all__ = ["ScreenSummary", "PictureBatches", "Embedder", "ChunkPredictor", "choose_device",
            "default_workers", "draw_chunk", "hold_output", "parts_folder", "process_rank", "screen", "skipped_message"]
@@ -283,10 +283,8 @@ def _chunk_frame(chunk, columns: dict, skipped: list, standardized: list | None)
     (when standardising) and the input lines."""
     frame = chunk.frame.reset_index(drop=True)
     written = [*columns, SKIPPED_COLUMN, LINE_COLUMN, *([STANDARDIZED_COLUMN] if standardized is not None else [])]
-    clash = [c for c in written if c in set(map(str, frame.columns))]
-    if clash:  # an input column would be overwritten (the reason column) or doubled (emb_0...): refused, not lost
-        raise ValueError(f"the input has column(s) {', '.join(clash)}, which the output writes: rename them in the "
-                         "input (e.g. the output of an earlier run holds them)")
+    # an input column would be overwritten (the reason column) or doubled (emb_0...): refused, not lost
+    refuse_column_clash(frame.columns, written, "the output writes (the output of an earlier run holds them, say)")
     frame = pd.concat([frame, pd.DataFrame({k: list(v) if getattr(v, "dtype", None) == object else v
                                             for k, v in columns.items()})], axis=1)
     mark_skipped(frame, skipped)

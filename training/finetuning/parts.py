@@ -15,6 +15,7 @@ import pandas as pd
 
 from moleclip.processing.property_data import PropertyDataset, load_property_dataset
 from moleclip.processing.splits import Split, make_split, split_from_labels
+from moleclip.training.outputs import refuse_column_clash
 
 __all__ = ["JobRows", "load_job_rows", "written_columns", "truthy", "job_splits", "shared_split", "prediction_frame"]
 
@@ -72,10 +73,8 @@ def written_columns(task: str, target_names) -> list[str]:
 
 def _check_columns(frame: pd.DataFrame, data: PropertyDataset, where) -> None:
     """Refuse, before any training, input columns that the prediction tables would overwrite with their own."""
-    clash = sorted(set(map(str, frame.columns)) & set(written_columns(data.task, data.target_names)))
-    if clash:
-        raise ValueError(f"{where} has column(s) {', '.join(clash)}, which the job's prediction tables write (the "
-                         "input's columns are kept beside them): rename them")
+    refuse_column_clash(frame.columns, written_columns(data.task, data.target_names),
+                        "the job's prediction tables write (the input's columns are kept beside them)", where)
 
 
 def load_job_rows(args, load) -> JobRows:
