@@ -73,3 +73,39 @@ def test_the_module_table_names_every_module():
     # the two scripts are the commands' own (`python training/pretrain.py` = `moleclip pretrain`)
     unlisted = [m for m in modules if m not in listed and m not in ("training/pretrain.py", "training/finetune.py")]
     assert not unlisted, unlisted
+
+
+def _quickstart_command(title: str) -> str:
+    block = README.split(f"**{title}**", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines() if line.strip()]
+    assert len(lines) == 1, lines  # one command a newcomer pastes
+    return lines[0]
+
+
+def test_ci_runs_exactly_the_readmes_test_command_in_a_fresh_venv():
+    command = _quickstart_command("Tests")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert command in ci, "the README's test command is not a line of .ci/run"
+    # a venv of its own, without the system's packages: what a newcomer's install resolves today
+    assert command.startswith("python3 -m venv .venv && . .venv/bin/activate && ")
+    assert "--system-site-packages" not in command
+    assert _quickstart_command("Main job").startswith("python3 -m venv .venv && . .venv/bin/activate && ")
+
+
+def test_constraints_record_the_tested_versions_of_every_dependency():
+    """constraints.txt (the last green run's versions) pins each of setup.cfg's requirements but torch, so
+    `pip install -e ".[test]" -c constraints.txt` reproduces that run."""
+    import configparser
+
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg", encoding="utf-8")
+    required = setup["options"]["install_requires"].split() + setup["options.extras_require"]["test"].split()
+    names = {re.split(r"[<>=!~ ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in required if r.strip()}
+    pinned = {}
+    for line in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pinned[name.lower().replace("_", "-")] = version
+    assert "torch" not in pinned  # installed first, for the user's hardware
+    missing = sorted(names - {"torch"} - set(pinned))
+    assert not missing, missing
