@@ -197,3 +197,39 @@ def test_an_unfinished_predict_does_not_resume_with_a_model_written_again(traine
     shutil.rmtree(tmp_path / "again", ignore_errors=True)
     assert cli([*argv[:6], str(tmp_path / "again.csv"), "--no-progress"]) == 0
     np.testing.assert_allclose(fresh, pd.read_csv(tmp_path / "again.csv")["predicted_heavy"].to_numpy())
+
+
+@pytest.fixture(scope="module")
+def assay(tmp_path_factory):
+    from tests.tiny_models import finetune_assay_models
+
+    return finetune_assay_models(tmp_path_factory.mktemp("assay"))
+
+
+def _shortest_float32(cell: str) -> bool:
+    """Whether a written cell is the shortest text that reads back as its float32 (numpy's float32 repr)."""
+    return str(np.float32(cell)) == cell
+
+
+@pytest.mark.parametrize("kind", ["moleclip", "fingerprint"])
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_predictions_carry_float32_digits_and_measured_values_are_written_as_the_user_wrote_them(assay, tmp_path,
+                                                                                                kind, suffix):
+    """A prediction comes with the digits float32 carries (-1.9776635, not -1.9776635169982910), and the nearest
+    training molecule's measured value as its table had it (-2.48, not float32's -2.4800000190734863)."""
+    from tests.tiny_models import ASSAY_LABELS
+
+    out = tmp_path / f"pred{suffix}"
+    assert cli(["predict", "--model", str(assay[kind]), "--input", str(assay["data"]), "--output", str(out),
+                "--no-progress"]) == 0
+    table = pd.read_csv(out, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+    computed = ["predicted_logS", "predicted_logS_spread", "nearest_similarity"]
+    computed += ["nearest_embedding_similarity"] if kind == "moleclip" else []
+    for column in computed:
+        cells = [c for c in table[column] if c]
+        assert cells and all(_shortest_float32(c) for c in cells), (column, cells[:3])
+    as_written = {repr(float(label)) for label in ASSAY_LABELS}
+    measured = ["nearest_training_logS"] + (["nearest_embedding_training_logS"] if kind == "moleclip" else [])
+    for column in measured:
+        assert set(table[column]) <= as_written, (column, sorted(set(table[column]) - as_written)[:3])
+    assert table["ID"].tolist()[:2] == ["0000", "0001"]

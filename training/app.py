@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN, mark_skipped, mark_standardized, \
-    refuse_column_clash
+    refuse_column_clash, write_delimited
 from moleclip.training.prediction import local_model_folder
 
 __all__ = ["INSTALL_HINT", "MODEL_ENV", "AppOutput", "MoleculeApp", "build_app", "local_model_folder",
@@ -254,7 +254,7 @@ class MoleculeApp:
         for old in earlier[: max(0, len(earlier) - KEEP_REQUESTS + 1)]:
             shutil.rmtree(old, ignore_errors=True)
         path = Path(tempfile.mkdtemp(prefix="request-", dir=workdir)) / "moleclip_predictions.csv"
-        frame.to_csv(path, index=False)
+        write_delimited(frame, path)
         return str(path)
 
     def _ensure_workdir(self) -> Path:
