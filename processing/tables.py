@@ -111,7 +111,22 @@ class MoleculeTable:
 
 
 def _columns_text(columns) -> str:
-    return ", ".join(repr(str(c)) for c in columns)
+    """Column names for a message; a run of three or more embedding columns (`emb_0`, `emb_1`, ... as `moleclip embed`
+    writes them) as one entry, "emb_0..emb_511 (512 columns)": 512 names would bury the others."""
+    names, parts, i = [str(c) for c in columns], [], 0
+    while i < len(names):
+        end = i
+        found = re.fullmatch(r"emb_(\d+)", names[i])
+        if found:
+            first = int(found.group(1))
+            while end + 1 < len(names) and names[end + 1] == f"emb_{first + end + 1 - i}":
+                end += 1
+        if end - i >= 2:
+            parts.append(f"{names[i]}..{names[end]} ({end - i + 1} columns)")
+        else:
+            parts += [repr(name) for name in names[i:end + 1]]
+        i = end + 1
+    return ", ".join(parts)
 
 
 def find_smiles_column(columns, smiles_column: str | None = None, source: str = "the table") -> str:

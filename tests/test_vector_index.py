@@ -466,3 +466,13 @@ def test_overwrite_never_removes_the_embeddings_it_reads(library, tmp_path, caps
     assert cli(["index", "--embeddings", str(library_file), "--output", str(target), "--overwrite"]) == 2
     assert "--embeddings" in capsys.readouterr().err
     assert library_file.read_bytes() == before
+
+
+def test_a_missing_smiles_column_message_sums_the_embedding_columns_up(tmp_path):
+    """512 emb_ names would bury the columns a user looks for: they are listed as one run."""
+    path = _embeddings_file(tmp_path / "emb.csv", np.eye(5, dtype=np.float32))
+    frame = pd.read_csv(path, dtype=str).rename(columns={"smiles": "structure"})
+    frame.to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"'id', 'structure', emb_0\.\.emb_4 \(5 columns\)") as caught:
+        vi.read_embeddings(path)
+    assert "'emb_1'" not in str(caught.value)
