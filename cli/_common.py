@@ -15,11 +15,13 @@ TABLE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet")
 STANDARDIZATIONS = ("none", "parent")
 
 
-def add_input_arguments(parser, required: bool = True, help: str = INPUT_HELP) -> None:
+def add_input_arguments(parser, required: bool = True, help: str = INPUT_HELP, smiles_default: str = "") -> None:
+    """--input and --smiles-column; `smiles_default` describes a default the command tries before recognising the
+    column by name (e.g. a model's saved column)."""
     parser.add_argument("--input", required=required, help=help)
     parser.add_argument("--smiles-column", default=None,
-                        help="the SMILES column of a table (default: the column named smiles, canonical_smiles, smi "
-                             "or mol, any case)")
+                        help=f"the SMILES column of a table (default: {smiles_default + ' ' if smiles_default else ''}"
+                             "the column named smiles, canonical_smiles, smi or mol, any case)")
 
 
 def add_standardize_argument(parser, default: str | None, note: str) -> None:

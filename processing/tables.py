@@ -53,6 +53,7 @@ __all__ = [
     "find_smiles_column",
     "iter_molecule_table",
     "read_molecule_table",
+    "table_smiles_column",
 ]
 
 # Column names taken for the SMILES column when none is given, in order of preference (compared ignoring case).
@@ -151,6 +152,32 @@ def find_smiles_column(columns, smiles_column: str | None = None, source: str = 
         f"no SMILES column found in {source}: looked for {', '.join(SMILES_COLUMN_NAMES)} (any case) among the "
         f"columns {_columns_text(columns)}; name it with smiles_column=... (--smiles-column on the command line)"
     )
+
+
+def table_smiles_column(path: str | os.PathLike, smiles_column: str | None = None, saved: str | None = None
+                        ) -> str | None:
+    """The SMILES column to read the table at `path` with: `smiles_column` when given (a choice the user made always
+    wins); else `saved`, the column a model was finetuned on (saved with it), when the table has a column of that name;
+    else None, for the reader to recognise one by name. Only the header is read; a file it cannot read, or a
+    one-SMILES-a-line file, gives None and the reader reports it."""
+    if smiles_column is not None or saved is None:
+        return smiles_column
+    path = Path(os.fspath(path)).expanduser()
+    try:
+        kind = _kind(path)
+        if kind == "smi" or not path.is_file():
+            return None
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            columns = pq.read_schema(path).names
+        else:
+            with _reading_errors(path), _open_text(path) as handle:
+                first = handle.readline()
+            columns = next(csv.reader([first.rstrip("\r\n")], delimiter=_delimiter(first, kind)), [])
+    except Exception:  # not readable here: the reader says why, naming the file
+        return None
+    return saved if saved in columns else None
 
 
 def _kind(path: Path) -> str:

@@ -233,3 +233,44 @@ def test_predictions_carry_float32_digits_and_measured_values_are_written_as_the
     for column in measured:
         assert set(table[column]) <= as_written, (column, sorted(set(table[column]) - as_written)[:3])
     assert table["ID"].tolist()[:2] == ["0000", "0001"]
+
+
+@pytest.mark.parametrize("kind", ["moleclip", "fingerprint"])
+def test_a_model_reads_tables_with_the_smiles_column_it_was_finetuned_on(assay, tmp_path, kind):
+    """Finetuned on Compound_SMILES (named with --smiles-column), the model folder remembers it: predict finds that
+    column unasked; an explicit --smiles-column still wins, and a table without that column falls back to the column
+    recognised by name."""
+    new = tmp_path / "new.csv"
+    pd.DataFrame({"Compound_SMILES": ["CCO", "CCCN"], "other": ["c1ccccc1", "C"]}).to_csv(new, index=False)
+    out = tmp_path / "p.csv"
+    assert cli(["predict", "--model", str(assay[kind]), "--input", str(new), "--output", str(out),
+                "--no-progress", "--overwrite"]) == 0
+    first = pd.read_csv(out)
+    assert first.predicted_logS.notna().all() and first.moleclip_skipped.isna().all()
+    assert cli(["predict", "--model", str(assay[kind]), "--input", str(new), "--output", str(out),
+                "--smiles-column", "other", "--no-progress", "--overwrite"]) == 0
+    explicit = pd.read_csv(out)
+    assert not np.allclose(explicit.predicted_logS, first.predicted_logS)  # other molecules: other predictions
+    plain = tmp_path / "plain.csv"
+    pd.DataFrame({"smiles": ["CCO", "CCCN"]}).to_csv(plain, index=False)
+    assert cli(["predict", "--model", str(assay[kind]), "--input", str(plain), "--output", str(out),
+                "--no-progress", "--overwrite"]) == 0
+    np.testing.assert_allclose(pd.read_csv(out).predicted_logS, first.predicted_logS, rtol=1e-6)
+
+
+def test_embed_and_index_read_the_models_smiles_column_and_index_summarises_embedding_columns(assay, tmp_path,
+                                                                                            capsys):
+    """embed reads the table with the column the model was finetuned on and records it in the Parquet file, which
+    index then reads with it; and where no SMILES column is found, index's message sums the emb_ columns up."""
+    emb = tmp_path / "emb.parquet"
+    assert cli(["embed", "--model", str(assay["moleclip"]), "--input", str(assay["data"]), "--output", str(emb),
+                "--no-progress"]) == 0
+    assert cli(["index", "--embeddings", str(emb), "--output", str(tmp_path / "index")]) == 0
+    frame = pd.read_parquet(emb).rename(columns={"Compound_SMILES": "structure"})
+    renamed = tmp_path / "renamed.parquet"
+    frame.to_parquet(renamed, index=False)
+    capsys.readouterr()
+    assert cli(["index", "--embeddings", str(renamed), "--output", str(tmp_path / "index2")]) == 2
+    err = capsys.readouterr().err
+    width = sum(c.startswith("emb_") for c in frame.columns)
+    assert f"emb_0..emb_{width - 1} ({width} columns)" in err and "'emb_1'" not in err

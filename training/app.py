@@ -150,12 +150,12 @@ class MoleculeApp:
     def _from_file(self, path, smiles_column, atom_maps, target) -> AppOutput:
         if path is None or (isinstance(path, (list, tuple)) and not path):
             return self._message_only("**Nothing to predict:** upload a CSV, TSV or Parquet file with a SMILES column.")
-        from moleclip.processing.tables import read_molecule_table
+        from moleclip.processing.tables import read_molecule_table, table_smiles_column
 
         path = getattr(path, "name", path)  # older gradio hands over a tempfile wrapper, newer a path
         column = (smiles_column or "").strip() or None
         try:
-            table = read_molecule_table(path, column)
+            table = read_molecule_table(path, table_smiles_column(path, column, self.predictor.smiles_column))
         except (ValueError, LookupError, OSError) as err:
             # Said in the page's terms: the file by its name (not the server's upload folder), the column box.
             text = _plain(err).replace(str(path), Path(path).name)

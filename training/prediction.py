@@ -191,6 +191,14 @@ class Predictor:
         return self.model.settings.get("standardize", "none") if self.processor is None else self.processor.standardize
 
     @property
+    def smiles_column(self) -> str | None:
+        """The SMILES column of the table the model was finetuned on, when the user named it: the column the tables it
+        reads are read with by default (`processing.tables.table_smiles_column`)."""
+        if self.processor is None:
+            return self.model.settings.get("smiles_column")
+        return getattr(self.model.config, "smiles_column", None)
+
+    @property
     def task(self) -> str:
         return self.model.task if self.processor is None else self.model.config.task
 

@@ -134,7 +134,10 @@ def _read_embedded_with(path: Path) -> dict | None:
         return None
     import pyarrow.parquet as pq
 
-    metadata = pq.read_schema(path).metadata or {}
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except Exception:  # pyarrow's own errors for a file that is not Parquet: the reader reports it, naming the file
+        return None
     raw = metadata.get(EMBEDDED_WITH_KEY)
     if raw is None:
         return None
@@ -156,9 +159,13 @@ def read_embeddings(path: str | os.PathLike, smiles_column: str | None = None) -
     """
     from moleclip.processing.tables import iter_molecule_table
 
+    from moleclip.processing.tables import table_smiles_column
+
     path = Path(os.fspath(path)).expanduser()
     if path.name.lower().endswith(".npy"):
         raise ValueError(f"{path}: a .npy embeddings file holds no SMILES or IDs; embed to .parquet or .csv instead")
+    if path.is_file():  # the column embed was told to read (a Parquet file records it), unless another is named
+        smiles_column = table_smiles_column(path, smiles_column, (_read_embedded_with(path) or {}).get("smiles_column"))
     frames, blocks, skipped, offset, columns, smiles_name = [], [], 0, 0, None, None
     for chunk in iter_molecule_table(path, smiles_column, READ_CHUNK_ROWS):
         frame, smiles_name = chunk.frame, chunk.smiles_column

@@ -108,7 +108,8 @@ def _build_template(args, data: PropertyDataset) -> tuple[MoleCLIPForPropertyPre
     from moleclip.training.hub import describe_backbone, load_backbone, load_processor
 
     overrides = dict(task=data.task, num_targets=data.n_targets, target_names=list(data.target_names),
-                     regression_loss=args.regression_loss, target_mean=None, target_std=None)
+                     smiles_column=args.smiles_column, regression_loss=args.regression_loss, target_mean=None,
+                     target_std=None)
     if args.head_hidden_size is not None:
         overrides["head_hidden_size"] = args.head_hidden_size
     if args.head_num_layers is not None:
@@ -203,7 +204,7 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
     elif mode == "fingerprint":
         inputs = FingerprintInputs(data.smiles, data.task, data.target_names, args.regression_loss,
                                    hidden_size=args.head_hidden_size or 512, num_layers=args.head_num_layers or 3,
-                                   progress=progress, standardize=args.standardize)
+                                   progress=progress, standardize=args.standardize, smiles_column=args.smiles_column)
         _warn_skipped(inputs.skipped, "Morgan fingerprints")
         kept = inputs.kept
     else:
@@ -504,7 +505,8 @@ def _random_forest(args, rows, bits, split_kind, split_source, splits, leakage, 
     for seed, split in splits.items():
         forest = ForestPredictor.fit(data.task, bits[split.train], data.targets[split.train], seed,
                                      n_estimators=args.rf_estimators, target_names=data.target_names,
-                                     radius=FP_RADIUS, standardize=args.standardize)
+                                     radius=FP_RADIUS, standardize=args.standardize,
+                                     smiles_column=args.smiles_column)
         parts = {"valid": split.valid, "test": split.test, **extra_parts}
         raw = {part: forest.predict(bits[idx]) for part, idx in parts.items()}
         run = {"seed": seed, **{part: dict(_scores(data.task, data.targets[idx], raw[part], data.target_names))
