@@ -15,11 +15,13 @@ TABLE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet")
 STANDARDIZATIONS = ("none", "parent")
 
 
-def add_input_arguments(parser, required: bool = True, help: str = INPUT_HELP) -> None:
+def add_input_arguments(parser, required: bool = True, help: str = INPUT_HELP, smiles_default: str = "") -> None:
+    """--input and --smiles-column; `smiles_default` describes a default the command tries before recognising the
+    column by name (e.g. a model's saved column)."""
     parser.add_argument("--input", required=required, help=help)
     parser.add_argument("--smiles-column", default=None,
-                        help="the SMILES column of a table (default: the column named smiles, canonical_smiles, smi "
-                             "or mol, any case)")
+                        help=f"the SMILES column of a table (default: {smiles_default + ' ' if smiles_default else ''}"
+                             "the column named smiles, canonical_smiles, smi or mol, any case)")
 
 
 def add_standardize_argument(parser, default: str | None, note: str) -> None:
@@ -50,7 +52,7 @@ def check_output_suffix(path: str, allowed=TABLE_SUFFIXES, option: str = "--outp
 def write_table(frame, path: str, metadata: dict[bytes, bytes] | None = None) -> None:
     """Write a table as CSV, TSV (gzipped when the name ends in .gz) or Parquet, creating the folder; atomically.
     `metadata` goes into a Parquet file's schema (CSV has no place for it)."""
-    from moleclip.training.outputs import write_atomically
+    from moleclip.training.outputs import write_atomically, write_delimited
 
     check_output_suffix(path)
     name = Path(path).name.lower()
@@ -67,7 +69,7 @@ def write_table(frame, path: str, metadata: dict[bytes, bytes] | None = None) ->
         write_atomically(path, parquet)
     else:
         tab = name.endswith((".tsv", ".tsv.gz"))  # by the suffix: zinc.tsv_hits.csv is a CSV
-        write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, sep="\t" if tab else ","))
+        write_atomically(path, lambda tmp: write_delimited(frame, tmp, sep="\t" if tab else ","))
 
 
 def report_skipped(skipped, table, what: str = "their output cells are left empty") -> None:

@@ -28,7 +28,8 @@ def add_arguments(parser) -> None:
     from ._common import add_input_arguments, add_screening_arguments, add_standardize_argument
 
     parser.add_argument("--model", required=True, help="MoleCLIP/CLIP checkpoint (folder or Hub name), .pth, or preset")
-    add_input_arguments(parser)
+    add_input_arguments(parser, smiles_default="the column a finetuned model was trained on, when it was named and "
+                        "the table has it; else")
     parser.add_argument("--output", required=True, help=".parquet, .csv, .tsv (optionally .gz) or .npy")
     parser.add_argument("--batch-size", type=int, default=64, help="molecules per forward pass")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best available)")
@@ -62,6 +63,8 @@ def _provenance(args, model, processor, dimension: int) -> dict[bytes, bytes]:
 
     record = {"model": model_name(args.model), "projection_dim": int(dimension), "r_groups": bool(args.r_groups),
               "standardize": processor.standardize, "encoder_sha256": encoder_fingerprint(model)}
+    if args.smiles_column is not None:  # named, not recognised: `moleclip index` reads the file with it by default
+        record["smiles_column"] = args.smiles_column
     return {EMBEDDED_WITH_KEY: json.dumps(record).encode()}
 
 
@@ -69,6 +72,7 @@ def _embed(args) -> int:
     import json
     from pathlib import Path
 
+    from moleclip.processing.tables import table_smiles_column
     from moleclip.training import screening
     from moleclip.training.hub import PRESETS, load_backbone, load_processor
 
@@ -83,6 +87,8 @@ def _embed(args) -> int:
         torch.manual_seed(0)
     model = load_backbone(args.model)
     processor = load_processor(args.model)
+    args.smiles_column = table_smiles_column(args.input, args.smiles_column,
+                                             getattr(model.config, "smiles_column", None))
     if args.standardize is not None:
         processor.standardize = args.standardize
     # before the embedder moves the model to its device; also what lets a resumed run refuse a changed model folder

@@ -25,7 +25,8 @@ def add_arguments(parser) -> None:
                         help="embeddings file from moleclip embed (.parquet, .csv, .tsv)")
     parser.add_argument("--output", required=True, help="the index folder to write")
     parser.add_argument("--smiles-column", default=None,
-                        help="the SMILES column (default: the column named smiles, canonical_smiles, smi or mol)")
+                        help="the SMILES column (default: the one `moleclip embed` was told, recorded in a .parquet; "
+                             "else the column named smiles, canonical_smiles, smi or mol)")
     parser.add_argument("--metric", default="cosine", choices=["cosine", "l2"],
                         help="cosine similarity (default) or Euclidean distance")
     parser.add_argument("--kind", default="auto", choices=["auto", "exact", "hnsw"],

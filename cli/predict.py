@@ -42,7 +42,8 @@ def add_arguments(parser) -> None:
 
     parser.add_argument("--model", required=True,
                         help="finetuned model folder (`moleclip finetune`'s <output-dir>/model) or Hub name")
-    add_input_arguments(parser)
+    add_input_arguments(parser, smiles_default="the column the model was finetuned on, when it was named and the "
+                        "table has it; else")
     parser.add_argument("--output", required=True, help=".csv, .tsv (optionally .gz) or .parquet")
     parser.add_argument("--batch-size", type=int, default=64, help="molecules per forward pass")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best available)")
@@ -93,6 +94,7 @@ def _model_files(folder) -> dict:
 
 
 def _predict(args) -> int:
+    from moleclip.processing.tables import table_smiles_column
     from moleclip.training import screening
     from moleclip.training.prediction import Predictor
 
@@ -100,6 +102,7 @@ def _predict(args) -> int:
 
     predictor = Predictor.load(args.model, trust_pickle=args.trust_pickle, uncertainty=args.uncertainty,
                                domain=args.domain, device=args.device)
+    args.smiles_column = table_smiles_column(args.input, args.smiles_column, predictor.smiles_column)
     rank = screening.process_rank()[0]
 
     def warn(chunk):

@@ -104,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
     if auto:
         stem = output.with_suffix("")
         curve_csv, curve_png = Path(f"{stem}.kscan.csv"), Path(f"{stem}.kscan.png")
-        info["curve"].to_csv(curve_csv, index=False)
+        from moleclip.training.outputs import write_delimited
+
+        write_delimited(info["curve"], curve_csv)
         plot_k_scan(info["curve"], info["knee"], curve_png)
         lines.append(f"K scan: {', '.join(str(k) for k in info['curve']['k'])}; knee at K = {info['knee']} "
                      f"(curve: {curve_csv}, plot: {curve_png})")

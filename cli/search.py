@@ -9,9 +9,9 @@ embed` records it (then --model may be left out, another model is refused, and i
 otherwise the embedding sizes must match, and give --r-groups if embed used it.
 
 The output has one row per hit: query_number, query, query_type, rank (1 = nearest), score (cosine similarity, or
-Euclidean distance for an l2 index), library_row (0-based row of the embeddings file), the library's SMILES and every
-other library column (IDs...). k above the library's size is lowered to it, with a note. A query that cannot be used
-(a SMILES that does not parse, a picture that cannot be read) stops the search with an error naming it.
+Euclidean distance for an l2 index), library_row (0-based row of the embeddings file), then every library column
+(SMILES, IDs...) in the library's order. k above the library's size is lowered to it, with a note. A query that cannot
+be used (a SMILES that does not parse, a picture that cannot be read) stops the search with an error naming it.
 
 Examples:
   moleclip search --index library_index/ --model my-moleclip/ --query "CC(=O)Nc1ccc(O)cc1" -k 5 --output hits.csv

@@ -68,6 +68,8 @@ class MoleCLIPConfig(PreTrainedConfig):
             the task types, their losses and metrics are defined in `tasks.py`.
         num_targets (`int`, 1): number of targets (one output each).
         target_names (`list[str]`, optional): names of the targets, kept for predictions and model cards.
+        smiles_column (`str`, optional): the SMILES column of the table the model was finetuned on, when it was named
+            (`--smiles-column`): the column `moleclip predict`, `embed` and the app read a table with by default.
         regression_loss (`str`, "l1"): "l1" (the paper) or "mse".
         target_mean / target_std (`list[float]`, optional): regression targets are learnt standardised (see
             `TargetScaling`); predictions (`logits`) are returned in the original units.
@@ -88,6 +90,7 @@ class MoleCLIPConfig(PreTrainedConfig):
     task: str = "regression"
     num_targets: int = 1
     target_names: list[str] | None = None
+    smiles_column: str | None = None
     regression_loss: str = "l1"
     target_mean: list[float] | None = None
     target_std: list[float] | None = None

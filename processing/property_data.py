@@ -152,8 +152,11 @@ class SkippedRow(SkippedMolecule):
 class PropertyDataset:
     """Valid molecules of a property table with their targets.
 
-    ``targets`` is float32 ``[N, T]`` with NaN for a missing label. ``hf_dataset`` holds the same rows as a
-    :class:`datasets.Dataset` with columns ``smiles`` and one per target, for ``.map``/``.with_transform`` pipelines.
+    ``targets`` is float32 ``[N, T]`` with NaN for a missing label, what training and scoring use. ``measured`` is the
+    same labels in float64 as the file's text reads (-2.48, not float32's -2.4800000190734863): what the package
+    writes where it shows a user their measured values (prediction tables, the nearest training molecule's value);
+    given ``targets`` alone, their float64 copy. ``hf_dataset`` holds the same rows as a :class:`datasets.Dataset`
+    with columns ``smiles`` and one per target, for ``.map``/``.with_transform`` pipelines.
     """
 
     name: str
@@ -168,11 +171,15 @@ class PropertyDataset:
     hf_dataset: object = field(default=None, repr=False)
     standardize: str = "none"  # how the SMILES were prepared (standardize.STANDARDIZATIONS)
     n_standardized: int = 0  # rows whose SMILES standardisation changed
+    measured: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        self.measured = np.asarray(self.targets if self.measured is None else self.measured, dtype=np.float64)
         self.targets = np.asarray(self.targets, dtype=np.float32)
         if self.targets.ndim == 1:
-            self.targets = self.targets[:, None]
+            self.targets, self.measured = self.targets[:, None], self.measured.reshape(-1, 1)
+        if self.measured.shape != self.targets.shape:
+            raise ValueError(f"measured has shape {self.measured.shape}, targets {self.targets.shape}")
         if self.targets.shape != (len(self.smiles), len(self.target_names)):
             raise ValueError(
                 f"targets have shape {self.targets.shape}, expected ({len(self.smiles)}, {len(self.target_names)}) "
@@ -200,6 +207,7 @@ class PropertyDataset:
             name=self.name,
             smiles=[self.smiles[i] for i in idx],
             targets=self.targets[idx],
+            measured=self.measured[idx],
             target_names=list(self.target_names),
             task=self.task,
             skipped=list(self.skipped),
@@ -531,6 +539,7 @@ def load_property_dataset(
         name=name,
         smiles=[prepared[i].strip() for i in kept_idx],
         targets=targets.astype(np.float32),
+        measured=targets,
         target_names=[str(c) for c in target_columns],
         task=task,
         skipped=skipped,

@@ -53,6 +53,7 @@ __all__ = [
     "find_smiles_column",
     "iter_molecule_table",
     "read_molecule_table",
+    "table_smiles_column",
 ]
 
 # Column names taken for the SMILES column when none is given, in order of preference (compared ignoring case).
@@ -111,7 +112,22 @@ class MoleculeTable:
 
 
 def _columns_text(columns) -> str:
-    return ", ".join(repr(str(c)) for c in columns)
+    """Column names for a message; a run of three or more embedding columns (`emb_0`, `emb_1`, ... as `moleclip embed`
+    writes them) as one entry, "emb_0..emb_511 (512 columns)": 512 names would bury the others."""
+    names, parts, i = [str(c) for c in columns], [], 0
+    while i < len(names):
+        end = i
+        found = re.fullmatch(r"emb_(\d+)", names[i])
+        if found:
+            first = int(found.group(1))
+            while end + 1 < len(names) and names[end + 1] == f"emb_{first + end + 1 - i}":
+                end += 1
+        if end - i >= 2:
+            parts.append(f"{names[i]}..{names[end]} ({end - i + 1} columns)")
+        else:
+            parts += [repr(name) for name in names[i:end + 1]]
+        i = end + 1
+    return ", ".join(parts)
 
 
 def find_smiles_column(columns, smiles_column: str | None = None, source: str = "the table") -> str:
@@ -136,6 +152,32 @@ def find_smiles_column(columns, smiles_column: str | None = None, source: str = 
         f"no SMILES column found in {source}: looked for {', '.join(SMILES_COLUMN_NAMES)} (any case) among the "
         f"columns {_columns_text(columns)}; name it with smiles_column=... (--smiles-column on the command line)"
     )
+
+
+def table_smiles_column(path: str | os.PathLike, smiles_column: str | None = None, saved: str | None = None
+                        ) -> str | None:
+    """The SMILES column to read the table at `path` with: `smiles_column` when given (a choice the user made always
+    wins); else `saved`, the column a model was finetuned on (saved with it), when the table has a column of that name;
+    else None, for the reader to recognise one by name. Only the header is read; a file it cannot read, or a
+    one-SMILES-a-line file, gives None and the reader reports it."""
+    if smiles_column is not None or saved is None:
+        return smiles_column
+    path = Path(os.fspath(path)).expanduser()
+    try:
+        kind = _kind(path)
+        if kind == "smi" or not path.is_file():
+            return None
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            columns = pq.read_schema(path).names
+        else:
+            with _reading_errors(path), _open_text(path) as handle:
+                first = handle.readline()
+            columns = next(csv.reader([first.rstrip("\r\n")], delimiter=_delimiter(first, kind)), [])
+    except Exception:  # not readable here: the reader says why, naming the file
+        return None
+    return saved if saved in columns else None
 
 
 def _kind(path: Path) -> str:

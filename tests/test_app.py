@@ -295,3 +295,20 @@ def test_the_page_in_a_real_browser(browser_tools, models, apps, tmp_path):
     finally:
         page.quit()
         blocks.close()
+
+
+def test_an_upload_is_read_with_the_models_smiles_column_and_downloads_readable_numbers(tmp_path):
+    """A model finetuned on Compound_SMILES reads an upload's Compound_SMILES without being told; the download writes
+    predictions with float32's digits and the nearest training molecule's measured value as its table had it."""
+    from tests.tiny_models import ASSAY_LABELS, finetune_assay_models
+
+    model = finetune_assay_models(tmp_path, kinds=("fingerprint",))["fingerprint"]
+    app = MoleculeApp.load(str(model), workdir=tmp_path / "work")
+    upload = tmp_path / "upload.csv"
+    pd.DataFrame({"ID": ["a1", "a2"], "Compound_SMILES": GOOD}).to_csv(upload, index=False)
+    message, _, table, csv_path = app.predict_table(str(upload), "", False)
+    assert csv_path is not None, message
+    written = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    assert written.columns.tolist()[:2] == ["ID", "Compound_SMILES"]
+    assert all(str(np.float32(c)) == c for c in written.predicted_logS)
+    assert set(written.nearest_training_logS) <= {repr(float(label)) for label in ASSAY_LABELS}

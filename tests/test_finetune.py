@@ -477,3 +477,59 @@ def test_overwrite_leaves_folders_no_finetune_job_wrote(tmp_path, regression_csv
     with pytest.raises(ValueError, match="--dataset"):
         finetune(job, data, "--baseline", "fingerprint", "--seeds", "1", "--epochs", "1", "--overwrite")
     assert data.is_file()
+
+
+@pytest.fixture(scope="module")
+def assay_job(tmp_path_factory):
+    """A one-seed fingerprint job on a table with an ID column, a SMILES column named Compound_SMILES and decimal
+    labels (plots on)."""
+    from tests.tiny_models import ASSAY_LABELS, SMILES as ASSAY_SMILES
+
+    root = tmp_path_factory.mktemp("assay_job")
+    data = root / "assay.csv"
+    pd.DataFrame({"ID": [f"{i:04d}" for i in range(len(ASSAY_SMILES))], "Compound_SMILES": ASSAY_SMILES,
+                  "logS": ASSAY_LABELS}).to_csv(data, index=False)
+    out = root / "out"
+    assert main(["--dataset", str(data), "--smiles-column", "Compound_SMILES", "--target-columns", "logS",
+                 "--output-dir", str(out), "--baseline", "fingerprint", "--seeds", "1", "--epochs", "2",
+                 "--head-lr", "1e-3", "--split", "random", "--no-progress", "--batch-size", "8"]) == 0
+    return out
+
+
+def test_prediction_tables_keep_the_input_columns_once_and_write_float32_predictions(assay_job):
+    """Every prediction table (each run's, plots/, predictions.csv) starts with the input's columns as written, in
+    their order, the measured target among them once (no measured_<target> copy); predictions carry float32's digits."""
+    from tests.tiny_models import ASSAY_LABELS
+
+    read = lambda path: pd.read_csv(path, dtype=str, keep_default_na=False)  # noqa: E731
+    run = read(next((assay_job / "runs" / "search").glob("*/seed_1/test_predictions.csv")))
+    plot = read(assay_job / "plots" / "test_predictions.csv")
+    combined = read(assay_job / "predictions.csv")
+    inputs = ["ID", "Compound_SMILES", "logS"]
+    assert run.columns.tolist() == plot.columns.tolist() == inputs + ["predicted_logS", "seed"]
+    assert combined.columns.tolist()[:4] == inputs + ["predicted_logS"] and combined.columns[-1] == "seed"
+    assert not [c for c in combined.columns if c.startswith("measured_")]
+    for table in (run, plot, combined):
+        assert set(table.logS) <= set(ASSAY_LABELS) and all(len(i) == 4 for i in table.ID)  # as written: 0007, -1
+        for column in [c for c in table.columns if c.startswith("predicted_")]:
+            assert all(str(np.float32(c)) == c for c in table[column] if c not in ("", "inf", "-inf")), column
+    pd.testing.assert_frame_equal(plot, run)  # the saved run's own table
+
+
+def test_results_json_is_strict_json_with_null_where_a_number_is_undefined(assay_job):
+    """One seed has no standard deviation: results.json (and its copy in the model folder) says null, not NaN, which
+    strict JSON parsers refuse."""
+    def refuse(constant):
+        raise AssertionError(f"results.json holds {constant}, which is not JSON")
+
+    for path in (assay_job / "results.json", assay_job / "model" / "results.json"):
+        if path.is_file():  # a fingerprint model folder holds no copy
+            results = json.loads(path.read_text(), parse_constant=refuse)
+            assert results["final"]["summary"]["test"]["mae"]["std"] is None
+
+
+def test_json_text_writes_null_for_numbers_that_are_not_finite():
+    from moleclip.training.outputs import json_text
+
+    text = json_text({"a": float("nan"), "b": [np.float32(1.5), np.inf], "c": np.array([1.0, np.nan])}, indent=None)
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {"a": None, "b": [1.5, None], "c": [1.0, None]}

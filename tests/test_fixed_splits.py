@@ -70,19 +70,20 @@ def test_fixed_split_external_test_and_subgroup(tmp_path, tables):
     np.testing.assert_allclose(member[2], member[:2].mean(0), rtol=1e-5)
     np.testing.assert_allclose(table.predicted_heavy_spread[16:], member[:2].std(0), rtol=1e-4, atol=1e-6)
     assert table.predicted_heavy_lower[:16].isna().all() and table.predicted_heavy_lower[16:].notna().all()
-    assert {"smiles", "part", "cliff", "measured_heavy", "predicted_heavy"} <= set(table.columns)
+    assert {"smiles", "part", "cliff", "heavy", "predicted_heavy"} <= set(table.columns)
+    assert "measured_heavy" not in table.columns  # the measured target is the input's own column, named once
     cliff = np.array(["yes", "no", "0", "TRUE"] * 12)[fixed]
     for run in results["final"]["runs"]:
         seed = run["seed"]
         own = pd.read_csv(next((tmp_path / "runs" / "search").glob(f"*/seed_{seed}/test_predictions.csv")))
         in_group = np.isin(cliff, ["yes", "TRUE"])
-        expected = compute_metrics("regression", own.measured_heavy.to_numpy()[in_group, None],
+        expected = compute_metrics("regression", own.heavy.to_numpy()[in_group, None],
                                    own.predicted_heavy.to_numpy()[in_group, None])
         assert run["test_group"]["n"] == in_group.sum() == 4
         assert run["test_group"]["mae"] == pytest.approx(expected["mae"], rel=1e-5)
         ext = pd.read_csv(next((tmp_path / "runs" / "search").glob(f"*/seed_{seed}/external_predictions.csv")))
         assert ext.smiles.tolist() == EXTERNAL
-        assert run["external"]["mae"] == pytest.approx(np.mean(np.abs(ext.predicted_heavy - ext.measured_heavy)),
+        assert run["external"]["mae"] == pytest.approx(np.mean(np.abs(ext.predicted_heavy - ext.heavy)),
                                                        rel=1e-5)
     assert results["final"]["external_summary"]["mae"]["n"] == 2
     assert results["dataset"]["external_in_training"] == 1  # c1ccccc1CCCCCCCC is CCCCCCCCc1ccccc1
@@ -153,7 +154,7 @@ def test_subgroup_summary_keeps_a_seed_whose_test_part_holds_the_group_when_the_
 
 
 def test_input_columns_the_prediction_tables_would_overwrite_are_refused_before_training(tmp_path, tables, capsys):
-    """predictions.csv keeps every input column beside measured_<t>, predicted_<t>, its interval and seed: a table
+    """predictions.csv keeps every input column beside predicted_<t>, its interval and seed: a table
     already holding one of those (an earlier model's predictions, a seed column) would lose it without a word."""
     root, main, external = tables
     for where, column in ((main, "seed"), (main, "predicted_heavy"), (external, "predicted_heavy_upper")):

@@ -197,3 +197,80 @@ def test_an_unfinished_predict_does_not_resume_with_a_model_written_again(traine
     shutil.rmtree(tmp_path / "again", ignore_errors=True)
     assert cli([*argv[:6], str(tmp_path / "again.csv"), "--no-progress"]) == 0
     np.testing.assert_allclose(fresh, pd.read_csv(tmp_path / "again.csv")["predicted_heavy"].to_numpy())
+
+
+@pytest.fixture(scope="module")
+def assay(tmp_path_factory):
+    from tests.tiny_models import finetune_assay_models
+
+    return finetune_assay_models(tmp_path_factory.mktemp("assay"))
+
+
+def _shortest_float32(cell: str) -> bool:
+    """Whether a written cell is the shortest text that reads back as its float32 (numpy's float32 repr)."""
+    return str(np.float32(cell)) == cell
+
+
+@pytest.mark.parametrize("kind", ["moleclip", "fingerprint"])
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_predictions_carry_float32_digits_and_measured_values_are_written_as_the_user_wrote_them(assay, tmp_path,
+                                                                                                kind, suffix):
+    """A prediction comes with the digits float32 carries (-1.9776635, not -1.9776635169982910), and the nearest
+    training molecule's measured value as its table had it (-2.48, not float32's -2.4800000190734863)."""
+    from tests.tiny_models import ASSAY_LABELS
+
+    out = tmp_path / f"pred{suffix}"
+    assert cli(["predict", "--model", str(assay[kind]), "--input", str(assay["data"]), "--output", str(out),
+                "--no-progress"]) == 0
+    table = pd.read_csv(out, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+    computed = ["predicted_logS", "predicted_logS_spread", "nearest_similarity"]
+    computed += ["nearest_embedding_similarity"] if kind == "moleclip" else []
+    for column in computed:
+        cells = [c for c in table[column] if c]
+        assert cells and all(_shortest_float32(c) for c in cells), (column, cells[:3])
+    as_written = {repr(float(label)) for label in ASSAY_LABELS}
+    measured = ["nearest_training_logS"] + (["nearest_embedding_training_logS"] if kind == "moleclip" else [])
+    for column in measured:
+        assert set(table[column]) <= as_written, (column, sorted(set(table[column]) - as_written)[:3])
+    assert table["ID"].tolist()[:2] == ["0000", "0001"]
+
+
+@pytest.mark.parametrize("kind", ["moleclip", "fingerprint"])
+def test_a_model_reads_tables_with_the_smiles_column_it_was_finetuned_on(assay, tmp_path, kind):
+    """Finetuned on Compound_SMILES (named with --smiles-column), the model folder remembers it: predict finds that
+    column unasked; an explicit --smiles-column still wins, and a table without that column falls back to the column
+    recognised by name."""
+    new = tmp_path / "new.csv"
+    pd.DataFrame({"Compound_SMILES": ["CCO", "CCCN"], "other": ["c1ccccc1", "C"]}).to_csv(new, index=False)
+    out = tmp_path / "p.csv"
+    assert cli(["predict", "--model", str(assay[kind]), "--input", str(new), "--output", str(out),
+                "--no-progress", "--overwrite"]) == 0
+    first = pd.read_csv(out)
+    assert first.predicted_logS.notna().all() and first.moleclip_skipped.isna().all()
+    assert cli(["predict", "--model", str(assay[kind]), "--input", str(new), "--output", str(out),
+                "--smiles-column", "other", "--no-progress", "--overwrite"]) == 0
+    explicit = pd.read_csv(out)
+    assert not np.allclose(explicit.predicted_logS, first.predicted_logS)  # other molecules: other predictions
+    plain = tmp_path / "plain.csv"
+    pd.DataFrame({"smiles": ["CCO", "CCCN"]}).to_csv(plain, index=False)
+    assert cli(["predict", "--model", str(assay[kind]), "--input", str(plain), "--output", str(out),
+                "--no-progress", "--overwrite"]) == 0
+    np.testing.assert_allclose(pd.read_csv(out).predicted_logS, first.predicted_logS, rtol=1e-6)
+
+
+def test_embed_and_index_read_the_models_smiles_column_and_index_summarises_embedding_columns(assay, tmp_path,
+                                                                                            capsys):
+    """embed reads the table with the column the model was finetuned on and records it in the Parquet file, which
+    index then reads with it; and where no SMILES column is found, index's message sums the emb_ columns up."""
+    emb = tmp_path / "emb.parquet"
+    assert cli(["embed", "--model", str(assay["moleclip"]), "--input", str(assay["data"]), "--output", str(emb),
+                "--no-progress"]) == 0
+    assert cli(["index", "--embeddings", str(emb), "--output", str(tmp_path / "index")]) == 0
+    frame = pd.read_parquet(emb).rename(columns={"Compound_SMILES": "structure"})
+    renamed = tmp_path / "renamed.parquet"
+    frame.to_parquet(renamed, index=False)
+    capsys.readouterr()
+    assert cli(["index", "--embeddings", str(renamed), "--output", str(tmp_path / "index2")]) == 2
+    err = capsys.readouterr().err
+    width = sum(c.startswith("emb_") for c in frame.columns)
+    assert f"emb_0..emb_{width - 1} ({width} columns)" in err and "'emb_1'" not in err

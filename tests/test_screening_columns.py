@@ -143,3 +143,30 @@ def test_parquet_output_keeps_the_inputs_pandas_types(tmp_path):
     assert str(frame["id"].dtype) == "Int64" and frame["id"].tolist()[2:4] == [3, 2**60]  # no float, no rounding
     assert str(frame["flag"].dtype) == "boolean" and frame.index.tolist() == [0, 1, 2, 3, 4]
     assert frame["emb_1"].dtype == np.float32
+
+
+def test_parquet_output_stores_a_numeric_text_column_as_numbers_and_ids_as_text(tmp_path):
+    """A CSV holds only text; a Parquet output gives a pass-through column the type its cells have: numbers where every
+    cell (over every chunk) is a number as written, text for an ID with leading zeros or a column holding a word."""
+    source = tmp_path / "in.csv"
+    source.write_text("id,smiles,logS,count,note\n0001,CCO,-2.48,3,1.5\n0002,CCN,0.1,,2\n0003,CCCC,1e-3,12,abc\n")
+    out = tmp_path / "e.parquet"
+    _screen(source, out)
+    frame = pd.read_parquet(out)
+    assert frame["id"].tolist() == ["0001", "0002", "0003"] and frame["note"].tolist() == ["1.5", "2", "abc"]
+    assert frame["logS"].dtype == np.float64 and frame["logS"].tolist() == [-2.48, 0.1, 0.001]
+    assert str(frame["count"].dtype) == "Int64" and frame["count"].tolist()[::2] == [3, 12]
+    assert frame["count"].isna().tolist() == [False, True, False]
+    assert frame["smiles"].tolist() == ["CCO", "CCN", "CCCC"]
+
+
+def test_csv_output_writes_float32_outputs_with_the_digits_float32_carries(tmp_path):
+    """The one rule for numbers in tables (outputs.table_cells): float32 outputs with the shortest text that reads back
+    as the same float32, float64 values (a user's) as pandas writes them, missing values empty."""
+    from moleclip.training.outputs import write_delimited
+
+    frame = pd.DataFrame({"predicted": np.array([-1.9776635, 0.1, np.nan], dtype=np.float32),
+                          "measured": [-2.48, 0.1, np.nan], "id": ["0001", "0002", "0003"]})
+    out = tmp_path / "t.csv"
+    write_delimited(frame, out)
+    assert out.read_text().splitlines() == ["predicted,measured,id", "-1.9776635,-2.48,0001", "0.1,0.1,0002", ",,0003"]

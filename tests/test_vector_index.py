@@ -105,14 +105,17 @@ def test_l2_scores_are_euclidean_distances(tmp_path):
     np.testing.assert_allclose(scores[0], np.sort(distances)[:5], rtol=1e-4)
 
 
-def test_hits_table_keeps_library_columns_and_renames_clashes(tmp_path):
+def test_hits_table_keeps_library_columns_in_their_order_and_renames_clashes(tmp_path):
+    """The library's columns follow the hit columns as the library has them (its ID column before its SMILES here),
+    not with the SMILES moved first; the score is float32, the precision of the embeddings it comes from."""
     vectors = np.eye(4, dtype=np.float32)
     path = _embeddings_file(tmp_path / "emb.parquet", vectors, ids=["a", "b", "c", "d"],
                             extra={"score": [0.5, 1.5, 2.5, 3.5], "rank": ["x", "y", "z", "w"]})
     index = vi.build_library_index(vi.read_embeddings(path))
     hits = index.hits(vectors[[2, 0]], 2, [vi.Query("q1", "smiles"), vi.Query("q2.png", "picture")])
-    assert list(hits.columns) == ["query_number", "query", "query_type", "rank", "score", "library_row", "smiles",
-                                  "id", "library_score", "library_rank"]
+    assert list(hits.columns) == ["query_number", "query", "query_type", "rank", "score", "library_row", "id",
+                                  "smiles", "library_score", "library_rank"]
+    assert hits["score"].dtype == np.float32
     assert hits["query_number"].tolist() == [1, 1, 2, 2] and hits["rank"].tolist() == [1, 2, 1, 2]
     assert hits["id"].tolist()[::2] == ["c", "a"] and hits["library_score"].tolist()[::2] == [2.5, 0.5]
     assert hits["query_type"].tolist() == ["smiles", "smiles", "picture", "picture"]
@@ -241,7 +244,7 @@ def test_search_by_smiles_and_by_picture_finds_the_molecule_first(library, tmp_p
                 "--output", str(out), "--no-progress"]) == 0
     assert "wrote 9 hits for 3 queries" in capsys.readouterr().out
     hits = pd.read_csv(out, dtype={"id": str})
-    assert list(hits.columns) == ["query_number", "query", "query_type", "rank", "score", "library_row", "SMILES", "id"]
+    assert list(hits.columns) == ["query_number", "query", "query_type", "rank", "score", "library_row", "id", "SMILES"]
     assert hits["query_type"].tolist() == ["smiles"] * 3 + ["picture"] * 6
     assert hits["rank"].tolist() == [1, 2, 3] * 3
     first = hits[hits["rank"] == 1]
@@ -463,3 +466,13 @@ def test_overwrite_never_removes_the_embeddings_it_reads(library, tmp_path, caps
     assert cli(["index", "--embeddings", str(library_file), "--output", str(target), "--overwrite"]) == 2
     assert "--embeddings" in capsys.readouterr().err
     assert library_file.read_bytes() == before
+
+
+def test_a_missing_smiles_column_message_sums_the_embedding_columns_up(tmp_path):
+    """512 emb_ names would bury the columns a user looks for: they are listed as one run."""
+    path = _embeddings_file(tmp_path / "emb.csv", np.eye(5, dtype=np.float32))
+    frame = pd.read_csv(path, dtype=str).rename(columns={"smiles": "structure"})
+    frame.to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"'id', 'structure', emb_0\.\.emb_4 \(5 columns\)") as caught:
+        vi.read_embeddings(path)
+    assert "'emb_1'" not in str(caught.value)

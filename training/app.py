@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN, mark_skipped, mark_standardized, \
-    refuse_column_clash
+    refuse_column_clash, write_delimited
 from moleclip.training.prediction import local_model_folder
 
 __all__ = ["INSTALL_HINT", "MODEL_ENV", "AppOutput", "MoleculeApp", "build_app", "local_model_folder",
@@ -150,12 +150,12 @@ class MoleculeApp:
     def _from_file(self, path, smiles_column, atom_maps, target) -> AppOutput:
         if path is None or (isinstance(path, (list, tuple)) and not path):
             return self._message_only("**Nothing to predict:** upload a CSV, TSV or Parquet file with a SMILES column.")
-        from moleclip.processing.tables import read_molecule_table
+        from moleclip.processing.tables import read_molecule_table, table_smiles_column
 
         path = getattr(path, "name", path)  # older gradio hands over a tempfile wrapper, newer a path
         column = (smiles_column or "").strip() or None
         try:
-            table = read_molecule_table(path, column)
+            table = read_molecule_table(path, table_smiles_column(path, column, self.predictor.smiles_column))
         except (ValueError, LookupError, OSError) as err:
             # Said in the page's terms: the file by its name (not the server's upload folder), the column box.
             text = _plain(err).replace(str(path), Path(path).name)
@@ -254,7 +254,7 @@ class MoleculeApp:
         for old in earlier[: max(0, len(earlier) - KEEP_REQUESTS + 1)]:
             shutil.rmtree(old, ignore_errors=True)
         path = Path(tempfile.mkdtemp(prefix="request-", dir=workdir)) / "moleclip_predictions.csv"
-        frame.to_csv(path, index=False)
+        write_delimited(frame, path)
         return str(path)
 
     def _ensure_workdir(self) -> Path:

@@ -78,18 +78,21 @@ class FingerprintPredictor(FeatureHeadModel):
 
     Saved as `fingerprint_mlp.json` (settings and target scaling) and `fingerprint_mlp.safetensors` (weights), so that
     `moleclip predict` can use it like a MoleCLIP model folder. `standardize` records how the training molecules were
-    prepared (`processing.standardize`), so that predict prepares new ones the same way.
+    prepared (`processing.standardize`), so that predict prepares new ones the same way; `smiles_column` the SMILES
+    column of the training table when it was named, the column predict and the app read a table with by default.
     """
 
     CONFIG_FILE = "fingerprint_mlp.json"
     WEIGHTS_FILE = "fingerprint_mlp.safetensors"
 
-    def __init__(self, *args, radius: int = FP_RADIUS, standardize: str = "none", **kwargs):
+    def __init__(self, *args, radius: int = FP_RADIUS, standardize: str = "none", smiles_column: str | None = None,
+                 **kwargs):
         from moleclip.processing.standardize import check_standardization
 
         super().__init__(*args, **kwargs)
         self.settings["radius"] = radius
         self.settings["standardize"] = check_standardization(standardize)
+        self.settings["smiles_column"] = smiles_column
 
     def save(self, folder: str | Path) -> Path:
         from safetensors.torch import save_file
@@ -146,7 +149,7 @@ class ForestPredictor:
     @classmethod
     def fit(cls, task: str, x_train: np.ndarray, y_train: np.ndarray, seed: int, n_estimators: int = 500,
             n_jobs: int = -1, max_features: str | float | None = None, target_names=None, radius: int = FP_RADIUS,
-            standardize: str = "none") -> "ForestPredictor":
+            standardize: str = "none", smiles_column: str | None = None) -> "ForestPredictor":
         """One multi-output regressor when every label is present, else one forest per target on its labelled rows
         (a forest cannot be fitted on NaN targets, and dropping whole molecules would waste labels)."""
         y_train = np.asarray(y_train, dtype=np.float64)
@@ -160,7 +163,7 @@ class ForestPredictor:
             kwargs["max_features"] = max_features
         settings = {"task": task, "num_targets": n_targets, "in_features": int(x_train.shape[1]), "radius": radius,
                     "standardize": standardize, "seed": int(seed), "n_estimators": n_estimators,
-                    "target_names": list(target_names) if target_names else None}
+                    "target_names": list(target_names) if target_names else None, "smiles_column": smiles_column}
         if task == "regression" and not np.isnan(y_train).any():
             forest = RandomForestRegressor(**kwargs).fit(x_train, y_train if n_targets > 1 else y_train[:, 0])
             return cls(task, [("all", forest)], settings)

@@ -7,20 +7,29 @@
 * :func:`check_run_folder` and :func:`hold_run_folder`: one run per folder. A folder holding another run's results is
   refused unless the user says `--overwrite` (its old results are then removed, so no stale file sits beside new
   ones) or resumes it; while a run writes, a lock file keeps a second process out.
+* :func:`write_delimited` holds the one rule for the numbers of every CSV/TSV the package writes,
+  :func:`typed_text_columns` the one for a user's text columns in a Parquet output, and :func:`json_text` the one for
+  results and metrics files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
+import re
 import shutil
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["check_writable", "write_atomically", "write_text_atomically", "check_run_folder", "hold_run_folder",
            "hold_output_file", "FolderInUseError", "SKIPPED_COLUMN", "STANDARDIZED_COLUMN", "mark_skipped",
-           "mark_standardized", "standardized_column", "embedding_columns", "refuse_column_clash"]
+           "mark_standardized", "standardized_column", "embedding_columns", "refuse_column_clash", "write_delimited",
+           "table_cells", "typed_text_columns", "json_text"]
 
 LOCK_FILE = ".moleclip.lock"
 
@@ -68,6 +77,106 @@ def refuse_column_clash(columns, written, writes: str, where: str = "the input")
     clash = sorted(set(map(str, columns)) & set(map(str, written)))
     if clash:
         raise ValueError(f"{where} has column(s) {', '.join(clash)}, which {writes}: rename them")
+
+
+# ------------------------------------------------------------------------------------------ numbers in tables
+def table_cells(frame):
+    """`frame` as a CSV or TSV shows it, the rule every table the package writes follows. A float32 column holds what
+    a model computed, and is written with the shortest text that reads back as the same float32 (-1.9776635, never the
+    17 digits of its float64 widening, which float32 does not carry). A float64 column (a user's measured value, read
+    from their text) is written as pandas writes it, the shortest text that reads back as the same float64 (-2.48 as
+    written). Missing values are empty cells. So the dtype of a column says how many digits it carries: producers
+    keep model outputs in float32 and users' values in float64 (or as the text they were written in)."""
+    floats = [i for i, dtype in enumerate(frame.dtypes) if dtype == np.float32]
+    if not floats:
+        return frame
+    frame = frame.copy(deep=False)
+    for i in floats:
+        values = frame.iloc[:, i].to_numpy()
+        text = values.astype(str).astype(object)  # numpy's float32 repr: the shortest text that round-trips
+        text[np.isnan(values)] = ""
+        frame.isetitem(i, text)
+    return frame
+
+
+def write_delimited(frame, target, sep: str = ",", header: bool = True) -> None:
+    """Write `frame` as CSV (TSV with `sep="\t"`) to a path or an open text handle, its numbers by
+    :func:`table_cells`; no index column."""
+    table_cells(frame).to_csv(target, index=False, sep=sep, header=header)
+
+
+# A user's cell that is a number as written: an integer without leading zeros (an ID 0001 is text), or a decimal.
+_INTEGER_TEXT = re.compile(r"[+-]?(?:0|[1-9][0-9]{0,17})")
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def _text_kind(values) -> tuple[str, bool]:
+    """("integer", "float", "text" or "empty" when no cell is written, whether a cell is empty) for a column of text
+    cells."""
+    import pandas as pd
+
+    cells = pd.Series(values, dtype=object)
+    if not cells.map(lambda v: isinstance(v, str) or pd.isna(v)).all():
+        return "text", False
+    written = cells[cells.notna() & (cells != "")].astype(str)
+    empty = len(written) < len(cells)
+    if written.empty:
+        return "empty", empty
+    if written.str.fullmatch(_INTEGER_TEXT.pattern).all():
+        return "integer", empty
+    return ("float" if written.str.fullmatch(_DECIMAL_TEXT.pattern).all() else "text"), empty
+
+
+def typed_text_columns(chunks) -> dict[str, str]:
+    """{column: "float", "int64" or "Int64" (integers with empty cells)} for the text columns whose every written
+    cell, over all `chunks` (mappings of column -> cells, e.g. the shards of a chunked run), is a number as written: a
+    Parquet output keeps a numeric input column a number (a CSV holds only text) while an ID `0001`, a column holding
+    `abc` or one of empty cells stays text."""
+    rank = {"empty": 0, "integer": 1, "float": 2, "text": 3}
+    kinds: dict[str, str] = {}
+    gaps: dict[str, bool] = {}
+    for chunk in chunks:
+        for name, values in chunk.items():
+            kind, empty = _text_kind(values)
+            kinds[name] = max(kind, kinds.get(name, "empty"), key=rank.get)
+            gaps[name] = gaps.get(name, False) or empty
+    return {name: "float" if kind == "float" else "Int64" if gaps[name] else "int64"
+            for name, kind in kinds.items() if kind in ("integer", "float")}
+
+
+def text_as_numbers(values, kind: str):
+    """Cells of a column :func:`typed_text_columns` found numeric, as numbers of its `kind`: float64 (NaN where
+    empty) or integers (pandas' nullable Int64)."""
+    import pandas as pd
+
+    cells = pd.Series(values, dtype=object)
+    cells = cells.where(cells.notna() & (cells != ""), None)
+    if kind == "float":
+        return pd.to_numeric(cells, errors="raise").astype(np.float64)
+    return pd.array([None if v is None else int(v) for v in cells], dtype="Int64")
+
+
+# ---------------------------------------------------------------------------------------------- JSON files
+def _strict(obj):
+    if isinstance(obj, Mapping):
+        return {str(k): _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _strict(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def json_text(obj, indent: int | None = 2) -> str:
+    """`obj` as strict JSON, the way the package writes results and metrics: a number that is not finite (a metric
+    undefined on a part, an unbounded interval's width) becomes null, since `NaN` and `Infinity` are not JSON and strict
+    parsers refuse the file; numpy values become plain ones. A NaN that reaches json.dumps any other way fails loudly
+    (allow_nan=False) instead of being written."""
+    return json.dumps(_strict(obj), indent=indent, allow_nan=False)
 
 
 class FolderInUseError(OSError):

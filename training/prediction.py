@@ -191,6 +191,14 @@ class Predictor:
         return self.model.settings.get("standardize", "none") if self.processor is None else self.processor.standardize
 
     @property
+    def smiles_column(self) -> str | None:
+        """The SMILES column of the table the model was finetuned on, when the user named it: the column the tables it
+        reads are read with by default (`processing.tables.table_smiles_column`)."""
+        if self.processor is None:
+            return self.model.settings.get("smiles_column")
+        return getattr(self.model.config, "smiles_column", None)
+
+    @property
     def task(self) -> str:
         return self.model.task if self.processor is None else self.model.config.task
 
@@ -231,9 +239,11 @@ class Predictor:
         extra = {}
         if self.trust is not None:
             values, extra = self._ensemble_columns(smiles, names, task, skipped, batch_size, drawn)
+        # float32: what the model computes in, so written with the digits it carries (outputs.table_cells); the
+        # ensemble's mean, spread and intervals are computed from float32 outputs and carry no more
         for j, name in enumerate(names):
-            result.columns[f"{self.prefix}_{name}"] = values[:, j]
-        result.columns.update(extra)
+            result.columns[f"{self.prefix}_{name}"] = values[:, j].astype(np.float32)
+        result.columns.update({name: column.astype(np.float32) for name, column in extra.items()})
         if self.domain is not None:
             result.columns.update(self._domain_columns(smiles, names, result.standardized))
         if self.embedding_domain is not None:
@@ -374,7 +384,9 @@ def _neighbour_columns(domain, queries, kept, n: int, names, space: str = "") ->
     Tanimoto one in the column names (in_domain_embedding, nearest_embedding_similarity, ...)."""
     tag = f"{space}_" if space else ""
     kept = np.asarray(kept, dtype=np.int64)
-    flag, similarity, ids = np.full(n, None, dtype=object), np.full(n, np.nan), np.full(n, "", dtype=object)
+    # the similarity is computed (float32, like a prediction); the measured values are the user's (float64)
+    flag, similarity = np.full(n, None, dtype=object), np.full(n, np.nan, dtype=np.float32)
+    ids = np.full(n, "", dtype=object)
     columns = {f"in_domain_{space}" if space else "in_domain": flag, f"nearest_{tag}similarity": similarity,
                f"nearest_{tag}training_smiles": ids}
     nearest = None

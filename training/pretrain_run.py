@@ -276,7 +276,7 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
     from moleclip.processing.cores import available_cores
     from moleclip.training.hub import describe_backbone, load_backbone, load_processor, push_model_dir, save_model_dir
     from moleclip.training.loop import LoopSettings, TrainingLoop, build_scheduler, latest_checkpoint, unwrap
-    from moleclip.training.outputs import hold_run_folder, write_text_atomically
+    from moleclip.training.outputs import hold_run_folder, json_text, write_text_atomically
     from moleclip.training.samplers import EpochBatches, GroupedClassBatchSampler
 
     started = time.perf_counter()
@@ -382,7 +382,7 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
     if evaluate is not None and not resuming and not initial_file.exists():
         initial = evaluate(loop.model)
         if accelerator.is_main_process:
-            write_text_atomically(initial_file, json.dumps(initial, indent=2))
+            write_text_atomically(initial_file, json_text(initial))
     state = loop.run(resume=config.resume)
 
     # ---- the end: final validation, model folder (<output-dir>/model), Hub
@@ -405,17 +405,17 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
             "repo_id": config.push_to_hub,
             "extra_tags": "- moleclip-pretraining",
         }
-        write_text_atomically(output_dir / RESULTS_FILE, json.dumps(summary, indent=2))
+        write_text_atomically(output_dir / RESULTS_FILE, json_text(summary))
         # The model folder is what a user loads and what goes to the Hub: weights, config, processor, code, card,
         # and a copy of the results; checkpoints, logs and pseudo-labels stay beside it in the run folder.
         save_model_dir(model_dir, model_out, processor, card=card,
-                       extra_files={RESULTS_FILE: json.dumps(summary, indent=2)})
+                       extra_files={RESULTS_FILE: json_text(summary)})
         accelerator.print(f"model saved to {model_dir}")
         if config.push_to_hub:
             url = push_model_dir(model_dir, config.push_to_hub, private=config.hub_private or None, api=hub_api,
                                  commit_message=f"MoleCLIP pretraining: {state.global_step} steps")
             summary["hub_commit"] = url
-            write_text_atomically(output_dir / RESULTS_FILE, json.dumps(summary, indent=2))
+            write_text_atomically(output_dir / RESULTS_FILE, json_text(summary))
             accelerator.print(f"pushed to the Hub: {url}")
     accelerator.wait_for_everyone()
     accelerator.end_training()

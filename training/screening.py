@@ -425,7 +425,8 @@ def _assemble(paths: list[Path], output: Path, summary: ScreenSummary, metadata:
     if name.endswith(".npy"):
         _assemble_npy(paths, output, summary.written, inputs)
     elif name.endswith(".parquet"):
-        write_atomically(output, lambda tmp: _write_parquet(paths, tmp, metadata))
+        numbers = _numeric_inputs(paths, [c for c in inputs if c != summary.smiles_column])
+        write_atomically(output, lambda tmp: _write_parquet(paths, tmp, metadata, numbers))
     else:
         tab = name.endswith((".tsv", ".tsv.gz"))  # by the suffix: zinc.tsv_emb.csv is a CSV
         write_atomically(output, lambda tmp: _write_delimited(paths, tmp, "\t" if tab else ","))
@@ -456,38 +457,66 @@ def _output_schema(paths: list[Path]):
 def _write_delimited(paths: list[Path], tmp: Path, sep: str) -> None:
     import gzip
 
+    from moleclip.training.outputs import write_delimited
+
     names = _output_schema(paths)[0].names
     # newline="": pandas writes "\n" itself, as to_csv to a path does, so the file is the one write_table writes
     opener = gzip.open if tmp.name.lower().endswith(".gz") else open
     with opener(tmp, "wt", encoding="utf-8", newline="") as handle:
         for i, frame in enumerate(_shard_frames(paths)):
-            frame.reindex(columns=names).to_csv(handle, index=False, sep=sep, header=i == 0)
+            write_delimited(frame.reindex(columns=names), handle, sep=sep, header=i == 0)
 
 
-def _write_parquet(paths: list[Path], tmp: Path, metadata: dict | None) -> None:
+def _numeric_inputs(paths: list[Path], inputs: list) -> dict[str, str]:
+    """The input's text columns (a CSV's are all text) whose every cell, in every shard, is a number as written
+    (`outputs.typed_text_columns`): a Parquet output stores them as numbers, the type they have."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from moleclip.training.outputs import typed_text_columns
+
+    schema = pq.read_schema(paths[0])
+    text = [name for name in inputs if name in schema.names
+            and (pa.types.is_string(schema.field(name).type) or pa.types.is_large_string(schema.field(name).type))]
+    if not text:
+        return {}
+    return typed_text_columns(pq.read_table(path, columns=text).to_pydict() for path in paths)
+
+
+def _write_parquet(paths: list[Path], tmp: Path, metadata: dict | None, numbers: dict[str, str]) -> None:
+    """The shards as one Parquet file; `numbers` ({column: kind}, from :func:`_numeric_inputs`) are stored as
+    numbers."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from moleclip.training.outputs import text_as_numbers
+
     schema, first = _output_schema(paths)
+    for name, kind in numbers.items():
+        number = pa.float64() if kind == "float" else pa.int64()
+        schema = schema.set(schema.get_field_index(name), pa.field(name, number))
     kept = {k: v for k, v in first.items() if k != b"pandas"}
-    pandas_record = _pandas_record(paths, schema)
+    pandas_record = _pandas_record(paths, schema, numbers)
     if pandas_record is not None:
         kept[b"pandas"] = pandas_record
     schema = schema.with_metadata({**kept, **(metadata or {})})
     with pq.ParquetWriter(tmp, schema) as writer:
         for path in paths:
             table = pq.read_table(path).drop_columns([LINE_COLUMN])
+            for name, kind in numbers.items():
+                values = pa.array(text_as_numbers(table[name].to_pylist(), kind), from_pandas=True)
+                table = table.set_column(table.schema.get_field_index(name), name, values)
             for column in schema:
                 if column.name not in table.column_names:
                     table = table.append_column(column, pa.nulls(len(table), column.type))
             writer.write_table(table.select(schema.names).cast(schema))
 
 
-def _pandas_record(paths: list[Path], schema) -> bytes | None:
+def _pandas_record(paths: list[Path], schema, numbers: dict[str, str] | None = None) -> bytes | None:
     """pandas' record of the output's columns (what makes an input's nullable Int64 IDs read back as Int64, not as
     floats), put together from the shards' records: each column's from a shard in which it is not all missing (that
-    shard knows its type), no index (the rows are numbered afresh), never the line column. None when no shard has
-    one."""
+    shard knows its type), no index (the rows are numbered afresh), never the line column; a text column stored as
+    numbers (`numbers`: {column: "float", "int64" or "Int64"}) recorded as such. None when no shard has one."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -508,6 +537,10 @@ def _pandas_record(paths: list[Path], schema) -> bytes | None:
                 found[name] = (entry, typed)
     if not records:
         return None
+    for name, kind in (numbers or {}).items():
+        if name in found:
+            found[name] = (dict(found[name][0], pandas_type="float64" if kind == "float" else "int64",
+                                numpy_type="float64" if kind == "float" else kind), True)
     record = dict(records[0], index_columns=[], columns=[found[n][0] for n in schema.names if n in found])
     return json.dumps(record).encode()
 

@@ -134,7 +134,10 @@ def _read_embedded_with(path: Path) -> dict | None:
         return None
     import pyarrow.parquet as pq
 
-    metadata = pq.read_schema(path).metadata or {}
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except Exception:  # pyarrow's own errors for a file that is not Parquet: the reader reports it, naming the file
+        return None
     raw = metadata.get(EMBEDDED_WITH_KEY)
     if raw is None:
         return None
@@ -156,9 +159,13 @@ def read_embeddings(path: str | os.PathLike, smiles_column: str | None = None) -
     """
     from moleclip.processing.tables import iter_molecule_table
 
+    from moleclip.processing.tables import table_smiles_column
+
     path = Path(os.fspath(path)).expanduser()
     if path.name.lower().endswith(".npy"):
         raise ValueError(f"{path}: a .npy embeddings file holds no SMILES or IDs; embed to .parquet or .csv instead")
+    if path.is_file():  # the column embed was told to read (a Parquet file records it), unless another is named
+        smiles_column = table_smiles_column(path, smiles_column, (_read_embedded_with(path) or {}).get("smiles_column"))
     frames, blocks, skipped, offset, columns, smiles_name = [], [], 0, 0, None, None
     for chunk in iter_molecule_table(path, smiles_column, READ_CHUNK_ROWS):
         frame, smiles_name = chunk.frame, chunk.smiles_column
@@ -325,8 +332,9 @@ class LibraryIndex:
     def hits(self, vectors, k: int, queries: Sequence[Query] | None = None,
              ef_search: int | None = None) -> pd.DataFrame:
         """The k nearest library molecules of each query vector as a table, one row per hit: query_number (1-based),
-        query, query_type, rank (1 = nearest), score, library_row, the SMILES column, then every other library
-        column in its order. A library column named like one of the hit columns is prefixed with "library_"."""
+        query, query_type, rank (1 = nearest), score (float32, what the embeddings carry), library_row, then every
+        library column in the library's order. A library column named like one of the hit columns is prefixed with
+        "library_"."""
         scores, positions = self.search(vectors, k, ef_search)
         n_queries, width = positions.shape
         if queries is None:
@@ -336,8 +344,7 @@ class LibraryIndex:
         found = positions >= 0
         query_of, rank_of = np.nonzero(found)
         library = self.library.iloc[positions[found]].reset_index(drop=True)
-        ordered = [LIBRARY_ROW, self.smiles_column] + [c for c in library.columns
-                                                       if c not in (LIBRARY_ROW, self.smiles_column)]
+        ordered = [LIBRARY_ROW] + [c for c in library.columns if c != LIBRARY_ROW]
         library = library[ordered].rename(columns={c: f"library_{c}" for c in ordered
                                                    if c in HIT_COLUMNS and c != LIBRARY_ROW})
         head = pd.DataFrame({
@@ -345,7 +352,7 @@ class LibraryIndex:
             "query": [queries[i].text for i in query_of],
             "query_type": [queries[i].kind for i in query_of],
             "rank": rank_of + 1,
-            "score": scores[found],
+            "score": scores[found].astype(np.float32),
         })
         return pd.concat([head, library], axis=1)
 

@@ -229,7 +229,7 @@ class FingerprintInputs(_PrecomputedFeatures):
 
     def __init__(self, smiles: Sequence[str], task: str, target_names: Sequence[str], regression_loss: str = "l1",
                  hidden_size: int = 512, num_layers: int = 3, dropout: float = 0.0, progress: bool = True,
-                 standardize: str = "none"):
+                 standardize: str = "none", smiles_column: str | None = None):
         from moleclip.processing.fingerprints import morgan_fingerprints
 
         # `smiles` were standardised when the table was read (if asked): the saved model only records how, so that
@@ -239,7 +239,8 @@ class FingerprintInputs(_PrecomputedFeatures):
         self.features = torch.as_tensor(result.bits, dtype=torch.float32)
         self.model_args = dict(in_features=FP_BITS, num_targets=len(target_names), task=task,
                                regression_loss=regression_loss, hidden_size=hidden_size, num_layers=num_layers,
-                               dropout=dropout, target_names=list(target_names), standardize=standardize)
+                               dropout=dropout, target_names=list(target_names), standardize=standardize,
+                               smiles_column=smiles_column)
 
     def train_dataset(self, rows, labels, augmentation, seed) -> Dataset:
         items = TableItems("features", self.features, torch.as_tensor(np.asarray(rows), dtype=torch.long))

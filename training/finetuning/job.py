@@ -30,7 +30,7 @@ from moleclip.processing.molecules import warn_about_fragments
 from moleclip.processing.property_data import PropertyDataset, load_property_dataset
 from moleclip.processing.splits import canonical_smiles, split_leakage
 from moleclip.training.loop import OPTIMIZER_TEXT
-from moleclip.training.outputs import check_run_folder, hold_run_folder, write_atomically
+from moleclip.training.outputs import check_run_folder, hold_run_folder, write_atomically, write_delimited
 from moleclip.training.scoring import TASK_METRICS, higher_is_better
 from moleclip.training.search import expand_grid, final_markdown, paper_reference, public_view, run_search, \
     search_markdown, setting_name, summarize_runs, summarize_values
@@ -108,7 +108,8 @@ def _build_template(args, data: PropertyDataset) -> tuple[MoleCLIPForPropertyPre
     from moleclip.training.hub import describe_backbone, load_backbone, load_processor
 
     overrides = dict(task=data.task, num_targets=data.n_targets, target_names=list(data.target_names),
-                     regression_loss=args.regression_loss, target_mean=None, target_std=None)
+                     smiles_column=args.smiles_column, regression_loss=args.regression_loss, target_mean=None,
+                     target_std=None)
     if args.head_hidden_size is not None:
         overrides["head_hidden_size"] = args.head_hidden_size
     if args.head_num_layers is not None:
@@ -203,7 +204,7 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
     elif mode == "fingerprint":
         inputs = FingerprintInputs(data.smiles, data.task, data.target_names, args.regression_loss,
                                    hidden_size=args.head_hidden_size or 512, num_layers=args.head_num_layers or 3,
-                                   progress=progress, standardize=args.standardize)
+                                   progress=progress, standardize=args.standardize, smiles_column=args.smiles_column)
         _warn_skipped(inputs.skipped, "Morgan fingerprints")
         kept = inputs.kept
     else:
@@ -262,7 +263,7 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
             for part in ("test", *extra_parts):
                 frame = prediction_frame(rows, run["_rows"][part], run["_predictions"][part], run["seed"])
                 path = run_dir / f"{part}_predictions.csv"
-                write_atomically(path, lambda tmp, f=frame: f.to_csv(tmp, index=False))
+                write_atomically(path, lambda tmp, f=frame: write_delimited(f, tmp))
         return run
 
     common = dict(args=args, rows=rows, split_kind=split_kind, split_source=split_source, splits=splits,
@@ -393,7 +394,8 @@ def _combined_predictions(output_dir: Path, rows, members: list[dict], trust: di
         extra.update(interval_columns(data.task, names, trust["calibration"], ens.mean, ens.spread))
         frames.append(prediction_frame(rows, members[0]["_rows"]["test"], ens.mean, "ensemble", extra))
     frame = pd.concat(frames, ignore_index=True)
-    write_atomically(output_dir / "predictions.csv", lambda tmp: frame.to_csv(tmp, index=False))
+    frame = frame[[c for c in frame.columns if c != "seed"] + ["seed"]]  # the ensemble's own columns come after it
+    write_atomically(output_dir / "predictions.csv", lambda tmp: write_delimited(frame, tmp))
     return str(output_dir / "predictions.csv")
 
 
@@ -425,7 +427,7 @@ def _save(args, results, rows, inputs, kept, processor, backbone, split_kind, gr
                               "test": kept["run"]["test"]}
     results["predictions"] = _combined_predictions(output_dir, rows, kept["members"], trust)
     if not args.no_plots:
-        results["plots"] = report.write_plots(output_dir, data, kept, data.metric, results["search"]["varied"])
+        results["plots"] = report.write_plots(output_dir, rows, kept, data.metric, results["search"]["varied"])
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     markdown = report.results_markdown(results, data)
     report.write_results(output_dir, results, markdown)
@@ -503,7 +505,8 @@ def _random_forest(args, rows, bits, split_kind, split_source, splits, leakage, 
     for seed, split in splits.items():
         forest = ForestPredictor.fit(data.task, bits[split.train], data.targets[split.train], seed,
                                      n_estimators=args.rf_estimators, target_names=data.target_names,
-                                     radius=FP_RADIUS, standardize=args.standardize)
+                                     radius=FP_RADIUS, standardize=args.standardize,
+                                     smiles_column=args.smiles_column)
         parts = {"valid": split.valid, "test": split.test, **extra_parts}
         raw = {part: forest.predict(bits[idx]) for part, idx in parts.items()}
         run = {"seed": seed, **{part: dict(_scores(data.task, data.targets[idx], raw[part], data.target_names))

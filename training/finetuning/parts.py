@@ -65,7 +65,7 @@ def written_columns(task: str, target_names) -> list[str]:
     prefix = "probability" if task == "classification" else "predicted"
     out = ["seed"]
     for name in target_names:
-        out += [f"measured_{name}", f"{prefix}_{name}", f"{prefix}_{name}_spread"]
+        out += [f"{prefix}_{name}", f"{prefix}_{name}_spread"]
         out += [f"calibrated_probability_{name}"] if task == "classification" else [f"predicted_{name}_lower",
                                                                                    f"predicted_{name}_upper"]
     return out
@@ -102,6 +102,7 @@ def load_job_rows(args, load) -> JobRows:
         raise ValueError(f"--group-column {args.group_column!r}: no such column in --test-file {args.test_file}")
     joined = PropertyDataset(name=data.name, smiles=data.smiles + external.smiles,
                              targets=np.concatenate([data.targets, external.targets]),
+                             measured=np.concatenate([data.measured, external.measured]),
                              target_names=list(data.target_names), task=data.task, skipped=list(data.skipped),
                              default_split=data.default_split, metric=data.metric, source=data.source,
                              standardize=data.standardize, n_standardized=data.n_standardized)
@@ -141,18 +142,23 @@ def shared_split(splits: dict[int, Split]) -> bool:
     return all(np.array_equal(s.valid, first.valid) and np.array_equal(s.test, first.test) for s in splits.values())
 
 
-def prediction_frame(rows: JobRows, index: np.ndarray, pred: np.ndarray, seed, extra: dict | None = None
+def prediction_frame(rows: JobRows, index: np.ndarray, pred: np.ndarray, seed=None, extra: dict | None = None
                      ) -> pd.DataFrame:
-    """Input columns of `index` rows as written, then per target the measured value and the prediction (regression,
-    target units) or probability (classification, from logits), then `extra` columns (e.g. intervals), then seed."""
+    """Input columns of `index` rows as written (the measured targets among them, as the user wrote them), then per
+    target the prediction (regression, target units) or probability (classification, from logits), then `extra`
+    columns (e.g. intervals), then seed (unless None). A target the input columns lack (a named set read under other
+    column names) gets a column of its measured values, under its own name, before its prediction. Predictions are
+    float32, the precision the model computes them in (written with the digits it carries: outputs.table_cells)."""
     data = rows.data
     table = rows.frame.iloc[index].reset_index(drop=True).copy()
     values = 1.0 / (1.0 + np.exp(-pred)) if data.task == "classification" else pred
     prefix = "probability" if data.task == "classification" else "predicted"
     for j, target in enumerate(data.target_names):
-        table[f"measured_{target}"] = data.targets[index, j]
-        table[f"{prefix}_{target}"] = values[:, j]
+        if target not in table.columns:
+            table[target] = data.measured[index, j]
+        table[f"{prefix}_{target}"] = np.asarray(values[:, j], dtype=np.float32)
     for name, column in (extra or {}).items():
-        table[name] = column
-    table["seed"] = seed
+        table[name] = np.asarray(column, dtype=np.float32)
+    if seed is not None:
+        table["seed"] = seed
     return table

@@ -6,7 +6,6 @@ that reads cleanly.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 
 from moleclip.processing.property_data import PropertyDataset
 from moleclip.training.loop import OPTIMIZER_TEXT
-from moleclip.training.outputs import write_atomically, write_text_atomically
+from moleclip.training.outputs import json_text, write_atomically, write_delimited, write_text_atomically
 from moleclip.training.search import public_view, setting_name
 
 __all__ = ["write_results", "results_markdown", "per_target_markdown", "protocol_text", "model_index", "write_plots"]
@@ -25,7 +24,7 @@ BETAS_TEXT = "betas (0.9, 0.98), eps 1e-6 for the encoder; PyTorch's defaults (0
 
 
 def write_results(output_dir: Path, results: dict, markdown: str) -> None:
-    write_text_atomically(output_dir / "results.json", json.dumps(public_view(results), indent=2, allow_nan=True))
+    write_text_atomically(output_dir / "results.json", json_text(public_view(results)))
     write_text_atomically(output_dir / "results.md", markdown + "\n")
 
 
@@ -98,15 +97,18 @@ def model_index(title: str, data: PropertyDataset, split_kind: str, summary: dic
     return yaml.safe_dump(block, sort_keys=False).rstrip()
 
 
-def write_plots(output_dir: Path, data: PropertyDataset, kept: dict, metric: str, varied: Sequence[str]) -> dict:
-    """Test-set parity / ROC plot, learning curves and the test predictions of the saved run."""
-    import pandas as pd
-
+def write_plots(output_dir: Path, job_rows, kept: dict, metric: str, varied: Sequence[str]) -> dict:
+    """Test-set parity / ROC plot, learning curves and the test predictions of the saved run (`job_rows`: the job's
+    `parts.JobRows`, whose input columns the table keeps as the run's own test_predictions.csv does)."""
     from moleclip.training import plots
 
+    from .parts import prediction_frame
+
     folder = output_dir / "plots"
+    data = job_rows.data
     rows = kept["_rows"]["test"]
     pred = kept["_predictions"]["test"]
+    table = prediction_frame(job_rows, rows, pred, kept["run"]["seed"])
     if data.task == "classification":
         pred = 1.0 / (1.0 + np.exp(-pred))
     run = kept["run"]
@@ -119,11 +121,7 @@ def write_plots(output_dir: Path, data: PropertyDataset, kept: dict, metric: str
     if curves.is_file():
         written["learning_curves"] = str(plots.learning_curves(curves, folder / "learning_curves.png", metric=metric,
                                                                best_epoch=run["best_epoch"], title=title))
-    table = pd.DataFrame({"smiles": [data.smiles[i] for i in rows]})
-    for j, target in enumerate(data.target_names):
-        table[target] = data.targets[rows, j]
-        table[f"predicted_{target}"] = pred[:, j]
-    write_atomically(folder / "test_predictions.csv", lambda tmp: table.to_csv(tmp, index=False))
+    write_atomically(folder / "test_predictions.csv", lambda tmp: write_delimited(table, tmp))
     written["test_predictions"] = str(folder / "test_predictions.csv")
     return written
 

@@ -92,7 +92,7 @@ def _all_bits(data) -> np.ndarray:
 def _fit_domain(data, kept: dict, bits: np.ndarray) -> ApplicabilityDomain:
     train, valid = kept["_rows"]["train"], kept["_rows"]["valid"]
     return ApplicabilityDomain.fit(bits[train], bits[valid], reference_ids=[data.smiles[i] for i in train],
-                                   reference_labels=data.targets[train])
+                                   reference_labels=data.measured[train])
 
 
 def save_embedding_domain(model_dir: Path, model, processor, data, kept: dict, batch_size: int = 64,
@@ -115,7 +115,7 @@ def save_embedding_domain(model_dir: Path, model, processor, data, kept: dict, b
     train = rows["train"]
     domain = ApplicabilityDomain.fit(embeddings["train"], embeddings["valid"], metric="cosine",
                                      reference_ids=[data.smiles[i] for i in train],
-                                     reference_labels=data.targets[train])
+                                     reference_labels=data.measured[train])
     domain.save(Path(model_dir) / EMBEDDING_DOMAIN_DIR)
     return {"metric": "cosine", "threshold": float(domain.threshold), "n_reference": int(len(train)),
             "folder": EMBEDDING_DOMAIN_DIR}
