@@ -13,6 +13,7 @@ off; `do_pad`/`pad_size`: every picture is already `size`; `default_to_square=Fa
 `image_seq_length`) are refused with a message, never accepted and ignored.
 """
 
+import copy
 import logging
 
 import numpy as np
@@ -171,6 +172,26 @@ class MoleCLIPImageProcessor(PilBackend):
         if self._coordinates is None or self._coordinates.max_size != self.cache_size:
             self._coordinates = CoordinateCache(max_size=self.cache_size)
         return self._coordinates
+
+    def drawing_settings(self) -> dict:
+        """The settings besides `size` that decide a drawing's pixels (what a store of pictures drawn ahead of time
+        records, so that pictures drawn otherwise are never mixed in)."""
+        return {"r_groups": bool(self.r_groups), "drawing_backend": str(self.drawing_backend)}
+
+    def with_cache_size(self, cache_size: int) -> "MoleCLIPImageProcessor":
+        """A copy with the same settings and an empty coordinate cache of its own, of `cache_size` molecules: what a
+        drawing worker takes (one pass over a file never draws a molecule twice, so 1 there; pretraining keeps more)."""
+        if isinstance(cache_size, bool) or not isinstance(cache_size, (int, np.integer)) or cache_size < 1:
+            raise ValueError(f"cache_size must be a positive integer, got {cache_size!r}")
+        twin = copy.copy(self)
+        twin.cache_size, twin._coordinates = int(cache_size), None
+        return twin
+
+    def __getstate__(self):
+        # the coordinate cache stays behind: a worker process builds its own, and pickling it would ship gigabytes
+        state = dict(self.__dict__)
+        state["_coordinates"] = None
+        return state
 
     def to_dict(self) -> dict:
         # The settings only (preprocessor_config.json); the coordinate cache is rebuilt on load.

@@ -309,6 +309,9 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
     model = load_backbone(config.backbone, init_factor=config.init_factor, pseudo_label_classes=table.ks)
     _start_label_heads_afresh(model, config, accelerator)
     image_size = model.config.vision_config.image_size
+    # the processor saved with the model draws the pretraining pictures too: its drawing settings apply to both
+    processor = load_processor(config.backbone, size=image_size)
+    processor.standardize = config.standardize  # the table's SMILES are already prepared; saved for users of the model
     store = PrerenderedImages(config.prerendered) if config.prerendered else None
     # Molecules are found in the store by SMILES; those it lacks are drawn during training, so say how many it has
     # (a store drawn from another file, or from other SMILES of the same molecules, silently gives no speed-up).
@@ -325,7 +328,7 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
         return TwoViewDataset(smiles, table.labels[positions], seed=config.seed, size=image_size,
                               augmentation=config.augmentation, ids=table.ids[positions],
                               coordinate_cache_size=config.coordinate_cache_size, prerendered=store, store_slots=slots,
-                              augment_on=config.augment_on, **kwargs)
+                              augment_on=config.augment_on, processor=processor, **kwargs)
 
     fine = int(np.argmax(table.ks))  # batches group molecules of the finest label set
     sampler = GroupedClassBatchSampler(table.labels[train_pos, fine], group_size=config.group_size,
@@ -362,8 +365,6 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
     # ---- optimisation
     optimizer = build_pretrain_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config.schedule, warmup_steps=config.warmup_steps, total_steps=max_steps)
-    processor = load_processor(config.backbone, size=image_size)
-    processor.standardize = config.standardize  # the table's SMILES are already prepared; saved for users of the model
     step = PretrainStep(table.ks, dump_dir=config.debug_dump_dir, rank=rank, processor=processor,
                         augmentation=config.augmentation)
     if len(valid_pos):

@@ -17,7 +17,6 @@ reads the whole input (reading is cheap next to drawing) so chunk numbers agree 
 from __future__ import annotations
 
 import contextlib
-import copy
 import itertools
 import json
 import os
@@ -84,8 +83,7 @@ class PictureBatches:
     def __init__(self, processor, smiles: list[str], batch_size: int, render_kwargs: dict | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.processor = copy.copy(processor)
-        self.processor.cache_size, self.processor._coordinates = 1, None
+        self.processor = processor.with_cache_size(1)
         self.smiles, self.batch_size, self.render_kwargs = smiles, batch_size, dict(render_kwargs or {})
 
     def __len__(self) -> int:
