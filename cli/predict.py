@@ -94,13 +94,14 @@ def _model_files(folder) -> dict:
 
 def _predict(args) -> int:
     from moleclip.training import screening
+    from moleclip.training.devices import process_rank
     from moleclip.training.prediction import Predictor
 
     from ._common import model_name, report_screen, screening_arguments, screening_workers
 
     predictor = Predictor.load(args.model, trust_pickle=args.trust_pickle, uncertainty=args.uncertainty,
                                domain=args.domain, device=args.device)
-    rank = screening.process_rank()[0]
+    rank = process_rank()[0]
 
     def warn(chunk):
         if predictor.standardize == "none" and rank == 0:

@@ -23,8 +23,8 @@ view of a sample is one of the stored variants, chosen by the same per-sample ge
 smaller than raw pixels (about 10 kB instead of 150 kB per 224 px drawing), which is what makes a ChEMBL-sized store
 fit on one disk.
 
-Images leave the workers as uint8 ``[B, 3, H, W]`` tensors (4x less inter-process traffic than float32);
-:func:`normalize_pixels` turns them into CLIP-normalised floats on the accelerator.
+Images leave the workers as uint8 ``[B, 3, H, W]`` tensors (4x less inter-process traffic than float32); the
+processor's `normalize_pixels` turns them into the model's pixel values on the accelerator.
 
 Flat relative imports only, like the rest of ``processing/``.
 """
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .augment import AUGMENTATION_PRESETS, CLIP_MEAN, CLIP_STD, augment
+from .augment import AUGMENTATION_PRESETS, augment
 from .augment_batched import sample_seed
 from .image_processing_moleclip import MoleCLIPImageProcessor
 from .molecules import quiet_rdkit
@@ -51,7 +51,6 @@ __all__ = [
     "TwoViewDataset",
     "FixedBatches",
     "collate_two_views",
-    "normalize_pixels",
     "PrerenderedImages",
     "prerender",
     "smiles_digest",
@@ -283,26 +282,6 @@ def collate_two_views(items: list[dict]) -> dict[str, torch.Tensor]:
         if key in items[0]:
             batch[key] = torch.stack([it[key] for it in items])
     return batch
-
-
-def normalize_pixels(
-    images: torch.Tensor, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD,
-    channel_order: str = "rgb",
-) -> torch.Tensor:
-    """uint8 RGB ``[B, 3, H, W]`` (0..255) to float32 normalised with per-channel mean/std, on the images' device.
-
-    ``channel_order="bgr"`` feeds the channels as B, G, R (then normalised with `mean`/`std` in that order), as the
-    image processor does for the paper's converted weights: pretraining from them must see what they were trained on.
-    """
-    if images.dtype != torch.uint8:
-        raise TypeError(f"expected uint8 pictures, got {images.dtype}")
-    if channel_order not in ("rgb", "bgr"):
-        raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
-    if channel_order == "bgr":
-        images = images.flip(1)
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    return (images.float().div_(255.0) - mean_t) / std_t
 
 
 class FixedBatches:

@@ -212,11 +212,9 @@ class ImageExplainer:
         self.target_index, self.methods = int(target_index), tuple(methods)
         self.steps, self.internal_batch_size = int(steps), int(internal_batch_size)
         self.task = _task(model)
-        if device is None:
-            from moleclip.training.inference import default_device
+        from moleclip.training.devices import choose_device
 
-            device = default_device()
-        self.model = model.to(device).eval()
+        self.model = model.to(choose_device(device)).eval()
         self.device = next(self.model.parameters()).device
         self.dtype = next(self.model.parameters()).dtype
         if "attention_rollout" in self.methods:
@@ -285,7 +283,9 @@ class FingerprintExplainer:
     methods = FINGERPRINT_METHODS
 
     def __init__(self, model, target_index: int = 0, device=None):
-        self.model = model.to(device or "cpu").eval()
+        from moleclip.training.devices import choose_device
+
+        self.model = model.to(choose_device(device)).eval()
         self.target_index = int(target_index)
         self.task = _task(model)
 

@@ -18,23 +18,16 @@ from tqdm.auto import tqdm
 
 from moleclip import MoleCLIPForPropertyPrediction, MoleCLIPImageProcessor
 from moleclip.processing.molecules import SkippedMolecule
+from moleclip.training.devices import choose_device
 
-__all__ = ["default_device", "embed_smiles", "predict_smiles", "property_outputs"]
-
-
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+__all__ = ["embed_smiles", "predict_smiles", "property_outputs"]
 
 
 @torch.no_grad()
 def _run(model, processor, smiles, batch_size, device, progress, fn, width, desc, on_error, **render_kwargs):
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    device = torch.device(device) if device is not None else default_device()
+    device = choose_device(device)
     seed = render_kwargs.get("seed")
     if seed is not None and not isinstance(seed, np.random.Generator):
         # One generator for the whole input: the processor would seed an int afresh for every batch, so the molecules

@@ -241,11 +241,9 @@ class Predictor:
         return result
 
     def _torch_device(self):
-        import torch
+        from moleclip.training.devices import choose_device
 
-        from moleclip.training.inference import default_device
-
-        return torch.device(self.device) if self.device is not None else default_device()
+        return choose_device(self.device)
 
     def _draw(self, smiles: list[str], batch_size: int, progress: bool):
         """The molecules drawn in this process, batch by batch, as `screening.draw_chunk` yields them."""

@@ -79,9 +79,12 @@ class PretrainStep:
                  processor=None, augmentation: str = "none"):
         self.ks = list(ks)
         self.augmentation = augmentation  # applied here only to batches that carry `augment_seeds`
-        # the processor's normalisation and channel order (BGR for the paper's converted weights)
-        self.pixels = ({} if processor is None else
-                       dict(mean=processor.image_mean, std=processor.image_std, channel_order=processor.channel_order))
+        if processor is None:
+            from moleclip.processing.image_processing_moleclip import MoleCLIPImageProcessor
+
+            processor = MoleCLIPImageProcessor()
+        # its normalisation and channel order (BGR for the paper's converted weights), as inference applies them
+        self.processor = processor
         self.loop = None  # set once the loop exists: the dump and the kill hook read its step counter
         self.dump_file = None
         if dump_dir:
@@ -93,8 +96,6 @@ class PretrainStep:
         self.kill_at = int(kill) if kill else None
 
     def forward(self, model, batch):
-        from moleclip.processing.pretraining_data import normalize_pixels
-
         plain, styled = batch["pixel_values"], batch["augmented_pixel_values"]
         if "augment_seeds" in batch:
             import torch
@@ -107,8 +108,8 @@ class PretrainStep:
                                  seeds[:, 0].tolist() + seeds[:, 1].tolist(), channels_last=False)
             plain, styled = both[: len(plain)], both[len(plain):]
         return model(
-            pixel_values=normalize_pixels(plain, **self.pixels),
-            augmented_pixel_values=normalize_pixels(styled, **self.pixels),
+            pixel_values=self.processor.normalize_pixels(plain, input_data_format="channels_first"),
+            augmented_pixel_values=self.processor.normalize_pixels(styled, input_data_format="channels_first"),
             pseudo_labels=batch.get("pseudo_labels"),
         )
 
