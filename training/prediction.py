@@ -392,11 +392,8 @@ def _neighbour_columns(domain, queries, kept, n: int, names, space: str = "") ->
             columns[f"nearest_{tag}training_{name}"] = values
     return columns
 
-EMBEDDING_DOMAIN_DIR = "applicability_embedding"  # inside a model folder: the domain in the model's embedding space
-
-
 def _read_embedding_domain(spec: str, wanted: bool | None):
-    from moleclip.training.applicability import METADATA_FILE, ApplicabilityDomain
+    from moleclip.training.applicability import EMBEDDING_DOMAIN_DIR, METADATA_FILE, ApplicabilityDomain
 
     folder = Path(spec) / EMBEDDING_DOMAIN_DIR
     if wanted is False or not (folder / METADATA_FILE).is_file():
