@@ -45,14 +45,14 @@ def _pool(workers: int):
 def _draw_chunk(task):
     """Worker side of both old formats: draw a chunk of molecules (the loose layout also writes its files here)."""
     from moleclip.processing.molecules import quiet_rdkit
+    from moleclip.processing.image_processing_moleclip import MoleCLIPImageProcessor
     from moleclip.processing.prerendered_store import draw_molecule
-    from moleclip.processing.rendering import CoordinateCache
 
     start, smiles, n_variants, loose_dir = task
-    cache, out = CoordinateCache(max_size=1), []
+    processor, out = MoleCLIPImageProcessor(cache_size=1), []
     with quiet_rdkit():
         for offset, s in enumerate(smiles):
-            images = draw_molecule(s, start + offset, 224, n_variants, SEED, cache) or [b""] * (1 + n_variants)
+            images = draw_molecule(s, start + offset, n_variants, SEED, processor) or [b""] * (1 + n_variants)
             if loose_dir is None:
                 out.append(images)
             else:

@@ -333,7 +333,7 @@ def train_throughput(preset: str, batch: int, steps: int, warmup: int, device: s
     """Images/s of full training steps (both views forward + backward + pretraining's optimizer step) on a fixed
     synthetic batch."""
     from moleclip import MoleCLIPConfig, MoleCLIPModel
-    from moleclip.processing.pretraining_data import normalize_pixels
+    from moleclip.processing.image_processing_moleclip import MoleCLIPImageProcessor
     from moleclip_cli.pretrain_config import PretrainConfig
     from moleclip.training.pretrain_run import build_pretrain_optimizer
 
@@ -344,6 +344,10 @@ def train_throughput(preset: str, batch: int, steps: int, warmup: int, device: s
     size = model.config.vision_config.image_size
     data = synthetic_batch(batch, size, ks, device)
     cuda = device.startswith("cuda")
+    processor = MoleCLIPImageProcessor(size=size)
+
+    def normalize_pixels(pixels):
+        return processor.normalize_pixels(pixels, input_data_format="channels_first")
 
     def step():
         with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=bf16):

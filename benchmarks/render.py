@@ -43,7 +43,8 @@ import torch  # noqa: E402
 from machine_info import describe_machine  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from moleclip.processing.augment import augment, normalize  # noqa: E402
+from moleclip.processing.augment import augment  # noqa: E402
+from moleclip.processing.image_processing_moleclip import MoleCLIPImageProcessor  # noqa: E402
 from moleclip.processing.molecules import InvalidMoleculeError, quiet_rdkit  # noqa: E402
 from moleclip.processing.rendering import (  # noqa: E402
     CoordinateCache,
@@ -132,6 +133,8 @@ def main(argv=None) -> dict:
             "random_cairo", prepared, lambda m: render(m, size, random_style(rng), backend="cairo"))
         rng = np.random.default_rng(args.seed)
         results["random"] = timed("random", prepared, lambda m: render(m, size, random_style(rng)))
+
+        normalize = MoleCLIPImageProcessor(size=size).pictures_to_pixel_values
 
         def pipeline(style_of):
             rng = np.random.default_rng(args.seed)

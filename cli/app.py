@@ -44,7 +44,7 @@ def run(args) -> int:
     if args.port is not None and not 1 <= args.port <= 65535:
         raise ValueError(f"--port must be 1 to 65535, got {args.port}")
     if args.device is not None:
-        from moleclip.training.screening import choose_device
+        from moleclip.training.devices import choose_device
 
         choose_device(args.device)  # a device this machine lacks: said before the model loads
     blocks = build_app(args.model, steps=args.steps, trust_pickle=args.trust_pickle, device=args.device)

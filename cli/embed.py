@@ -73,12 +73,12 @@ def _embed(args) -> int:
     from pathlib import Path
 
     from moleclip.processing.tables import table_smiles_column
-    from moleclip.training import screening
+    from moleclip.training import devices, screening
     from moleclip.training.hub import PRESETS, load_backbone, load_processor
 
     from ._common import report_screen, screening_arguments, screening_workers
 
-    device = screening.choose_device(args.device)  # a device this machine lacks: said before the model loads
+    device = devices.choose_device(args.device)  # a device this machine lacks: said before the model loads
     if args.model in PRESETS:
         # A preset's weights are random. Drawn from a fixed seed, every run (and so a resumed run's finished shards
         # and the rest) embeds with the same model.
@@ -100,7 +100,7 @@ def _embed(args) -> int:
                "embedded_with": [json.loads(value) for value in provenance.values()]}
     summary = screening.screen(args.input, args.output, embedder, decides, metadata=provenance,
                                progress=not args.no_progress, **screening_arguments(args))
-    if screening.process_rank()[0] != 0:
+    if devices.process_rank()[0] != 0:
         return 0  # the main process of the launch assembles and reports
     report_screen(summary, "their embedding cells are left empty (.npy: their rows are left out)")
     print(f"wrote {summary.written} embeddings of size {embedder.width} to {Path(args.output)}")

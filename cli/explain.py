@@ -101,7 +101,7 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.device is not None:
-        from moleclip.training.screening import choose_device
+        from moleclip.training.devices import choose_device
 
         choose_device(args.device)  # a device this machine lacks: said before anything is loaded
     check_run_folder(args.output_dir, OUTPUTS, overwrite=args.overwrite, inputs={"--input": args.input})

@@ -96,6 +96,7 @@ def _model_files(folder) -> dict:
 def _predict(args) -> int:
     from moleclip.processing.tables import table_smiles_column
     from moleclip.training import screening
+    from moleclip.training.devices import process_rank
     from moleclip.training.prediction import Predictor
 
     from ._common import model_name, report_screen, screening_arguments, screening_workers
@@ -103,7 +104,7 @@ def _predict(args) -> int:
     predictor = Predictor.load(args.model, trust_pickle=args.trust_pickle, uncertainty=args.uncertainty,
                                domain=args.domain, device=args.device)
     args.smiles_column = table_smiles_column(args.input, args.smiles_column, predictor.smiles_column)
-    rank = screening.process_rank()[0]
+    rank = process_rank()[0]
 
     def warn(chunk):
         if predictor.standardize == "none" and rank == 0:

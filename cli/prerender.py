@@ -27,6 +27,10 @@ def add_arguments(parser) -> None:
                         help="folder of the store (finished once its manifest.json is written; rerun to resume)")
     parser.add_argument("--variants", type=int, default=2,
                         help="random-style drawings per molecule; training picks one per epoch at random (default 2)")
+    parser.add_argument("--model", default=None,
+                        help="the backbone you will pretrain (folder, Hub name, .pth or preset): its processor draws, "
+                        "so its drawing settings (R-groups, drawing back end) are the pictures' (default: the default "
+                        "processor)")
     parser.add_argument("--size", type=int, default=224, help="picture side in pixels (the model's image size)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random drawing styles")
     parser.add_argument("--n-jobs", type=int, default=None, help="drawing processes (default: all cores)")
@@ -49,9 +53,15 @@ def run(args, hub_api=None) -> int:
         from moleclip.training.hub import check_push_possible
 
         check_push_possible(hub_api)  # now, not after drawing every molecule
+    processor = None
+    if args.model is not None:
+        from moleclip.training.hub import load_processor
+
+        processor = load_processor(args.model, size=args.size)
     smiles = read_input(args.input, args.smiles_column, limit=args.limit).smiles
     store = prerender(smiles, args.output, size=args.size, n_variants=args.variants, seed=args.seed, n_jobs=args.n_jobs,
-                      shard_size=args.shard_size, overwrite=args.overwrite, progress=not args.no_progress)
+                      shard_size=args.shard_size, overwrite=args.overwrite, progress=not args.no_progress,
+                      processor=processor)
     meta = store.meta
     pictures = meta["n_molecules"] * (1 + meta["n_variants"])
     print(f"wrote {store.path}: {meta['n_molecules']} molecules x {1 + meta['n_variants']} drawings, "

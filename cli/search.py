@@ -107,7 +107,7 @@ def _check_same_model(args, recorded: dict, model) -> None:
 def _search(args) -> int:
     from moleclip.configuration_moleclip import MODEL_PRESETS
     from moleclip.training.hub import load_backbone, load_processor
-    from moleclip.training.screening import choose_device
+    from moleclip.training.devices import choose_device
     from moleclip.training.vector_index import load_index
     from moleclip.training.vector_queries import embed_queries
 

@@ -33,9 +33,14 @@ __all__ = [
     "REGRESSION_LOSSES",
     "TASK_TYPES",
     "TaskType",
+    "default_target_names",
     "get_task",
     "higher_is_better",
     "infer_task",
+    "is_classification",
+    "is_regression",
+    "prediction_prefix",
+    "predictions_from_logits",
     "property_loss",
 ]
 
@@ -97,6 +102,33 @@ def get_task(name: str) -> TaskType:
     if name not in TASK_TYPES:
         raise ValueError(f"task must be one of {tuple(TASK_TYPES)}, got {name!r}")
     return TASK_TYPES[name]
+
+
+def is_classification(task: str) -> bool:
+    """Binary (0/1) targets, one sigmoid each: predictions are probabilities, ensembles average logits."""
+    return get_task(task).name == "classification"
+
+
+def is_regression(task: str) -> bool:
+    """Continuous targets, learnt standardised: predictions in the targets' units."""
+    return get_task(task).name == "regression"
+
+
+def prediction_prefix(task: str) -> str:
+    """The start of a prediction column's name: ``probability_<target>`` or ``predicted_<target>``."""
+    return "probability" if is_classification(task) else "predicted"
+
+
+def predictions_from_logits(logits: torch.Tensor, task: str) -> torch.Tensor:
+    """What a model predicts from its head's outputs: sigmoid probabilities (classification), values in the targets'
+    units as they are (regression: the head's outputs are already unscaled)."""
+    return torch.sigmoid(logits) if is_classification(task) else logits
+
+
+def default_target_names(names, count: int) -> list[str]:
+    """The targets' names: those recorded, else ``target_0 .. target_{count-1}`` (a model trained from a bare
+    table of labels)."""
+    return [str(name) for name in names] if names else [f"target_{j}" for j in range(int(count))]
 
 
 def higher_is_better(metric: str) -> bool:

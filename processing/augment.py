@@ -24,20 +24,18 @@ picture (the reference code drew the shrink size once per pipeline, a bug not re
 
 No cropping, no flipping: both would change what the molecule is (flips swap stereo wedges' handedness).
 
-``normalize`` turns uint8 pictures into the CLIP-normalised float tensor the vision encoder takes.
+The CLIP statistics live here; the image processor normalises with them (`pictures_to_pixel_values`,
+`normalize_pixels`).
 
 Only flat relative imports: this file travels as Hugging Face remote code next to the image processor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
-import torch
 from PIL import Image
 
-__all__ = ["AUGMENTATION_PRESETS", "CLIP_MEAN", "CLIP_STD", "augment", "normalize"]
+__all__ = ["AUGMENTATION_PRESETS", "CLIP_MEAN", "CLIP_STD", "augment"]
 
 # The classical augmentation levels (see the module docstring); the image processor's `augmentation` setting.
 AUGMENTATION_PRESETS = ("none", "default", "intense")
@@ -186,45 +184,3 @@ def _add_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.
     noisy += image
     np.clip(noisy, 0, 255, out=noisy)
     return np.rint(noisy, out=noisy).astype(np.uint8)
-
-
-def normalize(
-    images,
-    mean: Sequence[float] = CLIP_MEAN,
-    std: Sequence[float] = CLIP_STD,
-) -> torch.Tensor:
-    """uint8 RGB pictures -> float32 tensor [N, 3, H, W]: ``(x / 255 - mean) / std`` per channel.
-
-    ``images``: a uint8 array [N, H, W, 3], a list of [H, W, 3] arrays (same size), or one [H, W, 3] array (N = 1).
-    """
-    if isinstance(images, np.ndarray):
-        batch = list(images[None] if images.ndim == 3 else images)
-        if images.ndim not in (3, 4):
-            raise ValueError(f"normalize expects uint8 images of shape (N, H, W, 3), got {images.dtype} {images.shape}")
-    elif isinstance(images, (list, tuple)):
-        batch = list(images)
-    else:
-        raise TypeError(f"normalize expects a uint8 array or a list of arrays, got {type(images).__name__}")
-    if not batch:
-        raise ValueError("normalize got no images")
-    shape = batch[0].shape if isinstance(batch[0], np.ndarray) else None
-    for image in batch:
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-            raise ValueError(f"normalize expects uint8 images of shape (H, W, 3), got {got}")
-        if image.shape != shape:
-            raise ValueError(f"all images must have the same size, got {shape} and {image.shape}")
-    mean_a = np.asarray(mean, dtype=np.float64)
-    std_a = np.asarray(std, dtype=np.float64)
-    if mean_a.shape != (3,) or std_a.shape != (3,) or np.any(std_a <= 0):
-        raise ValueError("mean and std need one value per RGB channel (std > 0)")
-    scale = (1.0 / (255.0 * std_a)).astype(np.float32).reshape(3, 1, 1)
-    shift = (-mean_a / std_a).astype(np.float32).reshape(3, 1, 1)
-    height, width, _ = shape
-    out = np.empty((len(batch), 3, height, width), dtype=np.float32)
-    # One picture at a time, channels first: the working set stays in cache, three to eight times faster than
-    # converting the whole batch in one go.
-    for target, image in zip(out, batch):
-        np.multiply(np.ascontiguousarray(image.transpose(2, 0, 1)), scale, out=target)
-        target += shift
-    return torch.from_numpy(out)

@@ -39,8 +39,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .cores import available_cores
+from .image_processing_moleclip import MoleCLIPImageProcessor
 from .molecules import quiet_rdkit
-from .rendering import CoordinateCache, DrawingStyle, random_style, render
 from .seeding import sample_rng
 
 __all__ = ["PRERENDER_FORMAT", "PrerenderedImages", "prerender", "push_store_to_hub", "smiles_digest"]
@@ -117,6 +117,8 @@ class PrerenderedImages:
             raise ValueError(f"{self.path} holds {self.size} px drawings, {size} px are needed; re-run `moleclip "
                              f"prerender --size {size}`")
         self.n_variants = int(self.meta["n_variants"])
+        # stores written before the record were drawn with the default drawing settings
+        self.drawing = self.meta.get("drawing", MoleCLIPImageProcessor().drawing_settings())
         self.shard_size, self.row_group_size = int(self.meta["shard_size"]), int(self.meta["row_group_size"])
         self.files = [shard["file"] for shard in self.meta["shards"]]
         self._n = int(self.meta["n_molecules"])
@@ -255,15 +257,16 @@ def _png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def draw_molecule(smiles: str, index: int, size: int, n_variants: int, seed: int,
-                  cache: CoordinateCache) -> list[bytes] | None:
+def draw_molecule(smiles: str, index: int, n_variants: int, seed: int,
+                  processor: MoleCLIPImageProcessor) -> list[bytes] | None:
     """PNG bytes of the plain drawing and ``n_variants`` random-style drawings of the molecule in slot ``index``
-    (the styles are a pure function of ``(seed, index, variant)``); None if it cannot be drawn."""
+    (the styles are a pure function of ``(seed, index, variant)``), drawn by ``processor`` as given (the table is
+    prepared before); None if it cannot be drawn."""
     try:
-        mol = cache.get(smiles, index=index)
-        images = [_png(render(mol, size=size, style=DrawingStyle()))]
+        images = [_png(processor.render_images(smiles, augmentation="none", standardize="none")[0][0])]
         for v in range(n_variants):
-            images.append(_png(render(mol, size=size, style=random_style(sample_rng(seed, index, v)))))
+            images.append(_png(processor.render_images(smiles, randomize_drawing=True, augmentation="none",
+                                                       standardize="none", seed=sample_rng(seed, index, v))[0][0]))
     except Exception:  # RDKit raises assorted C++ errors; a molecule that cannot be drawn is recorded as missing
         return None
     return images
@@ -274,7 +277,7 @@ def _write_shard(task: tuple) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    folder, name, start, smiles, rows, size, n_variants, seed, row_group_size = task
+    folder, name, start, smiles, rows, processor, n_variants, seed, row_group_size = task
     final = Path(folder) / name
     partial = final.with_name(final.name + PARTIAL)
     names = image_columns(n_variants)
@@ -282,12 +285,12 @@ def _write_shard(task: tuple) -> dict:
     # PNG does not compress further: Parquet stores pictures as they are (and reads skip a decompression pass).
     compression = {"row": "zstd", "smiles": "zstd"}
     compression.update({f"{c}.{field}": "none" for c in names for field in ("bytes", "path")})
-    cache, failed = CoordinateCache(max_size=1), 0
+    processor, failed = processor.with_cache_size(1), 0
     writer = pq.ParquetWriter(partial, schema, compression=compression, use_dictionary=False, write_statistics=False)
     with quiet_rdkit():
         for lo in range(0, len(smiles), row_group_size):
             columns = {"row": rows[lo : lo + row_group_size], "smiles": smiles[lo : lo + row_group_size]}
-            drawn = [draw_molecule(s, start + lo + i, size, n_variants, seed, cache)
+            drawn = [draw_molecule(s, start + lo + i, n_variants, seed, processor)
                      for i, s in enumerate(columns["smiles"])]
             failed += sum(images is None for images in drawn)
             for j, column in enumerate(names):
@@ -338,13 +341,15 @@ def prerender(
     rows: Sequence[int] | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    processor: MoleCLIPImageProcessor | None = None,
 ) -> PrerenderedImages:
     """Draw every molecule once (plain) and ``n_variants`` times with a random style, into a store at ``output_dir``.
 
     Shards of ``shard_size`` molecules are drawn and written by ``n_jobs`` processes (default: all cores). A run that
     was interrupted is resumed by calling again with the same arguments (finished shards are kept); ``overwrite``
     starts over. ``rows``: each molecule's row in its table (default 0..n-1). Molecules that cannot be drawn get
-    null pictures (training draws them on the fly, and reports them).
+    null pictures (training draws them on the fly, and reports them). ``processor`` draws (the model's, whose drawing
+    settings the store records and pretraining checks; default: a default processor of side ``size``).
     """
     output_dir = Path(output_dir)
     if n_variants < 1:
@@ -358,6 +363,9 @@ def prerender(
         raise ValueError(f"size must be a positive number of pixels, got {size!r}")
     if shard_size < 1 or row_group_size < 1:
         raise ValueError(f"shard_size and row_group_size must be >= 1, got {shard_size} and {row_group_size}")
+    processor = MoleCLIPImageProcessor(size=int(size)) if processor is None else processor
+    if processor.size["height"] != size:
+        raise ValueError(f"the processor draws {processor.size['height']} px pictures, the store is of {size} px")
     smiles = [str(s) for s in smiles]
     if not smiles:
         raise ValueError("no molecules to pre-render")
@@ -369,6 +377,7 @@ def prerender(
     shard_size -= shard_size % row_group_size
     plan = {"format": PRERENDER_FORMAT, "n_molecules": len(smiles), "size": int(size), "n_variants": int(n_variants),
             "seed": int(seed), "shard_size": shard_size, "row_group_size": row_group_size,
+            "drawing": processor.drawing_settings(),
             "smiles_sha1": smiles_digest(smiles), "rows_sha1": hashlib.sha1(rows.tobytes()).hexdigest()}
     if output_dir.exists():
         if not output_dir.is_dir():
@@ -401,7 +410,7 @@ def prerender(
         entries[shard] = _finished_shard(output_dir / name, expected)
         if entries[shard] is None:
             todo.append((str(output_dir), name, lo, smiles[lo : lo + shard_size], rows[lo : lo + shard_size].tolist(),
-                         int(size), int(n_variants), int(seed), row_group_size))
+                         processor, int(n_variants), int(seed), row_group_size))
     done = sum(e["molecules"] for e in entries if e is not None)
     bar = tqdm(total=len(smiles), initial=done, desc="pre-rendering", unit="mol", disable=not progress, dynamic_ncols=True)
     n_jobs = max(1, min(n_jobs or available_cores(), len(todo)))

@@ -8,9 +8,13 @@ from a worker's global state. A run resumed mid-epoch, or run with a different n
 exactly the same pictures. The epoch travels with each index: :class:`moleclip.training.samplers.EpochBatches` wraps the batch sampler and
 yields ``(epoch, index)`` keys, so the dataset holds no mutable epoch that worker copies could disagree on.
 
-Cost: computing 2D coordinates is the slow part of drawing (about 3x a Cairo draw). Each worker keeps a
-:class:`~rendering.CoordinateCache`, so the two views of a sample share one layout and a molecule seen again in a
-later epoch by the same worker skips it too (bounded by ``coordinate_cache_size`` molecules per worker).
+Drawing: both views are drawn by the model's image processor (`MoleCLIPImageProcessor.render_images`), the one
+drawing path of finetuning, inference and screening too, so its drawing settings (``r_groups``, ``drawing_backend``)
+shape the pretraining pictures exactly as they shape the pictures the model is later fed.
+
+Cost: computing 2D coordinates is the slow part of drawing (about 3x a Cairo draw). Each worker's processor keeps its
+own coordinate cache, so the two views of a sample share one layout and a molecule seen again in a later epoch by the
+same worker skips it too (bounded by ``coordinate_cache_size`` molecules per worker).
 
 Where drawing cannot keep up with the accelerator, :func:`prerender` draws every molecule once ahead of time (the
 plain drawing and ``n_variants`` random-style drawings) into a :class:`PrerenderedImages` store: Parquet shards of PNG
@@ -19,8 +23,8 @@ view of a sample is one of the stored variants, chosen by the same per-sample ge
 smaller than raw pixels (about 10 kB instead of 150 kB per 224 px drawing), which is what makes a ChEMBL-sized store
 fit on one disk.
 
-Images leave the workers as uint8 ``[B, 3, H, W]`` tensors (4x less inter-process traffic than float32);
-:func:`normalize_pixels` turns them into CLIP-normalised floats on the accelerator.
+Images leave the workers as uint8 ``[B, 3, H, W]`` tensors (4x less inter-process traffic than float32); the
+processor's `normalize_pixels` turns them into the model's pixel values on the accelerator.
 
 Flat relative imports only, like the rest of ``processing/``.
 """
@@ -34,12 +38,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .augment import AUGMENTATION_PRESETS, CLIP_MEAN, CLIP_STD, augment
+from .augment import AUGMENTATION_PRESETS, augment
 from .augment_batched import sample_seed
+from .image_processing_moleclip import MoleCLIPImageProcessor
 from .molecules import quiet_rdkit
 # The store lives in its own module; these names stay importable from here.
 from .prerendered_store import PRERENDER_FORMAT, PrerenderedImages, prerender, smiles_digest
-from .rendering import CoordinateCache, DrawingStyle, random_style, render
 from .seeding import sample_rng
 
 __all__ = [
@@ -47,7 +51,6 @@ __all__ = [
     "TwoViewDataset",
     "FixedBatches",
     "collate_two_views",
-    "normalize_pixels",
     "PrerenderedImages",
     "prerender",
     "smiles_digest",
@@ -120,6 +123,9 @@ class TwoViewDataset(Dataset):
             (`augment_batched.augment_batch`), and the workers only draw or decode.
         store_slots: for each molecule, its slot in ``prerendered`` (-1: not in the store, draw it); default: the
             store holds exactly these molecules in this order.
+        processor: the image processor that draws both views (the model's: its drawing settings apply; default: a
+            default processor of side ``size``). Molecules are drawn as given: the table is prepared (standardised)
+            before it gets here.
 
     Items are dicts of ``pixel_values`` / ``augmented_pixel_values`` (uint8 ``[3, H, W]``), ``pseudo_labels``
     (int64 ``[n_label_sets]``, when labels are given), ``index`` and, with ``augment_on="device"``, ``augment_seeds``
@@ -141,6 +147,7 @@ class TwoViewDataset(Dataset):
         prerendered: "PrerenderedImages | None" = None,
         store_slots: np.ndarray | None = None,
         augment_on: str = "workers",
+        processor: MoleCLIPImageProcessor | None = None,
     ):
         if augment_on not in AUGMENT_ON:
             raise ValueError(f"augment_on must be one of {list(AUGMENT_ON)}, got {augment_on!r}")
@@ -183,15 +190,18 @@ class TwoViewDataset(Dataset):
             if len(store_slots) != n:
                 raise ValueError(f"{len(store_slots)} store slots for {n} molecules")
         self.store_slots = store_slots
-        self._cache: CoordinateCache | None = None
+        if processor is None:
+            processor = MoleCLIPImageProcessor(size=self.size)
+        elif processor.size["height"] != self.size:
+            raise ValueError(f"the processor draws {processor.size['height']} px pictures, the model reads {self.size} px")
+        if prerendered is not None and prerendered.drawing != processor.drawing_settings():
+            raise ValueError(f"the pre-rendered store at {prerendered.path} was drawn with {prerendered.drawing}, the "
+                             f"model's processor draws with {processor.drawing_settings()}: re-run `moleclip prerender` "
+                             "with --model set to the backbone")
+        # each worker's copy keeps its own cache of 2D layouts, of this run's size
+        self.processor = processor.with_cache_size(self.coordinate_cache_size)
         self._warned = False
         self._drawn = self._failed = 0  # in this process (each DataLoader worker counts its own)
-
-    def __getstate__(self):
-        # Each worker builds its own coordinate cache; nothing drawn in the parent is worth pickling.
-        state = dict(self.__dict__)
-        state["_cache"] = None
-        return state
 
     def __len__(self) -> int:
         return len(self.smiles)
@@ -211,12 +221,11 @@ class TwoViewDataset(Dataset):
         return self.prerendered.read_pair(int(self.store_slots[index]), rng)
 
     def _draw_pair(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        if self._cache is None:
-            self._cache = CoordinateCache(max_size=self.coordinate_cache_size)
-        mol = self._cache.get(self.smiles[index], index=index)
-        plain = render(mol, size=self.size, style=DrawingStyle())
-        styled = render(mol, size=self.size, style=random_style(rng))
-        return plain, styled
+        smiles = self.smiles[index]
+        # augmentation is this dataset's (both views, after drawing); the table's SMILES are already prepared
+        views = [self.processor.render_images(smiles, randomize_drawing=randomize, augmentation="none",
+                                              standardize="none", seed=rng)[0][0] for randomize in (False, True)]
+        return views[0], views[1]
 
     def __getitem__(self, key) -> dict[str, torch.Tensor | int]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
@@ -273,26 +282,6 @@ def collate_two_views(items: list[dict]) -> dict[str, torch.Tensor]:
         if key in items[0]:
             batch[key] = torch.stack([it[key] for it in items])
     return batch
-
-
-def normalize_pixels(
-    images: torch.Tensor, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD,
-    channel_order: str = "rgb",
-) -> torch.Tensor:
-    """uint8 RGB ``[B, 3, H, W]`` (0..255) to float32 normalised with per-channel mean/std, on the images' device.
-
-    ``channel_order="bgr"`` feeds the channels as B, G, R (then normalised with `mean`/`std` in that order), as the
-    image processor does for the paper's converted weights: pretraining from them must see what they were trained on.
-    """
-    if images.dtype != torch.uint8:
-        raise TypeError(f"expected uint8 pictures, got {images.dtype}")
-    if channel_order not in ("rgb", "bgr"):
-        raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
-    if channel_order == "bgr":
-        images = images.flip(1)
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    return (images.float().div_(255.0) - mean_t) / std_t
 
 
 class FixedBatches:

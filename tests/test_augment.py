@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from moleclip.processing import augment as aug
-from moleclip.processing.augment import AUGMENTATION_PRESETS, CLIP_MEAN, CLIP_STD, augment, normalize
+from moleclip.processing.augment import AUGMENTATION_PRESETS, augment
 
 
 def drawing(height=224, width=224) -> np.ndarray:
@@ -156,36 +156,3 @@ def test_gray_uses_luma_weights():
     out = aug._to_gray(image)
     assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
     assert list(out[0, :3, 0]) == [76, 150, 29]  # 0.299, 0.587, 0.114 of 255
-
-
-def test_normalize_numerics_and_layout():
-    rng = np.random.default_rng(7)
-    images = rng.integers(0, 256, (3, 32, 48, 3), dtype=np.uint8)
-    out = normalize(images)
-    assert out.shape == (3, 3, 32, 48) and out.dtype == torch.float32 and out.is_contiguous()
-    mean, std = np.array(CLIP_MEAN), np.array(CLIP_STD)
-    expected = ((images / 255.0 - mean) / std).transpose(0, 3, 1, 2)
-    assert np.allclose(out.numpy(), expected, atol=1e-5)
-    assert torch.equal(normalize(list(images)), out)
-    assert torch.equal(normalize(images[0]), out[:1])
-    red = np.zeros((1, 2, 2, 3), dtype=np.uint8)
-    red[..., 0] = 255
-    channels = normalize(red)[0, :, 0, 0]
-    assert channels[0] > 1.5 and channels[1] < -1.5 and channels[2] < -1.4  # RGB order kept
-    half = normalize(np.full((1, 2, 2, 3), 51, dtype=np.uint8), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    assert torch.allclose(half, torch.full((1, 3, 2, 2), -0.6))
-    assert CLIP_MEAN == (0.48145466, 0.4578275, 0.40821073)
-    assert CLIP_STD == (0.26862954, 0.26130258, 0.27577711)
-
-
-def test_normalize_rejects_bad_input():
-    with pytest.raises(ValueError):
-        normalize([])
-    with pytest.raises(ValueError):
-        normalize(np.zeros((1, 8, 8, 3), dtype=np.float32))
-    with pytest.raises(ValueError):
-        normalize([np.zeros((8, 8, 3), np.uint8), np.zeros((9, 8, 3), np.uint8)])
-    with pytest.raises(ValueError):
-        normalize(np.zeros((8, 8, 3), np.uint8), std=(0.0, 1.0, 1.0))
-    with pytest.raises(TypeError):
-        normalize("picture.png")

@@ -205,7 +205,9 @@ def test_a_store_in_which_no_molecule_could_be_drawn_is_not_finished(tmp_path, m
     def broken(*args, **kwargs):  # a drawing that cannot work here (a font, Cairo), or a file of no SMILES at all
         raise RuntimeError("no font")
 
-    monkeypatch.setattr(prerendered_store, "render", broken)
+    from moleclip.processing import image_processing_moleclip
+
+    monkeypatch.setattr(image_processing_moleclip, "render", broken)  # inside the processor that draws the store
     with pytest.raises(RuntimeError, match="none of the 10 molecules could be drawn.*--overwrite"):
         small_store(tmp_path / "store")
     with pytest.raises(ValueError, match="unfinished pre-rendered store"):
@@ -294,3 +296,23 @@ def test_dataloader_workers_read_the_store_as_the_parent_does(tmp_path):
     batches = list(loader)  # one batch from each worker
     for key in ("pixel_values", "augmented_pixel_values", "indices"):
         assert torch.equal(here[key], torch.cat([b[key] for b in batches]))
+
+
+def test_the_store_is_drawn_by_the_processor_and_pretraining_refuses_one_drawn_otherwise(tmp_path):
+    # the store drew with the renderer directly: a backbone whose processor draws R-groups pretrained on pictures
+    # without them whenever a store was used
+    from moleclip.processing.image_processing_moleclip import MoleCLIPImageProcessor
+    from moleclip.processing.pretraining_data import TwoViewDataset
+
+    processor = MoleCLIPImageProcessor(size=96, r_groups=True)
+    store = prerender(SMILES[:3], tmp_path / "store", size=96, n_variants=1, seed=3, n_jobs=1, progress=False,
+                      processor=processor)
+    assert store.drawing == {"r_groups": True, "drawing_backend": "hybrid"}
+    for slot in range(3):
+        np.testing.assert_array_equal(store.read(slot), processor.render_images(SMILES[slot])[0][0])
+        styled = processor.render_images(SMILES[slot], randomize_drawing=True, seed=sample_rng(3, slot, 0))[0][0]
+        np.testing.assert_array_equal(store.read(slot, 0), styled)
+    assert not np.array_equal(store.read(0), MoleCLIPImageProcessor(size=96).render_images(SMILES[0])[0][0])
+    TwoViewDataset(SMILES[:3], size=96, prerendered=store, processor=processor)
+    with pytest.raises(ValueError, match="was drawn with .*'r_groups': True.* re-run `moleclip prerender` with --model"):
+        TwoViewDataset(SMILES[:3], size=96, prerendered=store)

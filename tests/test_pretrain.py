@@ -20,8 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from moleclip.processing.pretraining_data import (
-    VALID_STREAM, FixedBatches, PackedStrings, PrerenderedImages, TwoViewDataset, collate_two_views,
-    normalize_pixels, prerender)
+    VALID_STREAM, FixedBatches, PackedStrings, PrerenderedImages, TwoViewDataset, collate_two_views, prerender)
 from moleclip.processing.rendering import CoordinateCache, DrawingStyle, render
 from moleclip.training.loop import OPTIMIZER_TEXT, checkpoint_dirs
 from moleclip.training.samplers import EpochBatches
@@ -136,17 +135,6 @@ def test_undrawable_molecule_keeps_the_batch_shape_with_ignored_labels():
     with pytest.warns(UserWarning, match="could not be drawn"):
         item = data[1]
     assert item["pseudo_labels"].tolist() == [-100] and item["pixel_values"].shape == (3, 224, 224)
-
-
-def test_normalize_pixels_matches_clip_statistics():
-    from moleclip.processing.augment import CLIP_MEAN, CLIP_STD
-
-    images = torch.tensor([0, 128, 255], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 2, 2).contiguous()
-    out = normalize_pixels(images)
-    expected = (torch.tensor([0, 128, 255]) / 255.0 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
-    torch.testing.assert_close(out[1, :, 0, 1], expected.float())
-    with pytest.raises(TypeError, match="uint8"):
-        normalize_pixels(images.float())
 
 
 def test_fixed_batches_give_every_process_equal_batches():
@@ -583,16 +571,23 @@ def test_device_normalisation_matches_the_processor_in_both_channel_orders():
     import torch
 
     from moleclip.processing.image_processing_moleclip import MoleCLIPImageProcessor
-    from moleclip.processing.pretraining_data import normalize_pixels
     from moleclip.training.pretrain_run import PretrainStep
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, pixel_values, augmented_pixel_values, pseudo_labels=None):
+            seen.append((pixel_values, augmented_pixel_values))
 
     pictures = np.random.default_rng(0).integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
     for order in ("rgb", "bgr"):
         processor = MoleCLIPImageProcessor(size=32, channel_order=order)
         expected = processor.pictures_to_pixel_values(list(pictures))
         batch = torch.from_numpy(pictures).permute(0, 3, 1, 2).contiguous()
-        got = normalize_pixels(batch, **PretrainStep([], processor=processor).pixels)
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        PretrainStep([], processor=processor).forward(Recorder(), {"pixel_values": batch,
+                                                                   "augmented_pixel_values": batch})
+        torch.testing.assert_close(seen[-1][0], expected, rtol=0, atol=0)
+        torch.testing.assert_close(seen[-1][1], expected, rtol=0, atol=0)
 
 
 def test_label_columns_of_a_csv_are_read_as_integer_classes(tmp_path):

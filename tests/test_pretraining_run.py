@@ -151,7 +151,7 @@ def test_a_coordinate_cache_of_no_molecules_is_refused_not_drawn_blank():
 
 
 def test_drawing_that_fails_for_every_molecule_stops_instead_of_training_on_blanks(monkeypatch):
-    from moleclip.processing import pretraining_data
+    from moleclip.processing import image_processing_moleclip
     from moleclip.processing.pretraining_data import TwoViewDataset
 
     smiles = molecules(60)
@@ -162,7 +162,8 @@ def test_drawing_that_fails_for_every_molecule_stops_instead_of_training_on_blan
     def broken(*args, **kwargs):  # a drawing that cannot work here (a font, Cairo, a setting)
         raise RuntimeError("no font")
 
-    monkeypatch.setattr(pretraining_data, "render", broken)
+    # the drawing's own failure, inside the processor that draws every picture
+    monkeypatch.setattr(image_processing_moleclip, "render", broken)
     failing = TwoViewDataset(smiles, labels, augmentation="none")
     for i in range(49):  # each looks like a bad molecule at first ...
         assert failing[i]["pseudo_labels"].tolist() == [-100]
@@ -171,7 +172,7 @@ def test_drawing_that_fails_for_every_molecule_stops_instead_of_training_on_blan
     drawn_before = TwoViewDataset(smiles, labels, augmentation="none")
     monkeypatch.undo()
     drawn_before[0]
-    monkeypatch.setattr(pretraining_data, "render", broken)
+    monkeypatch.setattr(image_processing_moleclip, "render", broken)
     assert all(drawn_before[i]["pseudo_labels"].tolist() == [-100] for i in range(1, 60))  # drawing worked once
 
 
@@ -228,3 +229,39 @@ def test_resuming_a_cosine_schedule_with_another_length_is_warned_about(tmp_path
                                 resume="latest")
         _check_resumed_config(longer, tmp_path / "pretrain_config.json", printer)
         assert any("max_steps 100 -> 200" in line for line in printer.lines) is warned
+
+
+@pytest.mark.parametrize("setting, view", [({"r_groups": True}, "pixel_values"),
+                                           ({"drawing_backend": "fast"}, "pixel_values"),
+                                           ({"drawing_backend": "cairo"}, "augmented_pixel_values")])
+def test_the_processor_draws_pretraining_pictures_as_it_draws_inference_pictures(setting, view):
+    # pretraining drew with the renderer directly, so a processor's drawing settings reached inference pictures only:
+    # the model learnt on other pictures than it was later fed
+    from moleclip.processing.image_processing_moleclip import MoleCLIPImageProcessor
+    from moleclip.processing.pretraining_data import STYLE_DRAWS, TRAIN_STREAM, TwoViewDataset
+    from moleclip.processing.seeding import sample_rng
+
+    smiles = ["CCO", "c1ccccc1CCN", "CC(=O)Nc1ccc(O)cc1"]
+    processor = MoleCLIPImageProcessor(size=96, **setting)
+    changed = TwoViewDataset(smiles, seed=2, size=96, augmentation="none", processor=processor)
+    default = TwoViewDataset(smiles, seed=2, size=96, augmentation="none")
+    for i, molecule in enumerate(smiles):
+        item = changed[(1, i)]
+        plain = processor([molecule], return_tensors="pt")["pixel_values"][0]  # what inference feeds the model
+        torch.testing.assert_close(processor.pictures_to_pixel_values([item["pixel_values"].permute(1, 2, 0).numpy()])[0],
+                                   plain, rtol=0, atol=0)
+        styled = processor([molecule], randomize_drawing=True, return_tensors="pt",
+                           seed=sample_rng(2, TRAIN_STREAM, 1, i, STYLE_DRAWS))["pixel_values"][0]
+        torch.testing.assert_close(
+            processor.pictures_to_pixel_values([item["augmented_pixel_values"].permute(1, 2, 0).numpy()])[0], styled,
+            rtol=0, atol=0)
+    # the setting changed the pretraining pictures (not only: both paths ignore it alike)
+    assert not torch.equal(changed[(1, 2)][view], default[(1, 2)][view])
+
+
+def test_a_processor_of_another_size_than_the_model_reads_is_refused():
+    from moleclip.processing.image_processing_moleclip import MoleCLIPImageProcessor
+    from moleclip.processing.pretraining_data import TwoViewDataset
+
+    with pytest.raises(ValueError, match="the processor draws 64 px pictures, the model reads 96 px"):
+        TwoViewDataset(molecules(2), size=96, processor=MoleCLIPImageProcessor(size=64))

@@ -33,3 +33,23 @@ def test_nothing_drawable_gives_rows_of_the_right_width():
     assert embeds.shape == (0, 32) and len(kept) == 0 and len(skipped) == 2
     values, _, _ = predict_smiles(MoleCLIPForPropertyPrediction(config), processor, ["C1CC"], device="cpu", progress=False)
     assert values.shape == (0, 3)
+
+
+def test_a_device_this_machine_lacks_is_refused_by_the_one_device_picker_everywhere():
+    # the library paths had pickers of their own that handed the name to torch: an AssertionError ("Torch not
+    # compiled with CUDA enabled") or an invalid-ordinal RuntimeError instead of the command line's message
+    import pytest
+
+    from moleclip import MoleCLIPForPropertyPrediction
+    from moleclip.training.baselines import FingerprintPredictor
+    from moleclip.training.explain import FingerprintExplainer, ImageExplainer
+
+    config = MoleCLIPConfig.from_preset("tiny", pseudo_label_classes=[], num_targets=1)
+    processor = MoleCLIPImageProcessor()
+    missing = f"cuda:{torch.cuda.device_count() + 7}"
+    with pytest.raises(ValueError, match=f"--device {missing}: "):
+        embed_smiles(MoleCLIPModel(config), processor, SMILES, device=missing, progress=False)
+    with pytest.raises(ValueError, match=f"--device {missing}: "):
+        ImageExplainer(MoleCLIPForPropertyPrediction(config), processor, methods=("attention_rollout",), device=missing)
+    with pytest.raises(ValueError, match=f"--device {missing}: "):
+        FingerprintExplainer(FingerprintPredictor(in_features=16, num_targets=1, task="regression"), device=missing)

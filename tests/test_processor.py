@@ -10,7 +10,7 @@ from transformers import AutoImageProcessor
 
 from moleclip import InvalidMoleculeError, MoleCLIPImageProcessor
 from moleclip.processing import cairo_replay
-from moleclip.processing.augment import CLIP_MEAN, CLIP_STD, normalize
+from moleclip.processing.augment import CLIP_MEAN, CLIP_STD
 from moleclip.processing.rendering import DrawingBackendError, fast_backend_available
 
 needs_fast = pytest.mark.skipif(not fast_backend_available(), reason="no Cairo/FreeType libraries for the fast back end")
@@ -140,7 +140,8 @@ def test_bgr_puts_red_oxygen_in_channel_2_and_normalises_with_the_statistics_in_
     assert np.array_equal(bgr_u8, rgb_u8[..., ::-1])  # swapped exactly, then normalised channel by channel
     assert coloured(bgr_u8, 2) == coloured(rgb_u8, 0) > 10  # red oxygen now in channel 2
     # The reference: B, G, R data normalised with CLIP's R, G, B mean and std (blue data with mean[0] = 0.4815).
-    torch.testing.assert_close(bgr_pixels, normalize([pictures[0][..., ::-1].copy()]), rtol=0, atol=0)
+    torch.testing.assert_close(bgr_pixels, processor.pictures_to_pixel_values([pictures[0][..., ::-1].copy()]),
+                               rtol=0, atol=0)
     white = torch.tensor([(1 - m) / s for m, s in zip(CLIP_MEAN, CLIP_STD)])
     torch.testing.assert_close(bgr_pixels[0, :, 0, 0], white)
 
@@ -153,7 +154,8 @@ def test_bgr_applies_to_given_images_and_after_augmentation():
     torch.testing.assert_close(pixels, expected)
     pictures, _, _ = bgr.render_images(["CCO", "OCCN"], seed=3)
     torch.testing.assert_close(bgr(["CCO", "OCCN"], seed=3)["pixel_values"],
-                               normalize([p[..., ::-1].copy() for p in pictures]), rtol=0, atol=0)
+                               MoleCLIPImageProcessor().pictures_to_pixel_values([p[..., ::-1].copy() for p in pictures]),
+                               rtol=0, atol=0)
     assert torch.equal(bgr.pictures_to_pixel_values(pictures), bgr(["CCO", "OCCN"], seed=3)["pixel_values"])
 
 
@@ -307,3 +309,55 @@ def test_wrong_inputs(processor):
         processor("CCO", augmentation="extreme")
     with pytest.raises(ValueError, match="no molecules"):
         processor([])
+
+
+# ------------------------------------------------------------------------------- normalisation on numpy and on torch
+def test_normalisation_numerics_and_layout_on_both_paths():
+    # the one normalisation: pictures_to_pixel_values (numpy) and normalize_pixels (torch, for uint8 batches on a
+    # device) give the same numbers, CLIP's statistics in R, G, B order
+    rng = np.random.default_rng(7)
+    images = rng.integers(0, 256, (3, 32, 48, 3), dtype=np.uint8)
+    processor = MoleCLIPImageProcessor(size=32, do_resize=False)
+    out = processor.pictures_to_pixel_values(list(images))
+    assert out.shape == (3, 3, 32, 48) and out.dtype == torch.float32 and out.is_contiguous()
+    expected = ((images / 255.0 - np.array(CLIP_MEAN)) / np.array(CLIP_STD)).transpose(0, 3, 1, 2)
+    assert np.allclose(out.numpy(), expected, atol=1e-5)
+    batch = torch.from_numpy(images)
+    assert torch.equal(processor.normalize_pixels(batch), out)
+    assert torch.equal(processor.normalize_pixels(batch.permute(0, 3, 1, 2).contiguous(),
+                                                  input_data_format="channels_first"), out)
+    assert torch.equal(processor.normalize_pixels(batch, data_format="channels_last"), out.permute(0, 2, 3, 1))
+    red = np.zeros((1, 2, 2, 3), dtype=np.uint8)
+    red[..., 0] = 255
+    for channels in (processor.pictures_to_pixel_values(list(red))[0, :, 0, 0],
+                     processor.normalize_pixels(torch.from_numpy(red))[0, :, 0, 0]):
+        assert channels[0] > 1.5 and channels[1] < -1.5 and channels[2] < -1.4  # RGB order kept
+    half = MoleCLIPImageProcessor(image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    grey = np.full((1, 2, 2, 3), 51, dtype=np.uint8)
+    assert torch.allclose(half.pictures_to_pixel_values(list(grey)), torch.full((1, 3, 2, 2), -0.6))
+    assert torch.allclose(half.normalize_pixels(torch.from_numpy(grey)), torch.full((1, 3, 2, 2), -0.6))
+    bgr = MoleCLIPImageProcessor(channel_order="bgr")
+    assert torch.equal(bgr.normalize_pixels(batch), bgr.pictures_to_pixel_values(list(images)))
+    assert torch.equal(bgr.normalize_pixels(batch), processor.normalize_pixels(batch.flip(-1)))
+    unscaled = processor.normalize_pixels(batch, do_rescale=False, do_normalize=False)
+    assert torch.equal(unscaled, torch.from_numpy(images).permute(0, 3, 1, 2).float())
+    assert CLIP_MEAN == (0.48145466, 0.4578275, 0.40821073)
+    assert CLIP_STD == (0.26862954, 0.26130258, 0.27577711)
+
+
+def test_normalisation_refuses_bad_input():
+    processor = MoleCLIPImageProcessor()
+    with pytest.raises(ValueError):
+        processor.pictures_to_pixel_values([])
+    with pytest.raises(ValueError):
+        processor.pictures_to_pixel_values(list(np.zeros((1, 8, 8, 3), dtype=np.float32)))
+    with pytest.raises(ValueError):
+        processor.pictures_to_pixel_values([np.zeros((8, 8, 3), np.uint8), np.zeros((9, 8, 3), np.uint8)])
+    with pytest.raises(ValueError):
+        MoleCLIPImageProcessor(image_std=[0.0, 1.0, 1.0])
+    with pytest.raises(TypeError, match="uint8 torch tensor"):
+        processor.normalize_pixels(torch.zeros(1, 8, 8, 3))
+    with pytest.raises(TypeError, match="uint8 torch tensor"):
+        processor.normalize_pixels(np.zeros((1, 8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="bgr"):
+        MoleCLIPImageProcessor(channel_order="bgr").normalize_pixels(torch.zeros(1, 8, 8, 4, dtype=torch.uint8))

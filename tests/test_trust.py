@@ -236,3 +236,16 @@ def test_confident_classifier_members_reach_the_ensemble_as_logits(tmp_path):
     expected = calibration_from_dict(predictor.trust["calibration"]).probabilities(ens.mean)[:, 0]
     got = predictor.predict(SMILES, progress=False).columns["calibrated_probability_big"]
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_prediction_and_the_finetuning_trust_do_not_import_each_other():
+    # prediction reads what finetuning/trust.py wrote, and trust.py imported a folder name back from prediction.py:
+    # an import circle that made the two modules load in one order only
+    import ast
+    from pathlib import Path
+
+    import moleclip.training.finetuning.trust as trust
+
+    tree = ast.parse(Path(trust.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "moleclip.training.prediction" not in imported

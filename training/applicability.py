@@ -33,6 +33,7 @@ __all__ = ["Neighbours", "tanimoto_matrix", "cosine_matrix", "tanimoto_neighbour
 
 DEFAULT_QUANTILE = 0.05
 METADATA_FILE = "applicability.json"
+EMBEDDING_DOMAIN_DIR = "applicability_embedding"  # inside a model folder: the domain in the model's embedding space
 REFERENCE_FILE = "applicability_reference.npy"
 _BLOCK = 1 << 22  # entries computed at once (32 MB of float64), whatever the numbers of queries and training molecules
 

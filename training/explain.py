@@ -32,6 +32,7 @@ from PIL import Image, ImageDraw
 from rdkit import Chem
 
 from moleclip.processing.molecules import to_mol
+from moleclip.tasks import default_target_names, is_classification
 from moleclip.training.attribution import (
     assign_pixels,
     attention_rollout,
@@ -114,7 +115,7 @@ def target_names(model) -> list[str]:
         names, count = model.config.target_names, model.config.num_targets
     else:
         names, count = model.settings.get("target_names"), model.settings["num_targets"]
-    return list(names) if names else [f"target_{j}" for j in range(count)]
+    return default_target_names(names, count)
 
 
 def resolve_target(names: Sequence[str], requested: str | None) -> int:
@@ -134,7 +135,7 @@ def _task(model) -> str:
 
 
 def _prediction(task: str, output: float) -> float:
-    return float(1.0 / (1.0 + np.exp(-output))) if task == "classification" else float(output)
+    return float(1.0 / (1.0 + np.exp(-output))) if is_classification(task) else float(output)
 
 
 def _rows(mol: Chem.Mol) -> tuple[list[int], list[str]]:
@@ -212,11 +213,9 @@ class ImageExplainer:
         self.target_index, self.methods = int(target_index), tuple(methods)
         self.steps, self.internal_batch_size = int(steps), int(internal_batch_size)
         self.task = _task(model)
-        if device is None:
-            from moleclip.training.inference import default_device
+        from moleclip.training.devices import choose_device
 
-            device = default_device()
-        self.model = model.to(device).eval()
+        self.model = model.to(choose_device(device)).eval()
         self.device = next(self.model.parameters()).device
         self.dtype = next(self.model.parameters()).dtype
         if "attention_rollout" in self.methods:
@@ -285,7 +284,9 @@ class FingerprintExplainer:
     methods = FINGERPRINT_METHODS
 
     def __init__(self, model, target_index: int = 0, device=None):
-        self.model = model.to(device or "cpu").eval()
+        from moleclip.training.devices import choose_device
+
+        self.model = model.to(choose_device(device)).eval()
         self.target_index = int(target_index)
         self.task = _task(model)
 

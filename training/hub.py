@@ -23,6 +23,7 @@ from moleclip.configuration_moleclip import MODEL_PRESETS as PRESETS
 
 logger = logging.getLogger(__name__)
 from moleclip.model_cards import render_model_card
+from moleclip.tasks import default_target_names
 
 __all__ = ["HubUnavailableError", "check_init_factor", "check_model_exists", "check_push_possible", "load_backbone",
            "load_processor", "looks_like_local_path", "read_model_config", "save_model_dir", "push_model_dir",
@@ -335,12 +336,11 @@ def save_model_dir(
     card.setdefault("vision_shape", f"{vc.num_hidden_layers} layers, width {vc.hidden_size}, patch {vc.patch_size}, {vc.image_size} px")
     card.setdefault("pseudo_label_classes", ", ".join(map(str, model.config.pseudo_label_classes)) or "none")
     card.setdefault("head_summary", f"{model.config.head_num_layers} x {model.config.head_hidden_size} hidden units")
-    card.setdefault("targets", ", ".join(model.config.target_names or [f"target_{i}" for i in range(model.config.num_targets)]))
+    card.setdefault("targets", ", ".join(default_target_names(model.config.target_names, model.config.num_targets)))
     card.setdefault("task", model.config.task)
     card.setdefault(
         "prediction_note",
-        {"regression": "predicted values in the targets' units", "classification": "one logit per target; sigmoid for probabilities",
-         "multiclass": "one logit per class"}[model.config.task],
+        {"regression": "predicted values in the targets' units", "classification": "one logit per target; sigmoid for probabilities"}[model.config.task],
     )
     card.setdefault("package_version", __version__)
     (output_dir / "README.md").write_text(render_model_card(kind, **card), encoding="utf-8")

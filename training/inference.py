@@ -18,23 +18,17 @@ from tqdm.auto import tqdm
 
 from moleclip import MoleCLIPForPropertyPrediction, MoleCLIPImageProcessor
 from moleclip.processing.molecules import SkippedMolecule
+from moleclip.tasks import predictions_from_logits
+from moleclip.training.devices import choose_device
 
-__all__ = ["default_device", "embed_smiles", "predict_smiles", "property_outputs"]
-
-
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+__all__ = ["embed_smiles", "predict_smiles", "property_outputs"]
 
 
 @torch.no_grad()
 def _run(model, processor, smiles, batch_size, device, progress, fn, width, desc, on_error, **render_kwargs):
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    device = torch.device(device) if device is not None else default_device()
+    device = choose_device(device)
     seed = render_kwargs.get("seed")
     if seed is not None and not isinstance(seed, np.random.Generator):
         # One generator for the whole input: the processor would seed an int afresh for every batch, so the molecules
@@ -91,8 +85,8 @@ def predict_smiles(
     batch_size: int = 64, device=None, progress: bool = True, on_error: str = "skip", logits: bool = False,
     **render_kwargs,
 ) -> tuple[np.ndarray, np.ndarray, list[SkippedMolecule]]:
-    """Model outputs: regression values in the targets' units, probabilities for classification (sigmoid per target,
-    softmax for multiclass), or the raw logits with `logits=True`; with the kept input positions and skipped
+    """Model outputs: regression values in the targets' units, probabilities for classification (sigmoid per target),
+    or the raw logits with `logits=True`; with the kept input positions and skipped
     entries."""
     outputs = functools.partial(property_outputs, logits=True) if logits else property_outputs
     return _run(model, processor, smiles, batch_size, device, progress, outputs, model.config.num_targets,
@@ -102,19 +96,9 @@ def predict_smiles(
 def property_outputs(model: MoleCLIPForPropertyPrediction, pixel_values: torch.Tensor | None = None,
                      return_embeds: bool = False, image_embeds: torch.Tensor | None = None, logits: bool = False):
     """A property model's outputs for a batch of pixel values (or of the encoder's `image_embeds`, which skips the
-    encoder): regression values in the targets' units, sigmoid probabilities per target (classification), softmax over
-    classes (multiclass), or with `logits=True` the raw logits (what an ensemble combines and calibration reads: a
+    encoder): regression values in the targets' units, sigmoid probabilities per target (classification), or with `logits=True` the raw logits (what an ensemble combines and calibration reads: a
     probability rounded to 1.0 in float32 has lost its logit); with `return_embeds`, also the encoder embeddings the
     head read (one forward pass for both)."""
     output = model(pixel_values=pixel_values, image_embeds=image_embeds)
-    raw = logits
-    logits = output.logits
-    if raw:
-        values = logits
-    elif model.config.task == "classification":
-        values = torch.sigmoid(logits)
-    elif model.config.task == "multiclass":
-        values = torch.softmax(logits, dim=-1)
-    else:
-        values = logits
+    values = output.logits if logits else predictions_from_logits(output.logits, model.config.task)
     return (values, output.image_embeds) if return_embeds else values

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from moleclip.tasks import default_target_names, is_classification, prediction_prefix, predictions_from_logits
+
 __all__ = ["Predictor", "PredictionResult", "load_predictor", "predict_values", "local_model_folder"]
 
 
@@ -122,7 +124,7 @@ def predict_values(model, processor, smiles: Sequence[str], batch_size: int = 64
         outputs = []
         if isinstance(model, ForestPredictor):  # values, or positive-class probabilities, already
             values = model.predict(result.bits)
-            if logits and model.task == "classification":
+            if logits and is_classification(model.task):
                 from moleclip.training.uncertainty import probability_logits
 
                 values = probability_logits(values)
@@ -134,18 +136,17 @@ def predict_values(model, processor, smiles: Sequence[str], batch_size: int = 64
                     x = torch.as_tensor(result.bits[start:start + batch_size], dtype=torch.float32,
                                         device=next(model.parameters()).device)
                     out = model(features=x).logits
-                    probabilities = model.task == "classification" and not logits
-                    outputs.append((torch.sigmoid(out) if probabilities else out).cpu().numpy())
+                    outputs.append((out if logits else predictions_from_logits(out, model.task)).cpu().numpy())
         values = np.concatenate(outputs) if outputs else np.zeros((0, model.settings["num_targets"]))
         kept, skipped = result.kept, result.skipped
-        names = model.settings.get("target_names") or [f"target_{j}" for j in range(model.settings["num_targets"])]
+        names = default_target_names(model.settings.get("target_names"), model.settings["num_targets"])
         task = model.task
     else:
         from moleclip.training.inference import predict_smiles
 
         values, kept, skipped = predict_smiles(model, processor, smiles, batch_size=batch_size, device=device,
                                                progress=progress, on_error="skip", logits=logits)
-        names = model.config.target_names or [f"target_{j}" for j in range(model.config.num_targets)]
+        names = default_target_names(model.config.target_names, model.config.num_targets)
         task = model.config.task
     full = np.full((len(smiles), values.shape[1]), np.nan)  # values are [kept, T], also when nothing was kept
     if len(kept):
@@ -206,13 +207,13 @@ class Predictor:
     def target_names(self) -> list[str]:
         if self.processor is None:
             n = self.model.settings["num_targets"]
-            return list(self.model.settings.get("target_names") or [f"target_{j}" for j in range(n)])
+            return default_target_names(self.model.settings.get("target_names"), n)
         config = self.model.config
-        return list(config.target_names or [f"target_{j}" for j in range(config.num_targets)])
+        return default_target_names(config.target_names, config.num_targets)
 
     @property
     def prefix(self) -> str:
-        return "probability" if self.task == "classification" else "predicted"
+        return prediction_prefix(self.task)
 
     def predict(self, smiles: Sequence[str], batch_size: int = 64, progress: bool = True,
                 batches=None) -> PredictionResult:
@@ -251,11 +252,9 @@ class Predictor:
         return result
 
     def _torch_device(self):
-        import torch
+        from moleclip.training.devices import choose_device
 
-        from moleclip.training.inference import default_device
-
-        return torch.device(self.device) if self.device is not None else default_device()
+        return choose_device(self.device)
 
     def _draw(self, smiles: list[str], batch_size: int, progress: bool):
         """The molecules drawn in this process, batch by batch, as `screening.draw_chunk` yields them."""
@@ -294,7 +293,7 @@ class Predictor:
                     continue
                 embeds = None
                 for folder, model in models:
-                    raw = folder is not None and self.task == "classification"  # members: logits for the ensemble
+                    raw = folder is not None and is_classification(self.task)  # members: logits for the ensemble
                     if folder in on_shared_encoder:
                         out = property_outputs(model, image_embeds=embeds, logits=raw)
                     else:
@@ -346,7 +345,7 @@ class Predictor:
             else:
                 values, _, member_skipped, _ = predict_values(model, processor, smiles, batch_size=batch_size,
                                                               device=self.device, progress=False,
-                                                              logits=task == "classification")
+                                                              logits=is_classification(task))
             if {s.index for s in member_skipped} != missing:  # all members prepare molecules the same way
                 raise ValueError(f"ensemble member {folder} could not use the same molecules as the saved model")
             members.append(values[usable].astype(np.float64))
@@ -356,7 +355,7 @@ class Predictor:
         out = {f"{self.prefix}_{name}_spread": ens.spread[:, j] for j, name in enumerate(names)}
         out.update(interval_columns(task, list(names), calibration, ens.mean, spread))
         full = {name: _scatter(column, usable) for name, column in out.items()}
-        mean = ens.mean if task != "classification" else 1.0 / (1.0 + np.exp(-ens.mean))
+        mean = 1.0 / (1.0 + np.exp(-ens.mean)) if is_classification(task) else ens.mean
         return _scatter(mean, usable), full
 
     # ------------------------------------------------------------------ applicability domain
@@ -406,11 +405,8 @@ def _neighbour_columns(domain, queries, kept, n: int, names, space: str = "") ->
             columns[f"nearest_{tag}training_{name}"] = values
     return columns
 
-EMBEDDING_DOMAIN_DIR = "applicability_embedding"  # inside a model folder: the domain in the model's embedding space
-
-
 def _read_embedding_domain(spec: str, wanted: bool | None):
-    from moleclip.training.applicability import METADATA_FILE, ApplicabilityDomain
+    from moleclip.training.applicability import EMBEDDING_DOMAIN_DIR, METADATA_FILE, ApplicabilityDomain
 
     folder = Path(spec) / EMBEDDING_DOMAIN_DIR
     if wanted is False or not (folder / METADATA_FILE).is_file():

@@ -79,9 +79,12 @@ class PretrainStep:
                  processor=None, augmentation: str = "none"):
         self.ks = list(ks)
         self.augmentation = augmentation  # applied here only to batches that carry `augment_seeds`
-        # the processor's normalisation and channel order (BGR for the paper's converted weights)
-        self.pixels = ({} if processor is None else
-                       dict(mean=processor.image_mean, std=processor.image_std, channel_order=processor.channel_order))
+        if processor is None:
+            from moleclip.processing.image_processing_moleclip import MoleCLIPImageProcessor
+
+            processor = MoleCLIPImageProcessor()
+        # its normalisation and channel order (BGR for the paper's converted weights), as inference applies them
+        self.processor = processor
         self.loop = None  # set once the loop exists: the dump and the kill hook read its step counter
         self.dump_file = None
         if dump_dir:
@@ -93,8 +96,6 @@ class PretrainStep:
         self.kill_at = int(kill) if kill else None
 
     def forward(self, model, batch):
-        from moleclip.processing.pretraining_data import normalize_pixels
-
         plain, styled = batch["pixel_values"], batch["augmented_pixel_values"]
         if "augment_seeds" in batch:
             import torch
@@ -107,8 +108,8 @@ class PretrainStep:
                                  seeds[:, 0].tolist() + seeds[:, 1].tolist(), channels_last=False)
             plain, styled = both[: len(plain)], both[len(plain):]
         return model(
-            pixel_values=normalize_pixels(plain, **self.pixels),
-            augmented_pixel_values=normalize_pixels(styled, **self.pixels),
+            pixel_values=self.processor.normalize_pixels(plain, input_data_format="channels_first"),
+            augmented_pixel_values=self.processor.normalize_pixels(styled, input_data_format="channels_first"),
             pseudo_labels=batch.get("pseudo_labels"),
         )
 
@@ -309,6 +310,9 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
     model = load_backbone(config.backbone, init_factor=config.init_factor, pseudo_label_classes=table.ks)
     _start_label_heads_afresh(model, config, accelerator)
     image_size = model.config.vision_config.image_size
+    # the processor saved with the model draws the pretraining pictures too: its drawing settings apply to both
+    processor = load_processor(config.backbone, size=image_size)
+    processor.standardize = config.standardize  # the table's SMILES are already prepared; saved for users of the model
     store = PrerenderedImages(config.prerendered) if config.prerendered else None
     # Molecules are found in the store by SMILES; those it lacks are drawn during training, so say how many it has
     # (a store drawn from another file, or from other SMILES of the same molecules, silently gives no speed-up).
@@ -325,7 +329,7 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
         return TwoViewDataset(smiles, table.labels[positions], seed=config.seed, size=image_size,
                               augmentation=config.augmentation, ids=table.ids[positions],
                               coordinate_cache_size=config.coordinate_cache_size, prerendered=store, store_slots=slots,
-                              augment_on=config.augment_on, **kwargs)
+                              augment_on=config.augment_on, processor=processor, **kwargs)
 
     fine = int(np.argmax(table.ks))  # batches group molecules of the finest label set
     sampler = GroupedClassBatchSampler(table.labels[train_pos, fine], group_size=config.group_size,
@@ -362,8 +366,6 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
     # ---- optimisation
     optimizer = build_pretrain_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config.schedule, warmup_steps=config.warmup_steps, total_steps=max_steps)
-    processor = load_processor(config.backbone, size=image_size)
-    processor.standardize = config.standardize  # the table's SMILES are already prepared; saved for users of the model
     step = PretrainStep(table.ks, dump_dir=config.debug_dump_dir, rank=rank, processor=processor,
                         augmentation=config.augmentation)
     if len(valid_pos):

@@ -2,7 +2,7 @@
 
 `moleclip embed` and `moleclip predict` run here. The input is read in chunks (`processing.tables.
 iter_molecule_table`); molecules are drawn in DataLoader worker processes, which send uint8 pictures that are
-normalised on the device (`processing.pretraining_data.normalize_pixels`); each chunk's output (every input column
+normalised on the device (the processor's `normalize_pixels`); each chunk's output (every input column
 as written, the output columns, the skipped reason) is written at once, atomically, as one Parquet shard
 `<output>.parts/part-000123.parquet`. A manifest beside the shards records the arguments, the input file (size,
 modification time) and the chunk size, so a run started again with the same arguments keeps the finished shards and
@@ -17,7 +17,6 @@ reads the whole input (reading is cheap next to drawing) so chunk numbers agree 
 from __future__ import annotations
 
 import contextlib
-import copy
 import itertools
 import json
 import os
@@ -31,11 +30,12 @@ import numpy as np
 import pandas as pd
 
 from moleclip.processing.molecules import SkippedMolecule
+from moleclip.training.devices import choose_device, process_rank
 from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN, embedding_columns, mark_skipped, \
     mark_standardized, refuse_column_clash, standardized_column
 
-__all__ = ["ScreenSummary", "PictureBatches", "Embedder", "ChunkPredictor", "choose_device",
-           "default_workers", "draw_chunk", "hold_output", "parts_folder", "process_rank", "screen", "skipped_message"]
+__all__ = ["ScreenSummary", "PictureBatches", "Embedder", "ChunkPredictor", "default_workers", "draw_chunk",
+           "hold_output", "parts_folder", "screen", "skipped_message"]
 
 LINE_COLUMN = "__moleclip_line"  # each row's input line, kept in the shards only (the final report names lines)
 MANIFEST = "manifest.json"
@@ -51,11 +51,6 @@ def default_workers() -> int:
     from moleclip.processing.cores import available_cores
 
     return max(available_cores() - 1, 0)
-
-
-def process_rank() -> tuple[int, int]:
-    """(rank, world size) as `accelerate launch` / torchrun set them; (0, 1) for a plain run."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 def parts_folder(output: str | os.PathLike) -> Path:
@@ -84,8 +79,7 @@ class PictureBatches:
     def __init__(self, processor, smiles: list[str], batch_size: int, render_kwargs: dict | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.processor = copy.copy(processor)
-        self.processor.cache_size, self.processor._coordinates = 1, None
+        self.processor = processor.with_cache_size(1)
         self.smiles, self.batch_size, self.render_kwargs = smiles, batch_size, dict(render_kwargs or {})
 
     def __len__(self) -> int:
@@ -101,27 +95,6 @@ class PictureBatches:
                 "kept": [k + start for k in kept], "skipped": [(s.index + start, s.smiles, s.reason) for s in skipped]}
 
 
-def _normaliser(processor, render_kwargs: dict):
-    """uint8 [b, H, W, C] on the CPU -> the model's float pixel values on `device`. On the device with
-    normalize_pixels when the processor's settings are the usual ones (rescale by 1/255, then mean/std); otherwise
-    through the processor itself, so that an unusual setting is never silently ignored."""
-    from moleclip.processing.pretraining_data import normalize_pixels
-
-    s = processor._settings({k: v for k, v in render_kwargs.items() if k not in ("seed",)})
-    usual = (s["do_rescale"] and abs(s["rescale_factor"] - 1 / 255) < 1e-12 and s["do_normalize"]
-             and (s["data_format"] is None or str(getattr(s["data_format"], "value", s["data_format"])) == "channels_first"))
-
-    def normalise(pixels, device, dtype):
-        if usual and pixels.shape[-1] == 3:
-            x = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2)
-            out = normalize_pixels(x, s["image_mean"], s["image_std"], s["channel_order"])
-        else:
-            out = processor.pictures_to_pixel_values(list(pixels.numpy()), **render_kwargs).to(device)
-        return out.to(dtype=dtype) if out.dtype != dtype else out
-
-    return normalise
-
-
 def draw_chunk(processor, smiles: list[str], batch_size: int, num_workers: int, device, dtype=None,
                render_kwargs: dict | None = None):
     """Yield (pixel values on `device` or None, kept positions, skipped entries) per batch of `smiles`, in order,
@@ -130,44 +103,19 @@ def draw_chunk(processor, smiles: list[str], batch_size: int, num_workers: int, 
     from torch.utils.data import DataLoader
 
     render_kwargs = dict(render_kwargs or {})
-    normalise = _normaliser(processor, render_kwargs)
+    # the settings of this call that act after drawing (channel order, normalisation, layout)
+    settings = {k: v for k, v in render_kwargs.items() if k not in ("seed", "randomize_drawing", "r_groups",
+                                                                      "augmentation")}
     loader = DataLoader(PictureBatches(processor, smiles, batch_size, render_kwargs), batch_size=None,
                         num_workers=num_workers, prefetch_factor=2 if num_workers else None)
     for item in loader:
         kept = np.asarray(item["kept"], dtype=np.int64)
         skipped = [SkippedMolecule(int(i), s, r) for i, s, r in item["skipped"]]
-        pixels = normalise(item["pixels"], device, dtype or torch.float32) if len(kept) else None
+        pixels = None
+        if len(kept):
+            pixels = processor.normalize_pixels(item["pixels"].to(device, non_blocking=True), **settings)
+            pixels = pixels.to(dtype or torch.float32)
         yield pixels, kept, skipped
-
-
-def choose_device(device=None):
-    """The torch device to compute on: `device` (--device) when this machine has it, else, under `accelerate launch`,
-    this process's accelerator, else the best one available. A device that is not here is a ValueError saying so,
-    before any model is loaded (torch's own is an AssertionError, "Torch not compiled with CUDA enabled")."""
-    import torch
-
-    from moleclip.training.inference import default_device
-
-    if device is not None:
-        try:
-            chosen = torch.device(device)
-        except (RuntimeError, TypeError):
-            raise ValueError(f"--device {device}: not a device name torch knows; use cpu, cuda, cuda:1, mps... or leave "
-                             "it out for the best available") from None
-        if chosen.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: no CUDA device is available here; use --device cpu, or leave it "
-                             "out for the best available")
-        if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-        if chosen.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
-                                         and torch.backends.mps.is_available()):
-            raise ValueError(f"--device {device}: MPS (Apple GPU) is not available here; use --device cpu")
-        return chosen
-    rank, world = process_rank()
-    if world > 1 and torch.cuda.is_available():  # one accelerator per process of the launch
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
-    return default_device()
 
 
 class Embedder:

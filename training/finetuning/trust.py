@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from moleclip.training.applicability import ApplicabilityDomain, applicability_markdown, applicability_report
+from moleclip.training.applicability import EMBEDDING_DOMAIN_DIR, ApplicabilityDomain, applicability_markdown, \
+    applicability_report
 from moleclip.training.uncertainty import ConformalIntervals, ProbabilityCalibration, ensemble
 from moleclip.training.uncertainty_report import classification_report, regression_report, uncertainty_markdown
 
@@ -102,7 +103,6 @@ def save_embedding_domain(model_dir: Path, model, processor, data, kept: dict, b
     `model_dir/applicability_embedding/`; returns a summary for results.json. A molecule can be near the training
     set in fingerprint terms and far in what the model sees, or the other way round: predict reports both."""
     from moleclip.training.inference import embed_smiles
-    from moleclip.training.prediction import EMBEDDING_DOMAIN_DIR
 
     rows = {part: np.asarray(kept["_rows"][part]) for part in ("train", "valid")}
     embeddings = {}
