@@ -203,5 +203,6 @@ def _explain(args, table, folder) -> int:
     write_table(molecules, str(folder / "molecules.csv"))
     print(f"explained {len(frame) - len(skipped)} of {len(frame)} molecules ({target}, {', '.join(methods)}) "
           f"into {folder}; {SKIPPED_COLUMN} in molecules.csv says why a row has no explanation" if skipped else
-          f"explained {len(frame)} molecules ({target}, {', '.join(methods)}) into {folder}")
+          f"explained {len(frame)} molecule{'s' if len(frame) != 1 else ''} ({target}, {', '.join(methods)}) into "
+          f"{folder}")
     return 0

@@ -4,6 +4,7 @@ drawing, and nothing cut off."""
 
 import numpy as np
 import pytest
+import torch
 from rdkit import Chem
 
 from moleclip.processing.rendering import DrawingStyle, prepare_for_drawing, render
@@ -17,6 +18,7 @@ from moleclip.training.explain import (
     heatmap_figure,
     heatmap_picture,
 )
+from moleclip_cli.main import main as cli
 
 SMILES = "CC(=O)Nc1ccc(O)cc1"
 TARGET = "log_solubility_measured_at_25_degrees_in_log_mol_per_litre"
@@ -125,3 +127,27 @@ def test_pictures_are_larger_than_the_drawing_and_cut_to_what_is_drawn():
     for picture in (atoms, pixels):
         border = np.concatenate([np.asarray(picture)[:3].reshape(-1, 3), np.asarray(picture)[-3:].reshape(-1, 3)])
         assert (border == 255).all()
+
+
+@pytest.fixture(scope="module")
+def fingerprint_model(tmp_path_factory):
+    from moleclip.training.baselines import FingerprintPredictor
+
+    folder = tmp_path_factory.mktemp("fp") / "model"
+    torch.manual_seed(0)
+    FingerprintPredictor(256, 1, "regression", hidden_size=16, target_names=["logS"]).save(folder)
+    return folder
+
+
+def test_explain_counts_one_molecule_in_the_singular(fingerprint_model, tmp_path, capsys):
+    assert cli(["explain", "--model", str(fingerprint_model), "--smiles", "CCO", "--output-dir", str(tmp_path / "one"),
+                "--no-progress"]) == 0
+    assert "explained 1 molecule (logS, fingerprint_occlusion)" in capsys.readouterr().out
+    assert cli(["explain", "--model", str(fingerprint_model), "--smiles", "CCO", "CCN", "--output-dir",
+                str(tmp_path / "two"), "--no-progress"]) == 0
+    assert "explained 2 molecules (logS" in capsys.readouterr().out
+
+
+def test_render_counts_one_file_in_the_singular(tmp_path, capsys):
+    assert cli(["render", "CCO", "--output-dir", str(tmp_path / "one")]) == 0
+    assert "wrote 1 PNG file to" in capsys.readouterr().out
