@@ -17,8 +17,9 @@ Writes into --output-dir:
                  each pixel map reached atoms (coverage_*), the integrated-gradients convergence delta, the picture
                  files, and moleclip_skipped (why a row has no explanation); for a model that standardises its
                  input, explained_smiles: the molecule whose atoms the rows describe
-  pictures/      row<N>_atoms.png (the molecule coloured by atom score, one panel per method) and, for MoleCLIP
-                 models, row<N>_pixels.png (the drawing and each pixel heat map over it)
+  pictures/      row<N>_atoms.png (the molecule coloured by atom score, one panel per method, each with a colour
+                 bar: green raises the output, pink lowers it) and, for MoleCLIP models, row<N>_pixels.png (the
+                 drawing and each pixel heat map over it)
 
 Scores are in the model's output units: integrated gradients and fingerprint occlusion sum to (about) the change in
 output they explain (the target's units for regression, the logit for classification); attention rollout is the share
@@ -202,5 +203,6 @@ def _explain(args, table, folder) -> int:
     write_table(molecules, str(folder / "molecules.csv"))
     print(f"explained {len(frame) - len(skipped)} of {len(frame)} molecules ({target}, {', '.join(methods)}) "
           f"into {folder}; {SKIPPED_COLUMN} in molecules.csv says why a row has no explanation" if skipped else
-          f"explained {len(frame)} molecules ({target}, {', '.join(methods)}) into {folder}")
+          f"explained {len(frame)} molecule{'s' if len(frame) != 1 else ''} ({target}, {', '.join(methods)}) into "
+          f"{folder}")
     return 0

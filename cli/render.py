@@ -76,5 +76,5 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for index, image in zip(kept, images):
         Image.fromarray(image).save(out / f"mol_{index}.png")
-    print(f"wrote {len(images)} PNG files to {out}")
+    print(f"wrote {len(images)} PNG file{'s' if len(images) != 1 else ''} to {out}")
     return 0

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "METRIC_HIGHER_IS_BETTER",
+    "METRIC_LABELS",
     "REGRESSION_LOSSES",
     "TASK_TYPES",
     "TaskType",
@@ -46,6 +47,8 @@ __all__ = [
 
 # Which way each metric improves: model selection needs it to know the best epoch and setting.
 METRIC_HIGHER_IS_BETTER = {"roc_auc": True, "mae": False, "rmse": False, "r2": True}
+# How figures name each metric.
+METRIC_LABELS = {"roc_auc": "ROC-AUC", "mae": "MAE", "rmse": "RMSE", "r2": "R²"}
 
 
 @dataclass(frozen=True)

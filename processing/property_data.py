@@ -80,6 +80,7 @@ class DatasetSpec:
     source_smiles_column: str | None = None
     source_target_columns: tuple[str, ...] | None = None
     description: str = ""
+    units: str = ""  # of every target, for axis labels; empty where the set's files do not say
 
 
 _TOX21_TASKS = (
@@ -99,10 +100,11 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("esol", "moleculenet/esol.csv", ("log_solubility",), "regression", "scaffold", "rmse",
                     url=_DEEPCHEM + "delaney-processed.csv", source_smiles_column="smiles",
                     source_target_columns=("measured log solubility in mols per litre",),
-                    description="aqueous solubility, log mol/L"),
+                    description="aqueous solubility, log mol/L", units="log mol/L"),
         DatasetSpec("freesolv", "moleculenet/freesolv.csv", ("hydration_free_energy",), "regression", "scaffold",
                     "rmse", url=_DEEPCHEM + "SAMPL.csv", source_smiles_column="smiles",
-                    source_target_columns=("expt",), description="hydration free energy, kcal/mol"),
+                    source_target_columns=("expt",), description="hydration free energy, kcal/mol",
+                    units="kcal/mol"),
         DatasetSpec("clintox", "moleculenet/clintox.csv", ("FDA_APPROVED", "CT_TOX"), "classification", "scaffold",
                     "roc_auc", url=_DEEPCHEM + "clintox.csv.gz", source_smiles_column="smiles",
                     source_target_columns=("FDA_APPROVED", "CT_TOX"), description="clinical toxicity, 2 tasks"),
@@ -116,13 +118,15 @@ DATASETS: dict[str, DatasetSpec] = {
                     url=_DEEPCHEM + "HIV.csv", source_smiles_column="smiles", source_target_columns=("HIV_active",),
                     description="HIV replication inhibition, binary"),
         DatasetSpec("dhbds", "catalysis/dhbds.csv", ("homo_lumo_gap_ev",), "regression", "random", "mae",
-                    description="dual H-bond donors (OSCAR), HOMO-LUMO gap in eV"),
+                    description="dual H-bond donors (OSCAR), HOMO-LUMO gap in eV", units="eV"),
         DatasetSpec("nhcs", "catalysis/nhcs.csv", tuple(f"npa_charge_{i}" for i in range(1, 5)), "regression",
-                    "random", "mae", description="NHC pre-catalysts, 4 NPA charges"),
+                    "random", "mae", description="NHC pre-catalysts, 4 NPA charges", units="e"),
         DatasetSpec("phosphines_yield", "catalysis/phosphines_yield.csv", tuple(f"yield_{i}" for i in range(1, 6)),
-                    "regression", "random", "mae", description="Ni-Suzuki HTE yields, 5 conditions, fractions 0..1"),
+                    "regression", "random", "mae", description="Ni-Suzuki HTE yields, 5 conditions, fractions 0..1",
+                    units="fraction"),
         DatasetSpec("phosphines_selectivity", "catalysis/phosphines_selectivity.csv", ("ddg_kcal_mol",),
-                    "regression", "random", "mae", description="Pd-Suzuki selectivity, ddG in kcal/mol"),
+                    "regression", "random", "mae", description="Pd-Suzuki selectivity, ddG in kcal/mol",
+                    units="kcal/mol"),
         DatasetSpec("kraken_buried_volume", "catalysis/kraken_buried_volume.csv",
                     ("buried_volume_1", "buried_volume_2"), "regression", "random", "mae",
                     description="Kraken phosphine buried volumes, for domain-focused pretraining"),
@@ -172,6 +176,7 @@ class PropertyDataset:
     standardize: str = "none"  # how the SMILES were prepared (standardize.STANDARDIZATIONS)
     n_standardized: int = 0  # rows whose SMILES standardisation changed
     measured: np.ndarray | None = field(default=None, repr=False)
+    units: dict[str, str] = field(default_factory=dict)  # target -> its unit, where known (named sets)
 
     def __post_init__(self) -> None:
         self.measured = np.asarray(self.targets if self.measured is None else self.measured, dtype=np.float64)
@@ -217,6 +222,7 @@ class PropertyDataset:
             hf_dataset=self.hf_dataset.select(idx),
             standardize=self.standardize,
             n_standardized=self.n_standardized,
+            units=dict(self.units),
         )
 
 
@@ -548,4 +554,5 @@ def load_property_dataset(
         source=path,
         standardize=standardize,
         n_standardized=len(changed),
+        units={c: spec.units for c in target_columns if spec is not None and spec.units and c in spec.target_columns},
     )

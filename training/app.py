@@ -306,7 +306,7 @@ class MoleculeApp:
 
         try:
             explanation = self._explainer(target).explain(smiles, index=row)
-            picture = atom_picture(explanation, size=260)
+            picture = atom_picture(explanation, size=340)
         except Exception as err:  # e.g. captum missing, or a molecule the drawing geometry cannot follow
             logger.info("no atom map for %r: %s", smiles, err)
             return f"<div class='moleclip-error' style='max-width:260px'>no atom map: {_h(_plain(err))}</div>"

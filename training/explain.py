@@ -28,7 +28,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LinearSegmentedColormap, Normalize
+from matplotlib.ticker import FuncFormatter
+from PIL import Image
 from rdkit import Chem
 
 from moleclip.processing.molecules import to_mol
@@ -45,14 +49,18 @@ from moleclip.training.attribution import (
     pool,
     require_captum,
 )
+from moleclip.training.plots import fit_text
 
 __all__ = [
     "FINGERPRINT_METHODS",
     "IMAGE_METHODS",
+    "METHOD_NAMES",
     "FingerprintExplainer",
     "ImageExplainer",
     "MoleculeExplanation",
+    "atom_figure",
     "atom_picture",
+    "heatmap_figure",
     "heatmap_picture",
     "make_explainer",
     "resolve_target",
@@ -82,6 +90,8 @@ class MoleculeExplanation:
         coords: (rows, 2) 2D layout coordinates of the heavy atoms, for pictures.
         standardized: the SMILES of the molecule explained when the model standardises its input (its atoms, numbered
             as this SMILES writes them, are the rows and `mol`), else None.
+        target, task: the target explained, by name, and the model's task ("regression" or "classification"), for
+            the pictures to say what the scores are contributions to.
     """
 
     smiles: str
@@ -97,6 +107,8 @@ class MoleculeExplanation:
     pixel_maps: dict[str, np.ndarray] = field(default_factory=dict)
     coords: np.ndarray | None = None
     standardized: str | None = None
+    target: str = ""
+    task: str = "regression"
 
     @property
     def relative_delta(self) -> float | None:
@@ -275,7 +287,8 @@ class ImageExplainer:
             scores[method], coverage[method] = pool(maps[method], assignment)
         return _numbered_as_written(MoleculeExplanation(smiles, mol, heavy, elements, scores, output,
                                                         _prediction(self.task, output), coverage, delta, picture,
-                                                        maps, _layout(prepared, heavy), standardized))
+                                                        maps, _layout(prepared, heavy), standardized,
+                                                        target_names(self.model)[self.target_index], self.task))
 
 
 class FingerprintExplainer:
@@ -298,7 +311,8 @@ class FingerprintExplainer:
         scores, output, _ = fingerprint_atom_scores(self.model, mol, self.target_index)
         return _numbered_as_written(MoleculeExplanation(
             smiles, mol, heavy, elements, {"fingerprint_occlusion": scores}, output, _prediction(self.task, output),
-            coords=_layout(prepare_for_drawing(mol), heavy), standardized=standardized))
+            coords=_layout(prepare_for_drawing(mol), heavy), standardized=standardized,
+            target=target_names(self.model)[self.target_index], task=self.task))
 
 
 def make_explainer(model, processor=None, target: str | None = None, methods: Sequence[str] | None = None,
@@ -320,27 +334,111 @@ def make_explainer(model, processor=None, target: str | None = None, methods: Se
 
 
 # ------------------------------------------------------------------------------------------------------ pictures
-def _titled(panel: Image.Image, title: str) -> Image.Image:
-    out = Image.new("RGB", (panel.width, panel.height + 18), "white")
-    out.paste(panel, (0, 18))
-    ImageDraw.Draw(out).text((4, 3), title, fill="black")
-    return out
+# What each method is called in a picture.
+METHOD_NAMES = {"integrated_gradients": "integrated gradients", "attention_rollout": "attention rollout",
+                "fingerprint_occlusion": "fingerprint bit occlusion"}
+# Signed scores: pink lowers the output, green raises it (RDKit's similarity-map convention), white is no effect.
+SIGNED_COLOURS = LinearSegmentedColormap.from_list(
+    "moleclip_signed", [colormaps["PiYG"](0.0), colormaps["PiYG"](0.25), (1, 1, 1, 1), colormaps["PiYG"](0.75),
+                        colormaps["PiYG"](1.0)], N=255)  # odd: zero falls on the white entry itself
+# Attention shares are all positive: white (least) to orange (most), apart from the signed colours.
+SHARE_COLOURS = colormaps["Oranges"]
+_DPI = 100
 
 
-def _side_by_side(panels: list[Image.Image]) -> Image.Image:
-    out = Image.new("RGB", (sum(p.width for p in panels), max(p.height for p in panels)), "white")
-    x = 0
-    for panel in panels:
-        out.paste(panel, (x, 0))
-        x += panel.width
-    return out
+def _score_key(explanation: MoleculeExplanation, method: str) -> str:
+    """What a colour bar measures, in words."""
+    if method == "attention_rollout":
+        return "share of the pooled token's attention (1 = all of it)"
+    what = (f"the logit of {explanation.target}" if explanation.task == "classification"
+            else f"predicted {explanation.target}" if explanation.target else "the model's output")
+    return f"contribution to {what} (pink lowers it, green raises it)"
 
 
-def atom_picture(explanation: MoleculeExplanation, size: int = 300) -> Image.Image:
-    """The molecule coloured by each method's atom scores (RDKit's similarity-map convention: green positive, pink
-    negative, each panel scaled to its largest |score|), one titled panel per method, in the layout the model saw."""
-    from rdkit.Chem.Draw import SimilarityMaps, rdMolDraw2D
+def _headline(explanation: MoleculeExplanation) -> str:
+    if explanation.task == "classification":
+        return f"{explanation.target}: predicted probability {explanation.prediction:.3g}"
+    return f"{explanation.target or 'output'}: predicted {explanation.prediction:.4g}"
 
+
+def _colouring(method: str, largest: float) -> tuple:
+    """(colour map, scale) for a method's values: signed methods symmetric around zero, shares from zero."""
+    largest = float(largest) or 1.0
+    if method == "attention_rollout":
+        return SHARE_COLOURS, Normalize(0.0, largest, clip=True)
+    return SIGNED_COLOURS, Normalize(-largest, largest, clip=True)
+
+
+def _panels_figure(explanation: MoleculeExplanation, count: int, size: int):
+    """A figure of `count` panels of about `size` px, each with room for a title and a colour bar under it, titled
+    with the target and the prediction; returns it, the panels and the width a panel's texts may take."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(count * (size + 20) / _DPI, (size + 210) / _DPI), dpi=_DPI, layout="compressed")
+    FigureCanvasAgg(fig)
+    fit_text(fig.suptitle(_headline(explanation), fontsize=13), 0.95 * count * (size + 20))
+    return fig, fig.subplots(1, count, squeeze=False)[0], 0.95 * size
+
+
+def _show(fig, ax, width: float, image: np.ndarray, title: str, cmap=None, norm=None, key: str = "",
+          extend: str = "neither") -> None:
+    """`image` in panel `ax` under `title`, with a colour bar saying what `key` each colour stands for."""
+    ax.imshow(image, interpolation="antialiased")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fit_text(ax.set_title(title, fontsize=12), width)
+    if cmap is not None:
+        bar = fig.colorbar(ScalarMappable(norm, cmap), ax=ax, orientation="horizontal", fraction=0.06, pad=0.03,
+                           extend=extend)
+        # the ends and zero only: a row of small numbers would run together
+        bar.set_ticks(sorted({norm.vmin, 0.0, norm.vmax} if norm.vmin < 0 else {norm.vmin, norm.vmax}))
+        bar.ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.2g}".replace("-", "−")))
+        bar.ax.tick_params(labelsize=10)
+        bar.set_label(key, fontsize=10)
+        fit_text(bar.ax.xaxis.label, width)
+
+
+def _picture(fig, margin: int = 10) -> Image.Image:
+    """The figure as a picture, cut to what is drawn on it and `margin` px around it (the panels are square, the
+    figure is made tall enough for any title and colour bar)."""
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+    drawn = np.argwhere((pixels < 250).any(axis=2))
+    (top, left), (bottom, right) = drawn.min(axis=0) - margin, drawn.max(axis=0) + margin + 1
+    return Image.fromarray(pixels[max(top, 0):bottom, max(left, 0):right].copy())
+
+
+def _atom_field(mol: Chem.Mol, weights: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the molecule drawn on white at `size` px, RGB in 0..1; the sum over atoms of weight x a Gaussian around the
+    atom, a third of a bond length wide, so the field at an atom is its own weight within a few per cent)."""
+    from rdkit.Chem.Draw import rdMolDraw2D
+
+    drawer = rdMolDraw2D.MolDraw2DCairo(size, size)
+    drawer.DrawMolecule(mol)
+    drawer.FinishDrawing()
+    drawing = np.asarray(Image.open(io.BytesIO(drawer.GetDrawingText())).convert("RGB"), dtype=np.float64) / 255.0
+    points = np.array([[drawer.GetDrawCoords(i).x, drawer.GetDrawCoords(i).y] for i in range(mol.GetNumAtoms())])
+    bonds = [np.linalg.norm(points[b.GetBeginAtomIdx()] - points[b.GetEndAtomIdx()]) for b in mol.GetBonds()]
+    sigma = (np.median(bonds) if bonds else size / 5) / 3.0
+    rows, cols = np.mgrid[0:size, 0:size] + 0.5
+    field = np.zeros((size, size))
+    for (x, y), weight in zip(points, weights):
+        if weight:
+            field += weight * np.exp(-((cols - x) ** 2 + (rows - y) ** 2) / (2 * sigma ** 2))
+    return drawing, field
+
+
+def atom_picture(explanation: MoleculeExplanation, size: int = 450) -> Image.Image:
+    """`atom_figure` as a picture, cut to what is drawn."""
+    return _picture(atom_figure(explanation, size))
+
+
+def atom_figure(explanation: MoleculeExplanation, size: int = 450):
+    """The molecule coloured by each method's atom scores, one panel of about `size` px per method, in the layout the
+    model saw: each atom sits in a patch of its score's colour (pink lowers the output, green raises it; attention
+    shares from white to orange), scaled to the panel's largest |score|, which the colour bar under it shows in the
+    scores' units. The title names the target and the prediction. A matplotlib Figure (Agg canvas)."""
     mol = Chem.Mol(explanation.mol)
     mol.RemoveAllConformers()
     conformer = Chem.Conformer(mol.GetNumAtoms())
@@ -348,55 +446,56 @@ def atom_picture(explanation: MoleculeExplanation, size: int = 300) -> Image.Ima
         x, y = explanation.coords[row]
         conformer.SetAtomPosition(atom, (float(x), float(y), 0.0))
     mol.AddConformer(conformer, assignId=True)
-    panels = []
-    for method, scores in explanation.scores.items():
-        weights = [0.0] * mol.GetNumAtoms()
-        for row, atom in enumerate(explanation.atom_indices):
-            weights[atom] = float(scores[row])
-        drawer = rdMolDraw2D.MolDraw2DCairo(size, size)
-        if mol.GetNumAtoms() > 1 and max(abs(w) for w in weights) > 0:
-            SimilarityMaps.GetSimilarityMapFromWeights(mol, weights, drawer)
-        elif mol.GetNumAtoms() == 1 and weights[0] != 0:  # RDKit's maps need two atoms: highlight in their colours
-            colour = (0.55, 0.8, 0.55) if weights[0] > 0 else (0.9, 0.6, 0.8)
-            drawer.DrawMolecule(mol, highlightAtoms=[0], highlightAtomColors={0: colour})
-        else:  # nothing to colour (and the map would divide by zero)
-            drawer.DrawMolecule(mol)
-        drawer.FinishDrawing()
-        panel = Image.open(io.BytesIO(drawer.GetDrawingText())).convert("RGB")
-        panels.append(_titled(panel, method.replace("_", " ")))
-    return _side_by_side(panels)
+    fig, axes, width = _panels_figure(explanation, len(explanation.scores), size)
+    for ax, (method, scores) in zip(axes, explanation.scores.items()):
+        weights = np.zeros(mol.GetNumAtoms())
+        weights[explanation.atom_indices] = np.asarray(scores, dtype=np.float64)
+        drawing, field = _atom_field(mol, weights, size)
+        cmap, norm = _colouring(method, np.abs(weights).max())
+        # multiplied, so the bonds and atom labels stay as drawn over the colours
+        _show(fig, ax, width, cmap(norm(field))[..., :3] * drawing, METHOD_NAMES.get(method, method.replace("_", " ")),
+              cmap, norm, _score_key(explanation, method))
+    return fig
 
 
-def heatmap_picture(explanation: MoleculeExplanation) -> Image.Image:
-    """The drawing the model saw and, beside it, each pixel map over it: integrated gradients in blue (negative) and
-    red (positive), scaled to the 99.5th percentile of its non-zero |values| so a few pixels cannot wash the rest out;
-    attention rollout in red from its smallest share (clear) to its largest."""
+def heatmap_picture(explanation: MoleculeExplanation, scale: int = 2) -> Image.Image:
+    """`heatmap_figure` as a picture, cut to what is drawn."""
+    return _picture(heatmap_figure(explanation, scale))
+
+
+def heatmap_figure(explanation: MoleculeExplanation, scale: int = 2):
+    """The drawing the model saw and, beside it, each pixel map over it, every panel blown up `scale` times pixel for
+    pixel (a matplotlib Figure, Agg canvas). Integrated gradients sit on the ink only, in lines a pixel or two wide:
+    they are shown smoothed (Gaussian, 2 px) in the atom pictures' colours (pink lowers, green raises), scaled to the
+    98th percentile of the smoothed |values| so a few pixels cannot wash the rest out. Attention rollout is shown
+    relative to an even spread over the picture, from white (its smallest share) to orange."""
     if explanation.picture is None:
         raise ValueError("a fingerprint model's explanation has no drawing")
-    from matplotlib import colormaps
+    from scipy.ndimage import gaussian_filter
 
-    base = explanation.picture.astype(np.float64) / 255.0
-    grey = base.mean(axis=2, keepdims=True) * np.ones(3)
-    panels = [_titled(_enlarged(Image.fromarray(explanation.picture)), "drawing")]
-    for method, values in explanation.pixel_maps.items():
+    drawing = explanation.picture.astype(np.float64) / 255.0
+    # the ink in mid grey, so a map's colours show on the lines as well as around them
+    faded = 0.5 + 0.5 * drawing.mean(axis=2, keepdims=True) * np.ones(3)
+    fig, axes, width = _panels_figure(explanation, 1 + len(explanation.pixel_maps),
+                                      explanation.picture.shape[0] * scale)
+    _show(fig, axes[0], width, _enlarged(drawing, scale), "the drawing the model saw")
+    for ax, (method, values) in zip(axes[1:], explanation.pixel_maps.items()):
+        extend, title = "neither", METHOD_NAMES.get(method, method.replace("_", " "))
         if method == "integrated_gradients":  # signed, and zero off the ink
+            values = gaussian_filter(np.asarray(values, dtype=np.float64), sigma=2.0)
             magnitude = np.abs(values[values != 0])
-            scale = (np.percentile(magnitude, 99.5) if magnitude.size else 0.0) or 1.0
-            level = np.clip(values / scale, -1.0, 1.0)
-            colours = colormaps["bwr"]((level + 1.0) / 2.0)[..., :3]
-        else:  # shares of attention, all positive: what matters is where there is more
-            spread = values.max() - values.min()
-            level = (values - values.min()) / spread if spread > 0 else np.zeros_like(values)
-            colours = colormaps["Reds"](level)[..., :3]
-        alpha = np.abs(level)[..., None] * 0.85
-        blended = grey * (1.0 - alpha) + colours * alpha
-        overlay = Image.fromarray((blended * 255).round().astype(np.uint8))
-        panels.append(_titled(_enlarged(overlay), method.replace("_", " ")))
-    return _side_by_side(panels)
+            cmap, norm = _colouring(method, np.percentile(magnitude, 98) if magnitude.size else 0.0)
+            extend, title = "both", f"{title} (smoothed over 2 px)"
+            key = _score_key(explanation, method) + ", per pixel"
+        else:  # what matters is where there is more: relative to attention spread evenly over the picture
+            values = values / values.mean()
+            cmap, norm = _colouring(method, values.max())
+            norm.vmin = float(values.min())
+            key = "attention relative to an even spread (1 = even)"
+        _show(fig, ax, width, _enlarged(cmap(norm(values))[..., :3] * faded, scale), title, cmap, norm, key, extend)
+    return fig
 
 
-def _enlarged(picture: Image.Image, at_least: int = 224) -> Image.Image:
-    """Small drawings blown up by a whole factor, pixel for pixel, so a heat map stays readable and exact."""
-    factor = -(-at_least // picture.width)
-    return picture if factor <= 1 else picture.resize((picture.width * factor, picture.height * factor),
-                                                      Image.NEAREST)
+def _enlarged(picture: np.ndarray, scale: int) -> np.ndarray:
+    """A picture blown up by a whole factor, pixel for pixel, so a heat map stays exact."""
+    return np.repeat(np.repeat(picture, scale, axis=0), scale, axis=1) if scale > 1 else picture

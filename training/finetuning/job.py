@@ -427,7 +427,8 @@ def _save(args, results, rows, inputs, kept, processor, backbone, split_kind, gr
                               "test": kept["run"]["test"]}
     results["predictions"] = _combined_predictions(output_dir, rows, kept["members"], trust)
     if not args.no_plots:
-        results["plots"] = report.write_plots(output_dir, rows, kept, data.metric, results["search"]["varied"])
+        results["plots"] = report.write_plots(output_dir, rows, kept, data.metric, results["search"]["varied"],
+                                              args.regression_loss)
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     markdown = report.results_markdown(results, data)
     report.write_results(output_dir, results, markdown)

@@ -28,15 +28,21 @@ def write_results(output_dir: Path, results: dict, markdown: str) -> None:
     write_text_atomically(output_dir / "results.md", markdown + "\n")
 
 
+def loss_name(task: str, regression_loss: str | None) -> str:
+    """The training loss in words: L1 or squared error for regression, binary cross-entropy for classification."""
+    if task != "regression":
+        return "binary cross-entropy"
+    return {"l1": "L1", "mse": "squared error"}.get(regression_loss or "l1", regression_loss)
+
+
 def selection_text(task: str, n_targets: int, select_key: str, regression_loss: str | None) -> str:
     """How epochs and settings are chosen, exactly, including how it differs from the reported metric."""
     if select_key != "loss":
         return f"validation {select_key}, the reported metric itself"
     if task != "regression":
-        return "validation loss (binary cross-entropy, missing labels masked, averaged over the labelled entries)"
-    loss = {"l1": "L1", "mse": "squared error"}.get(regression_loss or "l1", regression_loss)
-    text = (f"validation loss: the {loss} on targets standardised with the training part's mean and std (the "
-            "training loss)")
+        return f"validation loss ({loss_name(task, None)}, missing labels masked, averaged over the labelled entries)"
+    text = (f"validation loss: the {loss_name(task, regression_loss)} on targets standardised with the training "
+            "part's mean and std (the training loss)")
     if n_targets == 1:
         return text + "; for one target this ranks epochs exactly as the raw error does"
     return (text + f"; with {n_targets} targets each target's error is divided by its training std before "
@@ -97,7 +103,8 @@ def model_index(title: str, data: PropertyDataset, split_kind: str, summary: dic
     return yaml.safe_dump(block, sort_keys=False).rstrip()
 
 
-def write_plots(output_dir: Path, job_rows, kept: dict, metric: str, varied: Sequence[str]) -> dict:
+def write_plots(output_dir: Path, job_rows, kept: dict, metric: str, varied: Sequence[str],
+                regression_loss: str | None = None) -> dict:
     """Test-set parity / ROC plot, learning curves and the test predictions of the saved run (`job_rows`: the job's
     `parts.JobRows`, whose input columns the table keeps as the run's own test_predictions.csv does)."""
     from moleclip.training import plots
@@ -116,11 +123,14 @@ def write_plots(output_dir: Path, job_rows, kept: dict, metric: str, varied: Seq
     written = {}
     name = "parity_test.png" if data.task == "regression" else "roc_test.png"
     written["test"] = str(plots.plot_predictions(data.task, data.targets[rows], pred, folder / name,
-                                                 data.target_names, title=f"{title}, test:"))
+                                                 data.target_names, title=f"{title}: test part", units=data.units))
     curves = Path(run["metrics_csv"])
     if curves.is_file():
-        written["learning_curves"] = str(plots.learning_curves(curves, folder / "learning_curves.png", metric=metric,
-                                                               best_epoch=run["best_epoch"], title=title))
+        loss = loss_name(data.task, regression_loss) + (", standardised targets" if data.task == "regression" else "")
+        units = {data.units.get(target, "") for target in data.target_names}
+        written["learning_curves"] = str(plots.learning_curves(
+            curves, folder / "learning_curves.png", metric=metric, best_epoch=run["best_epoch"], title=title,
+            loss=loss, unit=units.pop() if len(units) == 1 else "", n_targets=data.n_targets))
     write_atomically(folder / "test_predictions.csv", lambda tmp: write_delimited(table, tmp))
     written["test_predictions"] = str(folder / "test_predictions.csv")
     return written
