@@ -233,12 +233,7 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
     canonical = canonical_smiles(data.smiles)
     main = canonical[:rows.n_main]
     leakage = {seed: split_leakage(main, data.targets[:rows.n_main], split) for seed, split in splits.items()}
-    for seed, found in leakage.items():
-        if found["train_test"] or found["conflicting"]:
-            warnings.warn(f"split seed {seed}: {found['train_test']} test molecule(s) are also in the training part "
-                          f"(same canonical SMILES, e.g. {', '.join(found['examples']) or '-'}), and "
-                          f"{found['conflicting']} structure(s) appear more than once with different labels; their "
-                          "scores measure memory, not prediction: deduplicate the table", UserWarning, stacklevel=2)
+    _warn_about_leakage(leakage)
     if len(rows.external):
         trained_on = {main[i] for split in splits.values() for i in split.train}
         overlap = sum(canonical[i] in trained_on for i in rows.external)
@@ -354,6 +349,28 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
               final_summary, metrics, started, hub_api, trust)
     acc.wait_for_everyone()
     return public_view(results)
+
+
+def _warn_about_leakage(leakage: dict) -> None:
+    """At most two lines, whatever the number of seeds: labels that disagree are the table's (the same count for
+    every seed), and a test part's overlap with training is listed per seed in one line (a scaffold split, shared by
+    every seed, printed the same line once per seed)."""
+    first = next(iter(leakage.values()))
+    if first["conflicting"]:
+        warnings.warn(f"{first['conflicting']} structure(s) appear more than once in the table with different labels "
+                      "(same canonical SMILES): no prediction can match both copies; deduplicate the table",
+                      UserWarning, stacklevel=3)
+    overlap = {seed: found for seed, found in leakage.items() if found["train_test"]}
+    if overlap:
+        counts = {found["train_test"] for found in overlap.values()}
+        if len(overlap) == len(leakage) and len(counts) == 1:
+            where = f"{counts.pop()} test molecule(s) are also in the training part with every split seed"
+        else:
+            where = "test molecules are also in the training part: " + ", ".join(
+                f"{found['train_test']} with split seed {seed}" for seed, found in overlap.items())
+        examples = ", ".join(list(dict.fromkeys(e for found in overlap.values() for e in found["examples"]))[:3])
+        warnings.warn(f"{where} (same canonical SMILES, e.g. {examples}); their scores measure memory, not "
+                      "prediction: deduplicate the table", UserWarning, stacklevel=3)
 
 
 def _part_summaries(runs: list[dict]) -> dict:
