@@ -371,12 +371,12 @@ def screen(input: str | os.PathLike, output: str | os.PathLike, compute, argumen
 
 
 def skipped_message(summary: ScreenSummary, what: str = "their output cells are left empty") -> str:
-    """The warning line about the molecules that could not be used, by their line in the input file (as
+    """The warning about the molecules that could not be used, by their line in the input file (as
     cli/_common.report_skipped words it for a table read whole)."""
     from moleclip.processing.molecules import list_skipped
 
     more = summary.skipped - len(summary.examples)
-    return (f"warning: {summary.skipped} of {summary.rows} molecules could not be used: "
+    return (f"{summary.skipped} of {summary.rows} molecules could not be used: "
             f"{list_skipped(summary.examples, line_of=int)}{f' and {more} more' if more > 0 else ''}; {what} and the "
             f"reason is in the {SKIPPED_COLUMN} column")
 
