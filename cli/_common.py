@@ -113,14 +113,17 @@ def screening_workers(args) -> int:
 
 
 def report_screen(summary, skipped_what: str = "their output cells are left empty") -> None:
-    """The lines a finished chunked run prints before its own: the molecules it could not use, and what a resumed run
-    kept from the earlier one."""
+    """The lines a finished chunked run prints before its own: the molecules it could not use, how many rows repeat a
+    molecule, and what a resumed run kept from the earlier one."""
     import warnings
 
     from moleclip.training.screening import skipped_message
 
     if summary.skipped:
         warnings.warn(skipped_message(summary, skipped_what), UserWarning, stacklevel=2)
+    if summary.repeated:  # said, not refused: a table may repeat a molecule on purpose (replicates, several IDs)
+        warnings.warn(f"{summary.repeated} of {summary.rows} rows repeat the molecule of an earlier row (identical "
+                      "canonical SMILES); every row keeps its own output", UserWarning, stacklevel=2)
     if summary.kept:
         print(f"resumed: {summary.kept} of {summary.chunks} chunks were kept from the earlier run")
 

@@ -445,13 +445,13 @@ def test_warnings_are_one_line_like_errors(tmp_path):
 
     torch.manual_seed(0)
     FingerprintPredictor(256, 1, "regression", hidden_size=16, target_names=["logS"]).save(tmp_path / "fp")
-    # a salt and a SMILES that cannot be parsed: predict warns about both
-    (tmp_path / "in.csv").write_text("smiles\nCCO\nCC(=O)[O-].[Na+]\nC(\n")
+    # a salt, a SMILES that cannot be parsed and ethanol again: predict warns about each
+    (tmp_path / "in.csv").write_text("smiles\nCCO\nCC(=O)[O-].[Na+]\nC(\nOCC\n")
     proc = subprocess.run([sys.executable, "-m", "moleclip_cli.main", "predict", "--model", str(tmp_path / "fp"),
                            "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv"), "--no-progress"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    for topic in ("fragments", "could not be used"):
+    for topic in ("fragments", "could not be used", "repeat the molecule"):
         lines = [line for line in proc.stderr.splitlines() if topic in line]
         assert len(lines) == 1 and lines[0].startswith("moleclip predict: warning: "), proc.stderr
     assert not [line for line in proc.stdout.splitlines() if "warning:" in line], proc.stdout
