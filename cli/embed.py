@@ -70,7 +70,7 @@ def _embed(args) -> int:
     from pathlib import Path
 
     from moleclip.training import screening
-    from moleclip.training.hub import PRESETS, load_backbone, load_processor
+    from moleclip.training.hub import PRESETS, load_encoder, load_processor
 
     from ._common import report_screen, screening_arguments, screening_workers
 
@@ -81,7 +81,7 @@ def _embed(args) -> int:
         import torch
 
         torch.manual_seed(0)
-    model = load_backbone(args.model)
+    model = load_encoder(args.model)
     processor = load_processor(args.model)
     if args.standardize is not None:
         processor.standardize = args.standardize

@@ -212,6 +212,31 @@ def test_embed_to_parquet_and_npy(tiny_dir, smi_file, tmp_path, capsys):
     np.testing.assert_allclose(matrix, table[columns].drop(index=2).to_numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_embed_with_a_finetuned_model_gives_no_training_advice(tmp_path, smi_file, caplog):
+    # A finetuned folder has no pseudo-label classifiers; embedding uses none, so nothing may say that new ones are
+    # "initialised, to be trained": loading a model for inference trains nothing.
+    import logging
+
+    import torch
+
+    from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPImageProcessor
+    from moleclip.training.hub import load_encoder
+
+    torch.manual_seed(0)
+    finetuned = MoleCLIPForPropertyPrediction(MoleCLIPConfig.from_preset("tiny", num_targets=1))
+    folder = tmp_path / "model"
+    finetuned.save_pretrained(folder)
+    MoleCLIPImageProcessor().save_pretrained(folder)
+    with caplog.at_level(logging.INFO):
+        assert main(["embed", "--model", str(folder), "--input", str(smi_file), "--output", str(tmp_path / "e.parquet"),
+                     "--no-progress"]) == 0
+        encoder = load_encoder(str(folder))
+    assert not [r for r in caplog.records if "initialised" in r.getMessage()], caplog.text
+    for name, tensor in finetuned.moleclip.state_dict().items():
+        if name.startswith(("vision_model.", "visual_projection.")):
+            torch.testing.assert_close(encoder.state_dict()[name], tensor)  # the encoder is the finetuned one
+
+
 def test_embed_csv_keeps_text_columns_as_written(tiny_dir, tmp_path, capsys):
     csv = tmp_path / "in.csv"
     csv.write_text("id,SMILES_col,note\n0001,CCO,NA\n0002,CCN,\n")

@@ -25,8 +25,8 @@ logger = logging.getLogger(__name__)
 from moleclip.model_cards import render_model_card
 
 __all__ = ["HubUnavailableError", "check_init_factor", "check_model_exists", "check_push_possible", "load_backbone",
-           "load_processor", "looks_like_local_path", "read_model_config", "save_model_dir", "push_model_dir",
-           "describe_backbone"]
+           "load_encoder", "load_processor", "looks_like_local_path", "read_model_config", "save_model_dir",
+           "push_model_dir", "describe_backbone"]
 
 DEFAULT_BACKBONE = "openai/clip-vit-base-patch16"
 
@@ -127,6 +127,13 @@ def read_model_config(spec: str) -> dict:
     if path.exists():
         raise ValueError(f"{path} is a file; a model is a checkpoint folder, a Hub name, a .pth file or a preset")
     return json.loads(Path(_hub_file(spec, "config.json")).read_text())
+
+
+def load_encoder(spec: str) -> MoleCLIPModel:
+    """The encoder alone, for embedding molecules (`embed`, `search`): no pseudo-label classifier is built, as none is
+    used, so a finetuned model's folder (which has none) loads without the announcement that new ones are initialised
+    for training, which only a job that trains them should print. Every encoder weight must be in the checkpoint."""
+    return load_backbone(spec, MoleCLIPModel, pseudo_label_classes=[])
 
 
 def _model_type_of(spec: str) -> str | None:
