@@ -26,7 +26,7 @@ from moleclip.model_cards import render_model_card
 
 __all__ = ["HubUnavailableError", "check_init_factor", "check_model_exists", "check_push_possible", "load_backbone",
            "load_encoder", "load_processor", "looks_like_local_path", "read_model_config", "save_model_dir",
-           "push_model_dir", "describe_backbone"]
+           "write_model_card", "push_model_dir", "describe_backbone"]
 
 DEFAULT_BACKBONE = "openai/clip-vit-base-patch16"
 
@@ -349,7 +349,17 @@ def save_model_dir(
         {"regression": "predicted values in the targets' units", "classification": "one logit per target; sigmoid for probabilities",
          "multiclass": "one logit per class"}[model.config.task],
     )
-    card.setdefault("package_version", __version__)
+    write_model_card(output_dir, kind, card, extra_files)
+    return output_dir
+
+
+def write_model_card(output_dir: str | Path, kind: str, card: dict, extra_files: dict[str, str] | None = None) -> Path:
+    """The model card (README.md, `model_cards/<kind>.md` filled with `card`) and `extra_files` (name -> text: the
+    results) of a model folder: the one way every model folder gets them, MoleCLIP checkpoints (`save_model_dir`) and
+    fingerprint baselines alike."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    card = {"package_version": __version__, **card}
     (output_dir / "README.md").write_text(render_model_card(kind, **card), encoding="utf-8")
     for name, text in (extra_files or {}).items():
         (output_dir / name).write_text(text, encoding="utf-8")

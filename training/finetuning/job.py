@@ -346,7 +346,7 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
     if acc.is_main_process:
         trust = _add_trust(results, rows, kept, splits, args.coverage)
         _save(args, results, rows, inputs, kept, processor, backbone, split_kind, grid, options, mode, output_dir,
-              final_summary, metrics, started, hub_api, trust)
+              started, hub_api, trust)
     acc.wait_for_everyone()
     return public_view(results)
 
@@ -426,7 +426,7 @@ def _add_trust(results: dict, rows, kept: dict, splits: dict, coverage: float) -
 
 
 def _save(args, results, rows, inputs, kept, processor, backbone, split_kind, grid, options, mode, output_dir,
-          final_summary, metrics, started, hub_api, trust) -> None:
+          started, hub_api, trust) -> None:
     """Write the chosen model, its ensemble, calibration and domain, plots and results (main process only)."""
     from .trust import save_head_member, save_members
 
@@ -446,23 +446,16 @@ def _save(args, results, rows, inputs, kept, processor, backbone, split_kind, gr
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     markdown = report.results_markdown(results, data)
     report.write_results(output_dir, results, markdown)
-    if mode != "fingerprint":
-        title = f"moleclip-{data.name}"
-        card = {
-            "title": title, "dataset": f"{data.name} ({rows.n_main} molecules)",
-            "protocol": report.protocol_text(args, data, split_kind, mode, grid, options),
-            "results_table": results["final_table"] + "\n\nSearch (mean ± std over seeds; chosen on validation):\n\n"
-            + results["search_table"],
-            "select_on": options.select_key, "backbone": backbone,
-            "model_index": report.model_index(args.push_to_hub or title, data, split_kind, final_summary, metrics,
-                                              len(args.seeds)),
-        }
-        if args.push_to_hub:
-            card["repo_id"] = args.push_to_hub
-        from moleclip.training.hub import push_model_dir, save_model_dir
+    kind, card = report.model_card(args, data, rows.n_main, results, mode,
+                                   report.protocol_text(args, data, split_kind, mode, grid, options), options.select_key,
+                                   backbone, model_dir)
+    extra_files = {"results.json": (output_dir / "results.json").read_text(), "results.md": markdown}
+    from moleclip.training.hub import push_model_dir, save_model_dir, write_model_card
 
-        save_model_dir(model_dir, saved, processor, card=card,
-                       extra_files={"results.json": (output_dir / "results.json").read_text(), "results.md": markdown})
+    if mode == "fingerprint":
+        write_model_card(model_dir, kind, card, extra_files)
+    else:
+        save_model_dir(model_dir, saved, processor, card=card, extra_files=extra_files)
         from .trust import save_embedding_domain
 
         results["saved_model"]["embedding_domain"] = save_embedding_domain(
@@ -574,5 +567,12 @@ def _random_forest(args, rows, bits, split_kind, split_source, splits, leakage, 
         results["wall_seconds"] = round(time.perf_counter() - started, 1)
         markdown = report.results_markdown(results, data)
         report.write_results(output_dir, results, markdown)
+        protocol = (f"{split_source}, seeds {', '.join(map(str, args.seeds))}; one random forest of "
+                    f"{args.rf_estimators} trees per seed (scikit-learn's defaults otherwise), fixed in advance")
+        from moleclip.training.hub import write_model_card
+
+        write_model_card(model_dir, *report.model_card(args, data, rows.n_main, results, "random_forest", protocol,
+                                                       key, results["backbone"], model_dir),
+                         {"results.json": (output_dir / "results.json").read_text(), "results.md": markdown})
         print(markdown)
     return public_view(results)

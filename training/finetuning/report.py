@@ -16,9 +16,11 @@ import numpy as np
 from moleclip.processing.property_data import PropertyDataset
 from moleclip.training.loop import OPTIMIZER_TEXT
 from moleclip.training.outputs import write_atomically, write_text_atomically
+from moleclip.training.scoring import TASK_METRICS
 from moleclip.training.search import public_view, setting_name
 
-__all__ = ["write_results", "results_markdown", "per_target_markdown", "protocol_text", "model_index", "write_plots"]
+__all__ = ["write_results", "results_markdown", "per_target_markdown", "protocol_text", "model_card", "model_index",
+           "write_plots"]
 
 # What `inputs.ENCODER_ADAM` and `inputs.HEAD_ADAM` set, in words.
 BETAS_TEXT = "betas (0.9, 0.98), eps 1e-6 for the encoder; PyTorch's defaults (0.9, 0.999), eps 1e-8 for the head"
@@ -74,6 +76,43 @@ def protocol_text(args, data: PropertyDataset, split_kind: str, mode: str, grid:
     if getattr(args, "r_groups", False):
         text += "; molecules drawn with R-group labels"
     return text
+
+
+def model_card(args, data: PropertyDataset, n_molecules: int, results: dict, mode: str, protocol: str,
+               select_on: str, backbone: str, model_dir: Path) -> tuple[str, dict]:
+    """The card kind and what fills it, for the model folder of any mode: a MoleCLIP checkpoint ("property") or a
+    fingerprint MLP / random forest ("baseline"), each with the job's protocol, table and model-index scores."""
+    title = f"moleclip-{data.name}" if mode in ("full", "frozen") else f"moleclip-{data.name}-{mode}-baseline"
+    seeds = results["protocol"]["seeds"]
+    card = {
+        "title": title, "dataset": f"{data.name} ({n_molecules} molecules)", "protocol": protocol,
+        "results_table": results["final_table"] + "\n\nSearch (mean ± std over seeds; chosen on validation):\n\n"
+        + results["search_table"],
+        "select_on": select_on, "backbone": backbone,
+        "model_index": model_index(getattr(args, "push_to_hub", None) or title, data, results["protocol"]["split"],
+                                   results["final"]["summary"], list(TASK_METRICS[data.task]), len(seeds)),
+        "targets": ", ".join(data.target_names), "task": data.task,
+    }
+    if mode in ("full", "frozen"):
+        if args.push_to_hub:
+            card["repo_id"] = args.push_to_hub
+        return "property", card
+    if mode == "fingerprint":
+        card["model_summary"] = (f"Morgan fingerprints (radius 2, 2048 bits) into the paper's MLP head "
+                                 f"({args.head_num_layers or 3} x {args.head_hidden_size or 512} hidden units)")
+        card["selection"] = (f"each run's score is taken at its epoch with the best validation {select_on}, and "
+                             "settings were chosen on validation only.")
+    else:
+        card["model_summary"] = (f"a random forest of {args.rf_estimators} trees per seed on Morgan fingerprints "
+                                 "(radius 2, 2048 bits)")
+        card["selection"] = "the forests' hyperparameters were fixed in advance: nothing was chosen on test scores."
+        card["predict_options"] = " --trust-pickle"
+        card["predict_note"] = (" The forests are saved with joblib, and loading them runs pickle: hence "
+                                "`--trust-pickle`, for a folder you made or trust.")
+    card.setdefault("predict_options", "")
+    card.setdefault("predict_note", "")
+    card["model_path"] = str(model_dir)
+    return "baseline", card
 
 
 def model_index(title: str, data: PropertyDataset, split_kind: str, summary: dict, metrics: Sequence[str],
