@@ -307,6 +307,9 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
         final, final_keeper = search([chosen["setting"]], args.final_epochs, "final")
         final_runs, kept = final["entries"][0]["runs"], final_keeper.leader
     final_summary = summarize_runs(final_runs)
+    from .trust import ensemble_scores
+
+    served = ensemble_scores(data, kept["members"], shared_split(splits), group)
     gc.unfreeze()
     torch.set_num_threads(threads)
 
@@ -335,13 +338,13 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
         "search": searched,
         "chosen_setting": chosen["setting"],
         "chosen_name": chosen["name"],
-        "final": {"runs": final_runs, "summary": final_summary, **_part_summaries(final_runs)},
+        "final": {"runs": final_runs, "summary": final_summary, "ensemble": served, **_part_summaries(final_runs)},
         "paper": _paper_row(args, data),
         "processes": acc.num_processes,
         "device": str(acc.device),
     }
     results["final_table"] = final_markdown(final_summary, metrics, MODE_LABELS[mode], results["paper"], data.metric,
-                                            split=split_kind)
+                                            split=split_kind, ensemble=served)
     results["search_table"] = search_markdown(searched, options.select_key, data.metric)
     if acc.is_main_process:
         trust = _add_trust(results, rows, kept, splits, args.coverage)
@@ -526,6 +529,9 @@ def _random_forest(args, rows, bits, split_kind, split_source, splits, leakage, 
                         "name": name, **{k: v for k, v in run.items() if k.startswith("_")}})
     runs = [m["run"] for m in members]
     summary = summarize_runs(runs)
+    from .trust import ensemble_scores
+
+    served = ensemble_scores(data, members, shared_split(splits), group)
     searched = {"entries": [{"setting": setting, "name": name, "runs": runs, "summary": summary}], "chosen": 0,
                 "varied": [], "selected_by": "fixed hyperparameters (no search)"}
     results = {
@@ -536,12 +542,12 @@ def _random_forest(args, rows, bits, split_kind, split_source, splits, leakage, 
                      "split_sizes": {str(s): list(v.sizes) for s, v in splits.items()},
                      "group_column": args.group_column},
         "search": searched, "chosen_setting": setting, "chosen_name": name,
-        "final": {"runs": runs, "summary": summary, **_part_summaries(runs)},
+        "final": {"runs": runs, "summary": summary, "ensemble": served, **_part_summaries(runs)},
         "paper": _paper_row(args, data),
     }
     metrics = list(TASK_METRICS[data.task])
     results["final_table"] = final_markdown(summary, metrics, MODE_LABELS["random_forest"], results["paper"],
-                                            data.metric, split=split_kind)
+                                            data.metric, split=split_kind, ensemble=served)
     results["search_table"] = search_markdown(searched, data.metric, data.metric)
     if acc.is_main_process:
         key = data.metric

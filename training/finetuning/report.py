@@ -175,19 +175,34 @@ def _summary_table(summary: dict, title: str) -> list[str]:
             "| " + " | ".join(format_summary(summary[k]) for k in names) + " |"]
 
 
+def _served_line(scores: dict | None) -> list[str]:
+    """The ensemble's scores on a part (see `trust.ensemble_scores`), as one line under that part's per-seed table."""
+    from moleclip.training.search import format_number
+
+    shown = {k: v for k, v in (scores or {}).items() if k not in ("n", "loss")}
+    if not shown:
+        return []
+    return ["", "The ensemble of the seeds' models (what `moleclip predict` serves): "
+            + ", ".join(f"{k} {format_number(v)}" for k, v in shown.items()) + "."]
+
+
 def parts_markdown(results: dict) -> list[str]:
-    """The external test set's scores and the subgroup's test scores (mean ± std [95% CI] over seeds)."""
+    """The external test set's scores and the subgroup's test scores (mean ± std [95% CI] over seeds, then the
+    served ensemble's)."""
     final, lines = results["final"], []
+    served = final.get("ensemble") or {}
     if "external_summary" in final:
         d = results["dataset"]
         lines += _summary_table(final["external_summary"], f"### External test set (`{d.get('test_file')}`, "
                                 f"{d.get('n_external_used')} molecules; never used for any choice)")
+        lines += _served_line(served.get("external"))
         if d.get("external_in_training"):
             lines.append(f"\n{d['external_in_training']} external molecules are also in a training part.")
     if "group_summary" in final:
         counts = ", ".join(map(str, final["group_summary"].get("n", [])))
         lines += _summary_table(final["group_summary"], f"### Test subgroup: rows where "
                                 f"`{results['protocol'].get('group_column')}` is true ({counts} test molecules per seed)")
+        lines += _served_line(served.get("test_group"))
     return lines
 
 
@@ -247,6 +262,14 @@ def results_markdown(results: dict, data: PropertyDataset) -> str:
         "",
         results["final_table"],
     ]
+    served = results["final"].get("ensemble")
+    if served and served.get("test") is not None:
+        lines += ["", "Two rows, two measurements: the mean over seeds scores each seed's model alone; the ensemble row "
+                  "scores the same models combined, as `moleclip predict` combines them (mean prediction; mean "
+                  "probability), once on the same test part. The model folder serves the ensemble."]
+    elif served:
+        lines += ["", f"The ensemble of the {served['n_members']} seeds' models, which `moleclip predict` serves, has "
+                  f"no test score here: {served['note']}."]
     runs = results["final"]["runs"]
     if runs and "per_target" in runs[0] and (data.n_targets > 1 or any(
             reasons for run in runs for part in run["left_out"].values() for reasons in part.values())):

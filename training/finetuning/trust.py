@@ -32,8 +32,8 @@ from moleclip.training.applicability import ApplicabilityDomain, applicability_m
 from moleclip.training.uncertainty import ConformalIntervals, ProbabilityCalibration, ensemble
 from moleclip.training.uncertainty_report import classification_report, regression_report, uncertainty_markdown
 
-__all__ = ["TRUST_FILE", "MEMBER_FILE", "build_trust", "save_members", "save_head_member", "load_head_member",
-           "trust_markdown", "interval_columns", "save_embedding_domain"]
+__all__ = ["TRUST_FILE", "MEMBER_FILE", "build_trust", "ensemble_scores", "save_members", "save_head_member",
+           "load_head_member", "trust_markdown", "interval_columns", "save_embedding_domain"]
 
 TRUST_FILE = "uncertainty.json"
 MEMBER_FILE = "member.json"  # a head-only member (frozen mode): its head on the encoder of the folder above
@@ -77,6 +77,35 @@ def build_trust(data, members: list[dict], kept: dict, shared: bool, coverage: f
     applicability["predictions"] = "ensemble mean" if shared else f"its own predictions, seed {kept['run']['seed']}"
     return {"calibration": calibration, "scope": report["scope"], "domain": domain, "uncertainty": report,
             "applicability": applicability, "test_ensemble": ens["test"] if shared else None}
+
+
+def ensemble_scores(data, members: list[dict], shared: bool, group: np.ndarray | None = None) -> dict:
+    """Test scores of the ensemble that `moleclip predict` serves: the members' test predictions combined by
+    `uncertainty.ensemble`, predict's own combiner (mean value; mean probability), scored as each run is. On the test
+    part only with a shared split (per-seed splits put one seed's test molecules in another's training part, so the
+    ensemble has no held-out test part there: "test" is then None, with a "note"); on an external test file always.
+    `group`: the --group-column flags of every row (its test rows are scored apart, as "test_group")."""
+    from .run import _scores
+
+    names, out = list(data.target_names), {"n_members": len(members)}
+    for part in ("test", "external"):
+        if part not in members[0]["_rows"]:
+            continue
+        if part == "test" and not shared:
+            out["test"] = None
+            out["note"] = ("each seed drew its own split, so a test molecule of one seed is a training molecule of "
+                           "another: the ensemble has no held-out test part (a scaffold split or --split-column has one)")
+            continue
+        rows = np.asarray(members[0]["_rows"][part])
+        combined = ensemble([m["_predictions"][part] for m in members], data.task,
+                            rows=[m["_rows"][part] for m in members])
+        out[part] = dict(_scores(data.task, data.targets[rows], combined.mean, names))
+        if part == "test" and group is not None:
+            inside = group[rows]
+            out["test_group"] = {"n": int(inside.sum())}
+            if inside.any():
+                out["test_group"].update(_scores(data.task, data.targets[rows[inside]], combined.mean[inside], names))
+    return out
 
 
 def _all_bits(data) -> np.ndarray:
