@@ -94,6 +94,25 @@ def test_the_served_ensembles_test_score_is_reported_beside_the_mean_over_seeds(
     assert "FP-MLP baseline (this run): mean over seeds" in results["final_table"]
 
 
+def test_interval_coverage_is_reported_per_group_and_a_shortfall_is_warned_about(tmp_path):
+    # the group's test labels far off (an activity cliff): its intervals cover none of them, the rest as before
+    test = PARTS == "test"
+    cliff = test & (np.arange(len(SMILES)) % 12 == 3)  # half the test rows
+    heavy = np.where(cliff, HEAVY + 100.0, HEAVY)
+    path = tmp_path / "cliffs.csv"
+    pd.DataFrame({"smiles": SMILES, "heavy": heavy, "part": PARTS, "cliff": cliff.astype(int)}).to_csv(path, index=False)
+    with pytest.warns(UserWarning) as caught:
+        results = finetune(tmp_path / "out", path, *FP, "--split-column", "part", "--group-column", "cliff")
+    group = results["trust"]["uncertainty_group"]["targets"]["heavy"]
+    combined = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype={"seed": str})
+    ens = combined[(combined.seed == "ensemble") & (combined.cliff == 1)]
+    inside = (ens.predicted_heavy_lower <= ens.measured_heavy) & (ens.measured_heavy <= ens.predicted_heavy_upper)
+    assert group["n"] == cliff.sum() == 4 and group["coverage"] == pytest.approx(inside.mean()) == 0.0
+    shortfall = [str(w.message) for w in caught if "--group-column cliff" in str(w.message)]
+    assert len(shortfall) == 1 and "covered only 0.00 of the group's 4 test predictions" in shortfall[0]
+    assert "The same on the test subgroup (rows where `cliff` is true)" in (tmp_path / "out" / "results.md").read_text()
+
+
 def test_test_labels_never_change_calibration_or_domain(shared, tmp_path):
     root, _ = shared
     heavy = HEAVY.copy()

@@ -347,7 +347,7 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
                                             split=split_kind, ensemble=served)
     results["search_table"] = search_markdown(searched, options.select_key, data.metric)
     if acc.is_main_process:
-        trust = _add_trust(results, rows, kept, splits, args.coverage)
+        trust = _add_trust(results, rows, kept, splits, args.coverage, group)
         _save(args, results, rows, inputs, kept, processor, backbone, split_kind, grid, options, mode, output_dir,
               started, hub_api, trust)
     acc.wait_for_everyone()
@@ -417,14 +417,17 @@ def _combined_predictions(output_dir: Path, rows, members: list[dict], trust: di
     return str(output_dir / "predictions.csv")
 
 
-def _add_trust(results: dict, rows, kept: dict, splits: dict, coverage: float) -> dict:
+def _add_trust(results: dict, rows, kept: dict, splits: dict, coverage: float, group=None) -> dict:
     """Ensemble calibration and applicability domain from the chosen setting's runs (validation only); their test
-    reports go into results["trust"]."""
+    reports (and the --group-column rows' report) go into results["trust"]."""
     from .trust import build_trust
 
-    trust = build_trust(rows.data, kept["members"], kept, shared_split(splits), coverage)
+    trust = build_trust(rows.data, kept["members"], kept, shared_split(splits), coverage, group,
+                        results["protocol"].get("group_column"))
     results["trust"] = {"scope": trust["scope"], "coverage": coverage, "uncertainty": trust["uncertainty"],
                         "applicability": trust["applicability"]}
+    if trust["uncertainty_group"] is not None:
+        results["trust"]["uncertainty_group"] = trust["uncertainty_group"]
     return trust
 
 
@@ -564,7 +567,7 @@ def _random_forest(args, rows, bits, split_kind, split_source, splits, leakage, 
                                   "valid": best["run"]["valid"], "test": best["run"]["test"],
                                   "chosen_by": f"validation {key} among the seeds' forests"}
         best["members"] = members
-        trust = _add_trust(results, rows, best, splits, args.coverage)
+        trust = _add_trust(results, rows, best, splits, args.coverage, group)
         from .trust import save_members
 
         results["saved_model"]["trust"] = save_members(model_dir, members, lambda m, f: m["_forest"].save(f), trust,
