@@ -73,13 +73,17 @@ def write_table(frame, path: str, metadata: dict[bytes, bytes] | None = None) ->
 
 
 def report_skipped(skipped, table, what: str = "their output cells are left empty") -> None:
-    """One warning line naming the molecules that could not be used, by their line in the input file."""
+    """One warning naming the molecules that could not be used, by their line in the input file (a warning, so that
+    the command line prints it as its other warnings: `moleclip COMMAND: warning: ...`)."""
     if skipped:
+        import warnings
+
         from moleclip.processing.molecules import list_skipped
         from moleclip.training.outputs import SKIPPED_COLUMN
 
-        print(f"warning: {len(skipped)} of {len(table)} molecules could not be used: "
-              f"{list_skipped(skipped, line_of=table.line)}; {what} and the reason is in the {SKIPPED_COLUMN} column")
+        warnings.warn(f"{len(skipped)} of {len(table)} molecules could not be used: "
+                      f"{list_skipped(skipped, line_of=table.line)}; {what} and the reason is in the {SKIPPED_COLUMN} "
+                      "column", UserWarning, stacklevel=2)
 
 
 # ------------------------------------------------------------------ chunked, resumable runs (embed, predict)
@@ -111,12 +115,17 @@ def screening_workers(args) -> int:
 
 
 def report_screen(summary, skipped_what: str = "their output cells are left empty") -> None:
-    """The lines a finished chunked run prints before its own: the molecules it could not use, and what a resumed run
-    kept from the earlier one."""
+    """The lines a finished chunked run prints before its own: the molecules it could not use, how many rows repeat a
+    molecule, and what a resumed run kept from the earlier one."""
+    import warnings
+
     from moleclip.training.screening import skipped_message
 
     if summary.skipped:
-        print(skipped_message(summary, skipped_what))
+        warnings.warn(skipped_message(summary, skipped_what), UserWarning, stacklevel=2)
+    if summary.repeated:  # said, not refused: a table may repeat a molecule on purpose (replicates, several IDs)
+        warnings.warn(f"{summary.repeated} of {summary.rows} rows repeat the molecule of an earlier row (identical "
+                      "canonical SMILES); every row keeps its own output", UserWarning, stacklevel=2)
     if summary.kept:
         print(f"resumed: {summary.kept} of {summary.chunks} chunks were kept from the earlier run")
 

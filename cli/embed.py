@@ -74,7 +74,7 @@ def _embed(args) -> int:
 
     from moleclip.processing.tables import table_smiles_column
     from moleclip.training import devices, screening
-    from moleclip.training.hub import PRESETS, load_backbone, load_processor
+    from moleclip.training.hub import PRESETS, load_encoder, load_processor
 
     from ._common import report_screen, screening_arguments, screening_workers
 
@@ -85,7 +85,7 @@ def _embed(args) -> int:
         import torch
 
         torch.manual_seed(0)
-    model = load_backbone(args.model)
+    model = load_encoder(args.model)
     processor = load_processor(args.model)
     args.smiles_column = table_smiles_column(args.input, args.smiles_column,
                                              getattr(model.config, "smiles_column", None))

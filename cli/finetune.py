@@ -166,8 +166,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a random forest never reads: the neural network's model, head, grid, optimiser and training loop.
+NEURAL_ONLY = ("model", "init_factor", "backbone_seed", "frozen_views", "head_hidden_size", "head_num_layers",
+               "regression_loss", "head_lr", "encoder_lr", "weight_decay", "augmentation", "head_dropout", "optimizer",
+               "epochs", "final_epochs", "batch_size", "eval_batch_size", "select_on", "max_grad_norm", "scheduler",
+               "warmup_steps", "mixed_precision", "num_workers", "max_cached_images", "cpu", "threads")
+
+
+def refuse_ignored_options(args: argparse.Namespace) -> None:
+    """`--baseline random_forest` with a neural-network option set to anything but its default is refused, naming the
+    options: the forest would silently ignore them. At its default an option says nothing (argparse cannot tell a
+    value typed by the user from its default, and an option at its default asks for nothing)."""
+    if args.baseline != "random_forest":
+        return
+    parser = build_parser()
+    flags = {action.dest: action.option_strings[-1] for action in parser._actions if action.option_strings}
+    given = [flags[name] for name in NEURAL_ONLY if getattr(args, name) != parser.get_default(name)]
+    if given:
+        raise ValueError(f"--baseline random_forest does not use {', '.join(given)} (options of the neural models): "
+                         "leave them out (the forest's own option is --rf-estimators)")
+
+
 def run(args: argparse.Namespace, hub_api=None) -> int:
     from moleclip.training.finetuning import finetune
 
+    refuse_ignored_options(args)
     finetune(args, hub_api=hub_api)
     return 0

@@ -106,7 +106,7 @@ def _check_same_model(args, recorded: dict, model) -> None:
 
 def _search(args) -> int:
     from moleclip.configuration_moleclip import MODEL_PRESETS
-    from moleclip.training.hub import load_backbone, load_processor
+    from moleclip.training.hub import load_encoder, load_processor
     from moleclip.training.devices import choose_device
     from moleclip.training.vector_index import load_index
     from moleclip.training.vector_queries import embed_queries
@@ -129,7 +129,7 @@ def _search(args) -> int:
         raise ValueError(f"--ef-search only applies to an HNSW index; {args.index} is {index.kind}")
     queries = _queries(args)  # read before the model loads: a bad queries file fails at once
     device = choose_device(args.device) if args.device is not None else None
-    model = load_backbone(model_name)
+    model = load_encoder(model_name)
     if model.config.projection_dim != index.dimension:
         raise ValueError(f"--model {model_name} gives {model.config.projection_dim}-dimensional embeddings but "
                          f"{args.index} holds {index.dimension}-dimensional ones: use the model that embedded the "

@@ -10,7 +10,7 @@ from importlib import resources
 
 __all__ = ["render_model_card", "CARD_KINDS"]
 
-CARD_KINDS = ("encoder", "property")
+CARD_KINDS = ("encoder", "property", "baseline")  # baseline: a fingerprint MLP or random forest folder
 # Placeholders that stand for whole optional blocks (YAML lines): absent means empty, not "n/a".
 _OPTIONAL_BLOCKS = ("extra_tags", "model_index")
 

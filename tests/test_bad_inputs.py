@@ -261,6 +261,31 @@ def test_the_same_molecule_in_train_and_test_is_reported(tmp_path):
     assert all(found["conflicting"] == 1 for found in leakage.values())
 
 
+def test_leakage_is_said_once_whatever_the_number_of_seeds(tmp_path):
+    # The conflicting labels are the table's and a scaffold split is every seed's: one line each, not one per seed
+    # (ESOL's 6 conflicting structures were printed three times with the default three seeds).
+    import warnings
+
+    import pandas as pd
+
+    from moleclip_cli.finetune import build_parser, run
+
+    smiles = ["C" * k + s for k in range(1, 6) for s in ("", "O", "N")]
+    table = pd.DataFrame({"smiles": smiles + ["OCC", "C(O)C"], "y": [float(k) for k in range(15)] + [1.0, 9.0],
+                          "part": ["train"] * 11 + ["valid"] * 3 + ["test"] * 3})  # CCO trains, OCC is tested
+    table.to_csv(tmp_path / "dups.csv", index=False)
+    argv = ["--dataset", str(tmp_path / "dups.csv"), "--output-dir", str(tmp_path / "out"), "--baseline", "fingerprint",
+            "--split-column", "part", "--target-columns", "y", "--seeds", "1", "2", "3", "--epochs", "1", "--head-lr",
+            "1e-3", "--no-progress"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(build_parser().parse_args(argv))
+    messages = [str(w.message) for w in caught]
+    assert sum("different labels" in m for m in messages) == 1, messages
+    overlap = [m for m in messages if "also in the training part" in m]
+    assert len(overlap) == 1 and "with every split seed" in overlap[0], messages
+
+
 def test_inputs_with_several_fragments_are_counted_in_a_warning():
     from moleclip.processing.molecules import warn_about_fragments
 
@@ -358,11 +383,11 @@ def test_batched_inference_reports_skipped_molecules_once_by_their_line(tmp_path
     from moleclip_cli.main import main
 
     (tmp_path / "b.smi").write_text("CCO\nxx\nCCN\nyy\n")
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING), pytest.warns(UserWarning) as caught:
         assert main(["embed", "--model", "tiny", "--input", str(tmp_path / "b.smi"), "--output",
                      str(tmp_path / "b.csv"), "--batch-size", "2", "--no-progress"]) == 0
-    out = capsys.readouterr().out
-    assert "line 2 'xx'" in out and "line 4 'yy'" in out
+    skipped = [str(w.message) for w in caught if "could not be used" in str(w.message)]
+    assert len(skipped) == 1 and "line 2 'xx'" in skipped[0] and "line 4 'yy'" in skipped[0]
     assert not [r for r in caplog.records if "#1" in r.getMessage()]  # no per-batch positions (#1 of each batch)
 
 

@@ -192,7 +192,10 @@ def test_init_writes_a_complete_checkpoint(tiny_dir):
 
 def test_embed_to_parquet_and_npy(tiny_dir, smi_file, tmp_path, capsys):
     out = tmp_path / "emb.parquet"
-    assert main(["embed", "--model", str(tiny_dir), "--input", str(smi_file), "--output", str(out), "--batch-size", "2"]) == 0
+    # a warning, printed by the command line as its others ('moleclip embed: warning: ...'), not a bare print
+    with pytest.warns(UserWarning, match="1 of 4 molecules could not be used: line 3 'not_a_smiles'"):
+        assert main(["embed", "--model", str(tiny_dir), "--input", str(smi_file), "--output", str(out),
+                     "--batch-size", "2"]) == 0
     table = pd.read_parquet(out)
     # every input row, in order (as predict does): the one that could not be drawn has empty cells and its reason
     assert table["smiles"].tolist() == ["CCO", "c1ccccc1O", "not_a_smiles", "CC(=O)Nc1ccc(O)cc1"]
@@ -201,12 +204,37 @@ def test_embed_to_parquet_and_npy(tiny_dir, smi_file, tmp_path, capsys):
     assert columns == [f"emb_{i}" for i in range(32)]
     assert table[columns].iloc[2].isna().all() and not table[columns].drop(index=2).isna().any().any()
     assert table["moleclip_skipped"].tolist()[2].startswith("could not be parsed")
-    assert "1 of 4 molecules could not be used: line 3 'not_a_smiles'" in capsys.readouterr().out
+    assert "could not be used" not in capsys.readouterr().out
     npy = tmp_path / "emb.npy"
     assert main(["embed", "--model", str(tiny_dir), "--input", str(smi_file), "--output", str(npy)]) == 0
     matrix = np.load(npy)
     assert np.load(tmp_path / "emb.rows.npy").tolist() == [0, 1, 3]
     np.testing.assert_allclose(matrix, table[columns].drop(index=2).to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_embed_with_a_finetuned_model_gives_no_training_advice(tmp_path, smi_file, caplog):
+    # A finetuned folder has no pseudo-label classifiers; embedding uses none, so nothing may say that new ones are
+    # "initialised, to be trained": loading a model for inference trains nothing.
+    import logging
+
+    import torch
+
+    from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPImageProcessor
+    from moleclip.training.hub import load_encoder
+
+    torch.manual_seed(0)
+    finetuned = MoleCLIPForPropertyPrediction(MoleCLIPConfig.from_preset("tiny", num_targets=1))
+    folder = tmp_path / "model"
+    finetuned.save_pretrained(folder)
+    MoleCLIPImageProcessor().save_pretrained(folder)
+    with caplog.at_level(logging.INFO):
+        assert main(["embed", "--model", str(folder), "--input", str(smi_file), "--output", str(tmp_path / "e.parquet"),
+                     "--no-progress"]) == 0
+        encoder = load_encoder(str(folder))
+    assert not [r for r in caplog.records if "initialised" in r.getMessage()], caplog.text
+    for name, tensor in finetuned.moleclip.state_dict().items():
+        if name.startswith(("vision_model.", "visual_projection.")):
+            torch.testing.assert_close(encoder.state_dict()[name], tensor)  # the encoder is the finetuned one
 
 
 def test_embed_csv_keeps_text_columns_as_written(tiny_dir, tmp_path, capsys):
@@ -442,11 +470,14 @@ def test_warnings_are_one_line_like_errors(tmp_path):
 
     torch.manual_seed(0)
     FingerprintPredictor(256, 1, "regression", hidden_size=16, target_names=["logS"]).save(tmp_path / "fp")
-    (tmp_path / "in.csv").write_text("smiles\nCCO\nCC(=O)[O-].[Na+]\n")  # a salt: predict warns about it
+    # a salt, a SMILES that cannot be parsed and ethanol again: predict warns about each
+    (tmp_path / "in.csv").write_text("smiles\nCCO\nCC(=O)[O-].[Na+]\nC(\nOCC\n")
     proc = subprocess.run([sys.executable, "-m", "moleclip_cli.main", "predict", "--model", str(tmp_path / "fp"),
                            "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv"), "--no-progress"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if "fragments" in line]
-    assert len(lines) == 1 and lines[0].startswith("moleclip predict: warning: "), proc.stderr
+    for topic in ("fragments", "could not be used", "repeat the molecule"):
+        lines = [line for line in proc.stderr.splitlines() if topic in line]
+        assert len(lines) == 1 and lines[0].startswith("moleclip predict: warning: "), proc.stderr
+    assert not [line for line in proc.stdout.splitlines() if "warning:" in line], proc.stdout
     assert "UserWarning" not in proc.stderr and ".py:" not in proc.stderr

@@ -263,11 +263,27 @@ def test_fingerprint_baseline_through_the_same_loop(tmp_path, regression_csv):
 
 
 def test_random_forest_baseline_option(tmp_path, regression_csv):
-    results = finetune(tmp_path, regression_csv, "--baseline", "random_forest", "--seeds", "1", "2",
-                       "--rf-estimators", "10", "--target-columns", "heavy")
+    # --epochs at its default, typed out: nothing is ignored that the user asked for
+    assert main(["--dataset", str(regression_csv), "--output-dir", str(tmp_path), "--split", "random", "--no-progress",
+                 "--no-plots", "--baseline", "random_forest", "--seeds", "1", "2", "--rf-estimators", "10",
+                 "--target-columns", "heavy", "--epochs", "60"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
     assert results["mode"] == "random_forest"
     assert {"rmse", "mae", "r2"} <= set(results["final"]["summary"]["test"])
     assert (tmp_path / "results.md").read_text().count("Random forest") >= 1
+
+
+def test_random_forest_refuses_the_neural_options_it_would_ignore(tmp_path, regression_csv, capsys):
+    from moleclip_cli.main import main as cli
+
+    argv = ["finetune", "--dataset", str(regression_csv), "--output-dir", str(tmp_path / "rf"), "--baseline",
+            "random_forest", "--target-columns", "heavy", "--no-progress", "--head-lr", "1e-3", "--epochs", "5",
+            "--model", "tiny"]
+    assert cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("moleclip finetune: error: --baseline random_forest"), err
+    assert all(option in err for option in ("--head-lr", "--epochs", "--model")) and "--seeds" not in err
+    assert not (tmp_path / "rf").exists()
 
 
 def test_init_factor_spreads_a_random_presets_embeddings(tmp_path, regression_csv):

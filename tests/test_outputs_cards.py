@@ -49,3 +49,30 @@ def test_a_moleclip_folder_without_its_processor_gets_the_default_one_with_a_war
     with pytest.warns(UserWarning, match="has no preprocessor_config.json: .* default processor"):
         assert load_processor(str(folder)).channel_order == "rgb"
     assert load_processor("tiny").channel_order == "rgb"  # presets and CLIP checkpoints take the default
+
+
+@pytest.mark.parametrize("baseline", ["fingerprint", "random_forest"])
+def test_a_baseline_model_folder_has_its_card_and_results_like_a_moleclip_one(tmp_path, baseline):
+    import json
+
+    import pandas as pd
+    import yaml
+
+    from moleclip_cli.main import main
+
+    smiles = ["C" * k + s for k in range(1, 9) for s in ("", "O", "N", "Cl", "c1ccccc1")]
+    pd.DataFrame({"smiles": smiles, "y": [len(s) for s in smiles]}).to_csv(tmp_path / "t.csv", index=False)
+    extra = ["--epochs", "2", "--head-lr", "1e-3", "--augmentation", "none"] if baseline == "fingerprint" else \
+        ["--rf-estimators", "5"]
+    assert main(["finetune", "--dataset", str(tmp_path / "t.csv"), "--output-dir", str(tmp_path / "run"), "--baseline",
+                 baseline, "--split", "random", "--seeds", "1", "2", "--no-progress", "--no-plots", *extra]) == 0
+    model = tmp_path / "run" / "model"
+    card = (model / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    scores = {m["type"]: m["value"] for m in header["model-index"][0]["results"][0]["metrics"]}
+    summary = json.loads((tmp_path / "run" / "results.json").read_text())["final"]["summary"]["test"]
+    assert scores["rmse"] == pytest.approx(summary["rmse"]["mean"], rel=1e-5)  # the card's scores are the job's
+    assert "library_name: transformers" not in card and "n/a" not in card
+    assert f"moleclip predict --model {model}" in card and ("--trust-pickle" in card) == (baseline == "random_forest")
+    assert json.loads((model / "results.json").read_text())["mode"] == baseline
+    assert (model / "results.md").read_text().startswith("# t: ")

@@ -170,3 +170,20 @@ def test_csv_output_writes_float32_outputs_with_the_digits_float32_carries(tmp_p
     out = tmp_path / "t.csv"
     write_delimited(frame, out)
     assert out.read_text().splitlines() == ["predicted,measured,id", "-1.9776635,-2.48,0001", "0.1,0.1,0002", ",,0003"]
+
+
+def test_rows_that_repeat_a_molecule_are_counted_and_said_once_and_keep_their_output(tmp_path):
+    # ethanol written three ways, across chunks of two rows; an unusable row is no repeat
+    from moleclip_cli._common import report_screen
+
+    source = tmp_path / "in.csv"
+    source.write_text("id,smiles\n1,CCO\n2,CCN\n3,OCC\n4,\n5,C(O)C\n6,CCCC\n")
+    out = tmp_path / "e.csv"
+    summary = _screen(source, out)
+    assert (summary.rows, summary.written, summary.repeated) == (6, 5, 2)
+    assert pd.read_csv(out)["id"].tolist() == [1, 2, 3, 4, 5, 6]  # information, not a refusal: every row stays
+    with pytest.warns(UserWarning) as caught:
+        report_screen(summary)
+    repeats = [str(w.message) for w in caught if "repeat" in str(w.message)]
+    assert repeats == ["2 of 6 rows repeat the molecule of an earlier row (identical canonical SMILES); every row "
+                       "keeps its own output"]

@@ -74,6 +74,45 @@ def test_shared_split_ensemble_is_calibrated_on_validation(shared):
     assert "Conformal intervals, target coverage 0.9" in (root / "out" / "results.md").read_text()
 
 
+def test_the_served_ensembles_test_score_is_reported_beside_the_mean_over_seeds(shared):
+    # what predict serves, scored on the test part, must be the number the results give for the ensemble
+    from moleclip.training.scoring import compute_metrics
+
+    root, results = shared
+    test = np.flatnonzero(PARTS == "test")
+    served = predict(root / "out" / "model", [SMILES[i] for i in test], root / "served.csv", "--uncertainty")
+    expected = compute_metrics("regression", HEAVY[test], served.predicted_heavy.to_numpy())
+    ensemble = results["final"]["ensemble"]
+    assert ensemble["n_members"] == 3
+    for metric in ("rmse", "mae", "r2"):
+        assert ensemble["test"][metric] == pytest.approx(expected[metric], rel=1e-5)
+    mean_rmse = np.mean([run["test"]["rmse"] for run in results["final"]["runs"]])
+    assert ensemble["test"]["rmse"] != pytest.approx(mean_rmse, rel=1e-6)  # another measurement than the mean
+    row = next(line for line in (root / "out" / "results.md").read_text().splitlines() if "predict serves" in line)
+    assert row.startswith("| FP-MLP baseline (this run): ensemble of the 3 seeds' models") and \
+        f"{ensemble['test']['rmse']:.3f}" in row
+    assert "FP-MLP baseline (this run): mean over seeds" in results["final_table"]
+
+
+def test_interval_coverage_is_reported_per_group_and_a_shortfall_is_warned_about(tmp_path):
+    # the group's test labels far off (an activity cliff): its intervals cover none of them, the rest as before
+    test = PARTS == "test"
+    cliff = test & (np.arange(len(SMILES)) % 12 == 3)  # half the test rows
+    heavy = np.where(cliff, HEAVY + 100.0, HEAVY)
+    path = tmp_path / "cliffs.csv"
+    pd.DataFrame({"smiles": SMILES, "heavy": heavy, "part": PARTS, "cliff": cliff.astype(int)}).to_csv(path, index=False)
+    with pytest.warns(UserWarning) as caught:
+        results = finetune(tmp_path / "out", path, *FP, "--split-column", "part", "--group-column", "cliff")
+    group = results["trust"]["uncertainty_group"]["targets"]["heavy"]
+    combined = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype={"seed": str})
+    ens = combined[(combined.seed == "ensemble") & (combined.cliff == 1)]
+    inside = (ens.predicted_heavy_lower <= ens.measured_heavy) & (ens.measured_heavy <= ens.predicted_heavy_upper)
+    assert group["n"] == cliff.sum() == 4 and group["coverage"] == pytest.approx(inside.mean()) == 0.0
+    shortfall = [str(w.message) for w in caught if "--group-column cliff" in str(w.message)]
+    assert len(shortfall) == 1 and "covered only 0.00 of the group's 4 test predictions" in shortfall[0]
+    assert "The same on the test subgroup (rows where `cliff` is true)" in (tmp_path / "out" / "results.md").read_text()
+
+
 def test_test_labels_never_change_calibration_or_domain(shared, tmp_path):
     root, _ = shared
     heavy = HEAVY.copy()
@@ -110,6 +149,10 @@ def test_per_seed_splits_calibrate_each_member_on_its_own_validation(tmp_path):
     assert set(combined.seed) == {"1", "2", "3"} and combined.calibrated_probability_big.between(0, 1).all()
     out = predict(tmp_path / "out" / "model", SMILES[:5], tmp_path / "p.csv", "--uncertainty")
     assert {"probability_big", "probability_big_spread", "calibrated_probability_big"} <= set(out.columns)
+    # the seeds' test parts differ: the served ensemble has none held out, and the results say so, with no number
+    assert results["final"]["ensemble"]["test"] is None and "no held-out test part" in results["final"]["ensemble"]["note"]
+    assert "has no test score here" in (tmp_path / "out" / "results.md").read_text()
+    assert "predict serves" not in results["final_table"]
 
 
 def test_frozen_moleclip_ensemble_and_old_folders(tmp_path):

@@ -274,3 +274,15 @@ def test_classification_report_shows_calibration_helps_and_formats():
     json.dumps(report)
     text = uncertainty_markdown(report)
     assert "| t1 |" in text and "| mean |" in text and "10 equal-width bins" in text
+
+
+def test_coverage_shortfalls_flag_a_group_well_below_the_promise_not_a_chance_dip():
+    from moleclip.training.uncertainty_report import coverage_shortfalls
+
+    def report(coverage, n):
+        return {"target_coverage": 0.9, "targets": {"y": {"n": n, "coverage": coverage}}}
+
+    assert coverage_shortfalls(report(0.5, 40)) == [("y", 0.5, 40)]  # activity cliffs: 0.46-0.59 for 0.90
+    assert coverage_shortfalls(report(0.85, 20)) == []  # 17 of 20: a 32% chance under the promise
+    assert coverage_shortfalls(report(0.75, 4)) == []  # 3 of 4 happens (35%) with four molecules
+    assert coverage_shortfalls(report(float("nan"), 0)) == []  # no group molecule in the test part

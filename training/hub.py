@@ -26,8 +26,8 @@ from moleclip.model_cards import render_model_card
 from moleclip.tasks import default_target_names
 
 __all__ = ["HubUnavailableError", "check_init_factor", "check_model_exists", "check_push_possible", "load_backbone",
-           "load_processor", "looks_like_local_path", "read_model_config", "save_model_dir", "push_model_dir",
-           "describe_backbone"]
+           "load_encoder", "load_processor", "looks_like_local_path", "read_model_config", "save_model_dir",
+           "write_model_card", "push_model_dir", "describe_backbone"]
 
 DEFAULT_BACKBONE = "openai/clip-vit-base-patch16"
 
@@ -128,6 +128,13 @@ def read_model_config(spec: str) -> dict:
     if path.exists():
         raise ValueError(f"{path} is a file; a model is a checkpoint folder, a Hub name, a .pth file or a preset")
     return json.loads(Path(_hub_file(spec, "config.json")).read_text())
+
+
+def load_encoder(spec: str) -> MoleCLIPModel:
+    """The encoder alone, for embedding molecules (`embed`, `search`): no pseudo-label classifier is built, as none is
+    used, so a finetuned model's folder (which has none) loads without the announcement that new ones are initialised
+    for training, which only a job that trains them should print. Every encoder weight must be in the checkpoint."""
+    return load_backbone(spec, MoleCLIPModel, pseudo_label_classes=[])
 
 
 def _model_type_of(spec: str) -> str | None:
@@ -342,7 +349,17 @@ def save_model_dir(
         "prediction_note",
         {"regression": "predicted values in the targets' units", "classification": "one logit per target; sigmoid for probabilities"}[model.config.task],
     )
-    card.setdefault("package_version", __version__)
+    write_model_card(output_dir, kind, card, extra_files)
+    return output_dir
+
+
+def write_model_card(output_dir: str | Path, kind: str, card: dict, extra_files: dict[str, str] | None = None) -> Path:
+    """The model card (README.md, `model_cards/<kind>.md` filled with `card`) and `extra_files` (name -> text: the
+    results) of a model folder: the one way every model folder gets them, MoleCLIP checkpoints (`save_model_dir`) and
+    fingerprint baselines alike."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    card = {"package_version": __version__, **card}
     (output_dir / "README.md").write_text(render_model_card(kind, **card), encoding="utf-8")
     for name, text in (extra_files or {}).items():
         (output_dir / name).write_text(text, encoding="utf-8")

@@ -172,7 +172,7 @@ class ScreenSummary:
     """What a run did: rows and chunks, how many chunks this process computed, how many an earlier run had finished
     (kept; counted by the main process before the launch's processes start: the other processes' chunks are neither
     computed here nor kept), the skipped count and the first few skipped (their `index` is the file line), and output
-    rows written."""
+    rows written, and how many of those repeat an earlier row's molecule."""
 
     rows: int = 0
     chunks: int = 0
@@ -181,6 +181,7 @@ class ScreenSummary:
     skipped: int = 0
     examples: list = field(default_factory=list)
     written: int = 0
+    repeated: int = 0  # usable rows whose molecule (canonical SMILES) an earlier row already holds
     smiles_column: str = ""
 
 
@@ -319,12 +320,12 @@ def screen(input: str | os.PathLike, output: str | os.PathLike, compute, argumen
 
 
 def skipped_message(summary: ScreenSummary, what: str = "their output cells are left empty") -> str:
-    """The warning line about the molecules that could not be used, by their line in the input file (as
+    """The warning about the molecules that could not be used, by their line in the input file (as
     cli/_common.report_skipped words it for a table read whole)."""
     from moleclip.processing.molecules import list_skipped
 
     more = summary.skipped - len(summary.examples)
-    return (f"warning: {summary.skipped} of {summary.rows} molecules could not be used: "
+    return (f"{summary.skipped} of {summary.rows} molecules could not be used: "
             f"{list_skipped(summary.examples, line_of=int)}{f' and {more} more' if more > 0 else ''}; {what} and the "
             f"reason is in the {SKIPPED_COLUMN} column")
 
@@ -360,15 +361,20 @@ def _assemble(paths: list[Path], output: Path, summary: ScreenSummary, metadata:
 
     from moleclip.training.outputs import write_atomically
 
+    structures = []
     for path in paths:
         table = pq.read_table(path, columns=[summary.smiles_column, SKIPPED_COLUMN, LINE_COLUMN]).to_pandas()
-        bad = table[table[SKIPPED_COLUMN] != ""]
+        usable = table[SKIPPED_COLUMN] == ""
+        bad = table[~usable]
         summary.skipped += len(bad)
         summary.examples += [SkippedMolecule(int(line), smiles, reason) for smiles, reason, line
                              in bad.head(max(0, 5 - len(summary.examples))).itertuples(index=False)]
         summary.written += len(table) - len(bad)
+        structures.append(_structure_keys(table.loc[usable, summary.smiles_column].tolist()))
     if not summary.written:
         raise _NothingUsable()
+    keys = np.concatenate(structures)
+    summary.repeated = int(len(keys) - len(np.unique(keys)))
     name = output.name.lower()
     if name.endswith(".npy"):
         _assemble_npy(paths, output, summary.written, inputs)
@@ -378,6 +384,17 @@ def _assemble(paths: list[Path], output: Path, summary: ScreenSummary, metadata:
     else:
         tab = name.endswith((".tsv", ".tsv.gz"))  # by the suffix: zinc.tsv_emb.csv is a CSV
         write_atomically(output, lambda tmp: _write_delimited(paths, tmp, "\t" if tab else ","))
+
+
+def _structure_keys(smiles: list[str]) -> np.ndarray:
+    """A 64-bit hash of each molecule's canonical SMILES: 8 bytes a row, so that repeats can be counted over a file
+    of any size (two different molecules share a hash with odds of about n^2 / 2^65)."""
+    import hashlib
+
+    from moleclip.processing.splits import canonical_smiles
+
+    return np.array([int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+                     for key in canonical_smiles(smiles)], dtype=np.uint64)
 
 
 def _shard_frames(paths: list[Path]) -> Iterator[pd.DataFrame]:

@@ -246,16 +246,24 @@ def _missing() -> dict:
 
 
 def final_markdown(summary: Mapping, metrics: Sequence[str], label: str, paper: Mapping | None = None,
-                   primary: str | None = None, split: str | None = None) -> str:
+                   primary: str | None = None, split: str | None = None, ensemble: Mapping | None = None) -> str:
     """Test metrics of the final runs (mean ± std [95% CI]), and the paper's numbers for the same set when known.
 
     A paper cell goes under the metric the paper reports it in (``paper["metric"]``; `primary` only when the row does
     not say), which need not be the metric this run selects on: a table file named esol.csv is scored with MAE first,
     while the paper's ESOL number is an RMSE. When this table has no column for that metric, or `split` (this run's
     split kind, when given) is not the paper's, the paper rows are left out: they would not be the same measurement.
+
+    `ensemble` (``{"n_members": M, "test": {metric: value} or None}``): the seeds' models combined as predict serves
+    them, one score on the same test part, in a row of its own below the per-seed mean; each row says which it is.
     """
     lines = ["| model | " + " | ".join(f"test {m}" for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-    lines.append(f"| {label} | " + " | ".join(format_summary(summary["test"].get(m, _missing())) for m in metrics) + " |")
+    mean_label = f"{label}: mean over seeds" if ensemble is not None else label
+    lines.append(f"| {mean_label} | " + " | ".join(format_summary(summary["test"].get(m, _missing())) for m in metrics)
+                 + " |")
+    if ensemble is not None and ensemble.get("test") is not None:
+        lines.append(f"| {label}: ensemble of the {ensemble['n_members']} seeds' models (what predict serves) | "
+                     + " | ".join(format_number(ensemble["test"].get(m, math.nan)) for m in metrics) + " |")
     paper_metric = (paper or {}).get("metric") or primary
     same_split = split is None or not (paper or {}).get("split") or paper["split"] == split
     if paper and paper_metric in metrics and same_split:

@@ -20,7 +20,7 @@ from moleclip.training.uncertainty import ConformalIntervals, ProbabilityCalibra
     _matrix, _nll, _sigmoid
 
 __all__ = ["ECE_BINS", "brier_score", "expected_calibration_error", "regression_report", "classification_report",
-           "uncertainty_markdown"]
+           "coverage_shortfalls", "uncertainty_markdown"]
 
 ECE_BINS = 10
 
@@ -118,6 +118,20 @@ def classification_report(labels, logits, calibration: ProbabilityCalibration, s
         per_target[name] = row
     return {"task": "classification", "ece_bins": bins, "methods": dict(zip(calibration.target_names,
             calibration.methods)), "targets": per_target, "mean": _mean_over_targets(per_target)}
+
+
+def coverage_shortfalls(report: dict, significance: float = 0.05) -> list[tuple[str, float, int]]:
+    """The targets of a :func:`regression_report` whose coverage is well below the promised level: (name, coverage,
+    n) where, had the intervals held their promise, so few of n labels or fewer falling inside would have had a
+    binomial probability below `significance` (a small part's chance shortfall is no alarm; a large one is)."""
+    from scipy.stats import binom
+
+    out = []
+    for name, row in report["targets"].items():
+        n, coverage = row["n"], row["coverage"]
+        if n and math.isfinite(coverage) and binom.cdf(round(coverage * n), n, report["target_coverage"]) < significance:
+            out.append((name, coverage, n))
+    return out
 
 
 def _fmt(value) -> str:

@@ -234,12 +234,7 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
     canonical = canonical_smiles(data.smiles)
     main = canonical[:rows.n_main]
     leakage = {seed: split_leakage(main, data.targets[:rows.n_main], split) for seed, split in splits.items()}
-    for seed, found in leakage.items():
-        if found["train_test"] or found["conflicting"]:
-            warnings.warn(f"split seed {seed}: {found['train_test']} test molecule(s) are also in the training part "
-                          f"(same canonical SMILES, e.g. {', '.join(found['examples']) or '-'}), and "
-                          f"{found['conflicting']} structure(s) appear more than once with different labels; their "
-                          "scores measure memory, not prediction: deduplicate the table", UserWarning, stacklevel=2)
+    _warn_about_leakage(leakage)
     if len(rows.external):
         trained_on = {main[i] for split in splits.values() for i in split.train}
         overlap = sum(canonical[i] in trained_on for i in rows.external)
@@ -313,6 +308,9 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
         final, final_keeper = search([chosen["setting"]], args.final_epochs, "final")
         final_runs, kept = final["entries"][0]["runs"], final_keeper.leader
     final_summary = summarize_runs(final_runs)
+    from .trust import ensemble_scores
+
+    served = ensemble_scores(data, kept["members"], shared_split(splits), group)
     gc.unfreeze()
     torch.set_num_threads(threads)
 
@@ -341,20 +339,42 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
         "search": searched,
         "chosen_setting": chosen["setting"],
         "chosen_name": chosen["name"],
-        "final": {"runs": final_runs, "summary": final_summary, **_part_summaries(final_runs)},
+        "final": {"runs": final_runs, "summary": final_summary, "ensemble": served, **_part_summaries(final_runs)},
         "paper": _paper_row(args, data),
         "processes": acc.num_processes,
         "device": str(acc.device),
     }
     results["final_table"] = final_markdown(final_summary, metrics, MODE_LABELS[mode], results["paper"], data.metric,
-                                            split=split_kind)
+                                            split=split_kind, ensemble=served)
     results["search_table"] = search_markdown(searched, options.select_key, data.metric)
     if acc.is_main_process:
-        trust = _add_trust(results, rows, kept, splits, args.coverage)
+        trust = _add_trust(results, rows, kept, splits, args.coverage, group)
         _save(args, results, rows, inputs, kept, processor, backbone, split_kind, grid, options, mode, output_dir,
-              final_summary, metrics, started, hub_api, trust)
+              started, hub_api, trust)
     acc.wait_for_everyone()
     return public_view(results)
+
+
+def _warn_about_leakage(leakage: dict) -> None:
+    """At most two lines, whatever the number of seeds: labels that disagree are the table's (the same count for
+    every seed), and a test part's overlap with training is listed per seed in one line (a scaffold split, shared by
+    every seed, printed the same line once per seed)."""
+    first = next(iter(leakage.values()))
+    if first["conflicting"]:
+        warnings.warn(f"{first['conflicting']} structure(s) appear more than once in the table with different labels "
+                      "(same canonical SMILES): no prediction can match both copies; deduplicate the table",
+                      UserWarning, stacklevel=3)
+    overlap = {seed: found for seed, found in leakage.items() if found["train_test"]}
+    if overlap:
+        counts = {found["train_test"] for found in overlap.values()}
+        if len(overlap) == len(leakage) and len(counts) == 1:
+            where = f"{counts.pop()} test molecule(s) are also in the training part with every split seed"
+        else:
+            where = "test molecules are also in the training part: " + ", ".join(
+                f"{found['train_test']} with split seed {seed}" for seed, found in overlap.items())
+        examples = ", ".join(list(dict.fromkeys(e for found in overlap.values() for e in found["examples"]))[:3])
+        warnings.warn(f"{where} (same canonical SMILES, e.g. {examples}); their scores measure memory, not "
+                      "prediction: deduplicate the table", UserWarning, stacklevel=3)
 
 
 def _part_summaries(runs: list[dict]) -> dict:
@@ -399,19 +419,22 @@ def _combined_predictions(output_dir: Path, rows, members: list[dict], trust: di
     return str(output_dir / "predictions.csv")
 
 
-def _add_trust(results: dict, rows, kept: dict, splits: dict, coverage: float) -> dict:
+def _add_trust(results: dict, rows, kept: dict, splits: dict, coverage: float, group=None) -> dict:
     """Ensemble calibration and applicability domain from the chosen setting's runs (validation only); their test
-    reports go into results["trust"]."""
+    reports (and the --group-column rows' report) go into results["trust"]."""
     from .trust import build_trust
 
-    trust = build_trust(rows.data, kept["members"], kept, shared_split(splits), coverage)
+    trust = build_trust(rows.data, kept["members"], kept, shared_split(splits), coverage, group,
+                        results["protocol"].get("group_column"))
     results["trust"] = {"scope": trust["scope"], "coverage": coverage, "uncertainty": trust["uncertainty"],
                         "applicability": trust["applicability"]}
+    if trust["uncertainty_group"] is not None:
+        results["trust"]["uncertainty_group"] = trust["uncertainty_group"]
     return trust
 
 
 def _save(args, results, rows, inputs, kept, processor, backbone, split_kind, grid, options, mode, output_dir,
-          final_summary, metrics, started, hub_api, trust) -> None:
+          started, hub_api, trust) -> None:
     """Write the chosen model, its ensemble, calibration and domain, plots and results (main process only)."""
     from .trust import save_head_member, save_members
 
@@ -432,23 +455,16 @@ def _save(args, results, rows, inputs, kept, processor, backbone, split_kind, gr
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     markdown = report.results_markdown(results, data)
     report.write_results(output_dir, results, markdown)
-    if mode != "fingerprint":
-        title = f"moleclip-{data.name}"
-        card = {
-            "title": title, "dataset": f"{data.name} ({rows.n_main} molecules)",
-            "protocol": report.protocol_text(args, data, split_kind, mode, grid, options),
-            "results_table": results["final_table"] + "\n\nSearch (mean ± std over seeds; chosen on validation):\n\n"
-            + results["search_table"],
-            "select_on": options.select_key, "backbone": backbone,
-            "model_index": report.model_index(args.push_to_hub or title, data, split_kind, final_summary, metrics,
-                                              len(args.seeds)),
-        }
-        if args.push_to_hub:
-            card["repo_id"] = args.push_to_hub
-        from moleclip.training.hub import push_model_dir, save_model_dir
+    kind, card = report.model_card(args, data, rows.n_main, results, mode,
+                                   report.protocol_text(args, data, split_kind, mode, grid, options), options.select_key,
+                                   backbone, model_dir)
+    extra_files = {"results.json": (output_dir / "results.json").read_text(), "results.md": markdown}
+    from moleclip.training.hub import push_model_dir, save_model_dir, write_model_card
 
-        save_model_dir(model_dir, saved, processor, card=card,
-                       extra_files={"results.json": (output_dir / "results.json").read_text(), "results.md": markdown})
+    if mode == "fingerprint":
+        write_model_card(model_dir, kind, card, extra_files)
+    else:
+        save_model_dir(model_dir, saved, processor, card=card, extra_files=extra_files)
         from .trust import save_embedding_domain
 
         results["saved_model"]["embedding_domain"] = save_embedding_domain(
@@ -520,6 +536,9 @@ def _random_forest(args, rows, bits, split_kind, split_source, splits, leakage, 
                         "name": name, **{k: v for k, v in run.items() if k.startswith("_")}})
     runs = [m["run"] for m in members]
     summary = summarize_runs(runs)
+    from .trust import ensemble_scores
+
+    served = ensemble_scores(data, members, shared_split(splits), group)
     searched = {"entries": [{"setting": setting, "name": name, "runs": runs, "summary": summary}], "chosen": 0,
                 "varied": [], "selected_by": "fixed hyperparameters (no search)"}
     results = {
@@ -530,12 +549,12 @@ def _random_forest(args, rows, bits, split_kind, split_source, splits, leakage, 
                      "split_sizes": {str(s): list(v.sizes) for s, v in splits.items()},
                      "group_column": args.group_column},
         "search": searched, "chosen_setting": setting, "chosen_name": name,
-        "final": {"runs": runs, "summary": summary, **_part_summaries(runs)},
+        "final": {"runs": runs, "summary": summary, "ensemble": served, **_part_summaries(runs)},
         "paper": _paper_row(args, data),
     }
     metrics = list(TASK_METRICS[data.task])
     results["final_table"] = final_markdown(summary, metrics, MODE_LABELS["random_forest"], results["paper"],
-                                            data.metric, split=split_kind)
+                                            data.metric, split=split_kind, ensemble=served)
     results["search_table"] = search_markdown(searched, data.metric, data.metric)
     if acc.is_main_process:
         key = data.metric
@@ -552,7 +571,7 @@ def _random_forest(args, rows, bits, split_kind, split_source, splits, leakage, 
                                   "valid": best["run"]["valid"], "test": best["run"]["test"],
                                   "chosen_by": f"validation {key} among the seeds' forests"}
         best["members"] = members
-        trust = _add_trust(results, rows, best, splits, args.coverage)
+        trust = _add_trust(results, rows, best, splits, args.coverage, group)
         from .trust import save_members
 
         results["saved_model"]["trust"] = save_members(model_dir, members, lambda m, f: m["_forest"].save(f), trust,
@@ -561,5 +580,12 @@ def _random_forest(args, rows, bits, split_kind, split_source, splits, leakage, 
         results["wall_seconds"] = round(time.perf_counter() - started, 1)
         markdown = report.results_markdown(results, data)
         report.write_results(output_dir, results, markdown)
+        protocol = (f"{split_source}, seeds {', '.join(map(str, args.seeds))}; one random forest of "
+                    f"{args.rf_estimators} trees per seed (scikit-learn's defaults otherwise), fixed in advance")
+        from moleclip.training.hub import write_model_card
+
+        write_model_card(model_dir, *report.model_card(args, data, rows.n_main, results, "random_forest", protocol,
+                                                       key, results["backbone"], model_dir),
+                         {"results.json": (output_dir / "results.json").read_text(), "results.md": markdown})
         print(markdown)
     return public_view(results)

@@ -15,9 +15,11 @@ import numpy as np
 from moleclip.processing.property_data import PropertyDataset
 from moleclip.training.loop import OPTIMIZER_TEXT
 from moleclip.training.outputs import json_text, write_atomically, write_delimited, write_text_atomically
+from moleclip.training.scoring import TASK_METRICS
 from moleclip.training.search import public_view, setting_name
 
-__all__ = ["write_results", "results_markdown", "per_target_markdown", "protocol_text", "model_index", "write_plots"]
+__all__ = ["write_results", "results_markdown", "per_target_markdown", "protocol_text", "model_card", "model_index",
+           "write_plots"]
 
 # What `inputs.ENCODER_ADAM` and `inputs.HEAD_ADAM` set, in words.
 BETAS_TEXT = "betas (0.9, 0.98), eps 1e-6 for the encoder; PyTorch's defaults (0.9, 0.999), eps 1e-8 for the head"
@@ -79,6 +81,43 @@ def protocol_text(args, data: PropertyDataset, split_kind: str, mode: str, grid:
     if getattr(args, "r_groups", False):
         text += "; molecules drawn with R-group labels"
     return text
+
+
+def model_card(args, data: PropertyDataset, n_molecules: int, results: dict, mode: str, protocol: str,
+               select_on: str, backbone: str, model_dir: Path) -> tuple[str, dict]:
+    """The card kind and what fills it, for the model folder of any mode: a MoleCLIP checkpoint ("property") or a
+    fingerprint MLP / random forest ("baseline"), each with the job's protocol, table and model-index scores."""
+    title = f"moleclip-{data.name}" if mode in ("full", "frozen") else f"moleclip-{data.name}-{mode}-baseline"
+    seeds = results["protocol"]["seeds"]
+    card = {
+        "title": title, "dataset": f"{data.name} ({n_molecules} molecules)", "protocol": protocol,
+        "results_table": results["final_table"] + "\n\nSearch (mean ± std over seeds; chosen on validation):\n\n"
+        + results["search_table"],
+        "select_on": select_on, "backbone": backbone,
+        "model_index": model_index(getattr(args, "push_to_hub", None) or title, data, results["protocol"]["split"],
+                                   results["final"]["summary"], list(TASK_METRICS[data.task]), len(seeds)),
+        "targets": ", ".join(data.target_names), "task": data.task,
+    }
+    if mode in ("full", "frozen"):
+        if args.push_to_hub:
+            card["repo_id"] = args.push_to_hub
+        return "property", card
+    if mode == "fingerprint":
+        card["model_summary"] = (f"Morgan fingerprints (radius 2, 2048 bits) into the paper's MLP head "
+                                 f"({args.head_num_layers or 3} x {args.head_hidden_size or 512} hidden units)")
+        card["selection"] = (f"each run's score is taken at its epoch with the best validation {select_on}, and "
+                             "settings were chosen on validation only.")
+    else:
+        card["model_summary"] = (f"a random forest of {args.rf_estimators} trees per seed on Morgan fingerprints "
+                                 "(radius 2, 2048 bits)")
+        card["selection"] = "the forests' hyperparameters were fixed in advance: nothing was chosen on test scores."
+        card["predict_options"] = " --trust-pickle"
+        card["predict_note"] = (" The forests are saved with joblib, and loading them runs pickle: hence "
+                                "`--trust-pickle`, for a folder you made or trust.")
+    card.setdefault("predict_options", "")
+    card.setdefault("predict_note", "")
+    card["model_path"] = str(model_dir)
+    return "baseline", card
 
 
 def model_index(title: str, data: PropertyDataset, split_kind: str, summary: dict, metrics: Sequence[str],
@@ -144,19 +183,34 @@ def _summary_table(summary: dict, title: str) -> list[str]:
             "| " + " | ".join(format_summary(summary[k]) for k in names) + " |"]
 
 
+def _served_line(scores: dict | None) -> list[str]:
+    """The ensemble's scores on a part (see `trust.ensemble_scores`), as one line under that part's per-seed table."""
+    from moleclip.training.search import format_number
+
+    shown = {k: v for k, v in (scores or {}).items() if k not in ("n", "loss")}
+    if not shown:
+        return []
+    return ["", "The ensemble of the seeds' models (what `moleclip predict` serves): "
+            + ", ".join(f"{k} {format_number(v)}" for k, v in shown.items()) + "."]
+
+
 def parts_markdown(results: dict) -> list[str]:
-    """The external test set's scores and the subgroup's test scores (mean ± std [95% CI] over seeds)."""
+    """The external test set's scores and the subgroup's test scores (mean ± std [95% CI] over seeds, then the
+    served ensemble's)."""
     final, lines = results["final"], []
+    served = final.get("ensemble") or {}
     if "external_summary" in final:
         d = results["dataset"]
         lines += _summary_table(final["external_summary"], f"### External test set (`{d.get('test_file')}`, "
                                 f"{d.get('n_external_used')} molecules; never used for any choice)")
+        lines += _served_line(served.get("external"))
         if d.get("external_in_training"):
             lines.append(f"\n{d['external_in_training']} external molecules are also in a training part.")
     if "group_summary" in final:
         counts = ", ".join(map(str, final["group_summary"].get("n", [])))
         lines += _summary_table(final["group_summary"], f"### Test subgroup: rows where "
                                 f"`{results['protocol'].get('group_column')}` is true ({counts} test molecules per seed)")
+        lines += _served_line(served.get("test_group"))
     return lines
 
 
@@ -216,6 +270,14 @@ def results_markdown(results: dict, data: PropertyDataset) -> str:
         "",
         results["final_table"],
     ]
+    served = results["final"].get("ensemble")
+    if served and served.get("test") is not None:
+        lines += ["", "Two rows, two measurements: the mean over seeds scores each seed's model alone; the ensemble row "
+                  "scores the same models combined, as `moleclip predict` combines them (mean prediction; mean "
+                  "probability), once on the same test part. The model folder serves the ensemble."]
+    elif served:
+        lines += ["", f"The ensemble of the {served['n_members']} seeds' models, which `moleclip predict` serves, has "
+                  f"no test score here: {served['note']}."]
     runs = results["final"]["runs"]
     if runs and "per_target" in runs[0] and (data.n_targets > 1 or any(
             reasons for run in runs for part in run["left_out"].values() for reasons in part.values())):
