@@ -92,7 +92,7 @@ def test_fixed_split_external_test_and_subgroup(tmp_path, tables):
         np.mean(np.abs(member[2][in_group] - HEAVY[fixed][in_group])), rel=1e-5)
     ext_mean = np.mean([pd.read_csv(next((tmp_path / "runs" / "search").glob(f"*/seed_{s}/external_predictions.csv")))
                         .predicted_heavy for s in (1, 2)], axis=0)
-    assert served["external"]["mae"] == pytest.approx(np.mean(np.abs(ext_mean - ext.measured_heavy)), rel=1e-5)
+    assert served["external"]["mae"] == pytest.approx(np.mean(np.abs(ext_mean - ext.heavy)), rel=1e-5)
     assert results["dataset"]["external_in_training"] == 1  # c1ccccc1CCCCCCCC is CCCCCCCCc1ccccc1
     md = (tmp_path / "results.md").read_text()
     assert "External test set" in md and "never used for any choice" in md and "Test subgroup" in md

@@ -106,7 +106,7 @@ def test_interval_coverage_is_reported_per_group_and_a_shortfall_is_warned_about
     group = results["trust"]["uncertainty_group"]["targets"]["heavy"]
     combined = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype={"seed": str})
     ens = combined[(combined.seed == "ensemble") & (combined.cliff == 1)]
-    inside = (ens.predicted_heavy_lower <= ens.measured_heavy) & (ens.measured_heavy <= ens.predicted_heavy_upper)
+    inside = (ens.predicted_heavy_lower <= ens.heavy) & (ens.heavy <= ens.predicted_heavy_upper)
     assert group["n"] == cliff.sum() == 4 and group["coverage"] == pytest.approx(inside.mean()) == 0.0
     shortfall = [str(w.message) for w in caught if "--group-column cliff" in str(w.message)]
     assert len(shortfall) == 1 and "covered only 0.00 of the group's 4 test predictions" in shortfall[0]
