@@ -8,7 +8,11 @@ is the figure, min and max show the spread (a shared machine adds noise, so the 
   python -c "import moleclip"         the model package alone (it registers the transformers auto classes, which
                                       imports torch and transformers): what every command pays once it runs; the
                                       command line itself lives in `moleclip_cli` so that `--help` does not
+  python -c "import torch"            what torch alone costs, and transformers' auto classes with CLIP: the part of
+                                      `import moleclip` that is theirs (the auto registration needs the classes)
   python -c pass                      the interpreter
+
+Each row gives the wall time and the child's CPU time (user + system), which moves less with a shared machine's load.
 
 With --importtime, `python -X importtime` of `moleclip --help` lists the packages costing most (cumulative time of
 each package's first import, nested ones included in their parent's).
@@ -22,6 +26,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -36,15 +41,20 @@ HERE = Path(__file__).resolve().parent
 
 
 def _time(command: list[str], repeats: int) -> dict:
-    times = []
+    """Wall time and the child's CPU time (user + system): on a shared machine the CPU time moves less with the
+    load, so it is the figure to compare imports by."""
+    times, cpu = [], []
     for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True)
         times.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     return {"median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3),
-            "max_s": round(max(times), 3), "repeats": repeats}
+            "max_s": round(max(times), 3), "cpu_median_s": round(statistics.median(cpu), 3), "repeats": repeats}
 
 
 def _import_offenders(exe: str, top: int) -> list[dict]:
@@ -75,16 +85,23 @@ def main() -> int:
     sys.path.insert(0, str(HERE.parent))
     from moleclip_cli.main import COMMANDS  # noqa: E402  (after the machine's load was taken)
 
+    # `import moleclip` registers MoleCLIP with transformers' auto classes, which needs the classes and so imports
+    # torch and transformers: the two lines above it show how much of its cost is theirs.
     cases = {"python -c pass": [sys.executable, "-c", "pass"],
+             "python -c 'import torch'": [sys.executable, "-c", "import torch"],
+             "transformers' auto classes and CLIP": [sys.executable, "-c", "from transformers import AutoConfig, "
+                                                     "AutoModel, AutoImageProcessor, CLIPVisionModel"],
              "python -c 'import moleclip'": [sys.executable, "-c", "import moleclip"],
+             "python -c 'import moleclip.training.screening'": [sys.executable, "-c",
+                                                                "import moleclip.training.screening"],
              "moleclip --help": [exe, "--help"]}
     cases.update({f"moleclip {name} --help": [exe, name, "--help"] for name in COMMANDS})
     results = {}
     for label, command in cases.items():
         results[label] = _time(command, args.repeats)
         r = results[label]
-        print(f"{label:<46} median {r['median_s']:6.2f} s   (min {r['min_s']:.2f}, max {r['max_s']:.2f}, "
-              f"n={r['repeats']})", flush=True)
+        print(f"{label:<50} median {r['median_s']:6.2f} s   (min {r['min_s']:.2f}, max {r['max_s']:.2f}, "
+              f"n={r['repeats']}; CPU {r['cpu_median_s']:.2f} s)", flush=True)
     report = {"benchmark": "cli_startup", "machine": machine, "console_script": exe, "wall_time": results}
     if args.importtime:
         report["importtime_top"] = _import_offenders(exe, 12)
