@@ -19,7 +19,7 @@ import signal
 import time
 from pathlib import Path
 
-from moleclip_cli.pretrain_config import CONFIG_FILE, KILL_ENV, MODEL_DIR, RESULTS_FILE, RUN_OUTPUTS, PretrainConfig
+from moleclip.training.pretrain_config import CONFIG_FILE, KILL_ENV, MODEL_DIR, RESULTS_FILE, RUN_OUTPUTS, PretrainConfig
 from moleclip.training.pretrain_table import load_pretraining_table, split_positions
 
 __all__ = ["pretrain", "build_param_groups", "build_pretrain_optimizer", "PretrainStep", "make_evaluator"]
