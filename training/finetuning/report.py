@@ -18,6 +18,8 @@ from moleclip.training.loop import OPTIMIZER_TEXT
 from moleclip.training.outputs import write_atomically, write_text_atomically
 from moleclip.training.search import public_view, setting_name
 
+from .run import Member
+
 __all__ = ["write_results", "results_markdown", "per_target_markdown", "protocol_text", "model_index", "write_plots"]
 
 # What `inputs.ENCODER_ADAM` and `inputs.HEAD_ADAM` set, in words.
@@ -98,19 +100,19 @@ def model_index(title: str, data: PropertyDataset, split_kind: str, summary: dic
     return yaml.safe_dump(block, sort_keys=False).rstrip()
 
 
-def write_plots(output_dir: Path, data: PropertyDataset, kept: dict, metric: str, varied: Sequence[str]) -> dict:
+def write_plots(output_dir: Path, data: PropertyDataset, kept: Member, metric: str, varied: Sequence[str]) -> dict:
     """Test-set parity / ROC plot, learning curves and the test predictions of the saved run."""
     import pandas as pd
 
     from moleclip.training import plots
 
     folder = output_dir / "plots"
-    rows = kept["_rows"]["test"]
-    pred = kept["_predictions"]["test"]
+    rows = kept.rows["test"]
+    pred = kept.predictions["test"]
     if data.task == "classification":
         pred = 1.0 / (1.0 + np.exp(-pred))
-    run = kept["run"]
-    title = f"{data.name}, {setting_name(kept['setting'], varied) or 'fixed setting'}, seed {run['seed']}"
+    run = kept.run
+    title = f"{data.name}, {setting_name(kept.setting, varied) or 'fixed setting'}, seed {run['seed']}"
     written = {}
     name = "parity_test.png" if data.task == "regression" else "roc_test.png"
     written["test"] = str(plots.plot_predictions(data.task, data.targets[rows], pred, folder / name,

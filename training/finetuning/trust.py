@@ -32,6 +32,8 @@ from moleclip.training.applicability import ApplicabilityDomain, applicability_m
 from moleclip.training.uncertainty import ConformalIntervals, ProbabilityCalibration, ensemble
 from moleclip.training.uncertainty_report import classification_report, regression_report, uncertainty_markdown
 
+from .run import Member
+
 __all__ = ["TRUST_FILE", "MEMBER_FILE", "build_trust", "save_members", "save_head_member", "load_head_member",
            "trust_markdown", "interval_columns", "save_embedding_domain"]
 
@@ -39,24 +41,24 @@ TRUST_FILE = "uncertainty.json"
 MEMBER_FILE = "member.json"  # a head-only member (frozen mode): its head on the encoder of the folder above
 
 
-def _stack(members: list[dict], part: str, key: str) -> np.ndarray:
-    return np.concatenate([np.asarray(m[key][part]) for m in members])
+def _stack(members: list[Member], part: str, key: str) -> np.ndarray:
+    return np.concatenate([np.asarray(getattr(m, key)[part]) for m in members])
 
 
-def build_trust(data, members: list[dict], kept: dict, shared: bool, coverage: float) -> dict:
+def build_trust(data, members: list[Member], kept: Member, shared: bool, coverage: float) -> dict:
     """Calibration, domain and their test reports: ``{"calibration", "scope", "domain", "uncertainty",
     "applicability", "test_ensemble"}`` (the last: ensemble mean and spread on the shared test part, else None)."""
     task, names, y = data.task, list(data.target_names), data.targets
     if shared:
-        rows = {part: members[0]["_rows"][part] for part in ("valid", "test")}
-        ens = {part: ensemble([m["_predictions"][part] for m in members], task,
-                              rows=[m["_rows"][part] for m in members]) for part in ("valid", "test")}
+        rows = {part: members[0].rows[part] for part in ("valid", "test")}
+        ens = {part: ensemble([m.predictions[part] for m in members], task,
+                              rows=[m.rows[part] for m in members]) for part in ("valid", "test")}
         fit_y, fit_mean, fit_spread = y[rows["valid"]], ens["valid"].mean, ens["valid"].spread
         test_y, test_mean, test_spread = y[rows["test"]], ens["test"].mean, ens["test"].spread
         method = "auto"
     else:
-        fit_y, fit_mean, fit_spread = y[_stack(members, "valid", "_rows")], _stack(members, "valid", "_predictions"), None
-        test_y, test_mean, test_spread = y[_stack(members, "test", "_rows")], _stack(members, "test", "_predictions"), None
+        fit_y, fit_mean, fit_spread = y[_stack(members, "valid", "rows")], _stack(members, "valid", "predictions"), None
+        test_y, test_mean, test_spread = y[_stack(members, "test", "rows")], _stack(members, "test", "predictions"), None
         method = "plain"
     if task == "regression":
         calibration = ConformalIntervals.fit(fit_y, fit_mean, fit_spread, coverage=coverage, method=method,
@@ -70,11 +72,11 @@ def build_trust(data, members: list[dict], kept: dict, shared: bool, coverage: f
 
     bits = _all_bits(data)
     domain = _fit_domain(data, kept, bits)
-    test_rows = kept["_rows"]["test"]
-    prediction = test_mean if shared else kept["_predictions"]["test"]
+    test_rows = kept.rows["test"]
+    prediction = test_mean if shared else kept.predictions["test"]
     applicability = applicability_report(domain.in_domain(bits[test_rows]), y[test_rows], prediction, task, names,
                                          domain)
-    applicability["predictions"] = "ensemble mean" if shared else f"its own predictions, seed {kept['run']['seed']}"
+    applicability["predictions"] = "ensemble mean" if shared else f"its own predictions, seed {kept.seed}"
     return {"calibration": calibration, "scope": report["scope"], "domain": domain, "uncertainty": report,
             "applicability": applicability, "test_ensemble": ens["test"] if shared else None}
 
@@ -89,13 +91,13 @@ def _all_bits(data) -> np.ndarray:
     return result.bits
 
 
-def _fit_domain(data, kept: dict, bits: np.ndarray) -> ApplicabilityDomain:
-    train, valid = kept["_rows"]["train"], kept["_rows"]["valid"]
+def _fit_domain(data, kept: Member, bits: np.ndarray) -> ApplicabilityDomain:
+    train, valid = kept.rows["train"], kept.rows["valid"]
     return ApplicabilityDomain.fit(bits[train], bits[valid], reference_ids=[data.smiles[i] for i in train],
                                    reference_labels=data.targets[train])
 
 
-def save_embedding_domain(model_dir: Path, model, processor, data, kept: dict, batch_size: int = 64,
+def save_embedding_domain(model_dir: Path, model, processor, data, kept: Member, batch_size: int = 64,
                           device=None) -> dict:
     """The applicability domain in the saved MoleCLIP model's own embedding space: cosine similarity of its
     embeddings to the training molecules', the threshold from the validation molecules' (as for Tanimoto), saved in
@@ -104,7 +106,7 @@ def save_embedding_domain(model_dir: Path, model, processor, data, kept: dict, b
     from moleclip.training.inference import embed_smiles
     from moleclip.training.prediction import EMBEDDING_DOMAIN_DIR
 
-    rows = {part: np.asarray(kept["_rows"][part]) for part in ("train", "valid")}
+    rows = {part: np.asarray(kept.rows[part]) for part in ("train", "valid")}
     embeddings = {}
     for part, positions in rows.items():
         values, kept_positions, skipped = embed_smiles(model, processor, [data.smiles[i] for i in positions],
@@ -121,12 +123,12 @@ def save_embedding_domain(model_dir: Path, model, processor, data, kept: dict, b
             "folder": EMBEDDING_DOMAIN_DIR}
 
 
-def save_members(model_dir: Path, members: list[dict], restore, trust: dict, task: str, mode: str) -> dict:
+def save_members(model_dir: Path, members: list[Member], restore, trust: dict, task: str, mode: str) -> dict:
     """Write `model_dir/ensemble/seed_<s>/` (one complete model folder per member, by `restore(member, folder)`),
     `uncertainty.json` (members, calibration and its scope) and the applicability domain; returns what was written."""
     folders = []
     for member in members:
-        folder = Path(model_dir) / "ensemble" / f"seed_{member['run']['seed']}"
+        folder = Path(model_dir) / "ensemble" / f"seed_{member.seed}"
         restore(member, folder)
         folders.append(folder.relative_to(model_dir).as_posix())
     record = {"version": 1, "task": task, "mode": mode, "members": folders, "scope": trust["scope"],
