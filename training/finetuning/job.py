@@ -11,10 +11,11 @@ make the final table. The best run of the chosen setting is saved as a complete 
 Splits come from `--split` per seed, or fixed from `--split-column` (`parts.py`); `--test-file` rows join the data set
 after the main rows, are scored every epoch like test and reported apart, and are never in any split part.
 
-A job is a sequence of named stages handing each other the records of `records.py`: `_start` (`Job`),
-`_read_molecules` (`Molecules`), `_build_features` (`Features`), `_make_splits` (`Splits`), `_train` (`Training`:
-search and final runs, each run a `run.Member`), `_results`, `_add_trust` (ensemble, calibration, domain) and `_save`;
-the random-forest baseline's `_random_forest` takes the place of the last four.
+The options and the output folder are checked first (`checks.py`). A job is then a sequence of named stages handing
+each other the records of `records.py`: `_start` (`Job`), `_read_molecules` (`Molecules`), `_build_features`
+(`Features`), `_make_splits` (`Splits`), `_train` (`Training`: search and final runs, each run a `run.Member`),
+`_results`, `_add_trust` (ensemble, calibration, domain) and `_save`; the random-forest baseline's `_random_forest`
+takes the place of the last four.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from moleclip.training.search import expand_grid, final_markdown, paper_referenc
 from moleclip.training.uncertainty import probability_logits
 
 from . import report
+from .checks import check_args, refuse_foreign_folder
 from .inputs import EmbeddingInputs, FingerprintInputs, ImageInputs
 from .parts import job_splits, load_job_rows, prediction_frame, shared_split, truthy
 from .records import Features, Job, Molecules, Splits, Training
@@ -49,60 +51,12 @@ from .run import ChosenRuns, FinetuneRun, Member, RunKeeper, RunOptions, _scores
 from .trust import build_trust, ensemble_scores, interval_columns, save_embedding_domain, save_head_member, \
     save_members
 
-__all__ = ["finetune", "check_args"]
+__all__ = ["finetune"]
 
 # What a job writes in its folder: present before a job starts means another job's results are there.
 OUTPUTS = ("results.json", "results.md", "runs", "plots", "model", "predictions.csv")
 MODE_LABELS = {"full": "MoleCLIP (this run)", "frozen": "MoleCLIP, frozen encoder (this run)",
                "fingerprint": "FP-MLP baseline (this run)", "random_forest": "Random forest (this run)"}
-
-
-def check_args(args: argparse.Namespace) -> None:
-    """Refuse settings that cannot work together, before anything is loaded."""
-    if args.baseline and (args.freeze_encoder or args.init_from or args.r_groups):
-        raise ValueError("--baseline uses fingerprints: --freeze-encoder, --init-from and --r-groups do not apply")
-    if args.baseline and args.push_to_hub:
-        raise ValueError("--push-to-hub shares MoleCLIP models; a fingerprint baseline is not one")
-    if args.epochs < 1 or (args.final_epochs is not None and args.final_epochs < 1):
-        raise ValueError("--epochs and --final-epochs must be >= 1")
-    if args.batch_size < 1 or args.eval_batch_size < 1:
-        raise ValueError("batch sizes must be >= 1")
-    if any(seed < 0 for seed in args.seeds):
-        raise ValueError(f"--seeds must be non-negative integers, got {args.seeds}")
-    if len(set(args.seeds)) != len(args.seeds):
-        raise ValueError(f"--seeds has repeats: {args.seeds}")
-    if any(v <= 0 for v in args.head_lr + args.encoder_lr):
-        raise ValueError("learning rates must be positive")
-    # Settings torch or the head accept without a word and then train wrongly: a negative clipping norm reverses
-    # every gradient, a negative weight decay pushes weights away from zero, a hidden layer of width 0 makes the head
-    # predict one constant for every molecule.
-    if any(v < 0 for v in args.weight_decay):
-        raise ValueError(f"--weight-decay must be >= 0, got {args.weight_decay}")
-    if args.max_grad_norm is not None and not args.max_grad_norm > 0:
-        raise ValueError(f"--max-grad-norm must be positive (or left out: no clipping), got {args.max_grad_norm}")
-    if args.warmup_steps < 0:
-        raise ValueError(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
-    if args.head_dropout and any(not 0 <= v < 1 for v in args.head_dropout):
-        raise ValueError(f"--head-dropout must lie in [0, 1), got {args.head_dropout}")
-    if args.head_hidden_size is not None and args.head_hidden_size < 1:
-        raise ValueError(f"--head-hidden-size must be >= 1, got {args.head_hidden_size}")
-    if args.head_num_layers is not None and args.head_num_layers < 0:
-        raise ValueError(f"--head-num-layers must be >= 0 (0: one linear layer), got {args.head_num_layers}")
-    if args.frozen_views < 1 or args.rf_estimators < 1:
-        raise ValueError("--frozen-views and --rf-estimators must be >= 1")
-    if args.init_factor is not None and not args.init_factor > 0:
-        raise ValueError(f"--init-factor must be positive, got {args.init_factor}")
-    if args.num_workers < 0:
-        raise ValueError(f"--num-workers must be >= 0, got {args.num_workers}")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError("--threads must be >= 1")
-    if args.limit is not None and args.limit < 3:
-        raise ValueError("--limit must leave at least 3 molecules (one per split part)")
-    if not 0 < getattr(args, "coverage", 0.9) < 1:
-        raise ValueError(f"--coverage must lie strictly between 0 and 1 (e.g. 0.9), got {args.coverage}")
-    if args.init_from and not Path(args.init_from).is_dir():
-        raise FileNotFoundError(f"--init-from {args.init_from}: not found (pass the model/ folder a previous "
-                                "finetuning wrote)")
 
 
 def _load_data(args) -> PropertyDataset:
@@ -165,23 +119,12 @@ def finetune(args: argparse.Namespace, hub_api=None) -> dict:
         from moleclip.training.hub import check_push_possible
 
         check_push_possible(hub_api)  # now, not after the training whose model it would push
-    _refuse_foreign_folder(Path(args.output_dir))
+    refuse_foreign_folder(Path(args.output_dir))
     check_run_folder(args.output_dir, OUTPUTS, overwrite=args.overwrite,
                      inputs={"--dataset": args.dataset, "--test-file": args.test_file, "--model": args.model,
                              "--init-from": args.init_from})
     with contextlib.ExitStack() as held:
         return _finetune(args, hub_api, held)
-
-
-def _refuse_foreign_folder(folder: Path) -> None:
-    """`--overwrite` removes a finetune job's outputs, some of which have common names (runs/, plots/, model/): in a
-    folder that no finetune job wrote (no results.json, no runs/search or runs/final of an interrupted job) they are
-    the user's own, and are not touched."""
-    ours = (folder / "results.json").exists() or any((folder / "runs" / phase).is_dir() for phase in ("search", "final"))
-    common = [name for name in ("runs", "plots", "model") if (folder / name).exists()]
-    if common and not ours:
-        raise FileExistsError(f"{folder} holds {', '.join(common)} that no finetune job wrote there: choose another "
-                              "--output-dir (a finetune job writes these names and, with --overwrite, removes them)")
 
 
 def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> dict:
