@@ -334,7 +334,7 @@ def train_throughput(preset: str, batch: int, steps: int, warmup: int, device: s
     synthetic batch."""
     from moleclip import MoleCLIPConfig, MoleCLIPModel
     from moleclip.processing.image_processing_moleclip import MoleCLIPImageProcessor
-    from moleclip_cli.pretrain_config import PretrainConfig
+    from moleclip.training.pretrain_config import PretrainConfig
     from moleclip.training.pretrain_run import build_pretrain_optimizer
 
     ks = [300, 3000]

@@ -2,7 +2,8 @@
 
 This file dispatches and stands between the commands and the user:
 
-* building the parser imports only the command modules, which import nothing heavy, so `--help` answers at once;
+* building the parser imports only the command modules, which import nothing heavy, so `--help` answers at once
+  (`moleclip pretrain`'s options, built from the library's `PretrainConfig`, are added when that command is chosen);
 * an error a user can act on (a missing file or model, a bad SMILES or option, an unreachable Hub) is printed as one
   line, `moleclip COMMAND: error: ...`, with exit status 2; anything else as one line too, with status 1 and the
   advice to set MOLECLIP_DEBUG=1, which shows the traceback instead;
@@ -55,15 +56,48 @@ def build_parser() -> argparse.ArgumentParser:
         description="MoleCLIP: molecular representations from images of molecules (Hugging Face-native).",
         epilog=f"`moleclip COMMAND --help` describes a command. {DEBUG_ENV}=1 shows a failing command's traceback.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser)
     for name in COMMANDS:
         module = command_module(name)
         command = sub.add_parser(module.NAME, help=module.HELP, description=module.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-        module.add_arguments(command)
-        _state_defaults(command)
         command.set_defaults(_run=module.run)
+        if getattr(module, "OPTIONS_FROM_PACKAGE", False):
+            command.add_options_later(module.add_arguments, _state_defaults)
+        else:
+            module.add_arguments(command)
+            _state_defaults(command)
     return parser
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser. A command whose options are built from the model package (pretrain's, from the library's
+    `PretrainConfig`) gets them when it is parsed or its help printed: importing the package costs seconds, which
+    `moleclip --help` and the other commands must not pay."""
+
+    _later: tuple = ()
+
+    def add_options_later(self, *builders) -> None:
+        self._later = builders
+
+    def options(self) -> "_CommandParser":
+        """This parser with all its options added (the builders run once)."""
+        builders, self._later = self._later, ()
+        for build in builders:
+            build(self)
+        return self
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.options()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self.options()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self.options()
+        return super().format_help()
 
 
 def _state_defaults(parser: argparse.ArgumentParser) -> None:

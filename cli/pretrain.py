@@ -19,16 +19,19 @@ from __future__ import annotations
 
 NAME = "pretrain"
 HELP = "continued pretraining of an encoder: contrastive + pseudo-label classification (one process; see accelerate)"
+# The options are the fields of the library's PretrainConfig, whose import brings the model package: main.py adds
+# them only when this command is chosen, so that the other commands' --help stays quick.
+OPTIONS_FROM_PACKAGE = True
 
 
 def add_arguments(parser) -> None:
-    from moleclip_cli.pretrain_config import PretrainConfig  # standard library only: --help stays fast
+    from moleclip.training.pretrain_config import PretrainConfig
 
     PretrainConfig.add_arguments(parser)
 
 
 def run(args) -> int:
-    from moleclip_cli.pretrain_config import PretrainConfig
+    from moleclip.training.pretrain_config import PretrainConfig
     from moleclip.training.pretrain_run import pretrain
 
     summary = pretrain(PretrainConfig.from_namespace(args))

@@ -309,7 +309,7 @@ def test_tables_in_other_dialects_are_read_or_refused_by_name(tmp_path):
 
 def test_pretraining_reports_left_out_molecules_by_their_file_line(tmp_path, capsys):
     from moleclip.training.pretrain_table import load_pretraining_table
-    from moleclip_cli.pretrain_config import PretrainConfig
+    from moleclip.training.pretrain_config import PretrainConfig
 
     (tmp_path / "in.csv").write_text("smiles\nCCO\nCCN\nnot_a_smiles\nc1ccccc1\nCCCC\nCCCO\nCCCN\nCC(C)O\n")
     table = load_pretraining_table(PretrainConfig(input=str(tmp_path / "in.csv"), output_dir=str(tmp_path / "out"),

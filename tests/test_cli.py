@@ -74,6 +74,24 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r} or m.split("
     assert out.stdout.strip() == "[]"
 
 
+def test_pretrain_options_come_when_the_command_is_chosen_and_follow_the_same_rules():
+    """pretrain's options are the fields of the library's PretrainConfig, added only when the command is chosen (the
+    test above): once there, each says what it is for and its default, like every other command's."""
+    from moleclip.training.pretrain_config import PretrainConfig
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    command = sub.choices["pretrain"]
+    assert [a.dest for a in command._actions] == ["help"]  # nothing built yet
+    assert "--classifier-lr" in command.format_help()
+    fields = {"--" + name.replace("_", "-") for name in PretrainConfig.__dataclass_fields__}
+    assert {s for a in command._actions for s in a.option_strings if not s.startswith("--no-")} == fields | {"-h", "--help"}
+    for action in command._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help and not action.help.startswith("default:"), action.option_strings
+            if action.default not in (None, False):
+                assert "default" in action.help.lower(), action.option_strings
+
+
 # ------------------------------------------------------------------------------------------------------- errors
 def test_unknown_input_file_is_one_line_exit_2(tmp_path, capsys):
     missing = tmp_path / "absent.smi"

@@ -449,13 +449,13 @@ def test_encoder_and_head_get_the_reference_codes_adam_settings():
     ("--init-factor", "0", "--init-factor must be positive"),
 ])
 def test_settings_that_would_train_wrongly_are_refused_before_any_work(tmp_path, option, value, message):
-    from moleclip.training.finetuning import job
+    from moleclip.training.finetuning.checks import check_args
     from moleclip_cli.finetune import build_parser
 
     args = build_parser().parse_args(["--dataset", str(tmp_path / "absent.csv"), "--output-dir",
                                       str(tmp_path / "out"), f"{option}={value}"])
     with pytest.raises(ValueError, match=message):
-        job.check_args(args)
+        check_args(args)
     assert not (tmp_path / "out").exists()
 
 

@@ -199,3 +199,26 @@ def test_adam_steps_are_fused_where_the_device_has_the_kernels():
     assert not plain.defaults["fused"] and isinstance(plain, torch.optim.AdamW)
     double = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))  # any floating type has the kernels
     assert build_optimizer([{"params": [double], "lr": 0.1}]).defaults["fused"] is True
+
+
+def test_compute_loss_is_given_the_loops_progress_on_each_call(tmp_path):
+    # a loss that needs the step (pretraining's kill hook and batch dump) gets it from the loop per call, holding no
+    # reference to the loop; with gradient accumulation, the micro-batches of one step see the same step
+    from moleclip.training.loop import default_loss
+
+    seen = []
+
+    def loss(model, batch, progress):
+        seen.append((progress.global_step, progress.epoch, progress.batch_in_epoch))
+        return default_loss(model, batch)
+
+    set_seed(0)
+    data = ToyData()
+    model = ToyModel()
+    optimizer = build_optimizer([{"params": model.parameters(), "lr": 0.05, "weight_decay": 0.0}])
+    settings = LoopSettings(output_dir=str(tmp_path), max_steps=3, gradient_accumulation_steps=2, log_every=1,
+                            progress=False)
+    loader = DataLoader(data, batch_sampler=SeededBatches(len(data), 8))  # 5 batches an epoch
+    TrainingLoop(Accelerator(cpu=True, gradient_accumulation_steps=2), model, optimizer, loader, settings,
+                 compute_loss=loss).run()
+    assert seen == [(0, 0, 0), (0, 0, 1), (1, 0, 2), (1, 0, 3), (2, 0, 4), (2, 1, 0)]

@@ -24,7 +24,7 @@ from moleclip.processing.pretraining_data import (
 from moleclip.processing.rendering import CoordinateCache, DrawingStyle, render
 from moleclip.training.loop import OPTIMIZER_TEXT, checkpoint_dirs
 from moleclip.training.samplers import EpochBatches
-from moleclip_cli.pretrain_config import KILL_ENV, PretrainConfig
+from moleclip.training.pretrain_config import KILL_ENV, PretrainConfig
 from moleclip.training.pretrain_run import build_param_groups, build_pretrain_optimizer, pretrain
 
 REPO = Path(__file__).resolve().parent.parent

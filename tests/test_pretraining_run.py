@@ -8,7 +8,7 @@ import torch
 
 from moleclip.processing.prerendered_store import prerender
 from moleclip.training.pretrain_run import pretrain
-from moleclip_cli.pretrain_config import PretrainConfig
+from moleclip.training.pretrain_config import PretrainConfig
 
 from test_pretrain import molecules
 

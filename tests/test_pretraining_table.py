@@ -6,7 +6,7 @@ import pytest
 
 from moleclip.processing.pseudo_labels import recorded_standardization
 from moleclip.training.pretrain_table import load_pretraining_table
-from moleclip_cli.pretrain_config import PSEUDO_LABEL_FILE, PretrainConfig
+from moleclip.training.pretrain_config import PSEUDO_LABEL_FILE, PretrainConfig
 
 # a salt, a charged acid and plain molecules: standardising to the parent changes some of them
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)[O-].[Na+]", "CCN(CC)CC.Cl", "O=C(O)c1ccccc1", "C1CCCCC1", "Clc1ccc(Br)cc1",

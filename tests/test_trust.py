@@ -208,16 +208,17 @@ def test_shared_split_classification_calibrates_the_ensemble_logit(tmp_path):
 
 
 def test_run_keeper_keeps_every_seed_of_the_leading_setting_only():
-    from moleclip.training.finetuning.run import RunKeeper
+    from moleclip.training.finetuning.run import Member, RunKeeper
 
     keeper = RunKeeper("loss", "min")
     for name, losses in (("a", [1.0, 3.0]), ("b", [2.0, 0.5]), ("c", [9.0, 9.0])):
         for seed, loss in zip((1, 2), losses):
-            keeper.offer(name, {"x": name}, {"seed": seed, "valid": {"loss": loss}, "_state": f"{name}{seed}"})
+            keeper.offer(Member({"seed": seed, "valid": {"loss": loss}}, {"x": name}, name, rows={}, predictions={},
+                                weights=f"{name}{seed}"))
         mean = {"a": 2.0, "b": 1.25, "c": 9.0}[name]
         keeper.entry_done({"name": name}, is_leader=mean == min(v for k, v in {"a": 2.0, "b": 1.25, "c": 9.0}.items()
                                                                 if k <= name))
-    assert keeper.leader["_state"] == "b2" and [m["_state"] for m in keeper.leader["members"]] == ["b1", "b2"]
+    assert keeper.leader.best.weights == "b2" and [m.weights for m in keeper.leader.members] == ["b1", "b2"]
     assert not keeper.candidates  # nothing of the settings that lost is held
 
 

@@ -324,8 +324,9 @@ def _batch_size(batch) -> int:
     return 0
 
 
-def default_loss(model, batch) -> tuple[torch.Tensor, dict[str, float]]:
-    """Run the model on a batch dict; the loss is `output.loss`, its parts any `*_loss(es)` fields."""
+def default_loss(model, batch, progress: LoopState | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Run the model on a batch dict; the loss is `output.loss`, its parts any `*_loss(es)` fields. A
+    `compute_loss` is given the loop's state as `progress` (step, epoch); this one does not need it."""
     output = model(**batch)
     parts = {}
     for key, value in output.items():
@@ -343,6 +344,8 @@ class TrainingLoop:
     `evaluate(model) -> dict[str, float]` (optional) is called every `eval_every` steps and/or at the end of each epoch
     on every process (it may use collective ops); when `select_key` is set, the best value is tracked and
     `on_best(model, record)` is called on every process when it improves (e.g. to save the best model).
+    `compute_loss(model, batch, progress) -> (loss, parts)` is called for every batch with the loop's `LoopState`
+    (step and epoch), so that a loss that needs them holds no reference to the loop.
     """
 
     def __init__(
@@ -494,7 +497,7 @@ class TrainingLoop:
             for batch in batches:
                 batch = _to_device(batch, acc.device)
                 with acc.accumulate(self.model):
-                    loss, parts = self.compute_loss(self.model, batch)
+                    loss, parts = self.compute_loss(self.model, batch, self.state)
                     acc.backward(loss)
                     if acc.sync_gradients and s.max_grad_norm:
                         acc.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)

@@ -5,6 +5,10 @@ The objective is the paper's: a symmetric contrastive loss between a plain and a
 each molecule, with the negatives taken from the global batch across processes, plus one cross-entropy per K-means
 pseudo-label set of MACCS keys. Batches are groups of molecules of the same fine class. The optimiser is the paper's
 `torch.optim.Adam` with L2 weight decay (`--optimizer adamw` for decoupled decay), without gradient clipping.
+
+A run is a sequence of stages, each handing the next a record: `_open_run` (accelerator, run folder, saved config),
+`_read_molecules` (`Molecules`), `_build_encoder` (`Encoder`), `_build_batches` (`Batches`), `_plan_steps`
+(`StepPlan`), `_train` (`Trained`), then `_summary` and `_save` (training_results.json, the model folder, the Hub).
 Module level: standard library only; torch, accelerate and the model are imported when a run starts.
 """
 
@@ -17,10 +21,11 @@ import math
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from moleclip_cli.pretrain_config import CONFIG_FILE, KILL_ENV, MODEL_DIR, RESULTS_FILE, RUN_OUTPUTS, PretrainConfig
-from moleclip.training.pretrain_table import load_pretraining_table, split_positions
+from moleclip.training.pretrain_config import CONFIG_FILE, KILL_ENV, MODEL_DIR, RESULTS_FILE, RUN_OUTPUTS, PretrainConfig
+from moleclip.training.pretrain_table import PretrainingTable, load_pretraining_table, split_positions
 
 __all__ = ["pretrain", "build_param_groups", "build_pretrain_optimizer", "PretrainStep", "make_evaluator"]
 
@@ -85,7 +90,6 @@ class PretrainStep:
             processor = MoleCLIPImageProcessor()
         # its normalisation and channel order (BGR for the paper's converted weights), as inference applies them
         self.processor = processor
-        self.loop = None  # set once the loop exists: the dump and the kill hook read its step counter
         self.dump_file = None
         if dump_dir:
             Path(dump_dir).mkdir(parents=True, exist_ok=True)
@@ -113,9 +117,11 @@ class PretrainStep:
             pseudo_labels=batch.get("pseudo_labels"),
         )
 
-    def __call__(self, model, batch):
-        step = self.loop.state.global_step if self.loop is not None else None
-        if self.kill_at is not None and step is not None and step >= self.kill_at:
+    def __call__(self, model, batch, progress):
+        """The loss of `batch` and its parts; `progress` is the loop's state (its step counter feeds the kill hook
+        and the dump)."""
+        step = progress.global_step
+        if self.kill_at is not None and step >= self.kill_at:
             os.kill(os.getpid(), signal.SIGKILL)  # a hard crash: no cleanup, no final save
         output = self.forward(model, batch)
         # Tensors, not floats: the loop sums them on the device and reads them at log steps only.
@@ -126,7 +132,7 @@ class PretrainStep:
         if self.dump_file is not None:
             from moleclip.training.loop import unwrap
 
-            record = {"call": self.calls, "step": step, "epoch": self.loop.state.epoch if self.loop else None,
+            record = {"call": self.calls, "step": step, "epoch": progress.epoch,
                       "indices": batch["indices"].tolist(), "logits_shape": list(output.logits_per_view.shape),
                       "contrastive_loss": float(parts["contrastive_loss"]),
                       "logit_scale": float(unwrap(model).logit_scale.exp())}
@@ -265,28 +271,86 @@ def _check_sources(config: PretrainConfig) -> None:
                                     "'latest'")
 
 
+# ---------------------------------------------------------------------------------------------------- the stages
+@dataclass
+class Molecules:
+    """The run's molecules with their pseudo-labels, and which of them train and which are held out."""
+
+    table: PretrainingTable
+    train: "object"  # np.ndarray of positions in the table
+    valid: "object"
+
+
+@dataclass
+class Encoder:
+    """The model being pretrained and the processor saved with it (it draws both views, and its normalisation feeds
+    the training step)."""
+
+    model: "object"
+    processor: "object"
+
+    @property
+    def image_size(self) -> int:
+        return self.model.config.vision_config.image_size
+
+
+@dataclass
+class Batches:
+    """How the molecules reach the model: the loaders, and what the run's opening line says about them."""
+
+    train: "object"  # DataLoader of training batches (one sampler for all processes)
+    valid: "object | None"  # DataLoader of held-out batches, None without a held-out part
+    per_epoch: int  # forward passes of an epoch, per process
+    workers: int  # drawing workers per process
+    store_text: str  # what the pre-rendered store holds of the molecules ("" without one)
+
+
+@dataclass
+class StepPlan:
+    max_steps: int
+    steps_per_epoch: int
+
+
+@dataclass
+class Trained:
+    """The end of the loop: the model as the loop holds it (prepared), the loop's state and the last validation."""
+
+    model: "object"
+    state: "object"  # loop.LoopState
+    final_valid: dict | None
+
+
 def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
-    import numpy as np
-    import torch
-    from accelerate import Accelerator, InitProcessGroupKwargs
-    from accelerate.utils import set_seed
-    from torch.utils.data import DataLoader
-
-    from moleclip.processing.pretraining_data import (
-        VALID_STREAM, FixedBatches, PrerenderedImages, TwoViewDataset, collate_two_views)
-    from moleclip.processing.cores import available_cores
-    from moleclip.training.hub import describe_backbone, load_backbone, load_processor, push_model_dir, save_model_dir
-    from moleclip.training.loop import LoopSettings, TrainingLoop, build_scheduler, latest_checkpoint, unwrap
-    from moleclip.training.outputs import hold_run_folder, json_text, write_text_atomically
-    from moleclip.training.samplers import EpochBatches, GroupedClassBatchSampler
-
     started = time.perf_counter()
+    accelerator, config = _open_run(config, held)
+    molecules = _read_molecules(config, accelerator)
+    encoder = _build_encoder(config, molecules, accelerator)
+    batches = _build_batches(config, accelerator, molecules, encoder)
+    plan = _plan_steps(config, batches)
+    _report_plan(config, accelerator, molecules, batches, plan)
+    trained = _train(config, accelerator, encoder, batches, plan, molecules.table.ks)
+    summary = None
+    if accelerator.is_main_process:
+        summary = _summary(config, molecules, plan, trained, accelerator.num_processes, time.perf_counter() - started)
+        _save(config, summary, trained, encoder.processor, hub_api, accelerator)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary or {}
+
+
+def _open_run(config: PretrainConfig, held) -> tuple["object", PretrainConfig]:
+    """The accelerator, and the config as this run uses and saves it (augmentation's place resolved); the main
+    process holds the run folder and writes the config into it."""
+    from accelerate import Accelerator, InitProcessGroupKwargs
+
+    from moleclip.training.outputs import hold_run_folder, write_text_atomically
+
     # Pseudo-labels may be computed on the main process while the others wait at a barrier: allow for it.
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
         kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(hours=2))],
     )
-    world, rank = accelerator.num_processes, accelerator.process_index
+    world = accelerator.num_processes
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} (the global batch) cannot be split evenly over {world} processes")
     output_dir = Path(config.output_dir)
@@ -300,19 +364,47 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
             _check_resumed_config(config, output_dir / CONFIG_FILE, accelerator)
         write_text_atomically(output_dir / CONFIG_FILE, config.to_json())
     accelerator.wait_for_everyone()
+    return accelerator, config
 
-    # ---- data
+
+def _read_molecules(config: PretrainConfig, accelerator) -> Molecules:
     table = load_pretraining_table(config, accelerator)
-    train_pos, valid_pos = split_positions(len(table.smiles), config, world)
+    train_pos, valid_pos = split_positions(len(table.smiles), config, accelerator.num_processes)
     if len(train_pos) < config.batch_size:
         raise ValueError(f"{len(train_pos)} training molecules cannot fill one batch of {config.batch_size}")
+    return Molecules(table, train_pos, valid_pos)
+
+
+def _build_encoder(config: PretrainConfig, molecules: Molecules, accelerator) -> Encoder:
+    from accelerate.utils import set_seed
+
+    from moleclip.training.hub import load_backbone, load_processor
+
     set_seed(config.seed)
-    model = load_backbone(config.backbone, init_factor=config.init_factor, pseudo_label_classes=table.ks)
+    model = load_backbone(config.backbone, init_factor=config.init_factor, pseudo_label_classes=molecules.table.ks)
     _start_label_heads_afresh(model, config, accelerator)
-    image_size = model.config.vision_config.image_size
     # the processor saved with the model draws the pretraining pictures too: its drawing settings apply to both
-    processor = load_processor(config.backbone, size=image_size)
+    processor = load_processor(config.backbone, size=model.config.vision_config.image_size)
     processor.standardize = config.standardize  # the table's SMILES are already prepared; saved for users of the model
+    return Encoder(model, processor)
+
+
+def _build_batches(config: PretrainConfig, accelerator, molecules: Molecules, encoder: Encoder) -> Batches:
+    """Training batches group molecules of one fine pseudo-class (`GroupedClassBatchSampler`); drawing workers share
+    the cores with the training step; held-out batches are fixed. Both views are drawn through the encoder's
+    processor, the one saved with the model."""
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader
+
+    from moleclip.processing.cores import available_cores
+    from moleclip.processing.pretraining_data import (
+        VALID_STREAM, FixedBatches, PrerenderedImages, TwoViewDataset, collate_two_views)
+    from moleclip.training.samplers import EpochBatches, GroupedClassBatchSampler
+
+    table, train_pos, valid_pos = molecules.table, molecules.train, molecules.valid
+    world, rank = accelerator.num_processes, accelerator.process_index
+    image_size, processor = encoder.image_size, encoder.processor
     store = PrerenderedImages(config.prerendered) if config.prerendered else None
     # Molecules are found in the store by SMILES; those it lacks are drawn during training, so say how many it has
     # (a store drawn from another file, or from other SMILES of the same molecules, silently gives no speed-up).
@@ -344,41 +436,56 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
     if workers > 0:
         loader_kwargs.update(persistent_workers=True, prefetch_factor=4)
     train_loader = DataLoader(dataset(train_pos), batch_sampler=EpochBatches(sampler), **loader_kwargs)
-    batches_per_epoch = len(sampler)
-    steps_per_epoch = max(1, batches_per_epoch // config.gradient_accumulation_steps)
-    max_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-
-    evaluate = None
+    valid_loader = None
     if len(valid_pos):
         per_process = config.batch_size // world
         valid_batch = min(per_process, len(valid_pos) // world)
         valid_loader = DataLoader(dataset(valid_pos, stream=VALID_STREAM),
                                   batch_sampler=FixedBatches(range(len(valid_pos)), valid_batch, world, rank),
                                   num_workers=min(workers, 4), collate_fn=collate_two_views)
+    return Batches(train_loader, valid_loader, len(sampler), workers, store_text)
+
+
+def _plan_steps(config: PretrainConfig, batches: Batches) -> StepPlan:
+    steps_per_epoch = max(1, batches.per_epoch // config.gradient_accumulation_steps)
+    return StepPlan(config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch)), steps_per_epoch)
+
+
+def _report_plan(config: PretrainConfig, accelerator, molecules: Molecules, batches: Batches, plan: StepPlan) -> None:
+    import torch
+
+    table, world = molecules.table, accelerator.num_processes
     accelerator.print(
-        f"{len(table.smiles)} molecules ({len(train_pos)} train, {len(valid_pos)} validation), pseudo-labels K = "
-        f"{table.ks}; {world} process(es) x {config.batch_size // world} molecules a batch, {batches_per_epoch} "
-        f"batches an epoch; {max_steps} optimizer steps ({max_steps / steps_per_epoch:.2f} epochs); {workers} drawing "
-        f"worker(s) per process{store_text}; "
+        f"{len(table.smiles)} molecules ({len(molecules.train)} train, {len(molecules.valid)} validation), pseudo-labels "
+        f"K = {table.ks}; {world} process(es) x {config.batch_size // world} molecules a batch, {batches.per_epoch} "
+        f"batches an epoch; {plan.max_steps} optimizer steps ({plan.max_steps / plan.steps_per_epoch:.2f} epochs); "
+        f"{batches.workers} drawing worker(s) per process{batches.store_text}; "
         f"{torch.get_num_threads()} torch thread(s) per process; optimizer {config.optimizer}, gradient clipping "
         f"{config.max_grad_norm if config.max_grad_norm else 'none'}")
 
-    # ---- optimisation
-    optimizer = build_pretrain_optimizer(model, config)
-    scheduler = build_scheduler(optimizer, config.schedule, warmup_steps=config.warmup_steps, total_steps=max_steps)
-    step = PretrainStep(table.ks, dump_dir=config.debug_dump_dir, rank=rank, processor=processor,
-                        augmentation=config.augmentation)
-    if len(valid_pos):
-        evaluate = make_evaluator(accelerator, step, valid_loader, table.ks)
+
+def _train(config: PretrainConfig, accelerator, encoder: Encoder, batches: Batches, plan: StepPlan,
+           ks: list[int]) -> Trained:
+    """The loop, with a validation before the first step of a new run (validation_initial.json) and after the last."""
+    from moleclip.training.loop import LoopSettings, TrainingLoop, build_scheduler, latest_checkpoint
+    from moleclip.training.outputs import json_text, write_text_atomically
+
+    output_dir = Path(config.output_dir)
+    optimizer = build_pretrain_optimizer(encoder.model, config)
+    scheduler = build_scheduler(optimizer, config.schedule, warmup_steps=config.warmup_steps,
+                                total_steps=plan.max_steps)
+    step = PretrainStep(ks, dump_dir=config.debug_dump_dir, rank=accelerator.process_index,
+                        processor=encoder.processor, augmentation=config.augmentation)
+    evaluate = make_evaluator(accelerator, step, batches.valid, ks) if batches.valid is not None else None
     settings = LoopSettings(
-        output_dir=str(output_dir), max_steps=max_steps, gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_grad_norm=config.max_grad_norm, log_every=config.log_every, eval_every=config.eval_every if evaluate else None,
-        save_every=config.save_every, save_last=config.save_every is not None, save_total_limit=config.save_total_limit,
+        output_dir=str(output_dir), max_steps=plan.max_steps,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, max_grad_norm=config.max_grad_norm,
+        log_every=config.log_every, eval_every=config.eval_every if evaluate else None, save_every=config.save_every,
+        save_last=config.save_every is not None, save_total_limit=config.save_total_limit,
         select_key="valid_loss" if evaluate else None, progress=config.progress,
     )
-    loop = TrainingLoop(accelerator, model, optimizer, train_loader, settings, scheduler=scheduler, evaluate=evaluate,
-                        compute_loss=step)
-    step.loop = loop
+    loop = TrainingLoop(accelerator, encoder.model, optimizer, batches.train, settings, scheduler=scheduler,
+                        evaluate=evaluate, compute_loss=step)
     initial_file = output_dir / "validation_initial.json"
     resuming = config.resume is not None and (config.resume != "latest" or latest_checkpoint(output_dir) is not None)
     if evaluate is not None and not resuming and not initial_file.exists():
@@ -386,42 +493,43 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
         if accelerator.is_main_process:
             write_text_atomically(initial_file, json_text(initial))
     state = loop.run(resume=config.resume)
-
-    # ---- the end: final validation, model folder (<output-dir>/model), Hub
     final_valid = None
     if evaluate is not None:
         last = state.history[-1] if state.history else None
         final_valid = ({k: v for k, v in last.items() if k.startswith("valid_")}
                        if last and last.get("step") == state.global_step else evaluate(loop.model))
-    summary = None
-    if accelerator.is_main_process:
-        summary = _summary(config, table, train_pos, valid_pos, state, max_steps, steps_per_epoch, world, output_dir,
-                           final_valid, time.perf_counter() - started)
-        model_dir = output_dir / MODEL_DIR
-        summary["model_dir"] = str(model_dir)
-        model_out = unwrap(loop.model)
-        card = {
-            "title": f"MoleCLIP encoder pretrained on {Path(config.input).name}",
-            "backbone": describe_backbone(config.backbone),
-            "training_summary": summary["card_summary"],
-            "repo_id": config.push_to_hub,
-            "extra_tags": "- moleclip-pretraining",
-        }
+    return Trained(loop.model, state, final_valid)
+
+
+def _save(config: PretrainConfig, summary: dict, trained: Trained, processor, hub_api, accelerator) -> None:
+    """training_results.json, and the model folder (<output-dir>/model) that a user loads and --push-to-hub uploads
+    (main process only)."""
+    from moleclip.training.hub import describe_backbone, push_model_dir, save_model_dir
+    from moleclip.training.loop import unwrap
+    from moleclip.training.outputs import json_text, write_text_atomically
+
+    output_dir = Path(config.output_dir)
+    model_dir = output_dir / MODEL_DIR
+    summary["model_dir"] = str(model_dir)
+    card = {
+        "title": f"MoleCLIP encoder pretrained on {Path(config.input).name}",
+        "backbone": describe_backbone(config.backbone),
+        "training_summary": summary["card_summary"],
+        "repo_id": config.push_to_hub,
+        "extra_tags": "- moleclip-pretraining",
+    }
+    write_text_atomically(output_dir / RESULTS_FILE, json_text(summary))
+    # The model folder is what a user loads and what goes to the Hub: weights, config, processor, code, card,
+    # and a copy of the results; checkpoints, logs and pseudo-labels stay beside it in the run folder.
+    save_model_dir(model_dir, unwrap(trained.model), processor, card=card,
+                   extra_files={RESULTS_FILE: json_text(summary)})
+    accelerator.print(f"model saved to {model_dir}")
+    if config.push_to_hub:
+        url = push_model_dir(model_dir, config.push_to_hub, private=config.hub_private or None, api=hub_api,
+                             commit_message=f"MoleCLIP pretraining: {trained.state.global_step} steps")
+        summary["hub_commit"] = url
         write_text_atomically(output_dir / RESULTS_FILE, json_text(summary))
-        # The model folder is what a user loads and what goes to the Hub: weights, config, processor, code, card,
-        # and a copy of the results; checkpoints, logs and pseudo-labels stay beside it in the run folder.
-        save_model_dir(model_dir, model_out, processor, card=card,
-                       extra_files={RESULTS_FILE: json_text(summary)})
-        accelerator.print(f"model saved to {model_dir}")
-        if config.push_to_hub:
-            url = push_model_dir(model_dir, config.push_to_hub, private=config.hub_private or None, api=hub_api,
-                                 commit_message=f"MoleCLIP pretraining: {state.global_step} steps")
-            summary["hub_commit"] = url
-            write_text_atomically(output_dir / RESULTS_FILE, json_text(summary))
-            accelerator.print(f"pushed to the Hub: {url}")
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return summary or {}
+        accelerator.print(f"pushed to the Hub: {url}")
 
 
 def _optimizer_text(config: PretrainConfig) -> str:
@@ -434,10 +542,14 @@ def _optimizer_text(config: PretrainConfig) -> str:
             f"{config.classifier_lr:g} (decay {config.classifier_weight_decay:g}), {clipping}")
 
 
-def _summary(config, table, train_pos, valid_pos, state, max_steps, steps_per_epoch, world, output_dir, final_valid,
-             seconds) -> dict:
+def _summary(config: PretrainConfig, molecules: Molecules, plan: StepPlan, trained: Trained, world: int,
+             seconds: float) -> dict:
+    """What training_results.json holds, with the model card's summary line."""
     import csv
 
+    table, state, final_valid = molecules.table, trained.state, trained.final_valid
+    train_pos, valid_pos = molecules.train, molecules.valid
+    output_dir = Path(config.output_dir)
     rows = []
     metrics = output_dir / "metrics.csv"
     if metrics.is_file():
@@ -450,7 +562,7 @@ def _summary(config, table, train_pos, valid_pos, state, max_steps, steps_per_ep
     first, last = (parts(rows[0]), parts(rows[-1])) if rows else ({}, {})
     initial = output_dir / "validation_initial.json"
     initial_valid = json.loads(initial.read_text()) if initial.is_file() else None
-    epochs = state.global_step / steps_per_epoch
+    epochs = state.global_step / plan.steps_per_epoch
     molecules = state.global_step * config.batch_size * config.gradient_accumulation_steps
     loss_text = (f"train loss {first.get('loss', float('nan')):.3f} -> {last.get('loss', float('nan')):.3f}"
                  if rows else "no loss logged")
@@ -461,7 +573,7 @@ def _summary(config, table, train_pos, valid_pos, state, max_steps, steps_per_ep
             f"(groups of {config.group_size} of one pseudo-class), {world} process(es); contrastive + classification "
             f"(K = {', '.join(map(str, table.ks))}); {_optimizer_text(config)}, {config.schedule} schedule; {loss_text}")
     return {
-        "steps": state.global_step, "max_steps": max_steps, "epochs": epochs, "molecules_seen": molecules,
+        "steps": state.global_step, "max_steps": plan.max_steps, "epochs": epochs, "molecules_seen": molecules,
         "images_seen": 2 * molecules, "train_molecules": int(len(train_pos)), "valid_molecules": int(len(valid_pos)),
         "pseudo_label_ks": table.ks, "pseudo_labels": table.source, "processes": world, "wall_seconds": seconds,
         "first_logged": first, "last_logged": last, "initial_validation": initial_valid, "final_validation": final_valid,

@@ -5,7 +5,9 @@
 - `run.py`: one run (one setting, one seed) through the package's training loop, scored at its best-validation epoch.
 - `parts.py`: what a job reads beside molecules and targets (IDs, a split column, a subgroup, an external test file)
   and the per-molecule prediction tables it writes.
-- `job.py`: the whole job: data, splits, the grid search on validation, the final runs, the saved model.
+- `job.py`: the whole job as named stages: data, features, splits, the grid search on validation, the final runs,
+  the results, the trust, the saved model; `records.py`: the records (dataclasses) the stages hand each other;
+  `checks.py`: the options and output folder a job refuses before anything is loaded.
 - `trust.py`: the chosen setting's seeds as an ensemble, its calibration and applicability domain (validation only).
 - `report.py`: what a person reads: results.json / results.md, the model card's protocol text, plots.
 

@@ -10,6 +10,12 @@ make the final table. The best run of the chosen setting is saved as a complete 
 
 Splits come from `--split` per seed, or fixed from `--split-column` (`parts.py`); `--test-file` rows join the data set
 after the main rows, are scored every epoch like test and reported apart, and are never in any split part.
+
+The options and the output folder are checked first (`checks.py`). A job is then a sequence of named stages handing
+each other the records of `records.py`: `_start` (`Job`), `_read_molecules` (`Molecules`), `_build_features`
+(`Features`), `_make_splits` (`Splits`), `_train` (`Training`: search and final runs, each run a `run.Member`),
+`_results`, `_add_trust` (ensemble, calibration, domain) and `_save`; the random-forest baseline's `_random_forest`
+takes the place of the last four.
 """
 
 from __future__ import annotations
@@ -37,64 +43,20 @@ from moleclip.training.search import expand_grid, final_markdown, paper_referenc
 from moleclip.training.uncertainty import probability_logits
 
 from . import report
+from .checks import check_args, refuse_foreign_folder
 from .inputs import EmbeddingInputs, FingerprintInputs, ImageInputs
 from .parts import job_splits, load_job_rows, prediction_frame, shared_split, truthy
-from .run import FinetuneRun, RunKeeper, RunOptions, _scores
+from .records import Features, Job, Molecules, Splits, Training
+from .run import ChosenRuns, FinetuneRun, Member, RunKeeper, RunOptions, _scores
+from .trust import build_trust, ensemble_scores, interval_columns, save_embedding_domain, save_head_member, \
+    save_members
 
-__all__ = ["finetune", "check_args"]
+__all__ = ["finetune"]
 
 # What a job writes in its folder: present before a job starts means another job's results are there.
 OUTPUTS = ("results.json", "results.md", "runs", "plots", "model", "predictions.csv")
 MODE_LABELS = {"full": "MoleCLIP (this run)", "frozen": "MoleCLIP, frozen encoder (this run)",
                "fingerprint": "FP-MLP baseline (this run)", "random_forest": "Random forest (this run)"}
-
-
-def check_args(args: argparse.Namespace) -> None:
-    """Refuse settings that cannot work together, before anything is loaded."""
-    if args.baseline and (args.freeze_encoder or args.init_from or args.r_groups):
-        raise ValueError("--baseline uses fingerprints: --freeze-encoder, --init-from and --r-groups do not apply")
-    if args.baseline and args.push_to_hub:
-        raise ValueError("--push-to-hub shares MoleCLIP models; a fingerprint baseline is not one")
-    if args.epochs < 1 or (args.final_epochs is not None and args.final_epochs < 1):
-        raise ValueError("--epochs and --final-epochs must be >= 1")
-    if args.batch_size < 1 or args.eval_batch_size < 1:
-        raise ValueError("batch sizes must be >= 1")
-    if any(seed < 0 for seed in args.seeds):
-        raise ValueError(f"--seeds must be non-negative integers, got {args.seeds}")
-    if len(set(args.seeds)) != len(args.seeds):
-        raise ValueError(f"--seeds has repeats: {args.seeds}")
-    if any(v <= 0 for v in args.head_lr + args.encoder_lr):
-        raise ValueError("learning rates must be positive")
-    # Settings torch or the head accept without a word and then train wrongly: a negative clipping norm reverses
-    # every gradient, a negative weight decay pushes weights away from zero, a hidden layer of width 0 makes the head
-    # predict one constant for every molecule.
-    if any(v < 0 for v in args.weight_decay):
-        raise ValueError(f"--weight-decay must be >= 0, got {args.weight_decay}")
-    if args.max_grad_norm is not None and not args.max_grad_norm > 0:
-        raise ValueError(f"--max-grad-norm must be positive (or left out: no clipping), got {args.max_grad_norm}")
-    if args.warmup_steps < 0:
-        raise ValueError(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
-    if args.head_dropout and any(not 0 <= v < 1 for v in args.head_dropout):
-        raise ValueError(f"--head-dropout must lie in [0, 1), got {args.head_dropout}")
-    if args.head_hidden_size is not None and args.head_hidden_size < 1:
-        raise ValueError(f"--head-hidden-size must be >= 1, got {args.head_hidden_size}")
-    if args.head_num_layers is not None and args.head_num_layers < 0:
-        raise ValueError(f"--head-num-layers must be >= 0 (0: one linear layer), got {args.head_num_layers}")
-    if args.frozen_views < 1 or args.rf_estimators < 1:
-        raise ValueError("--frozen-views and --rf-estimators must be >= 1")
-    if args.init_factor is not None and not args.init_factor > 0:
-        raise ValueError(f"--init-factor must be positive, got {args.init_factor}")
-    if args.num_workers < 0:
-        raise ValueError(f"--num-workers must be >= 0, got {args.num_workers}")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError("--threads must be >= 1")
-    if args.limit is not None and args.limit < 3:
-        raise ValueError("--limit must leave at least 3 molecules (one per split part)")
-    if not 0 < getattr(args, "coverage", 0.9) < 1:
-        raise ValueError(f"--coverage must lie strictly between 0 and 1 (e.g. 0.9), got {args.coverage}")
-    if args.init_from and not Path(args.init_from).is_dir():
-        raise FileNotFoundError(f"--init-from {args.init_from}: not found (pass the model/ folder a previous "
-                                "finetuning wrote)")
 
 
 def _load_data(args) -> PropertyDataset:
@@ -157,7 +119,7 @@ def finetune(args: argparse.Namespace, hub_api=None) -> dict:
         from moleclip.training.hub import check_push_possible
 
         check_push_possible(hub_api)  # now, not after the training whose model it would push
-    _refuse_foreign_folder(Path(args.output_dir))
+    refuse_foreign_folder(Path(args.output_dir))
     check_run_folder(args.output_dir, OUTPUTS, overwrite=args.overwrite,
                      inputs={"--dataset": args.dataset, "--test-file": args.test_file, "--model": args.model,
                              "--init-from": args.init_from})
@@ -165,26 +127,36 @@ def finetune(args: argparse.Namespace, hub_api=None) -> dict:
         return _finetune(args, hub_api, held)
 
 
-def _refuse_foreign_folder(folder: Path) -> None:
-    """`--overwrite` removes a finetune job's outputs, some of which have common names (runs/, plots/, model/): in a
-    folder that no finetune job wrote (no results.json, no runs/search or runs/final of an interrupted job) they are
-    the user's own, and are not touched."""
-    ours = (folder / "results.json").exists() or any((folder / "runs" / phase).is_dir() for phase in ("search", "final"))
-    common = [name for name in ("runs", "plots", "model") if (folder / name).exists()]
-    if common and not ours:
-        raise FileExistsError(f"{folder} holds {', '.join(common)} that no finetune job wrote there: choose another "
-                              "--output-dir (a finetune job writes these names and, with --overwrite, removes them)")
-
-
 def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> dict:
+    job = _start(args)
+    molecules = _read_molecules(job)
+    molecules, features = _build_features(job, molecules)
+    if job.acc.is_main_process:  # only now: a job that fails while loading leaves no empty folder behind
+        held.enter_context(hold_run_folder(job.output_dir, OUTPUTS if args.overwrite else ()))
+    splits = _make_splits(job, molecules)
+    if molecules.mode == "random_forest":
+        return _random_forest(job, molecules, features.bits, splits)
+    training = _train(job, molecules, features, splits)
+    results = _results(job, molecules, features, splits, training)
+    if job.acc.is_main_process:
+        trust = _add_trust(results, molecules.rows, training.kept, splits, args.coverage)
+        _save(job, results, molecules, features, training, hub_api, trust)
+    job.acc.wait_for_everyone()
+    return public_view(results)
+
+
+def _start(args) -> Job:
     from accelerate import Accelerator
 
     started = time.perf_counter()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    output_dir = Path(args.output_dir)
     acc = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision)
-    progress = not args.no_progress and acc.is_local_main_process
+    return Job(args, acc, Path(args.output_dir), not args.no_progress and acc.is_local_main_process, started)
+
+
+def _read_molecules(job: Job) -> Molecules:
+    args = job.args
     rows = load_job_rows(args, lambda: _load_data(args))
     data = rows.data
     warn_about_fragments(data.smiles, str(data.source or data.name))
@@ -195,8 +167,14 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
                     "standardize": data.standardize, "n_standardized": data.n_standardized,
                     "skipped_rows": [{"line": s.line, "smiles": s.smiles, "reason": s.reason} for s in data.skipped],
                     "test_file": args.test_file, "n_external": len(rows.external)}
+    return Molecules(rows, mode, split_kind, dataset_info)
 
-    template, processor, backbone, inputs = None, None, "Morgan fingerprints (radius 2, 2048 bits)", None
+
+def _build_features(job: Job, molecules: Molecules) -> tuple[Molecules, Features]:
+    """The mode's inputs, and the molecules they could be made of (those that cannot be drawn or fingerprinted are
+    left out, with a warning)."""
+    args, data, mode, progress = job.args, molecules.data, molecules.mode, job.progress
+    processor, backbone, inputs, bits = None, "Morgan fingerprints (radius 2, 2048 bits)", None, None
     if mode == "random_forest":
         from moleclip.training.baselines import fingerprint_matrix
 
@@ -210,23 +188,27 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
     else:
         template, processor, backbone = _build_template(args, data)
         if mode == "frozen":
-            inputs = EmbeddingInputs(template, processor, data.smiles, args.eval_batch_size, device=acc.device,
+            inputs = EmbeddingInputs(template, processor, data.smiles, args.eval_batch_size, device=job.acc.device,
                                      progress=progress, views=args.frozen_views, seed=args.backbone_seed)
         else:
             inputs = ImageInputs(template, processor, data.smiles, max_cached=args.max_cached_images,
                                  progress=progress, batch_size=args.eval_batch_size)
         _warn_skipped(inputs.skipped, "drawing")
         kept = inputs.kept
+    rows = molecules.rows
     if len(kept) != len(data):
         rows = rows.subset(kept)
-        data = rows.data
-    dataset_info["n_used"], dataset_info["n_external_used"] = rows.n_main, len(rows.external)
+    info = molecules.dataset_info
+    info["n_used"], info["n_external_used"] = rows.n_main, len(rows.external)
     if args.test_file and not len(rows.external):
         raise ValueError(f"--test-file {args.test_file}: none of its molecules could be used")
-    if acc.is_main_process:  # only now: a job that fails while loading leaves no empty folder behind
-        held.enter_context(hold_run_folder(output_dir, OUTPUTS if args.overwrite else ()))
+    return dataclasses.replace(molecules, rows=rows), Features(inputs, processor, backbone, bits)
 
-    splits, split_source = job_splits(rows, args, split_kind)
+
+def _make_splits(job: Job, molecules: Molecules) -> Splits:
+    """Each seed's split, refused when a part is empty; warnings for molecules in both training and test parts."""
+    args, rows, data = job.args, molecules.rows, molecules.data
+    splits, split_source = job_splits(rows, args, molecules.split_kind)
     for seed, split in splits.items():
         if min(split.sizes) == 0:
             raise ValueError(f"the {split_source} of {rows.n_main} molecules with seed {seed} leaves a part empty "
@@ -238,91 +220,100 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
     if len(rows.external):
         trained_on = {main[i] for split in splits.values() for i in split.train}
         overlap = sum(canonical[i] in trained_on for i in rows.external)
-        dataset_info["external_in_training"] = overlap
+        molecules.dataset_info["external_in_training"] = overlap
         if overlap:
             warnings.warn(f"--test-file: {overlap} of its molecules are also in a training part (same canonical "
                           "SMILES); their external scores measure memory", UserWarning, stacklevel=2)
     group = truthy(rows.frame[args.group_column], args.group_column) if args.group_column else None
     extra_parts = {"external": rows.external} if len(rows.external) else {}
+    return Splits(splits, split_source, leakage, group, extra_parts)
 
-    def finish_run(run: dict, run_dir: Path) -> dict:
-        """Subgroup test scores and the per-molecule prediction files of one run (it still holds its private parts)."""
-        if group is not None:
-            test_rows = run["_rows"]["test"]
-            inside = group[test_rows]
-            run["test_group"] = {"n": int(inside.sum())}
-            if inside.any():
-                run["test_group"].update(_scores(data.task, data.targets[test_rows[inside]],
-                                                 run["_predictions"]["test"][inside], data.target_names))
-        if acc.is_main_process:
-            for part in ("test", *extra_parts):
-                frame = prediction_frame(rows, run["_rows"][part], run["_predictions"][part], run["seed"])
-                path = run_dir / f"{part}_predictions.csv"
-                write_atomically(path, lambda tmp, f=frame: write_delimited(f, tmp))
-        return run
 
-    common = dict(args=args, rows=rows, split_kind=split_kind, split_source=split_source, splits=splits,
-                  leakage=leakage, dataset_info=dataset_info, output_dir=output_dir, acc=acc, started=started,
-                  group=group)
-    if mode == "random_forest":
-        return _random_forest(bits=bits, finish_run=finish_run, extra_parts=extra_parts, **common)
+def _finish_run(job: Job, molecules: Molecules, splits: Splits, member: Member, run_dir: Path) -> None:
+    """Subgroup test scores and the per-molecule prediction files of one run."""
+    data, run = molecules.data, member.run
+    if splits.group is not None:
+        test_rows = member.rows["test"]
+        inside = splits.group[test_rows]
+        run["test_group"] = {"n": int(inside.sum())}
+        if inside.any():
+            run["test_group"].update(_scores(data.task, data.targets[test_rows[inside]],
+                                             member.predictions["test"][inside], data.target_names))
+    if job.acc.is_main_process:
+        for part in ("test", *splits.extra_parts):
+            frame = prediction_frame(molecules.rows, member.rows[part], member.predictions[part], run["seed"])
+            path = run_dir / f"{part}_predictions.csv"
+            write_atomically(path, lambda tmp, f=frame: write_delimited(f, tmp))
 
+
+def _train(job: Job, molecules: Molecules, features: Features, splits: Splits) -> Training:
+    """The grid search over seeds, the setting chosen on validation, and its final runs."""
+    args, data, mode = job.args, molecules.data, molecules.mode
     grid = _grid(args, mode)
     if mode == "frozen":
-        inputs.prepare_views(grid["augmentation"], np.unique(np.concatenate([s.train for s in splits.values()])))
+        features.inputs.prepare_views(grid["augmentation"],
+                                      np.unique(np.concatenate([s.train for s in splits.by_seed.values()])))
     settings = expand_grid(grid)
-    varied = [k for k, v in grid.items() if len(set(v)) > 1]
     options = RunOptions(metric=data.metric, select_on=args.select_on, epochs=args.epochs,
                          batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, num_workers=args.num_workers,
                          optimizer=args.optimizer, max_grad_norm=args.max_grad_norm, scheduler=args.scheduler,
                          warmup_steps=args.warmup_steps, regression_loss=args.regression_loss,
-                         progress=progress and len(settings) * len(args.seeds) == 1)
-
-    def search(settings_: list[dict], epochs: int, phase: str) -> tuple[dict, RunKeeper]:
-        keeper = RunKeeper(options.select_key, options.select_mode)
-        run_options = dataclasses.replace(options, epochs=epochs)
-
-        def train_one(setting: dict, seed: int) -> dict:
-            name = setting_name(setting, varied)
-            run_dir = output_dir / "runs" / phase / name / f"seed_{seed}"
-            run = FinetuneRun(inputs, data, splits[seed], setting, seed, run_options, acc, run_dir,
-                              extra_parts=extra_parts).train()
-            keeper.offer(name, setting, finish_run(run, run_dir))
-            return run
-
-        result = run_search(settings_, args.seeds, train_one, options.select_key, options.select_mode,
-                            on_entry=keeper.entry_done, progress=progress, varied=varied)
-        return result, keeper
-
+                         progress=job.progress and len(settings) * len(args.seeds) == 1)
+    varied = [k for k, v in grid.items() if len(set(v)) > 1]
     # Each run ends with accelerate's free_memory(), whose full garbage collection walks every object alive; with
     # torch, transformers and datasets loaded that is seconds per run. Objects alive now live until the end anyway.
     gc.collect()
     gc.freeze()
     threads = torch.get_num_threads()
-    if args.threads is None and mode in ("frozen", "fingerprint") and acc.device.type == "cpu":
+    if args.threads is None and mode in ("frozen", "fingerprint") and job.acc.device.type == "cpu":
         torch.set_num_threads(1)  # measured: the ESOL frozen grid runs 5x faster on one thread than on two
-    searched, keeper = search(settings, args.epochs, "search")
+    searched, keeper = _run_phase(job, molecules, features, splits, options, varied, settings, "search")
     chosen = searched["entries"][searched["chosen"]]
     final_runs, kept = chosen["runs"], keeper.leader
     if args.final_epochs:
-        final, final_keeper = search([chosen["setting"]], args.final_epochs, "final")
+        final, final_keeper = _run_phase(job, molecules, features, splits,
+                                         dataclasses.replace(options, epochs=args.final_epochs), varied,
+                                         [chosen["setting"]], "final")
         final_runs, kept = final["entries"][0]["runs"], final_keeper.leader
-    final_summary = summarize_runs(final_runs)
-    from .trust import ensemble_scores
-
-    served = ensemble_scores(data, kept["members"], shared_split(splits), group)
     gc.unfreeze()
     torch.set_num_threads(threads)
+    return Training(grid, options, searched, chosen, final_runs, kept)
 
+
+def _run_phase(job: Job, molecules: Molecules, features: Features, splits: Splits, options: RunOptions,
+               varied: list[str], settings: list[dict], phase: str) -> tuple[dict, RunKeeper]:
+    """Trains each setting once per seed (the search, or the final runs); the keeper holds the leading setting's."""
+    keeper = RunKeeper(options.select_key, options.select_mode)
+
+    def train_one(setting: dict, seed: int) -> dict:
+        name = setting_name(setting, varied)
+        run_dir = job.output_dir / "runs" / phase / name / f"seed_{seed}"
+        member = FinetuneRun(features.inputs, molecules.data, splits.by_seed[seed], setting, seed, options, job.acc,
+                             run_dir, extra_parts=splits.extra_parts, name=name).train()
+        _finish_run(job, molecules, splits, member, run_dir)
+        keeper.offer(member)
+        return dict(member.run)
+
+    result = run_search(settings, job.args.seeds, train_one, options.select_key, options.select_mode,
+                        on_entry=keeper.entry_done, progress=job.progress, varied=varied)
+    return result, keeper
+
+
+def _results(job: Job, molecules: Molecules, features: Features, splits: Splits, training: Training) -> dict:
+    """results.json (less what saving adds: the saved model, predictions, plots, trust, time)."""
+    args, data, mode, options = job.args, molecules.data, molecules.mode, training.options
+    chosen, final_runs = training.chosen, training.final_runs
+    final_summary = summarize_runs(final_runs)
+    served = ensemble_scores(data, training.kept.members, shared_split(splits.by_seed), splits.group)
     metrics = list(TASK_METRICS[data.task])
     results = {
-        "dataset": dataset_info,
+        "dataset": molecules.dataset_info,
         "mode": mode,
-        "backbone": backbone,
+        "backbone": features.backbone,
         "model": args.model if mode != "fingerprint" else None,
         "init_from": args.init_from,
         "protocol": {
-            "split": split_kind, "split_source": split_source, "fractions": list(args.fractions),
+            "split": molecules.split_kind, "split_source": splits.source, "fractions": list(args.fractions),
             "seeds": list(args.seeds), "epochs": args.epochs, "final_epochs": args.final_epochs,
             "batch_size": args.batch_size,
             "optimizer": f"{OPTIMIZER_TEXT[args.optimizer]}; {report.BETAS_TEXT}",
@@ -332,27 +323,23 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
             "standardized_targets": data.task == "regression",
             "r_groups": bool(args.r_groups), "frozen_views": args.frozen_views if mode == "frozen" else None,
             "regression_loss": args.regression_loss if data.task == "regression" else None,
-            "grid": grid, "split_sizes": {str(s): list(v.sizes) for s, v in splits.items()},
-            "leakage": {str(s): {k: v for k, v in found.items() if k != "examples"} for s, found in leakage.items()},
+            "grid": training.grid, "split_sizes": {str(s): list(v.sizes) for s, v in splits.by_seed.items()},
+            "leakage": {str(s): {k: v for k, v in found.items() if k != "examples"}
+                        for s, found in splits.leakage.items()},
             "group_column": args.group_column,
         },
-        "search": searched,
+        "search": training.searched,
         "chosen_setting": chosen["setting"],
         "chosen_name": chosen["name"],
         "final": {"runs": final_runs, "summary": final_summary, "ensemble": served, **_part_summaries(final_runs)},
         "paper": _paper_row(args, data),
-        "processes": acc.num_processes,
-        "device": str(acc.device),
+        "processes": job.acc.num_processes,
+        "device": str(job.acc.device),
     }
     results["final_table"] = final_markdown(final_summary, metrics, MODE_LABELS[mode], results["paper"], data.metric,
-                                            split=split_kind, ensemble=served)
-    results["search_table"] = search_markdown(searched, options.select_key, data.metric)
-    if acc.is_main_process:
-        trust = _add_trust(results, rows, kept, splits, args.coverage, group)
-        _save(args, results, rows, inputs, kept, processor, backbone, split_kind, grid, options, mode, output_dir,
-              started, hub_api, trust)
-    acc.wait_for_everyone()
-    return public_view(results)
+                                            split=molecules.split_kind, ensemble=served)
+    results["search_table"] = search_markdown(training.searched, options.select_key, data.metric)
+    return results
 
 
 def _warn_about_leakage(leakage: dict) -> None:
@@ -390,41 +377,37 @@ def _part_summaries(runs: list[dict]) -> dict:
     return out
 
 
-def _combined_predictions(output_dir: Path, rows, members: list[dict], trust: dict | None = None) -> str:
+def _combined_predictions(output_dir: Path, rows, members: list[Member], trust: dict | None = None) -> str:
     """predictions.csv: every seed's test predictions of the chosen setting, one block per seed, and with a shared
     split the ensemble's (seed "ensemble"); each interval (or calibrated probability) sits on the prediction it was
     calibrated for: the ensemble's on a shared split, each member's on per-seed splits."""
     import pandas as pd
 
-    from .trust import interval_columns
-
     data = rows.data
     names = list(data.target_names)
     frames = []
     for m in members:
-        pred = m["_predictions"]["test"]
+        pred = m.predictions["test"]
         extra = None
         if trust is not None and trust["scope"] == "members":
             extra = interval_columns(data.task, names, trust["calibration"], pred)
-        frames.append(prediction_frame(rows, m["_rows"]["test"], pred, m["run"]["seed"], extra))
+        frames.append(prediction_frame(rows, m.rows["test"], pred, m.seed, extra))
     if trust is not None and trust["scope"] == "ensemble":
         ens = trust["test_ensemble"]
         prefix = "probability" if data.task == "classification" else "predicted"
         extra = {f"{prefix}_{name}_spread": ens.spread[:, j] for j, name in enumerate(names)}
         extra.update(interval_columns(data.task, names, trust["calibration"], ens.mean, ens.spread))
-        frames.append(prediction_frame(rows, members[0]["_rows"]["test"], ens.mean, "ensemble", extra))
+        frames.append(prediction_frame(rows, members[0].rows["test"], ens.mean, "ensemble", extra))
     frame = pd.concat(frames, ignore_index=True)
     frame = frame[[c for c in frame.columns if c != "seed"] + ["seed"]]  # the ensemble's own columns come after it
     write_atomically(output_dir / "predictions.csv", lambda tmp: write_delimited(frame, tmp))
     return str(output_dir / "predictions.csv")
 
 
-def _add_trust(results: dict, rows, kept: dict, splits: dict, coverage: float, group=None) -> dict:
+def _add_trust(results: dict, rows, kept: ChosenRuns, splits: Splits, coverage: float) -> dict:
     """Ensemble calibration and applicability domain from the chosen setting's runs (validation only); their test
     reports (and the --group-column rows' report) go into results["trust"]."""
-    from .trust import build_trust
-
-    trust = build_trust(rows.data, kept["members"], kept, shared_split(splits), coverage, group,
+    trust = build_trust(rows.data, kept.members, kept.best, shared_split(splits.by_seed), coverage, splits.group,
                         results["protocol"].get("group_column"))
     results["trust"] = {"scope": trust["scope"], "coverage": coverage, "uncertainty": trust["uncertainty"],
                         "applicability": trust["applicability"]}
@@ -433,31 +416,31 @@ def _add_trust(results: dict, rows, kept: dict, splits: dict, coverage: float, g
     return trust
 
 
-def _save(args, results, rows, inputs, kept, processor, backbone, split_kind, grid, options, mode, output_dir,
-          started, hub_api, trust) -> None:
+def _save(job: Job, results: dict, molecules: Molecules, features: Features, training: Training, hub_api,
+          trust: dict) -> None:
     """Write the chosen model, its ensemble, calibration and domain, plots and results (main process only)."""
-    from .trust import save_head_member, save_members
-
-    data = rows.data
+    args, output_dir, mode, rows, data = job.args, job.output_dir, molecules.mode, molecules.rows, molecules.data
+    inputs, processor, best = features.inputs, features.processor, training.kept.best
     model_dir = output_dir / "model"
-    saved = inputs.restore(kept["_state"], kept["setting"])
+    saved = inputs.restore(best.weights, best.setting)
     if data.task == "regression":
-        saved.set_target_scaling(kept["_target_scaling"])  # a MoleCLIP model keeps it in its config, not weights
+        saved.set_target_scaling(best.target_scaling)  # a MoleCLIP model keeps it in its config, not weights
     if mode == "fingerprint":
         saved.save(model_dir)
-    results["saved_model"] = {"dir": str(model_dir), "setting": kept["setting"], "seed": kept["run"]["seed"],
-                              "best_epoch": kept["run"]["best_epoch"], "valid": kept["run"]["valid"],
-                              "test": kept["run"]["test"]}
-    results["predictions"] = _combined_predictions(output_dir, rows, kept["members"], trust)
+    results["saved_model"] = {"dir": str(model_dir), "setting": best.setting, "seed": best.seed,
+                              "best_epoch": best.run["best_epoch"], "valid": best.run["valid"],
+                              "test": best.run["test"]}
+    results["predictions"] = _combined_predictions(output_dir, rows, training.kept.members, trust)
     if not args.no_plots:
-        results["plots"] = report.write_plots(output_dir, rows, kept, data.metric, results["search"]["varied"],
+        results["plots"] = report.write_plots(output_dir, rows, best, data.metric, results["search"]["varied"],
                                               args.regression_loss)
-    results["wall_seconds"] = round(time.perf_counter() - started, 1)
+    results["wall_seconds"] = round(time.perf_counter() - job.started, 1)
     markdown = report.results_markdown(results, data)
     report.write_results(output_dir, results, markdown)
     kind, card = report.model_card(args, data, rows.n_main, results, mode,
-                                   report.protocol_text(args, data, split_kind, mode, grid, options), options.select_key,
-                                   backbone, model_dir)
+                                   report.protocol_text(args, data, molecules.split_kind, mode, training.grid,
+                                                        training.options),
+                                   training.options.select_key, features.backbone, model_dir)
     extra_files = {"results.json": (output_dir / "results.json").read_text(), "results.md": markdown}
     from moleclip.training.hub import push_model_dir, save_model_dir, write_model_card
 
@@ -465,27 +448,25 @@ def _save(args, results, rows, inputs, kept, processor, backbone, split_kind, gr
         write_model_card(model_dir, kind, card, extra_files)
     else:
         save_model_dir(model_dir, saved, processor, card=card, extra_files=extra_files)
-        from .trust import save_embedding_domain
-
         results["saved_model"]["embedding_domain"] = save_embedding_domain(
-            model_dir, saved, processor, data, kept, batch_size=args.eval_batch_size,
+            model_dir, saved, processor, data, best, batch_size=args.eval_batch_size,
             device="cpu" if args.cpu else None)
     del saved
 
-    def restore(member: dict, folder: Path) -> None:
+    def restore(member: Member, folder: Path) -> None:
         if mode == "frozen":  # the encoder is model/'s, untouched by training: keep only each seed's head
-            save_head_member(folder, member["_state"], member["_target_scaling"] if data.task == "regression" else None)
+            save_head_member(folder, member.weights, member.target_scaling if data.task == "regression" else None)
             return
-        model = inputs.restore(member["_state"], member["setting"])
+        model = inputs.restore(member.weights, member.setting)
         if data.task == "regression":
-            model.set_target_scaling(member["_target_scaling"])
+            model.set_target_scaling(member.target_scaling)
         if mode == "fingerprint":
             model.save(folder)
         else:
             model.save_pretrained(folder)
             processor.save_pretrained(folder)
 
-    results["saved_model"]["trust"] = save_members(model_dir, kept["members"], restore, trust, data.task, mode)
+    results["saved_model"]["trust"] = save_members(model_dir, training.kept.members, restore, trust, data.task, mode)
     report.write_results(output_dir, results, markdown)
     if args.push_to_hub:  # after the ensemble, calibration and domain are in the folder (baselines are never pushed)
         results["hub_commit"] = push_model_dir(model_dir, args.push_to_hub, private=args.hub_private or None,
@@ -509,44 +490,42 @@ def _paper_row(args, data) -> dict | None:
     return paper_reference(key, args.data_dir)
 
 
-def _random_forest(args, rows, bits, split_kind, split_source, splits, leakage, dataset_info, output_dir, acc, started,
-                   group, finish_run, extra_parts) -> dict:
+def _random_forest(job: Job, molecules: Molecules, bits: np.ndarray, splits: Splits) -> dict:
     """One forest per seed on the same splits; hyperparameters fixed in advance (no search), so validation is only
     reported. The forests are saved (model/ holds the seed best on validation) like every other mode's models."""
     from moleclip.training.baselines import FP_RADIUS, ForestPredictor
 
-    data = rows.data
+    args, rows, data, output_dir, acc = job.args, molecules.rows, molecules.data, job.output_dir, job.acc
+    split_kind = molecules.split_kind
     setting = {"n_estimators": args.rf_estimators}
     name = f"n_estimators={args.rf_estimators}"
     members = []
-    for seed, split in splits.items():
+    for seed, split in splits.by_seed.items():
         forest = ForestPredictor.fit(data.task, bits[split.train], data.targets[split.train], seed,
                                      n_estimators=args.rf_estimators, target_names=data.target_names,
                                      radius=FP_RADIUS, standardize=args.standardize,
                                      smiles_column=args.smiles_column)
-        parts = {"valid": split.valid, "test": split.test, **extra_parts}
+        parts = {"valid": split.valid, "test": split.test, **splits.extra_parts}
         raw = {part: forest.predict(bits[idx]) for part, idx in parts.items()}
         run = {"seed": seed, **{part: dict(_scores(data.task, data.targets[idx], raw[part], data.target_names))
-                                for part, idx in parts.items()}, "split_sizes": list(split.sizes),
-               "_predictions": {part: probability_logits(v) if data.task == "classification" else v
-                               for part, v in raw.items()},
-               "_rows": {"train": split.train, **parts}, "_forest": forest}
-        run = finish_run(run, output_dir / "runs" / "search" / name / f"seed_{seed}")
-        members.append({"run": {k: v for k, v in run.items() if not k.startswith("_")}, "setting": setting,
-                        "name": name, **{k: v for k, v in run.items() if k.startswith("_")}})
-    runs = [m["run"] for m in members]
+                                for part, idx in parts.items()}, "split_sizes": list(split.sizes)}
+        member = Member(run, setting, name, rows={"train": split.train, **parts}, forest=forest,
+                        predictions={part: probability_logits(v) if data.task == "classification" else v
+                                     for part, v in raw.items()})
+        _finish_run(job, molecules, splits, member, output_dir / "runs" / "search" / name / f"seed_{seed}")
+        members.append(member)
+    runs = [m.run for m in members]
     summary = summarize_runs(runs)
-    from .trust import ensemble_scores
-
-    served = ensemble_scores(data, members, shared_split(splits), group)
+    served = ensemble_scores(data, members, shared_split(splits.by_seed), splits.group)
     searched = {"entries": [{"setting": setting, "name": name, "runs": runs, "summary": summary}], "chosen": 0,
                 "varied": [], "selected_by": "fixed hyperparameters (no search)"}
     results = {
-        "dataset": dataset_info, "mode": "random_forest", "backbone": "Morgan fingerprints (radius 2, 2048 bits)",
-        "protocol": {"split": split_kind, "split_source": split_source, "fractions": list(args.fractions),
+        "dataset": molecules.dataset_info, "mode": "random_forest",
+        "backbone": "Morgan fingerprints (radius 2, 2048 bits)",
+        "protocol": {"split": split_kind, "split_source": splits.source, "fractions": list(args.fractions),
                      "seeds": list(args.seeds), "epochs": None, "final_epochs": None,
                      "select_key": "none (fixed hyperparameters)", "n_estimators": args.rf_estimators,
-                     "split_sizes": {str(s): list(v.sizes) for s, v in splits.items()},
+                     "split_sizes": {str(s): list(v.sizes) for s, v in splits.by_seed.items()},
                      "group_column": args.group_column},
         "search": searched, "chosen_setting": setting, "chosen_name": name,
         "final": {"runs": runs, "summary": summary, "ensemble": served, **_part_summaries(runs)},
@@ -560,27 +539,24 @@ def _random_forest(args, rows, bits, split_kind, split_source, splits, leakage, 
         key = data.metric
         sign = 1 if higher_is_better(key) else -1
 
-        def rank(member: dict) -> float:
-            value = member["run"]["valid"].get(key, float("nan"))
+        def rank(member: Member) -> float:
+            value = member.run["valid"].get(key, float("nan"))
             return sign * value if np.isfinite(value) else -np.inf  # an undefined score never wins
 
         best = max(members, key=rank)
         model_dir = output_dir / "model"
-        best["_forest"].save(model_dir)
-        results["saved_model"] = {"dir": str(model_dir), "setting": setting, "seed": best["run"]["seed"],
-                                  "valid": best["run"]["valid"], "test": best["run"]["test"],
+        best.forest.save(model_dir)
+        results["saved_model"] = {"dir": str(model_dir), "setting": setting, "seed": best.seed,
+                                  "valid": best.run["valid"], "test": best.run["test"],
                                   "chosen_by": f"validation {key} among the seeds' forests"}
-        best["members"] = members
-        trust = _add_trust(results, rows, best, splits, args.coverage, group)
-        from .trust import save_members
-
-        results["saved_model"]["trust"] = save_members(model_dir, members, lambda m, f: m["_forest"].save(f), trust,
+        trust = _add_trust(results, rows, ChosenRuns(best, members), splits, args.coverage)
+        results["saved_model"]["trust"] = save_members(model_dir, members, lambda m, f: m.forest.save(f), trust,
                                                        data.task, "random_forest")
         results["predictions"] = _combined_predictions(output_dir, rows, members, trust)
-        results["wall_seconds"] = round(time.perf_counter() - started, 1)
+        results["wall_seconds"] = round(time.perf_counter() - job.started, 1)
         markdown = report.results_markdown(results, data)
         report.write_results(output_dir, results, markdown)
-        protocol = (f"{split_source}, seeds {', '.join(map(str, args.seeds))}; one random forest of "
+        protocol = (f"{splits.source}, seeds {', '.join(map(str, args.seeds))}; one random forest of "
                     f"{args.rf_estimators} trees per seed (scikit-learn's defaults otherwise), fixed in advance")
         from moleclip.training.hub import write_model_card
 

@@ -18,6 +18,9 @@ from moleclip.training.outputs import json_text, write_atomically, write_delimit
 from moleclip.training.scoring import TASK_METRICS
 from moleclip.training.search import public_view, setting_name
 
+from .parts import JobRows, prediction_frame
+from .run import Member
+
 __all__ = ["write_results", "results_markdown", "per_target_markdown", "protocol_text", "model_card", "model_index",
            "write_plots"]
 
@@ -142,23 +145,21 @@ def model_index(title: str, data: PropertyDataset, split_kind: str, summary: dic
     return yaml.safe_dump(block, sort_keys=False).rstrip()
 
 
-def write_plots(output_dir: Path, job_rows, kept: dict, metric: str, varied: Sequence[str],
+def write_plots(output_dir: Path, job_rows: JobRows, kept: Member, metric: str, varied: Sequence[str],
                 regression_loss: str | None = None) -> dict:
     """Test-set parity / ROC plot, learning curves and the test predictions of the saved run (`job_rows`: the job's
-    `parts.JobRows`, whose input columns the table keeps as the run's own test_predictions.csv does)."""
+    rows, whose input columns the table keeps as the run's own test_predictions.csv does)."""
     from moleclip.training import plots
-
-    from .parts import prediction_frame
 
     folder = output_dir / "plots"
     data = job_rows.data
-    rows = kept["_rows"]["test"]
-    pred = kept["_predictions"]["test"]
-    table = prediction_frame(job_rows, rows, pred, kept["run"]["seed"])
+    rows = kept.rows["test"]
+    pred = kept.predictions["test"]
+    table = prediction_frame(job_rows, rows, pred, kept.seed)
     if data.task == "classification":
         pred = 1.0 / (1.0 + np.exp(-pred))
-    run = kept["run"]
-    title = f"{data.name}, {setting_name(kept['setting'], varied) or 'fixed setting'}, seed {run['seed']}"
+    run = kept.run
+    title = f"{data.name}, {setting_name(kept.setting, varied) or 'fixed setting'}, seed {run['seed']}"
     written = {}
     name = "parity_test.png" if data.task == "regression" else "roc_test.png"
     written["test"] = str(plots.plot_predictions(data.task, data.targets[rows], pred, folder / name,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from moleclip.training.loop import LoopSettings, TrainingLoop, build_optimizer, 
 from moleclip.training.samplers import ShuffledBatchSampler
 from moleclip.training.scoring import TASK_METRICS, compute_metrics, higher_is_better
 
-__all__ = ["RunOptions", "FinetuneRun", "RunKeeper"]
+__all__ = ["RunOptions", "FinetuneRun", "Member", "ChosenRuns", "RunKeeper"]
 
 
 @dataclass
@@ -54,6 +54,34 @@ class RunOptions:
         return "min" if self.select_on == "loss" else ("max" if higher_is_better(self.metric) else "min")
 
 
+@dataclass
+class Member:
+    """One run (a setting, a seed) as the job keeps it: `run`, what results.json reports of it, and what only the job
+    uses: the best epoch's weights, its predictions and rows per part ("train", "valid", "test", and "external" with
+    --test-file), the target scaling of a regression, or the fitted forest of the random-forest baseline."""
+
+    run: dict
+    setting: dict
+    name: str
+    rows: dict[str, np.ndarray]
+    predictions: dict[str, np.ndarray]
+    weights: dict | None = None
+    target_scaling: TargetScaling | None = None
+    forest: object = None
+
+    @property
+    def seed(self) -> int:
+        return self.run["seed"]
+
+
+@dataclass
+class ChosenRuns:
+    """Every seed's run of one setting (in seed order: the ensemble) and the best of them on validation (model/)."""
+
+    best: Member
+    members: list[Member] = field(default_factory=list)
+
+
 def _scores(task: str, labels: np.ndarray, pred: np.ndarray, target_names):
     """The task's metrics (a `MetricReport`: means, and per target with the targets left out and why)."""
     with warnings.catch_warnings():
@@ -65,8 +93,9 @@ class FinetuneRun:
     """Trains `inputs.new_model(setting)` on the split's training rows with `seed`; see :meth:`train`."""
 
     def __init__(self, inputs, data: PropertyDataset, split: Split, setting: dict, seed: int, options: RunOptions,
-                 accelerator, run_dir: Path, extra_parts: dict | None = None):
+                 accelerator, run_dir: Path, extra_parts: dict | None = None, name: str = ""):
         self.inputs, self.data, self.split, self.setting, self.seed = inputs, data, split, setting, int(seed)
+        self.name = name  # the setting's name in the job's tables and folders
         # e.g. {"external": rows}: scored every epoch like test and reported at the best-validation epoch; never chosen on
         self.extra_parts = dict(extra_parts or {})
         self.options, self.acc, self.run_dir = options, accelerator, Path(run_dir)
@@ -116,9 +145,9 @@ class FinetuneRun:
                      "reports": dict(self._last_reports)}
 
     # ------------------------------------------------------------------ the run
-    def train(self) -> dict:
-        """Train, and return ``{"seed", "best_epoch", "valid": {...}, "test": {...}, ...}`` plus private ``_state``
-        (the best epoch's weights), ``_predictions`` and ``_rows`` (validation and test) and ``_target_scaling``."""
+    def train(self) -> Member:
+        """Train; the member's record is ``{"seed", "best_epoch", "valid": {...}, "test": {...}, ...}``, with the best
+        epoch's weights and predictions."""
         from accelerate.utils import set_seed
 
         acc, options, data = self.acc, self.options, self.data
@@ -173,27 +202,25 @@ class FinetuneRun:
             "train_seconds_per_epoch": float(np.mean([r["train_seconds"] for r in state.history])),
             "split_sizes": list(self.split.sizes),
             "metrics_csv": str(self.run_dir / "metrics.csv"),
-            "_state": self.best["state"],
-            "_predictions": self.best["predictions"],
-            "_rows": {"train": self.split.train, "valid": self.split.valid, "test": self.split.test,
-                      **self.extra_parts},
-            "_target_scaling": self.scaling,
         }
+        member = Member(run, dict(self.setting), self.name,
+                        rows={"train": self.split.train, "valid": self.split.valid, "test": self.split.test,
+                              **self.extra_parts},
+                        predictions=self.best["predictions"], weights=self.best["state"], target_scaling=self.scaling)
         acc.free_memory()
         del loop, self.model
-        return run
+        return member
 
 
 class RunKeeper:
-    """Keeps, for the setting being trained and for the leading setting only, every seed's run with its private parts
-    (weights, best-epoch predictions, rows): the seeds of the chosen setting become the ensemble, and a long grid never
-    holds more than two settings' models in memory. ``leader`` is the leading setting's best run on validation (as
-    before), with ``leader["members"]`` all its seeds' runs in seed order."""
+    """Keeps, for the setting being trained and for the leading setting only, every seed's `Member` (weights,
+    best-epoch predictions, rows): the seeds of the chosen setting become the ensemble, and a long grid never holds
+    more than two settings' models in memory. ``leader`` is the leading setting's `ChosenRuns`."""
 
     def __init__(self, key: str, mode: str):
         self.key, self.mode = key, mode
-        self.candidates: dict[str, dict] = {}
-        self.leader: dict | None = None
+        self.candidates: dict[str, ChosenRuns] = {}
+        self.leader: ChosenRuns | None = None
 
     def _better(self, a: dict, b: dict | None) -> bool:
         if b is None:
@@ -203,15 +230,16 @@ class RunKeeper:
             return math.isfinite(va)
         return math.isfinite(va) and (va < vb if self.mode == "min" else va > vb)
 
-    def offer(self, name: str, setting: dict, run: dict) -> None:
-        private = {k: run.pop(k) for k in list(run) if k.startswith("_")}
-        member = {"run": dict(run), "setting": dict(setting), "name": name, **private}
-        entry = self.candidates.setdefault(name, {"best": None, "members": []})
-        entry["members"].append(member)
-        if self._better(run, (entry["best"] or {}).get("run")):
-            entry["best"] = member
+    def offer(self, member: Member) -> None:
+        entry = self.candidates.get(member.name)
+        if entry is None:
+            self.candidates[member.name] = ChosenRuns(member, [member])
+            return
+        entry.members.append(member)
+        if self._better(member.run, entry.best.run):
+            entry.best = member
 
     def entry_done(self, entry: dict, is_leader: bool) -> None:
         candidate = self.candidates.pop(entry["name"], None)
         if is_leader and candidate is not None:
-            self.leader = {**candidate["best"], "members": candidate["members"]}
+            self.leader = candidate

@@ -34,6 +34,8 @@ from moleclip.training.uncertainty import ConformalIntervals, ProbabilityCalibra
 from moleclip.training.uncertainty_report import classification_report, coverage_shortfalls, regression_report, \
     uncertainty_markdown
 
+from .run import Member, _scores
+
 __all__ = ["TRUST_FILE", "MEMBER_FILE", "build_trust", "ensemble_scores", "save_members", "save_head_member",
            "load_head_member", "trust_markdown", "interval_columns", "save_embedding_domain"]
 
@@ -41,27 +43,27 @@ TRUST_FILE = "uncertainty.json"
 MEMBER_FILE = "member.json"  # a head-only member (frozen mode): its head on the encoder of the folder above
 
 
-def _stack(members: list[dict], part: str, key: str) -> np.ndarray:
-    return np.concatenate([np.asarray(m[key][part]) for m in members])
+def _stack(members: list[Member], part: str, key: str) -> np.ndarray:
+    return np.concatenate([np.asarray(getattr(m, key)[part]) for m in members])
 
 
-def build_trust(data, members: list[dict], kept: dict, shared: bool, coverage: float, group: np.ndarray | None = None,
-                group_column: str | None = None) -> dict:
+def build_trust(data, members: list[Member], kept: Member, shared: bool, coverage: float,
+                group: np.ndarray | None = None, group_column: str | None = None) -> dict:
     """Calibration, domain and their test reports: ``{"calibration", "scope", "domain", "uncertainty",
     "applicability", "test_ensemble"}`` (the last: ensemble mean and spread on the shared test part, else None), and
     with `group` (the --group-column flags of every row) ``"uncertainty_group"``: the same report on the group's test
     rows, with a warning for each target whose interval coverage there is well below the promised level."""
     task, names, y = data.task, list(data.target_names), data.targets
     if shared:
-        rows = {part: members[0]["_rows"][part] for part in ("valid", "test")}
-        ens = {part: ensemble([m["_predictions"][part] for m in members], task,
-                              rows=[m["_rows"][part] for m in members]) for part in ("valid", "test")}
+        rows = {part: members[0].rows[part] for part in ("valid", "test")}
+        ens = {part: ensemble([m.predictions[part] for m in members], task,
+                              rows=[m.rows[part] for m in members]) for part in ("valid", "test")}
         fit_y, fit_mean, fit_spread = y[rows["valid"]], ens["valid"].mean, ens["valid"].spread
         test_rows, test_mean, test_spread = np.asarray(rows["test"]), ens["test"].mean, ens["test"].spread
         method = "auto"
     else:
-        fit_y, fit_mean, fit_spread = y[_stack(members, "valid", "_rows")], _stack(members, "valid", "_predictions"), None
-        test_rows, test_mean, test_spread = _stack(members, "test", "_rows"), _stack(members, "test", "_predictions"), None
+        fit_y, fit_mean, fit_spread = y[_stack(members, "valid", "rows")], _stack(members, "valid", "predictions"), None
+        test_rows, test_mean, test_spread = _stack(members, "test", "rows"), _stack(members, "test", "predictions"), None
         method = "plain"
     if task == "regression":
         calibration = ConformalIntervals.fit(fit_y, fit_mean, fit_spread, coverage=coverage, method=method,
@@ -85,11 +87,11 @@ def build_trust(data, members: list[dict], kept: dict, shared: bool, coverage: f
 
     bits = _all_bits(data)
     domain = _fit_domain(data, kept, bits)
-    test_rows = kept["_rows"]["test"]
-    prediction = test_mean if shared else kept["_predictions"]["test"]
+    test_rows = kept.rows["test"]
+    prediction = test_mean if shared else kept.predictions["test"]
     applicability = applicability_report(domain.in_domain(bits[test_rows]), y[test_rows], prediction, task, names,
                                          domain)
-    applicability["predictions"] = "ensemble mean" if shared else f"its own predictions, seed {kept['run']['seed']}"
+    applicability["predictions"] = "ensemble mean" if shared else f"its own predictions, seed {kept.seed}"
     return {"calibration": calibration, "scope": report["scope"], "domain": domain, "uncertainty": report,
             "uncertainty_group": group_report, "applicability": applicability,
             "test_ensemble": ens["test"] if shared else None}
@@ -108,26 +110,24 @@ def _warn_about_group_coverage(report: dict, group_column: str | None) -> None:
                       stacklevel=4)
 
 
-def ensemble_scores(data, members: list[dict], shared: bool, group: np.ndarray | None = None) -> dict:
+def ensemble_scores(data, members: list[Member], shared: bool, group: np.ndarray | None = None) -> dict:
     """Test scores of the ensemble that `moleclip predict` serves: the members' test predictions combined by
     `uncertainty.ensemble`, predict's own combiner (mean value; mean probability), scored as each run is. On the test
     part only with a shared split (per-seed splits put one seed's test molecules in another's training part, so the
     ensemble has no held-out test part there: "test" is then None, with a "note"); on an external test file always.
     `group`: the --group-column flags of every row (its test rows are scored apart, as "test_group")."""
-    from .run import _scores
-
     names, out = list(data.target_names), {"n_members": len(members)}
     for part in ("test", "external"):
-        if part not in members[0]["_rows"]:
+        if part not in members[0].rows:
             continue
         if part == "test" and not shared:
             out["test"] = None
             out["note"] = ("each seed drew its own split, so a test molecule of one seed is a training molecule of "
                            "another: the ensemble has no held-out test part (a scaffold split or --split-column has one)")
             continue
-        rows = np.asarray(members[0]["_rows"][part])
-        combined = ensemble([m["_predictions"][part] for m in members], data.task,
-                            rows=[m["_rows"][part] for m in members])
+        rows = np.asarray(members[0].rows[part])
+        combined = ensemble([m.predictions[part] for m in members], data.task,
+                            rows=[m.rows[part] for m in members])
         out[part] = dict(_scores(data.task, data.targets[rows], combined.mean, names))
         if part == "test" and group is not None:
             inside = group[rows]
@@ -147,13 +147,13 @@ def _all_bits(data) -> np.ndarray:
     return result.bits
 
 
-def _fit_domain(data, kept: dict, bits: np.ndarray) -> ApplicabilityDomain:
-    train, valid = kept["_rows"]["train"], kept["_rows"]["valid"]
+def _fit_domain(data, kept: Member, bits: np.ndarray) -> ApplicabilityDomain:
+    train, valid = kept.rows["train"], kept.rows["valid"]
     return ApplicabilityDomain.fit(bits[train], bits[valid], reference_ids=[data.smiles[i] for i in train],
                                    reference_labels=data.measured[train])
 
 
-def save_embedding_domain(model_dir: Path, model, processor, data, kept: dict, batch_size: int = 64,
+def save_embedding_domain(model_dir: Path, model, processor, data, kept: Member, batch_size: int = 64,
                           device=None) -> dict:
     """The applicability domain in the saved MoleCLIP model's own embedding space: cosine similarity of its
     embeddings to the training molecules', the threshold from the validation molecules' (as for Tanimoto), saved in
@@ -161,7 +161,7 @@ def save_embedding_domain(model_dir: Path, model, processor, data, kept: dict, b
     set in fingerprint terms and far in what the model sees, or the other way round: predict reports both."""
     from moleclip.training.inference import embed_smiles
 
-    rows = {part: np.asarray(kept["_rows"][part]) for part in ("train", "valid")}
+    rows = {part: np.asarray(kept.rows[part]) for part in ("train", "valid")}
     embeddings = {}
     for part, positions in rows.items():
         values, kept_positions, skipped = embed_smiles(model, processor, [data.smiles[i] for i in positions],
@@ -178,12 +178,12 @@ def save_embedding_domain(model_dir: Path, model, processor, data, kept: dict, b
             "folder": EMBEDDING_DOMAIN_DIR}
 
 
-def save_members(model_dir: Path, members: list[dict], restore, trust: dict, task: str, mode: str) -> dict:
+def save_members(model_dir: Path, members: list[Member], restore, trust: dict, task: str, mode: str) -> dict:
     """Write `model_dir/ensemble/seed_<s>/` (one complete model folder per member, by `restore(member, folder)`),
     `uncertainty.json` (members, calibration and its scope) and the applicability domain; returns what was written."""
     folders = []
     for member in members:
-        folder = Path(model_dir) / "ensemble" / f"seed_{member['run']['seed']}"
+        folder = Path(model_dir) / "ensemble" / f"seed_{member.seed}"
         restore(member, folder)
         folders.append(folder.relative_to(model_dir).as_posix())
     record = {"version": 1, "task": task, "mode": mode, "members": folders, "scope": trust["scope"],

@@ -1,7 +1,9 @@
 """The settings of a pretraining run: `PretrainConfig`, its command line and its JSON file, and the run's file layout.
 
-Light on purpose: only the standard library at module level (no torch, transformers or RDKit), so that building the
-command line (`moleclip pretrain --help`, `python training/pretrain.py --help`) costs nothing.
+It belongs to the library, which runs a pretraining from it (`pretrain_run.pretrain(config)`); the command line
+builds `moleclip pretrain`'s options from its fields (`add_arguments`). Only the standard library at module level (the
+package's lists of schedules, optimizers and standardisations are imported when a config is built), so that `moleclip
+pretrain --help` pays for the package's import and nothing more (accelerate, RDKit's standardiser).
 
 Output layout of a run (`--output-dir`):
 
