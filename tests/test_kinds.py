@@ -71,3 +71,110 @@ def test_a_second_kind_under_a_registered_name_is_refused():
 
     with pytest.raises(ValueError, match="registered already"):
         register_kind("image")(type("Other", (ImageKind,), {}))
+
+
+# ---------------------------------------------------------------------------------------------- a kind of our own
+class HeavyAtoms:
+    """The toy kind's preparation: each molecule's heavy-atom count."""
+
+    parallel = False
+
+    def __call__(self, smiles):
+        from moleclip.processing.molecules import InvalidMoleculeError, SkippedMolecule, to_mol
+        from moleclip.training.kinds import Prepared
+
+        counts, kept, skipped = [], [], []
+        for i, text in enumerate(smiles):
+            try:
+                counts.append([float(to_mol(text).GetNumHeavyAtoms())])
+                kept.append(i)
+            except InvalidMoleculeError as err:
+                skipped.append(SkippedMolecule(i, text, err.reason))
+        return Prepared(np.asarray(counts, dtype=np.float32).reshape(-1, 1), np.asarray(kept), skipped)
+
+
+class AtomCountKind(ModelKind):
+    """A model that reads atom counts: prediction = weight x count; embedding = the count."""
+
+    FILE = "atom_counts.json"
+
+    @classmethod
+    def recognises(cls, spec):
+        return (Path(spec) / cls.FILE).is_file()
+
+    @classmethod
+    def load(cls, spec, trust_pickle=False):
+        return cls(json.loads((Path(spec) / cls.FILE).read_text()))
+
+    def save(self, folder):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / self.FILE).write_text(json.dumps(self.model))
+        return Path(folder)
+
+    def preparer(self, **options):
+        return HeavyAtoms()
+
+    def forward(self, inputs, logits=False, shared=None):
+        from moleclip.training.kinds import Outputs
+
+        return Outputs(inputs * self.model["weight"], inputs)
+
+    @property
+    def settings(self):
+        return {"task": "regression", "num_targets": 1, "target_names": ["atoms"]}
+
+    @property
+    def embedding_width(self):
+        return 1
+
+    def describe(self):
+        return "atom counts"
+
+
+@pytest.fixture
+def atom_counts(tmp_path):
+    from moleclip.training.kinds import register_kind
+
+    register_kind("atom_counts")(AtomCountKind)
+    try:
+        yield AtomCountKind({"weight": 2.0}).save(tmp_path / "counts")
+    finally:
+        KINDS.pop("atom_counts")
+
+
+def test_a_new_kind_is_one_class_and_a_registration_and_runs_through_the_engine(atom_counts):
+    from moleclip.training import engine
+
+    kind = load_kind(str(atom_counts))
+    assert isinstance(kind, AtomCountKind)
+    values, kept, skipped = engine.predict(kind, ["CCO", "not a molecule", "c1ccccc1"], batch_size=2, progress=False)
+    assert values.tolist() == [[6.0], [12.0]] and kept.tolist() == [0, 2] and [s.index for s in skipped] == [1]
+    embeddings, kept, _ = engine.embed(kind, ["CCCC", "CC"], batch_size=1, progress=False)
+    assert embeddings.tolist() == [[4.0], [2.0]] and kept.tolist() == [0, 1]
+
+
+def test_a_new_kind_predicts_through_the_command_line_unchanged(atom_counts, tmp_path):
+    import pandas as pd
+
+    from moleclip_cli.main import main
+
+    table = tmp_path / "new.csv"
+    pd.DataFrame({"id": ["a", "b", "c"], "smiles": ["CCO", "xx", "CCCCCC"]}).to_csv(table, index=False)
+    out = tmp_path / "pred.csv"
+    assert main(["predict", "--model", str(atom_counts), "--input", str(table), "--output", str(out),
+                 "--no-progress"]) == 0
+    frame = pd.read_csv(out)
+    assert frame["predicted_atoms"].tolist()[::2] == [6.0, 12.0] and frame["predicted_atoms"].isna().tolist()[1]
+
+
+def test_models_that_prepare_alike_share_each_batchs_preparation(monkeypatch):
+    from moleclip.training import engine
+
+    calls = []
+    original = HeavyAtoms.__call__
+    monkeypatch.setattr(HeavyAtoms, "__call__", lambda self, smiles: calls.append(len(smiles)) or original(self, smiles))
+    monkeypatch.setattr(AtomCountKind, "preparation", lambda self: "atom counts")
+    one, two = AtomCountKind({"weight": 1.0}), AtomCountKind({"weight": 3.0})
+    first, second = engine.run([one, two], ["C", "CC", "CCC"], batch_size=2, progress=False, logits=[False, True])
+    assert calls == [2, 1]  # one preparation of each batch for both models
+    assert first.values[:, 0].tolist() == [1.0, 2.0, 3.0] and second.values[:, 0].tolist() == [3.0, 6.0, 9.0]

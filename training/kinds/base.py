@@ -141,6 +141,16 @@ class ModelKind(abc.ABC):
     def describe(self) -> str:
         """One line for reports and the app: what the model is and what it reads."""
 
+    def picture(self, smiles: str):
+        """(a picture of the molecule, its caption) for the app. By default RDKit's drawing, which shows which
+        molecule it is; a kind that reads pictures shows the one it sees."""
+        from rdkit.Chem import Draw
+
+        from moleclip.processing.molecules import to_mol
+
+        return (Draw.MolToImage(to_mol(smiles), size=(224, 224)),
+                f"the molecule (this model, a {self.describe()}, sees no picture)")
+
 
 # ---------------------------------------------------------------------------------------------- registry
 KINDS: dict[str, type[ModelKind]] = {}

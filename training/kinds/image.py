@@ -126,3 +126,6 @@ class ImageKind(ModelKind):
 
     def describe(self) -> str:
         return "MoleCLIP (drawings)"
+
+    def picture(self, smiles: str):
+        return self.processor.to_pil(smiles), "the drawing the model sees"
