@@ -102,13 +102,14 @@ def save_embedding_domain(model_dir: Path, model, processor, data, kept: dict, b
     embeddings to the training molecules', the threshold from the validation molecules' (as for Tanimoto), saved in
     `model_dir/applicability_embedding/`; returns a summary for results.json. A molecule can be near the training
     set in fingerprint terms and far in what the model sees, or the other way round: predict reports both."""
-    from moleclip.training.inference import embed_smiles
+    from moleclip.training.engine import embed
+    from moleclip.training.kinds import ImageKind
 
     rows = {part: np.asarray(kept["_rows"][part]) for part in ("train", "valid")}
     embeddings = {}
     for part, positions in rows.items():
-        values, kept_positions, skipped = embed_smiles(model, processor, [data.smiles[i] for i in positions],
-                                                       batch_size=batch_size, device=device, progress=False)
+        values, kept_positions, skipped = embed(ImageKind(model, processor), [data.smiles[i] for i in positions],
+                                                batch_size=batch_size, device=device, progress=False)
         if skipped:  # every molecule here was drawn for training already
             raise ValueError(f"{len(skipped)} {part} molecules could not be embedded again")
         embeddings[part] = values
