@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moleclip.tasks import is_regression
 from moleclip.training.applicability import EMBEDDING_DOMAIN_DIR, ApplicabilityDomain, applicability_markdown, \
     applicability_report
 from moleclip.training.uncertainty import ConformalIntervals, ProbabilityCalibration, ensemble
@@ -59,7 +60,7 @@ def build_trust(data, members: list[dict], kept: dict, shared: bool, coverage: f
         fit_y, fit_mean, fit_spread = y[_stack(members, "valid", "_rows")], _stack(members, "valid", "_predictions"), None
         test_y, test_mean, test_spread = y[_stack(members, "test", "_rows")], _stack(members, "test", "_predictions"), None
         method = "plain"
-    if task == "regression":
+    if is_regression(task):
         calibration = ConformalIntervals.fit(fit_y, fit_mean, fit_spread, coverage=coverage, method=method,
                                              target_names=names)
         report = regression_report(test_y, test_mean, calibration, spread=test_spread)
@@ -172,7 +173,7 @@ def load_head_member(folder: Path, base):
 def interval_columns(task: str, names: list[str], calibration, mean: np.ndarray, spread=None) -> dict:
     """Columns for a prediction table: intervals (regression) or calibrated probabilities (classification)."""
     out = {}
-    if task == "regression":
+    if is_regression(task):
         lower, upper = calibration.intervals(mean, spread)
         for j, name in enumerate(names):
             out[f"predicted_{name}_lower"], out[f"predicted_{name}_upper"] = lower[:, j], upper[:, j]
