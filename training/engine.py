@@ -27,8 +27,8 @@ __all__ = ["EmbeddingChunks", "RunResult", "embed", "predict", "run"]
 
 @dataclass
 class RunResult:
-    """One model's outputs over the whole input, in input order: `values` [n, targets] (float64) and `embeddings`
-    [n, d] (float32) with NaN rows for the molecules that could not be used (None when not asked for or the kind has
+    """One model's outputs over the whole input, in input order: `values` [n, targets] and `embeddings` [n, d] in
+    the precision the model computes in, with NaN rows for the molecules that could not be used (None when not asked for or the kind has
     none), and those molecules (`skipped`, by input position)."""
 
     values: np.ndarray | None = None
@@ -52,8 +52,16 @@ class _Batches(torch.utils.data.Dataset):
         return prepared.inputs, prepared.kept + start, skipped
 
 
-def _numpy(x, dtype) -> np.ndarray:
-    return (x.float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).astype(dtype, copy=False)
+def _numpy(x) -> np.ndarray:
+    """A batch's outputs as numpy, in the precision the model computed them (float32 for a network, a forest's
+    float64), with room for NaN."""
+    x = x.float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    return x.astype(np.promote_types(x.dtype, np.float32), copy=False)
+
+
+def _unchanged(item):
+    """The DataLoader's collate: a prepared batch travels as the kind made it (numpy stays numpy)."""
+    return item
 
 
 @torch.no_grad()
@@ -80,7 +88,8 @@ def run(kinds: Sequence[ModelKind], smiles: Sequence, *, batch_size: int = 64, d
         prepare = lead.preparer(**options)
         workers = num_workers if getattr(prepare, "parallel", False) else 0
         loader = torch.utils.data.DataLoader(_Batches(prepare, smiles, batch_size), batch_size=None,
-                                             num_workers=workers, prefetch_factor=2 if workers else None)
+                                             num_workers=workers, prefetch_factor=2 if workers else None,
+                                             collate_fn=_unchanged)
         skipped = []
         for inputs, kept, batch_skipped in tqdm(loader, desc=desc, unit="batch", disable=not progress):
             skipped += [SkippedMolecule(int(i), s, r) for i, s, r in batch_skipped]
@@ -92,15 +101,14 @@ def run(kinds: Sequence[ModelKind], smiles: Sequence, *, batch_size: int = 64, d
             for i in members:
                 out = kinds[i].forward(inputs, logits=flags[i], shared=shared)
                 if out.values is not None:
-                    results[i].values = _store(results[i].values, out.values, kept, len(smiles), np.float64)
+                    results[i].values = _store(results[i].values, out.values, kept, len(smiles))
                 if keep[i] and out.embeddings is not None:
-                    results[i].embeddings = _store(results[i].embeddings, out.embeddings, kept, len(smiles),
-                                                   np.float32)
+                    results[i].embeddings = _store(results[i].embeddings, out.embeddings, kept, len(smiles))
         for i in members:
             result, kind = results[i], kinds[i]
             result.skipped = list(skipped)
             if result.values is None and kind.has_predictions:  # nothing could be used: the same columns, empty
-                result.values = np.full((len(smiles), len(kind.target_names)), np.nan)
+                result.values = np.full((len(smiles), len(kind.target_names)), np.nan, dtype=np.float32)
             if keep[i] and result.embeddings is None and kind.embedding_width is not None:
                 result.embeddings = np.full((len(smiles), kind.embedding_width), np.nan, dtype=np.float32)
     return results
@@ -110,10 +118,10 @@ def _per_model(flag, n: int) -> list[bool]:
     return [bool(flag)] * n if isinstance(flag, bool) else [bool(f) for f in flag]
 
 
-def _store(table: np.ndarray | None, batch, kept: np.ndarray, n: int, dtype) -> np.ndarray:
-    batch = _numpy(batch, dtype)
+def _store(table: np.ndarray | None, batch, kept: np.ndarray, n: int) -> np.ndarray:
+    batch = _numpy(batch)
     if table is None:
-        table = np.full((n, batch.shape[1]), np.nan, dtype=dtype)
+        table = np.full((n, batch.shape[1]), np.nan, dtype=batch.dtype)
     table[kept] = batch
     return table
 
