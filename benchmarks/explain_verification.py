@@ -153,19 +153,12 @@ def train_fingerprint_model(train: pd.DataFrame, seed: int, epochs: int = 60):
     return model.eval()
 
 
-@torch.no_grad()
-def held_out_mae(model, test: pd.DataFrame, processor=None) -> float:
-    """Mean absolute error of a model's predictions on the held-out molecules (MoleCLIP with its processor, or the
-    fingerprint MLP without)."""
-    smiles = test.smiles.tolist()
-    if processor is None:
-        from moleclip.processing.fingerprints import morgan_fingerprints
+def held_out_mae(kind, test: pd.DataFrame) -> float:
+    """Mean absolute error of a model's predictions (any `training.kinds` kind) on the held-out molecules."""
+    from moleclip.training.engine import predict
 
-        bits = morgan_fingerprints(smiles, radius=2, n_bits=2048, progress=False, n_jobs=1).bits
-        predictions = model(features=torch.as_tensor(bits, dtype=torch.float32)).logits[:, 0]
-    else:
-        predictions = model(pixel_values=processor(smiles)["pixel_values"]).logits[:, 0]
-    return float(np.mean(np.abs(predictions.numpy() - test.y.to_numpy())))
+    predictions, kept, _ = predict(kind, test.smiles.tolist(), device="cpu", progress=False, on_error="raise")
+    return float(np.mean(np.abs(predictions[:, 0] - test.y.to_numpy()[kept])))
 
 
 def measure(explainer, molecules: list[str]) -> dict:
@@ -208,6 +201,7 @@ def verify(data_dir: Path, seed: int = 0, chembl: bool = True, steps: int = 16, 
 
 def _verify(data_dir, seed, chembl, steps, epochs, views, max_explained) -> dict:
     from moleclip.training.explain import FingerprintExplainer, ImageExplainer
+    from moleclip.training.kinds import FingerprintKind, ImageKind
 
     data = verification_set(data_dir, chembl=chembl, seed=seed)
     cut = int(0.8 * len(data))
@@ -221,7 +215,7 @@ def _verify(data_dir, seed, chembl, steps, epochs, views, max_explained) -> dict
     result["image_train_seconds"] = time.perf_counter() - start
     result["image_training_losses"] = model.training_losses
     explainer = ImageExplainer(model, processor, steps=steps, device="cpu")
-    result["image_mae"] = held_out_mae(model, test, processor)
+    result["image_mae"] = held_out_mae(ImageKind(model, processor), test)
     result["image"] = measure(explainer, explained)
     untrained = ImageExplainer(tiny_model(seed).eval(), processor, steps=steps, device="cpu")
     result["untrained_image"] = measure(untrained, explained)
@@ -231,7 +225,7 @@ def _verify(data_dir, seed, chembl, steps, epochs, views, max_explained) -> dict
     fingerprint_model = train_fingerprint_model(train, seed)
     result["fingerprint_train_seconds"] = time.perf_counter() - start
     fingerprint = FingerprintExplainer(fingerprint_model)
-    result["fingerprint_mae"] = held_out_mae(fingerprint_model, test)
+    result["fingerprint_mae"] = held_out_mae(FingerprintKind(fingerprint_model), test)
     result["fingerprint"] = measure(fingerprint, explained)
     result["fingerprint"].pop("_scores")
     return result

@@ -183,7 +183,7 @@ def main(argv=None) -> dict:
 
     # ------------------------------------------------------------------------------------------------------------
     # Embedding throughput of the randomly initialised presets, on every core (inference uses them all): the encoder
-    # forward alone on ready pixel tensors, and end to end (drawing + normalising + forward) through embed_smiles.
+    # forward alone on ready pixel tensors, and end to end (drawing + normalising + forward) through the engine's embed.
     # ------------------------------------------------------------------------------------------------------------
     report["embedding"] = embedding_throughput(smiles, args)
     print(f"{'embedding (all cores)':28s} {'forward/s':>12s} {'end-to-end/s':>12s}")
@@ -218,7 +218,8 @@ def backend_agreement(prepared: list, size: int) -> dict:
 
 def embedding_throughput(smiles: list[str], args) -> dict:
     from moleclip import MoleCLIPConfig, MoleCLIPImageProcessor, MoleCLIPModel
-    from moleclip.training.inference import embed_smiles
+    from moleclip.training.engine import embed
+    from moleclip.training.kinds import ImageKind
 
     from moleclip.processing.cores import available_cores
 
@@ -242,8 +243,8 @@ def embedding_throughput(smiles: list[str], args) -> dict:
                 done += pixels.shape[0]
             forward = done / (time.perf_counter() - start)
         start = time.perf_counter()
-        embeds, kept, _ = embed_smiles(model, processor, batch, batch_size=args.embed_batch_size, device="cpu",
-                                       progress=False)
+        embeds, kept, _ = embed(ImageKind(model, processor), batch, batch_size=args.embed_batch_size, device="cpu",
+                                progress=False)
         end_to_end = len(kept) / (time.perf_counter() - start)
         rows[preset] = {"forward_per_s": forward, "end_to_end_per_s": end_to_end, "n": n,
                         "batch_size": args.embed_batch_size, "threads": threads, "dtype": "float32"}

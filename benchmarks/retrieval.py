@@ -67,13 +67,15 @@ def retrieval(smiles: list[str], seed: int) -> dict:
     from PIL import Image
 
     from moleclip.training.hub import load_backbone, load_processor
-    from moleclip.training.inference import embed_smiles
+    from moleclip.training.engine import embed
+    from moleclip.training.kinds import ImageKind
     from moleclip.training.vector_index import LibraryIndex, Query, build_faiss_index, embed_queries
 
     torch.manual_seed(seed)
     model, processor = load_backbone("tiny").eval(), load_processor("tiny")
     started = time.perf_counter()
-    library, kept, skipped = embed_smiles(model, processor, smiles, progress=False)
+    kind = ImageKind(model, processor)
+    library, kept, skipped = embed(kind, smiles, progress=False)
     embed_seconds = time.perf_counter() - started
     assert not skipped and len(kept) == len(smiles)
     index = LibraryIndex(build_faiss_index(library, "cosine", "exact"), None, {"metric": "cosine", "kind": "exact"})
@@ -96,11 +98,11 @@ def retrieval(smiles: list[str], seed: int) -> dict:
             Image.fromarray(picture).save(path)
             queries.append(Query(str(path), "picture"))
         score("plain_drawing_png", embed_queries(model, processor, queries))
-    styled, _, _ = embed_smiles(model, processor, smiles, progress=False, randomize_drawing=True,
-                                seed=np.random.default_rng(seed + 1))
+    styled, _, _ = embed(kind, smiles, progress=False, randomize_drawing=True,
+                         seed=np.random.default_rng(seed + 1))
     score("random_style", styled)
-    augmented, _, _ = embed_smiles(model, processor, smiles, progress=False, randomize_drawing=True,
-                                   augmentation="default", seed=np.random.default_rng(seed + 2))
+    augmented, _, _ = embed(kind, smiles, progress=False, randomize_drawing=True,
+                            augmentation="default", seed=np.random.default_rng(seed + 2))
     score("random_style_augmented", augmented)
     spread = library / np.linalg.norm(library, axis=1, keepdims=True)
     cosines = spread @ spread.T

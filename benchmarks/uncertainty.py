@@ -21,6 +21,8 @@ from pathlib import Path
 
 from machine_info import describe_machine
 
+from moleclip.tasks import is_regression
+
 HERE = Path(__file__).resolve().parent
 DATASETS = ("esol", "freesolv", "bace", "bbbp", "nhcs", "phosphines_yield")
 MODES = {
@@ -47,7 +49,7 @@ def run_one(dataset: str, mode: str, seeds: list[int], epochs: int, data_dir: st
            "scope": trust["scope"], "seconds": round(time.perf_counter() - started, 1),
            "out_of_domain": domain.get("fraction_out_of_domain")}
     mean = unc.get("mean", {})
-    if unc["task"] == "regression":
+    if is_regression(unc["task"]):
         row.update(coverage=mean.get("coverage"), mean_width=mean.get("mean_width"), n=mean.get("n"),
                    spearman=mean.get("spearman_spread_error"), methods=sorted(set(unc.get("methods", {}).values())))
         row.update(in_domain_mae=domain["in_domain"].get("mae"), out_of_domain_mae=domain["out_of_domain"].get("mae"))
@@ -92,7 +94,7 @@ def main() -> None:
           "mean width or ECE raw -> calibrated | spread-error Spearman | test out of domain | error in / out of domain |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results.get("earlier_rows", []) + results["rows"]:
-        if r["task"] == "regression":
+        if is_regression(r["task"]):
             cells = [_fmt(r["coverage"]), _fmt(r["mean_width"]), _fmt(r["spearman"]),
                      f"{_fmt(r['in_domain_mae'])} / {_fmt(r['out_of_domain_mae'])} (MAE)"]
         else:

@@ -10,7 +10,7 @@ the model (and its encoder's weights) and drawing settings, for `moleclip index`
 Any file size: the input is read --chunk-size rows at a time, drawn by --num-workers processes, and each chunk is
 written as it is done to `<output>.parts/`; the output is assembled from them at the end. A killed run started again
 with the same arguments computes only the missing chunks (--overwrite starts over). Under `accelerate launch` each
-process takes its share of the chunks. See training/screening.py.
+process takes its share of the chunks. See training/screening.py and training/engine.py.
 
 Examples:
   moleclip embed --model tiny --input molecules.smi --output embeddings.parquet
@@ -74,6 +74,8 @@ def _embed(args) -> int:
 
     from moleclip.processing.tables import table_smiles_column
     from moleclip.training import devices, screening
+    from moleclip.training.engine import EmbeddingChunks
+    from moleclip.training.kinds import ImageKind
     from moleclip.training.hub import PRESETS, load_encoder, load_processor
 
     from ._common import report_screen, screening_arguments, screening_workers
@@ -93,8 +95,9 @@ def _embed(args) -> int:
         processor.standardize = args.standardize
     # before the embedder moves the model to its device; also what lets a resumed run refuse a changed model folder
     provenance = _provenance(args, model, processor, model.config.projection_dim)
-    embedder = screening.Embedder(model, processor, batch_size=args.batch_size, num_workers=screening_workers(args),
-                                  device=device, render_kwargs={"r_groups": True} if args.r_groups else {})
+    embedder = EmbeddingChunks(ImageKind(model, processor), batch_size=args.batch_size,
+                               num_workers=screening_workers(args), device=device,
+                               options={"r_groups": True} if args.r_groups else {})
     # what decides the embeddings: a resumed run must have computed its finished shards the same way
     decides = {"command": "embed", "smiles_column": args.smiles_column,
                "embedded_with": [json.loads(value) for value in provenance.values()]}

@@ -124,17 +124,17 @@ def _explain(args, table, folder) -> int:
     from tqdm.auto import tqdm
 
     from moleclip.processing.molecules import InvalidMoleculeError, SkippedMolecule
-    from moleclip.training.explain import atom_picture, heatmap_picture, make_explainer, target_names
+    from moleclip.training.explain import atom_picture, heatmap_picture, make_explainer
     from moleclip.training.outputs import SKIPPED_COLUMN, mark_skipped, refuse_column_clash, write_atomically
     from moleclip.training.prediction import load_predictor
 
     from ._common import report_skipped, write_table
 
     _refuse_forest(args.model)
-    model, processor = load_predictor(args.model)
-    explainer = make_explainer(model, processor, target=args.target, methods=args.methods, steps=args.steps,
+    kind = load_predictor(args.model)
+    explainer = make_explainer(kind, target=args.target, methods=args.methods, steps=args.steps,
                                batch_size=args.batch_size, device=args.device)
-    target = target_names(model)[explainer.target_index]
+    target = kind.target_names[explainer.target_index]
     methods = list(explainer.methods)
     frame = table.frame
     pixel_methods = [m for m in methods if m in ("integrated_gradients", "attention_rollout")]
@@ -142,8 +142,7 @@ def _explain(args, table, folder) -> int:
                ["prediction", "output", *[f"coverage_{m}" for m in pixel_methods]]}
     if "integrated_gradients" in methods:
         summary["integrated_gradients_delta"] = [np.nan] * len(frame)
-    standardize = (getattr(processor, "standardize", "none") if processor is not None
-                   else model.settings.get("standardize", "none"))
+    standardize = kind.standardize
     if standardize != "none":  # the rows' atoms are those of the standardised molecule: say which one it is
         summary["explained_smiles"] = [""] * len(frame)
     files = {"atoms_picture": [""] * len(frame)}

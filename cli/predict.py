@@ -113,7 +113,12 @@ def _predict(args) -> int:
             warn_about_fragments(chunk.smiles, str(args.input) if len(chunk) < args.chunk_size else
                                  f"{args.input} (its first {len(chunk)} rows)")
 
-    compute = screening.ChunkPredictor(predictor, batch_size=args.batch_size, num_workers=screening_workers(args))
+    workers = screening_workers(args)
+
+    def compute(chunk):
+        result = predictor.predict(chunk.smiles, batch_size=args.batch_size, progress=False, num_workers=workers)
+        return result.columns, result.skipped, result.standardized
+
     # what decides the predictions: a resumed run must have computed its finished shards the same way
     decides = {"command": "predict", "model": model_name(args.model), "model_files": _model_files(predictor.spec),
                "smiles_column": args.smiles_column, "uncertainty": predictor.trust is not None,

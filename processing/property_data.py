@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..tasks import TASK_TYPES, infer_task
+from ..tasks import TASK_TYPES, infer_task, is_classification
 from .molecules import SkippedMolecule, list_skipped
 from .standardize import standardize_smiles
 from .tables import ColumnNotFoundError, read_molecule_table
@@ -536,7 +536,7 @@ def load_property_dataset(
                              f"could not be used ({len(skipped)} rows, listed above): nothing to learn it from")
     if task is None:
         task = spec.task if spec is not None else infer_task(targets, names=target_columns)
-    if task == "classification":
+    if is_classification(task):
         _check_classification(targets, target_columns, path)
     _check_not_constant(targets, target_columns, path)
 

@@ -24,6 +24,7 @@ from moleclip.training.attribution import (
     spread_bits,
 )
 from moleclip.training.explain import ImageExplainer, make_explainer, resolve_target
+from moleclip.training.kinds import FingerprintKind, ImageKind
 from moleclip_cli.main import main as cli
 
 MOLECULE = "Clc1ccc(Br)cc1C(=O)N[C@@H](C)CO"
@@ -216,7 +217,7 @@ def test_targets_are_chosen_by_name():
 def test_a_randomly_drawing_processor_is_refused():
     processor = MoleCLIPImageProcessor(size={"height": 112, "width": 112}, augmentation="default")
     with pytest.raises(ValueError, match="draws at random"):
-        make_explainer(_tiny(), processor)
+        make_explainer(ImageKind(_tiny(), processor))
 
 
 # ----------------------------------------------------------------------------------------------------- the command
@@ -357,9 +358,9 @@ def test_a_standardised_molecules_atoms_are_numbered_as_its_smiles_writes_them()
     standardising = FingerprintPredictor(256, 1, "regression", hidden_size=16, target_names=["logS"],
                                          standardize="parent")
     standardising.load_state_dict(plain.state_dict())
-    salt = make_explainer(standardising).explain("OCC(N)c1ccccc1.Cl")
+    salt = make_explainer(FingerprintKind(standardising)).explain("OCC(N)c1ccccc1.Cl")
     assert salt.standardized == "NC(CO)c1ccccc1"
-    direct = make_explainer(plain).explain(salt.standardized)  # the same molecule, as the user reads it
+    direct = make_explainer(FingerprintKind(plain)).explain(salt.standardized)  # the same molecule, as the user reads it
     assert salt.atom_indices == direct.atom_indices == list(range(10)) and salt.elements == direct.elements
     np.testing.assert_allclose(salt.scores["fingerprint_occlusion"], direct.scores["fingerprint_occlusion"])
     elements, bonds = _as_written(salt.standardized)

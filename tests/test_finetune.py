@@ -67,10 +67,11 @@ def finetune(out, data, *extra):
 
 def saved_predictions(model_dir, smiles):
     from moleclip.training.hub import load_processor
-    from moleclip.training.inference import predict_smiles
+    from moleclip.training.engine import predict
+    from moleclip.training.kinds import ImageKind
 
     model = MoleCLIPForPropertyPrediction.from_pretrained(model_dir).eval()
-    pred, kept, skipped = predict_smiles(model, load_processor(str(model_dir)), smiles, progress=False, device="cpu")
+    pred, kept, skipped = predict(ImageKind(model, load_processor(str(model_dir))), smiles, progress=False, device="cpu")
     assert not skipped
     return pred, model
 

@@ -84,7 +84,8 @@ def _embed(root, out, *extra):
 
 def test_chunked_embed_equals_the_unchunked_result(library, tmp_path, capsys):
     from moleclip.training.hub import load_backbone, load_processor
-    from moleclip.training.inference import embed_smiles
+    from moleclip.training.engine import embed
+    from moleclip.training.kinds import ImageKind
 
     out = tmp_path / "e.csv"
     with pytest.warns(UserWarning, match="3 of 40 molecules could not be used: line 6 'not_a_smiles'"):
@@ -94,8 +95,8 @@ def test_chunked_embed_equals_the_unchunked_result(library, tmp_path, capsys):
     assert frame["id"].tolist() == IDS and frame["smiles"].tolist() == LIBRARY
     columns = [c for c in frame.columns if c.startswith("emb_")]
     assert len(columns) == 32 and (frame["moleclip_skipped"] != "").tolist() == [i in BAD for i in range(40)]
-    expected, kept, skipped = embed_smiles(load_backbone(str(library / "tiny")), load_processor(str(library / "tiny")),
-                                           LIBRARY, progress=False)
+    expected, kept, skipped = embed(ImageKind(load_backbone(str(library / "tiny")),
+                                              load_processor(str(library / "tiny"))), LIBRARY, progress=False)
     assert kept.tolist() == [i for i in range(40) if i not in BAD] and sorted(s.index for s in skipped) == sorted(BAD)
     got = frame.loc[kept, columns].to_numpy(float)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
@@ -169,10 +170,12 @@ def test_a_killed_run_resumes_with_its_finished_shards(library, tmp_path, monkey
 
 
 def test_processes_of_a_launch_share_the_chunks(library, tmp_path):
+    from moleclip.training.engine import EmbeddingChunks
     from moleclip.training.hub import load_backbone, load_processor
+    from moleclip.training.kinds import ImageKind
 
     spec = str(library / "tiny")
-    embedder = screening.Embedder(load_backbone(spec), load_processor(spec), batch_size=4)
+    embedder = EmbeddingChunks(ImageKind(load_backbone(spec), load_processor(spec)), batch_size=4)
     run = dict(compute=embedder, arguments={"a": 1}, chunk_rows=7, progress=False, sync=lambda: None)
     out = tmp_path / "e.parquet"
     calls = []

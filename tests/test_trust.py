@@ -174,7 +174,7 @@ def test_frozen_moleclip_ensemble_and_old_folders(tmp_path):
     from moleclip.training.prediction import Predictor
 
     predictor = Predictor.load(str(model))
-    members = [m for _, m, _ in predictor._member_models()]
+    members = [kind.model for _, kind in predictor._member_kinds()]
     assert all(m.moleclip is predictor.model.moleclip for m in members)
     passes = []
     predictor.model.moleclip.register_forward_hook(lambda *_: passes.append(1))
@@ -263,7 +263,7 @@ def test_confident_classifier_members_reach_the_ensemble_as_logits(tmp_path):
     finetune(tmp_path / "out", tmp_path / "cls.csv", *[a if a != "heavy" else "big" for a in FP],
              "--split-column", "part")
     predictor = Predictor.load(str(tmp_path / "out" / "model"))
-    members = [model for _, model, _ in predictor._member_models()]
+    members = [kind.model for _, kind in predictor._member_kinds()]
     bits = torch.as_tensor(morgan_fingerprints(SMILES, radius=members[0].settings["radius"],
                                                n_bits=members[0].settings["in_features"]).bits, dtype=torch.float32)
     with torch.no_grad():

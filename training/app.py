@@ -35,6 +35,7 @@ import pandas as pd
 
 from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN, mark_skipped, mark_standardized, \
     refuse_column_clash, write_delimited
+from moleclip.tasks import is_classification, is_regression
 from moleclip.training.prediction import local_model_folder
 
 __all__ = ["INSTALL_HINT", "MODEL_ENV", "AppOutput", "MoleculeApp", "build_app", "local_model_folder",
@@ -243,9 +244,8 @@ class MoleculeApp:
             from moleclip.training.explain import make_explainer
 
             predictor = self.predictor
-            methods = None if predictor.processor is None else ["integrated_gradients"]
-            self._explainers[target] = make_explainer(predictor.model, predictor.processor, target=target,
-                                                      methods=methods, steps=self.steps, device=predictor.device)
+            self._explainers[target] = make_explainer(predictor.kind, target=target, quick=True, steps=self.steps,
+                                                      device=predictor.device)
         return self._explainers[target]
 
     def _write_csv(self, frame: pd.DataFrame) -> str:
@@ -285,18 +285,8 @@ class MoleculeApp:
                 f"<div style='min-width:260px'>{''.join(facts)}</div></div></div>")
 
     def _drawing(self, smiles: str) -> str:
-        processor = self.predictor.processor
         try:
-            if processor is not None:
-                picture = processor.to_pil(smiles)
-                caption = "the drawing the model sees"
-            else:  # a fingerprint model sees Morgan bits; a drawing still shows which molecule it was
-                from rdkit.Chem import Draw
-
-                from moleclip.processing.molecules import to_mol
-
-                picture = Draw.MolToImage(to_mol(smiles), size=(224, 224))
-                caption = "the molecule (this model sees Morgan bits, not a picture)"
+            picture, caption = self.predictor.kind.picture(smiles)
         except Exception as err:  # the prediction stands; only the picture is missing
             return f"<div class='moleclip-error'>no drawing: {_h(_plain(err))}</div>"
         return _figure(picture, caption, "moleclip-drawing")
@@ -304,14 +294,16 @@ class MoleculeApp:
     def _atom_map(self, smiles: str, row: int, target: str) -> str:
         from moleclip.training.explain import atom_picture
 
+        from moleclip.training.explain import METHOD_WORDS
+
         try:
-            explanation = self._explainer(target).explain(smiles, index=row)
+            explainer = self._explainer(target)
+            explanation = explainer.explain(smiles, index=row)
             picture = atom_picture(explanation, size=340)
         except Exception as err:  # e.g. captum missing, or a molecule the drawing geometry cannot follow
             logger.info("no atom map for %r: %s", smiles, err)
             return f"<div class='moleclip-error' style='max-width:260px'>no atom map: {_h(_plain(err))}</div>"
-        how = ("integrated gradients on the drawing" if self.predictor.processor is not None
-               else "Morgan-bit occlusion")
+        how = METHOD_WORDS[explainer.methods[0]]
         note = (f"atom map of {target} ({how}; green raises the model's output, pink lowers it"
                 + ("; the saved model, not the ensemble mean" if self.predictor.trust is not None else "") + ")")
         return _figure(picture, note, "moleclip-atom-map")
@@ -321,7 +313,7 @@ class MoleculeApp:
         coverage = None
         if predictor.trust is not None:
             coverage = (predictor.trust.get("calibration") or {}).get("coverage")
-        classification = predictor.task == "classification"
+        classification = is_classification(predictor.task)
         header = ("<tr><th>target</th><th>probability</th><th>calibrated</th></tr>" if classification else
                   "<tr><th>target</th><th>prediction</th><th>"
                   + (f"{coverage:.0%} interval" if coverage else "interval") + "</th></tr>")
@@ -366,8 +358,8 @@ def build_app(model, steps: int = 50, trust_pickle: bool = False, device=None, m
         str(model), trust_pickle=trust_pickle, device=device, steps=steps, max_molecules=max_molecules,
         max_cards=max_cards)
     predictor = app.predictor
-    kind = "fingerprint baseline (Morgan bits)" if predictor.processor is None else "MoleCLIP (drawings)"
-    trust = ("ensemble intervals" if predictor.task == "regression" else "calibrated probabilities") \
+    kind = predictor.kind.describe()
+    trust = ("ensemble intervals" if is_regression(predictor.task) else "calibrated probabilities") \
         if predictor.trust is not None else "no ensemble calibration saved"
     # delete_cache: gradio's copies of uploads and downloads older than a day go, checked hourly
     with gr.Blocks(title=app.title, delete_cache=(3600, 86400)) as blocks:

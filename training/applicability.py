@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from moleclip.tasks import get_task, is_regression
+
 __all__ = ["Neighbours", "tanimoto_matrix", "cosine_matrix", "tanimoto_neighbours", "cosine_neighbours",
            "ApplicabilityDomain", "applicability_report", "applicability_markdown", "DEFAULT_QUANTILE"]
 
@@ -278,7 +280,7 @@ def _group_scores(task: str, y: np.ndarray, pred: np.ndarray) -> dict:
     for j in range(y.shape[1]):
         known = np.isfinite(y[:, j])
         yj, pj = y[known, j], pred[known, j]
-        if task == "regression":
+        if is_regression(task):
             out[j] = {"n": int(yj.size), "mae": float(np.mean(np.abs(yj - pj))) if yj.size else math.nan,
                       "rmse": float(np.sqrt(np.mean((yj - pj) ** 2))) if yj.size else math.nan}
         else:
@@ -294,8 +296,7 @@ def applicability_report(in_domain, labels, predictions, task: str, target_names
     """Test-part report: ``n``, ``n_out_of_domain``, ``fraction_out_of_domain`` and, for the ``in_domain`` and
     ``out_of_domain`` molecules, the error per target and its mean over targets (regression MAE and RMSE in target
     units; classification ROC-AUC, NaN where a group holds one class). ``domain`` adds its threshold settings."""
-    if task not in ("regression", "classification"):
-        raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
+    get_task(task)  # an unknown task: the message listing the known ones
     mask = np.asarray(in_domain, dtype=bool).ravel()
     y, pred = np.asarray(labels, dtype=np.float64), np.asarray(predictions, dtype=np.float64)
     y, pred = (y[:, None] if y.ndim == 1 else y), (pred[:, None] if pred.ndim == 1 else pred)
@@ -311,7 +312,7 @@ def applicability_report(in_domain, labels, predictions, task: str, target_names
     for group, rows in (("in_domain", mask), ("out_of_domain", ~mask)):
         per_target = {names[j]: row for j, row in _group_scores(task, y[rows], pred[rows]).items()}
         means = {}
-        for metric in ("mae", "rmse") if task == "regression" else ("roc_auc",):
+        for metric in ("mae", "rmse") if is_regression(task) else ("roc_auc",):
             values = [row[metric] for row in per_target.values() if not math.isnan(row[metric])]
             means[metric] = float(np.mean(values)) if values else math.nan
         report[group] = {"n": int(rows.sum()), **means, "per_target": per_target}
@@ -320,7 +321,7 @@ def applicability_report(in_domain, labels, predictions, task: str, target_names
 
 def applicability_markdown(report: dict) -> str:
     """The report as a short paragraph and a table for results.md."""
-    metrics = ("mae", "rmse") if report["task"] == "regression" else ("roc_auc",)
+    metrics = ("mae", "rmse") if is_regression(report["task"]) else ("roc_auc",)
     text = (f"{report['n_out_of_domain']} of {report['n']} test molecules "
             f"({100 * report['fraction_out_of_domain']:.1f}%) are out of the applicability domain")
     if "domain" in report:

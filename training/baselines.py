@@ -29,6 +29,7 @@ from moleclip.property_head import PropertyHead, TargetScaling, scaled_property_
 from moleclip.processing.fingerprints import morgan_fingerprints
 from moleclip.processing.property_data import PropertyDataset
 from moleclip.processing.splits import DEFAULT_FRACTIONS, SPLIT_KINDS, make_split
+from moleclip.tasks import is_regression
 from moleclip.training.scoring import compute_metrics
 
 __all__ = [
@@ -164,7 +165,7 @@ class ForestPredictor:
         settings = {"task": task, "num_targets": n_targets, "in_features": int(x_train.shape[1]), "radius": radius,
                     "standardize": standardize, "seed": int(seed), "n_estimators": n_estimators,
                     "target_names": list(target_names) if target_names else None, "smiles_column": smiles_column}
-        if task == "regression" and not np.isnan(y_train).any():
+        if is_regression(task) and not np.isnan(y_train).any():
             forest = RandomForestRegressor(**kwargs).fit(x_train, y_train if n_targets > 1 else y_train[:, 0])
             return cls(task, [("all", forest)], settings)
         estimators = []
@@ -175,7 +176,7 @@ class ForestPredictor:
                 estimators.append(("none", None))
                 continue
             xj, yj = x_train[mask], y_train[mask, j]
-            if task == "regression":
+            if is_regression(task):
                 estimators.append(("forest", RandomForestRegressor(**kwargs).fit(xj, yj)))
             elif np.unique(yj).size < 2:
                 warnings.warn(f"Task {j} has a single class in the training set; predicting that class everywhere",
@@ -195,7 +196,7 @@ class ForestPredictor:
         for j, (kind, est) in enumerate(self.estimators):
             if kind == "constant":
                 out[:, j] = est
-            elif kind == "forest" and self.task == "regression":
+            elif kind == "forest" and is_regression(self.task):
                 out[:, j] = est.predict(x)
             elif kind == "forest":
                 out[:, j] = est.predict_proba(x)[:, int(np.flatnonzero(est.classes_ == 1)[0])]

@@ -14,7 +14,7 @@ molecule can be set side by side.
 
 Library use::
 
-    explainer = make_explainer(model, processor, target="log_solubility")   # (FingerprintPredictor, None) too
+    explainer = make_explainer(load_kind("runs/esol/model"), target="log_solubility")   # training.kinds
     explanation = explainer.explain("Clc1ccccc1Cl")
     explanation.scores["integrated_gradients"]   # one score per heavy atom
     atom_picture(explanation).save("atoms.png"); heatmap_picture(explanation).save("pixels.png")
@@ -36,7 +36,7 @@ from PIL import Image
 from rdkit import Chem
 
 from moleclip.processing.molecules import to_mol
-from moleclip.tasks import default_target_names, is_classification
+from moleclip.tasks import is_classification
 from moleclip.training.attribution import (
     assign_pixels,
     attention_rollout,
@@ -64,11 +64,13 @@ __all__ = [
     "heatmap_picture",
     "make_explainer",
     "resolve_target",
-    "target_names",
 ]
 
 IMAGE_METHODS = ("integrated_gradients", "attention_rollout")
 FINGERPRINT_METHODS = ("fingerprint_occlusion",)
+# each method in a few words, for captions (the app's atom maps)
+METHOD_WORDS = {"integrated_gradients": "integrated gradients on the drawing", "attention_rollout": "attention rollout",
+                "fingerprint_occlusion": "Morgan-bit occlusion"}
 
 
 @dataclass
@@ -121,15 +123,6 @@ class MoleculeExplanation:
 
 
 # ------------------------------------------------------------------------------------------------------ targets
-def target_names(model) -> list[str]:
-    """The target names of a MoleCLIP property model or a FingerprintPredictor (target_<j> where none are saved)."""
-    if hasattr(model, "config"):
-        names, count = model.config.target_names, model.config.num_targets
-    else:
-        names, count = model.settings.get("target_names"), model.settings["num_targets"]
-    return default_target_names(names, count)
-
-
 def resolve_target(names: Sequence[str], requested: str | None) -> int:
     """The index of target `requested`; with None, the only target, or an error listing them."""
     names = list(names)
@@ -315,22 +308,24 @@ class FingerprintExplainer:
             target=target_names(self.model)[self.target_index], task=self.task))
 
 
-def make_explainer(model, processor=None, target: str | None = None, methods: Sequence[str] | None = None,
-                   steps: int = 50, batch_size: int = 16, device=None):
-    """An explainer for what `moleclip.training.prediction.load_predictor` returns: (model, processor) of a MoleCLIP
-    model, or (FingerprintPredictor, None). `target` by name (default: the only one)."""
-    from moleclip.training.baselines import FingerprintPredictor
+def make_explainer(kind, target: str | None = None, methods: Sequence[str] | None = None, steps: int = 50,
+                   batch_size: int = 16, device=None, quick: bool = False):
+    """An explainer for a model kind (`training.kinds`, what `prediction.load_predictor` returns): a MoleCLIP model
+    through its drawing, a fingerprint MLP through its Morgan bits. `target` by name (default: the only one).
+    `quick` (without `methods`): the one method an interactive page can afford per molecule."""
+    from moleclip.training.kinds import FingerprintKind, ImageKind
 
-    if processor is None and not isinstance(model, FingerprintPredictor):
-        raise ValueError(f"cannot explain a {type(model).__name__}: give a MoleCLIP model with its processor, or a "
-                         "FingerprintPredictor")
-    index = resolve_target(target_names(model), target)
-    if processor is None:
+    if not isinstance(kind, (ImageKind, FingerprintKind)) or not kind.has_predictions:
+        raise ValueError(f"cannot explain a {kind.describe()} model: explain takes a finetuned MoleCLIP model or a "
+                         "fingerprint MLP")
+    index = resolve_target(kind.target_names, target)
+    if isinstance(kind, FingerprintKind):
         if methods is not None and set(methods) - set(FINGERPRINT_METHODS):
             raise ValueError(f"a fingerprint model is explained by {', '.join(FINGERPRINT_METHODS)} only, "
                              f"not {', '.join(sorted(set(methods) - set(FINGERPRINT_METHODS)))}")
-        return FingerprintExplainer(model, index, device)
-    return ImageExplainer(model, processor, index, methods or IMAGE_METHODS, steps, batch_size, device)
+        return FingerprintExplainer(kind.model, index, device)
+    methods = methods or (IMAGE_METHODS[:1] if quick else IMAGE_METHODS)
+    return ImageExplainer(kind.model, kind.processor, index, methods, steps, batch_size, device)
 
 
 # ------------------------------------------------------------------------------------------------------ pictures

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from moleclip.tasks import default_target_names, is_classification, prediction_prefix, predictions_from_logits
+from moleclip.tasks import is_classification, prediction_prefix
 
-__all__ = ["Predictor", "PredictionResult", "load_predictor", "predict_values", "local_model_folder"]
+__all__ = ["Predictor", "PredictionResult", "load_predictor", "local_model_folder"]
 
 
 def local_model_folder(spec: str) -> str:
@@ -79,79 +79,12 @@ def _model_in_cache(spec: str) -> bool:
 
 
 def load_predictor(spec: str, trust_pickle: bool = False):
-    """(model, processor) for a finetuned MoleCLIP folder or Hub repo; (FingerprintPredictor or ForestPredictor,
-    None) for a baseline. A forest is loaded only with `trust_pickle` (its joblib file runs pickle).
+    """The finetuned model at `spec` (a folder or Hub repo), loaded by the kind the registry recognises it as
+    (`training.kinds`). A forest is loaded only with `trust_pickle` (its joblib file runs pickle); a pretrained
+    encoder without a trained head is refused: its "predictions" would come from random weights."""
+    from moleclip.training.kinds import load_kind
 
-    A pretrained encoder without a trained head is refused: its "predictions" would come from random weights.
-    """
-    from moleclip.training.baselines import FingerprintPredictor, ForestPredictor
-    from moleclip.training.hub import PRESETS, read_model_config
-
-    if str(spec) in PRESETS:
-        raise ValueError(f"{spec!r} is a randomly initialised preset, not a finetuned model: pass the model/ folder "
-                         "that `moleclip finetune` wrote, or a Hub repository of one")
-    path = Path(spec)
-    if path.is_dir() and (path / FingerprintPredictor.CONFIG_FILE).is_file():
-        return FingerprintPredictor.load(path), None
-    if path.is_dir() and (path / ForestPredictor.CONFIG_FILE).is_file():
-        return ForestPredictor.load(path, trust_pickle=trust_pickle), None
-    architectures = read_model_config(spec).get("architectures") or []
-    if "MoleCLIPForPropertyPrediction" not in architectures:
-        raise ValueError(
-            f"{spec} is not a finetuned property model (architectures: {architectures or 'none recorded'}); "
-            "finetune it first with `moleclip finetune` and pass its model/ folder"
-        )
-    from moleclip import MoleCLIPForPropertyPrediction
-    from moleclip.training.hub import load_backbone, load_processor
-
-    model = load_backbone(spec, MoleCLIPForPropertyPrediction, new_heads=False)  # every weight from the checkpoint
-    return model.eval(), load_processor(spec)
-
-
-def predict_values(model, processor, smiles: Sequence[str], batch_size: int = 64, device=None, progress: bool = True,
-                   logits: bool = False):
-    """(predictions [N, T] with NaN rows for molecules that could not be used, target names, skipped entries, task).
-    Regression values in the targets' units; probabilities for classification, or with `logits=True` the logits an
-    ensemble combines (a forest's probabilities as clipped logits, as finetune takes them)."""
-    import torch
-
-    if processor is None:  # fingerprint baselines
-        from moleclip.processing.fingerprints import morgan_fingerprints
-        from moleclip.training.baselines import ForestPredictor
-
-        result = morgan_fingerprints(smiles, radius=model.settings["radius"], n_bits=model.settings["in_features"],
-                                     progress=progress, standardize=model.settings.get("standardize", "none"))
-        outputs = []
-        if isinstance(model, ForestPredictor):  # values, or positive-class probabilities, already
-            values = model.predict(result.bits)
-            if logits and is_classification(model.task):
-                from moleclip.training.uncertainty import probability_logits
-
-                values = probability_logits(values)
-            outputs.append(values)
-        else:
-            model = model.to(device or "cpu").eval()
-            with torch.no_grad():
-                for start in range(0, len(result.kept), batch_size):
-                    x = torch.as_tensor(result.bits[start:start + batch_size], dtype=torch.float32,
-                                        device=next(model.parameters()).device)
-                    out = model(features=x).logits
-                    outputs.append((out if logits else predictions_from_logits(out, model.task)).cpu().numpy())
-        values = np.concatenate(outputs) if outputs else np.zeros((0, model.settings["num_targets"]))
-        kept, skipped = result.kept, result.skipped
-        names = default_target_names(model.settings.get("target_names"), model.settings["num_targets"])
-        task = model.task
-    else:
-        from moleclip.training.inference import predict_smiles
-
-        values, kept, skipped = predict_smiles(model, processor, smiles, batch_size=batch_size, device=device,
-                                               progress=progress, on_error="skip", logits=logits)
-        names = default_target_names(model.config.target_names, model.config.num_targets)
-        task = model.config.task
-    full = np.full((len(smiles), values.shape[1]), np.nan)  # values are [kept, T], also when nothing was kept
-    if len(kept):
-        full[np.asarray(kept)] = values
-    return full, list(names), skipped, task
+    return load_kind(spec, trust_pickle=trust_pickle)
 
 
 @dataclass
@@ -164,82 +97,82 @@ class PredictionResult:
 
 
 class Predictor:
-    """A finetuned model folder ready to predict; see the module docstring.
+    """A finetuned model folder ready to predict; see the module docstring. `kind` is the model
+    (`training.kinds.ModelKind`); predictions run through the one engine (`training.engine`).
 
     `uncertainty` / `domain`: True requires the folder's ensemble calibration / applicability domain (an error if it
     has none), False leaves them out, None (default) uses them when the folder has them.
     """
 
-    def __init__(self, spec: str, model, processor, trust: dict | None, domain, trust_pickle: bool = False,
-                 device=None, embedding_domain=None):
-        self.spec, self.model, self.processor = spec, model, processor
+    def __init__(self, spec: str, kind, trust: dict | None, domain, trust_pickle: bool = False, device=None,
+                 embedding_domain=None):
+        self.spec, self.kind = spec, kind
         self.trust, self.domain, self.trust_pickle, self.device = trust, domain, trust_pickle, device
-        # MoleCLIP models also judge the domain in their own embedding space (cosine to the training molecules)
-        self.embedding_domain = embedding_domain if processor is not None else None
+        # models with embeddings (MoleCLIP) also judge the domain in their own embedding space (cosine)
+        self.embedding_domain = embedding_domain if kind.embedding_width is not None else None
         self._members = None
 
     @classmethod
     def load(cls, spec: str, trust_pickle: bool = False, uncertainty: bool | None = None,
              domain: bool | None = None, device=None) -> "Predictor":
         spec = _model_folder(spec, uncertainty, domain)
-        model, processor = load_predictor(spec, trust_pickle=trust_pickle)
-        return cls(spec, model, processor, _read_trust(spec, uncertainty), _read_domain(spec, domain), trust_pickle,
-                   device, _read_embedding_domain(spec, domain))
+        kind = load_predictor(spec, trust_pickle=trust_pickle)
+        return cls(spec, kind, _read_trust(spec, uncertainty), _read_domain(spec, domain), trust_pickle, device,
+                   _read_embedding_domain(spec, domain))
+
+    @property
+    def model(self):
+        """The network (or estimator) the kind wraps."""
+        return self.kind.model
 
     @property
     def standardize(self) -> str:
         """How molecules are prepared before the model sees them (the training molecules' preparation)."""
-        return self.model.settings.get("standardize", "none") if self.processor is None else self.processor.standardize
+        return self.kind.standardize
 
     @property
     def smiles_column(self) -> str | None:
         """The SMILES column of the table the model was finetuned on, when the user named it: the column the tables it
         reads are read with by default (`processing.tables.table_smiles_column`)."""
-        if self.processor is None:
-            return self.model.settings.get("smiles_column")
-        return getattr(self.model.config, "smiles_column", None)
+        return self.kind.smiles_column
 
     @property
     def task(self) -> str:
-        return self.model.task if self.processor is None else self.model.config.task
+        return self.kind.task
 
     @property
     def target_names(self) -> list[str]:
-        if self.processor is None:
-            n = self.model.settings["num_targets"]
-            return default_target_names(self.model.settings.get("target_names"), n)
-        config = self.model.config
-        return default_target_names(config.target_names, config.num_targets)
+        return self.kind.target_names
 
     @property
     def prefix(self) -> str:
         return prediction_prefix(self.task)
 
     def predict(self, smiles: Sequence[str], batch_size: int = 64, progress: bool = True,
-                batches=None) -> PredictionResult:
+                num_workers: int = 0) -> PredictionResult:
         """The output columns for `smiles`: `<prefix>_<target>` (the ensemble mean when the folder has an ensemble),
         its `_spread` and `_lower`/`_upper` or `calibrated_probability_<target>`, and the domain columns.
 
-        `batches` (MoleCLIP models): the molecules already drawn, as `training.screening.draw_chunk` yields them
-        ((pixel values or None, kept positions, skipped entries) per batch of `smiles`); the model and the ensemble
-        members that draw alike all take them, so each molecule is drawn once. Without them a MoleCLIP model's
-        molecules are drawn here, batch by batch, the same way."""
+        The model and its ensemble members run together through the engine: members that prepare molecules as the
+        model does share each batch's preparation (each molecule is drawn once), and heads on the model's own encoder
+        (the frozen mode's members) share its embeddings. `num_workers` processes draw."""
+        from moleclip.training import engine
+
         smiles = list(smiles)
-        drawn = embeddings = None
-        if self.processor is not None:
-            if batches is None:
-                batches = self._draw(smiles, batch_size, progress)
-            values, skipped, drawn, embeddings = self._values_from_batches(len(smiles), batches)
-            names, task = self.target_names, self.task
-        else:
-            values, names, skipped, task = predict_values(self.model, self.processor, smiles, batch_size=batch_size,
-                                                          device=self.device, progress=progress)
+        members = self._member_kinds() if self.trust is not None else []
+        # members give logits for classification, as finetune took them (the ensemble averages their probabilities)
+        results = engine.run([self.kind, *(kind for _, kind in members)], smiles, batch_size=batch_size,
+                             device=self.device, num_workers=num_workers, progress=progress,
+                             logits=[False] + [is_classification(self.task)] * len(members),
+                             embeddings=[self.embedding_domain is not None] + [False] * len(members))
+        main, skipped = results[0], results[0].skipped
         from moleclip.training.outputs import standardized_column
 
         result = PredictionResult(skipped=list(skipped), standardized=standardized_column(smiles, self.standardize))
-        extra = {}
-        if self.trust is not None:
-            values, extra = self._ensemble_columns(smiles, names, task, skipped, batch_size, drawn)
+        values, extra, names = main.values, {}, self.target_names
+        if members:
+            values, extra = self._ensemble_columns(smiles, skipped, [(folder, r) for (folder, _), r
+                                                                     in zip(members, results[1:])])
         # float32: what the model computes in, so written with the digits it carries (outputs.table_cells); the
         # ensemble's mean, spread and intervals are computed from float32 outputs and carry no more
         for j, name in enumerate(names):
@@ -248,107 +181,42 @@ class Predictor:
         if self.domain is not None:
             result.columns.update(self._domain_columns(smiles, names, result.standardized))
         if self.embedding_domain is not None:
-            result.columns.update(self._embedding_domain_columns(len(smiles), embeddings, names))
+            result.columns.update(self._embedding_domain_columns(len(smiles), main.embeddings, names))
         return result
 
-    def _torch_device(self):
-        from moleclip.training.devices import choose_device
-
-        return choose_device(self.device)
-
-    def _draw(self, smiles: list[str], batch_size: int, progress: bool):
-        """The molecules drawn in this process, batch by batch, as `screening.draw_chunk` yields them."""
-        from tqdm.auto import tqdm
-
-        from moleclip.training.screening import draw_chunk
-
-        batches = draw_chunk(self.processor, smiles, batch_size, 0, self._torch_device())
-        return tqdm(batches, total=-(-len(smiles) // batch_size), desc="predicting", unit="batch",
-                    disable=not progress)
-
-    def _values_from_batches(self, n: int, batches):
-        """(the model's values [n, T], skipped, {member folder: values} for the members drawing as the model does,
-        the model's embeddings [n, d] when the embedding domain needs them, else None) from drawn batches; NaN rows
-        where a molecule could not be drawn."""
-        import torch
-
-        from moleclip.training.inference import property_outputs
-
-        device = self._torch_device()
-        models = [(None, self.model)]
-        if self.trust is not None:
-            models += [(folder, model) for folder, model, processor in self._member_models()
-                       if processor is self.processor or (processor is not None
-                                                          and processor.to_dict() == self.processor.to_dict())]
-        models = [(folder, model.to(device).eval()) for folder, model in models]
-        # Frozen-mode members are heads on the main model's own encoder module: they read its embeddings.
-        encoder = getattr(self.model, "moleclip", None)
-        on_shared_encoder = {folder for folder, model in models[1:] if getattr(model, "moleclip", None) is encoder}
-        values: dict = {folder: None for folder, _ in models}
-        skipped, embeddings = [], None
-        with torch.no_grad():
-            for pixels, kept, batch_skipped in batches:
-                skipped += batch_skipped
-                if pixels is None:
-                    continue
-                embeds = None
-                for folder, model in models:
-                    raw = folder is not None and is_classification(self.task)  # members: logits for the ensemble
-                    if folder in on_shared_encoder:
-                        out = property_outputs(model, image_embeds=embeds, logits=raw)
-                    else:
-                        out = property_outputs(model, pixels.to(next(model.parameters()).dtype),
-                                               return_embeds=folder is None, logits=raw)
-                    if isinstance(out, tuple):  # the main model's embeddings, from the same forward pass
-                        out, embeds = out
-                        if self.embedding_domain is not None:
-                            if embeddings is None:
-                                embeddings = np.full((n, embeds.shape[1]), np.nan, dtype=np.float32)
-                            embeddings[kept] = embeds.float().cpu().numpy()
-                    out = out.float().cpu().numpy()
-                    if values[folder] is None:
-                        values[folder] = np.full((n, out.shape[1]), np.nan)
-                    values[folder][kept] = out
-        for folder in values:
-            if values[folder] is None:  # nothing in this batch could be drawn
-                values[folder] = np.full((n, len(self.target_names)), np.nan)  # as predict_values does
-        main = values.pop(None)
-        return main, skipped, values, embeddings
-
     # ------------------------------------------------------------------ ensemble
-    def _member_models(self):
+    def _member_kinds(self) -> list:
+        """(folder, kind) of each ensemble member; a frozen-mode member is a head on the main model's encoder."""
         from moleclip.training.finetuning.trust import MEMBER_FILE, load_head_member
 
         if self._members is None:
             self._members = []
             for folder in self.trust["members"]:
                 path = Path(self.spec) / folder
-                if (path / MEMBER_FILE).is_file():  # frozen mode: a head on the encoder of the main folder
-                    self._members.append((folder, load_head_member(path, self.model), self.processor))
+                if (path / MEMBER_FILE).is_file():
+                    from moleclip.training.kinds import ImageKind
+
+                    kind = ImageKind(load_head_member(path, self.kind.model), self.kind.processor)
                 else:
-                    self._members.append((folder, *load_predictor(str(path), trust_pickle=self.trust_pickle)))
+                    kind = load_predictor(str(path), trust_pickle=self.trust_pickle)
+                self._members.append((folder, kind))
         return self._members
 
-    def _ensemble_columns(self, smiles, names, task, skipped, batch_size, drawn=None):
-        """Every member's predictions, combined: (ensemble values [N, T] with NaN rows where skipped, extra columns).
-        `drawn`: the members' values already computed from drawn pixels (the others predict from `smiles`)."""
+    def _ensemble_columns(self, smiles, skipped, members):
+        """The members' predictions (`members`: (folder, engine result)), combined: (ensemble values [N, T] with NaN
+        rows where skipped, extra columns)."""
         from moleclip.training.finetuning.trust import interval_columns
         from moleclip.training.uncertainty import calibration_from_dict, ensemble
 
+        task, names = self.task, self.target_names
         missing = {s.index for s in skipped}
         usable = np.array([i not in missing for i in range(len(smiles))])
-        members = []  # with no usable molecule, every member gives [0, T]: the same columns, empty
-        for folder, model, processor in self._member_models():
-            # Classification members give logits, as finetune took them (the ensemble averages their probabilities)
-            if drawn is not None and folder in drawn:
-                values, member_skipped = drawn[folder], skipped
-            else:
-                values, _, member_skipped, _ = predict_values(model, processor, smiles, batch_size=batch_size,
-                                                              device=self.device, progress=False,
-                                                              logits=is_classification(task))
-            if {s.index for s in member_skipped} != missing:  # all members prepare molecules the same way
+        values = []  # with no usable molecule, every member gives [0, T]: the same columns, empty
+        for folder, result in members:
+            if {s.index for s in result.skipped} != missing:  # all members prepare molecules the same way
                 raise ValueError(f"ensemble member {folder} could not use the same molecules as the saved model")
-            members.append(values[usable].astype(np.float64))
+            values.append(result.values[usable].astype(np.float64))
+        members = values
         ens = ensemble(members, task)
         calibration = calibration_from_dict(self.trust["calibration"])
         spread = ens.spread if self.trust["scope"] == "ensemble" else None

@@ -1,8 +1,8 @@
 """Screening at scale: embed or predict a file of any size in constant memory, resumably, over several processes.
 
 `moleclip embed` and `moleclip predict` run here. The input is read in chunks (`processing.tables.
-iter_molecule_table`); molecules are drawn in DataLoader worker processes, which send uint8 pictures that are
-normalised on the device (the processor's `normalize_pixels`); each chunk's output (every input column
+iter_molecule_table`); each chunk goes to the command's `compute`, which runs the model through the engine
+(`training/engine.py`: drawing in DataLoader worker processes, the forward on the device); each chunk's output (every input column
 as written, the output columns, the skipped reason) is written at once, atomically, as one Parquet shard
 `<output>.parts/part-000123.parquet`. A manifest beside the shards records the arguments, the input file (size,
 modification time) and the chunk size, so a run started again with the same arguments keeps the finished shards and
@@ -30,12 +30,11 @@ import numpy as np
 import pandas as pd
 
 from moleclip.processing.molecules import SkippedMolecule
-from moleclip.training.devices import choose_device, process_rank
-from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN, embedding_columns, mark_skipped, \
-    mark_standardized, refuse_column_clash, standardized_column
+from moleclip.training.devices import process_rank
+from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN, mark_skipped, mark_standardized, \
+    refuse_column_clash
 
-__all__ = ["ScreenSummary", "PictureBatches", "Embedder", "ChunkPredictor", "default_workers", "draw_chunk",
-           "hold_output", "parts_folder", "screen", "skipped_message"]
+__all__ = ["ScreenSummary", "default_workers", "hold_output", "parts_folder", "screen", "skipped_message"]
 
 LINE_COLUMN = "__moleclip_line"  # each row's input line, kept in the shards only (the final report names lines)
 MANIFEST = "manifest.json"
@@ -65,105 +64,6 @@ def hold_output(output: str | os.PathLike) -> Iterator[None]:
 
     with hold_output_file(output) if process_rank()[0] == 0 else contextlib.nullcontext():
         yield
-
-
-# ---------------------------------------------------------------------------------------------- drawing
-class PictureBatches:
-    """One chunk's SMILES in batches, drawn where the DataLoader puts them (its worker processes): each item is
-    uint8 pictures [b, H, W, C], the kept and the skipped positions within the chunk.
-
-    The workers' processor keeps one layout only: a single pass never draws a molecule twice, so a large coordinate
-    cache would only hold memory.
-    """
-
-    def __init__(self, processor, smiles: list[str], batch_size: int, render_kwargs: dict | None = None):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.processor = processor.with_cache_size(1)
-        self.smiles, self.batch_size, self.render_kwargs = smiles, batch_size, dict(render_kwargs or {})
-
-    def __len__(self) -> int:
-        return -(-len(self.smiles) // self.batch_size)
-
-    def __getitem__(self, i: int) -> dict:
-        import torch
-
-        start = i * self.batch_size
-        pictures, kept, skipped = self.processor.render_images(self.smiles[start:start + self.batch_size],
-                                                               on_error="skip", **self.render_kwargs)
-        return {"pixels": torch.from_numpy(np.stack(pictures)) if pictures else torch.zeros(0, dtype=torch.uint8),
-                "kept": [k + start for k in kept], "skipped": [(s.index + start, s.smiles, s.reason) for s in skipped]}
-
-
-def draw_chunk(processor, smiles: list[str], batch_size: int, num_workers: int, device, dtype=None,
-               render_kwargs: dict | None = None):
-    """Yield (pixel values on `device` or None, kept positions, skipped entries) per batch of `smiles`, in order,
-    drawn by `num_workers` worker processes (0: in this process)."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    render_kwargs = dict(render_kwargs or {})
-    # the settings of this call that act after drawing (channel order, normalisation, layout)
-    settings = {k: v for k, v in render_kwargs.items() if k not in ("seed", "randomize_drawing", "r_groups",
-                                                                      "augmentation")}
-    loader = DataLoader(PictureBatches(processor, smiles, batch_size, render_kwargs), batch_size=None,
-                        num_workers=num_workers, prefetch_factor=2 if num_workers else None)
-    for item in loader:
-        kept = np.asarray(item["kept"], dtype=np.int64)
-        skipped = [SkippedMolecule(int(i), s, r) for i, s, r in item["skipped"]]
-        pixels = None
-        if len(kept):
-            pixels = processor.normalize_pixels(item["pixels"].to(device, non_blocking=True), **settings)
-            pixels = pixels.to(dtype or torch.float32)
-        yield pixels, kept, skipped
-
-
-class Embedder:
-    """A chunk's embedding columns `emb_0..`: NaN rows for molecules that could not be drawn."""
-
-    def __init__(self, model, processor, batch_size: int = 64, num_workers: int = 0, device=None,
-                 render_kwargs: dict | None = None):
-        from moleclip import MoleCLIPForPropertyPrediction
-
-        encoder = model.moleclip if isinstance(model, MoleCLIPForPropertyPrediction) else model
-        self.device = choose_device(device)
-        self.model = encoder.to(self.device).eval()
-        self.processor, self.batch_size, self.num_workers = processor, batch_size, num_workers
-        self.render_kwargs = dict(render_kwargs or {})
-        self.width = int(self.model.config.projection_dim)
-
-    def __call__(self, chunk) -> tuple[dict, list, list | None]:
-        import torch
-
-        out = np.full((len(chunk), self.width), np.nan, dtype=np.float32)
-        skipped = []
-        dtype = next(self.model.parameters()).dtype
-        with torch.no_grad():
-            for pixels, kept, batch_skipped in draw_chunk(self.processor, chunk.smiles, self.batch_size,
-                                                          self.num_workers, self.device, dtype, self.render_kwargs):
-                skipped += batch_skipped
-                if pixels is not None:
-                    out[kept] = self.model(pixel_values=pixels).image_embeds.float().cpu().numpy()
-        columns = embedding_columns(out)
-        return columns, skipped, standardized_column(chunk.smiles, self.processor.standardize)
-
-
-class ChunkPredictor:
-    """A chunk's prediction columns from a `training.prediction.Predictor`: a MoleCLIP model's pictures are drawn
-    by the workers (the ensemble members take the same pixel values); fingerprint and forest models need no drawing."""
-
-    def __init__(self, predictor, batch_size: int = 64, num_workers: int = 0):
-        self.predictor, self.batch_size, self.num_workers = predictor, batch_size, num_workers
-        if predictor.processor is not None:
-            predictor.device = choose_device(predictor.device)
-
-    def __call__(self, chunk) -> tuple[dict, list, list | None]:
-        p = self.predictor
-        batches = None
-        if p.processor is not None:
-            batches = draw_chunk(p.processor, chunk.smiles, self.batch_size, self.num_workers, p.device)
-        result = p.predict(chunk.smiles, batch_size=self.batch_size, progress=False, batches=batches)
-        return result.columns, result.skipped, result.standardized
 
 
 # ---------------------------------------------------------------------------------------------- the run

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from moleclip.tasks import get_task, is_regression
+
 __all__ = ["DEFAULT_COVERAGE", "Ensemble", "ensemble", "probability_logits", "conformal_quantile",
            "min_calibration_size", "ConformalIntervals", "ProbabilityCalibration", "calibration_from_dict"]
 
@@ -104,8 +106,7 @@ def ensemble(members: Sequence, task: str = "regression", rows: Sequence | None 
     ``rows``, if given (each member's ``_rows[part]``), must be identical for every member: members evaluated on
     different molecules (random splits drawn per seed) do not form an ensemble on any common calibration part.
     """
-    if task not in ("regression", "classification"):
-        raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
+    get_task(task)  # an unknown task: the message listing the known ones
     if len(members) == 0:
         raise ValueError("an ensemble needs at least one member")
     if len({np.shape(p) for p in members}) > 1:
@@ -117,7 +118,7 @@ def ensemble(members: Sequence, task: str = "regression", rows: Sequence | None 
         if any(not np.array_equal(np.asarray(r), np.asarray(rows[0])) for r in rows):
             raise ValueError("the members were evaluated on different molecules (their rows differ; e.g. a random "
                              "split drawn per seed): an ensemble needs one shared split")
-    if task == "regression":
+    if is_regression(task):
         return Ensemble(stack.mean(0), stack.std(0), len(stack))
     log_p = np.logaddexp.reduce(_log_sigmoid(stack), axis=0) - math.log(len(stack))
     log_q = np.logaddexp.reduce(_log_sigmoid(-stack), axis=0) - math.log(len(stack))

@@ -16,6 +16,7 @@ import warnings
 
 import numpy as np
 
+from moleclip.tasks import is_regression
 from moleclip.training.uncertainty import ConformalIntervals, ProbabilityCalibration, _check_shapes, \
     _matrix, _nll, _sigmoid
 
@@ -142,7 +143,7 @@ def _fmt(value) -> str:
 
 def uncertainty_markdown(report: dict) -> str:
     """A markdown table of a :func:`regression_report` or :func:`classification_report`, one row per target."""
-    if report["task"] == "regression":
+    if is_regression(report["task"]):
         columns = ["n", "coverage", "mean_width", "spearman_spread_error"]
         title = f"Conformal intervals, target coverage {report['target_coverage']:g}"
     else:

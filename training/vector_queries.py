@@ -87,7 +87,8 @@ def embed_queries(model, processor, queries: Sequence[Query], batch_size: int = 
     be read is an error naming its origin.
     """
     from moleclip.processing.molecules import shorten
-    from moleclip.training.inference import embed_smiles
+    from moleclip.training.engine import embed
+    from moleclip.training.kinds import ImageKind
 
     if not queries:
         raise ValueError("no queries given")
@@ -104,11 +105,11 @@ def embed_queries(model, processor, queries: Sequence[Query], batch_size: int = 
             items.append(query.text)
         else:
             raise ValueError(f"unknown query kind {query.kind!r}")
-    # The processor takes SMILES and pictures mixed in one list (embed_smiles passes them on as they are), so both
-    # kinds reach the model through the very call `moleclip embed` makes.
+    # The processor draws SMILES and reads pictures in one list (the image kind passes them on as they are), so both
+    # reach the model through the engine `moleclip embed` runs.
     extra = {"r_groups": True} if r_groups else {}
-    vectors, kept, skipped = embed_smiles(model, processor, items, batch_size=batch_size, device=device,
-                                          progress=progress, on_error="skip", **extra)
+    vectors, kept, skipped = embed(ImageKind(model, processor), items, batch_size=batch_size, device=device,
+                                   progress=progress, on_error="skip", **extra)
     if skipped:
         first = skipped[0]
         where = queries[first.index].origin or f"query {first.index + 1}"

@@ -25,6 +25,8 @@ from moleclip import MoleCLIPForPropertyPrediction
 from moleclip.processing.augment import AUGMENTATION_PRESETS
 from moleclip.processing.seeding import sample_rng
 from moleclip.training.baselines import FP_BITS, FP_RADIUS, FeatureHeadModel, FingerprintPredictor
+from moleclip.training.engine import embed
+from moleclip.training.kinds import ImageKind
 
 from .data import KeyedItems, PictureItems, PictureSource, TableItems, pass_batch
 
@@ -167,15 +169,13 @@ class EmbeddingInputs(_PrecomputedFeatures):
 
     def __init__(self, template: MoleCLIPForPropertyPrediction, processor, smiles: Sequence[str], batch_size: int,
                  device=None, progress: bool = True, views: int = 1, seed: int = 0):
-        from moleclip.training.inference import embed_smiles
-
         if views < 1:
             raise ValueError(f"--frozen-views must be >= 1, got {views}")
         self.template, self.processor, self.device = template, processor, device
         self.batch_size, self.progress, self.views, self.seed = batch_size, progress, views, seed
         template.requires_grad_(False)
-        embeds, kept, skipped = embed_smiles(template, processor, list(smiles), batch_size=batch_size, device=device,
-                                             progress=progress, on_error="skip")
+        embeds, kept, skipped = embed(ImageKind(template, processor), list(smiles), batch_size=batch_size,
+                                      device=device, progress=progress, on_error="skip")
         self.kept, self.skipped = np.asarray(kept, dtype=np.int64), skipped
         self.smiles = [smiles[i] for i in kept]
         self.features = torch.as_tensor(embeds, dtype=torch.float32)
@@ -183,8 +183,6 @@ class EmbeddingInputs(_PrecomputedFeatures):
 
     def prepare_views(self, presets: Sequence[str], rows: np.ndarray) -> None:
         """Embed `views` augmented drawings of the molecules at `rows` for each preset (other rows stay zero)."""
-        from moleclip.training.inference import embed_smiles
-
         rows = np.unique(np.asarray(rows, dtype=np.int64))
         for p_index, preset in enumerate(AUGMENTATION_PRESETS):
             if preset == "none" or preset not in presets or preset in self.augmented:
@@ -193,10 +191,9 @@ class EmbeddingInputs(_PrecomputedFeatures):
             for view in range(self.views):
                 # One generator per (preset, view) walks the molecules in row order: the views depend only on the
                 # molecules to embed, never on the run, so every run of the grid reads the same augmented data.
-                embeds, kept, _ = embed_smiles(self.template, self.processor, [self.smiles[r] for r in rows],
-                                               batch_size=self.batch_size, device=self.device, progress=self.progress,
-                                               on_error="raise", augmentation=preset,
-                                               seed=sample_rng(self.seed, p_index, view))
+                embeds, kept, _ = embed(ImageKind(self.template, self.processor), [self.smiles[r] for r in rows],
+                                        batch_size=self.batch_size, device=self.device, progress=self.progress,
+                                        on_error="raise", augmentation=preset, seed=sample_rng(self.seed, p_index, view))
                 table[view, torch.as_tensor(rows[kept])] = torch.as_tensor(embeds, dtype=torch.float32)
             self.augmented[preset] = table
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from moleclip.processing.property_data import PropertyDataset, load_property_dataset
 from moleclip.processing.splits import Split, make_split, split_from_labels
+from moleclip.tasks import is_classification, prediction_prefix
 from moleclip.training.outputs import refuse_column_clash
 
 __all__ = ["JobRows", "load_job_rows", "written_columns", "truthy", "job_splits", "shared_split", "prediction_frame"]
@@ -62,11 +63,11 @@ def _frame(data: PropertyDataset, smiles_column: str | None) -> pd.DataFrame:
 def written_columns(task: str, target_names) -> list[str]:
     """The columns the job's prediction tables add beside the input's (see :func:`prediction_frame` and the ensemble's
     `trust.interval_columns`)."""
-    prefix = "probability" if task == "classification" else "predicted"
+    prefix = prediction_prefix(task)
     out = ["seed"]
     for name in target_names:
         out += [f"{prefix}_{name}", f"{prefix}_{name}_spread"]
-        out += [f"calibrated_probability_{name}"] if task == "classification" else [f"predicted_{name}_lower",
+        out += [f"calibrated_probability_{name}"] if is_classification(task) else [f"predicted_{name}_lower",
                                                                                    f"predicted_{name}_upper"]
     return out
 
@@ -151,8 +152,8 @@ def prediction_frame(rows: JobRows, index: np.ndarray, pred: np.ndarray, seed=No
     float32, the precision the model computes them in (written with the digits it carries: outputs.table_cells)."""
     data = rows.data
     table = rows.frame.iloc[index].reset_index(drop=True).copy()
-    values = 1.0 / (1.0 + np.exp(-pred)) if data.task == "classification" else pred
-    prefix = "probability" if data.task == "classification" else "predicted"
+    values = 1.0 / (1.0 + np.exp(-pred)) if is_classification(data.task) else pred
+    prefix = prediction_prefix(data.task)
     for j, target in enumerate(data.target_names):
         if target not in table.columns:
             table[target] = data.measured[index, j]

@@ -21,6 +21,7 @@ from moleclip.property_head import TargetScaling, loss_from_predictions
 from moleclip.training.samplers import EpochBatches
 from moleclip.processing.property_data import PropertyDataset
 from moleclip.processing.splits import Split
+from moleclip.tasks import is_regression
 from moleclip.training.loop import LoopSettings, TrainingLoop, build_optimizer, build_scheduler
 from moleclip.training.samplers import ShuffledBatchSampler
 from moleclip.training.scoring import TASK_METRICS, compute_metrics, higher_is_better
@@ -158,7 +159,7 @@ class FinetuneRun:
         set_seed(self.seed)
         train_rows = self.split.train
         self.model = self.inputs.new_model(self.setting)
-        if data.task == "regression":
+        if is_regression(data.task):
             self.scaling = TargetScaling.from_labels(data.targets[train_rows])
             self.model.set_target_scaling(self.scaling)
         else:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moleclip.tasks import is_regression
 from moleclip.training.applicability import EMBEDDING_DOMAIN_DIR, ApplicabilityDomain, applicability_markdown, \
     applicability_report
 from moleclip.training.uncertainty import ConformalIntervals, ProbabilityCalibration, ensemble
@@ -65,7 +66,7 @@ def build_trust(data, members: list[Member], kept: Member, shared: bool, coverag
         fit_y, fit_mean, fit_spread = y[_stack(members, "valid", "rows")], _stack(members, "valid", "predictions"), None
         test_rows, test_mean, test_spread = _stack(members, "test", "rows"), _stack(members, "test", "predictions"), None
         method = "plain"
-    if task == "regression":
+    if is_regression(task):
         calibration = ConformalIntervals.fit(fit_y, fit_mean, fit_spread, coverage=coverage, method=method,
                                              target_names=names)
     else:
@@ -159,13 +160,14 @@ def save_embedding_domain(model_dir: Path, model, processor, data, kept: Member,
     embeddings to the training molecules', the threshold from the validation molecules' (as for Tanimoto), saved in
     `model_dir/applicability_embedding/`; returns a summary for results.json. A molecule can be near the training
     set in fingerprint terms and far in what the model sees, or the other way round: predict reports both."""
-    from moleclip.training.inference import embed_smiles
+    from moleclip.training.engine import embed
+    from moleclip.training.kinds import ImageKind
 
     rows = {part: np.asarray(kept.rows[part]) for part in ("train", "valid")}
     embeddings = {}
     for part, positions in rows.items():
-        values, kept_positions, skipped = embed_smiles(model, processor, [data.smiles[i] for i in positions],
-                                                       batch_size=batch_size, device=device, progress=False)
+        values, kept_positions, skipped = embed(ImageKind(model, processor), [data.smiles[i] for i in positions],
+                                                batch_size=batch_size, device=device, progress=False)
         if skipped:  # every molecule here was drawn for training already
             raise ValueError(f"{len(skipped)} {part} molecules could not be embedded again")
         embeddings[part] = values
@@ -228,7 +230,7 @@ def load_head_member(folder: Path, base):
 def interval_columns(task: str, names: list[str], calibration, mean: np.ndarray, spread=None) -> dict:
     """Columns for a prediction table: intervals (regression) or calibrated probabilities (classification)."""
     out = {}
-    if task == "regression":
+    if is_regression(task):
         lower, upper = calibration.intervals(mean, spread)
         for j, name in enumerate(names):
             out[f"predicted_{name}_lower"], out[f"predicted_{name}_upper"] = lower[:, j], upper[:, j]

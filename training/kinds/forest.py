@@ -1,0 +1,46 @@
+"""The random-forest baseline on Morgan bits (`training.baselines.ForestPredictor`); loading it runs pickle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from moleclip.tasks import is_classification
+from moleclip.training.kinds.base import Outputs, register_kind
+from moleclip.training.kinds.fingerprint import BitsKind
+
+__all__ = ["ForestKind"]
+
+
+@register_kind("forest")
+class ForestKind(BitsKind):
+    """A :class:`~moleclip.training.baselines.ForestPredictor` folder (`random_forest.json` + joblib). It runs on the
+    CPU whatever the device: the bits stay numpy arrays."""
+
+    @classmethod
+    def recognises(cls, spec: str) -> bool:
+        from moleclip.training.baselines import ForestPredictor
+
+        return (Path(spec).expanduser() / ForestPredictor.CONFIG_FILE).is_file()
+
+    @classmethod
+    def load(cls, spec: str, trust_pickle: bool = False) -> "ForestKind":
+        from moleclip.training.baselines import ForestPredictor
+
+        return cls(ForestPredictor.load(Path(spec).expanduser(), trust_pickle=trust_pickle))
+
+    def save(self, folder: str | Path) -> Path:
+        return self.model.save(folder)
+
+    def to(self, device) -> "ForestKind":
+        return self
+
+    def forward(self, inputs, logits: bool = False, shared: dict | None = None) -> Outputs:
+        values = self.model.predict(inputs)  # values, or positive-class probabilities, already
+        if logits and is_classification(self.task):
+            from moleclip.training.uncertainty import probability_logits
+
+            values = probability_logits(values)  # as finetune takes a forest's probabilities into an ensemble
+        return Outputs(values)
+
+    def describe(self) -> str:
+        return "random forest baseline (Morgan bits)"
