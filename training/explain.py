@@ -219,7 +219,9 @@ class ImageExplainer:
         self.steps, self.internal_batch_size = int(steps), int(internal_batch_size)
         self.task = _task(model)
         from moleclip.training.devices import choose_device
+        from moleclip.training.kinds import ImageKind
 
+        self.target = ImageKind(model, processor).target_names[self.target_index]  # what the pictures name
         self.model = model.to(choose_device(device)).eval()
         self.device = next(self.model.parameters()).device
         self.dtype = next(self.model.parameters()).dtype
@@ -281,7 +283,7 @@ class ImageExplainer:
         return _numbered_as_written(MoleculeExplanation(smiles, mol, heavy, elements, scores, output,
                                                         _prediction(self.task, output), coverage, delta, picture,
                                                         maps, _layout(prepared, heavy), standardized,
-                                                        target_names(self.model)[self.target_index], self.task))
+                                                        self.target, self.task))
 
 
 class FingerprintExplainer:
@@ -291,9 +293,11 @@ class FingerprintExplainer:
 
     def __init__(self, model, target_index: int = 0, device=None):
         from moleclip.training.devices import choose_device
+        from moleclip.training.kinds import FingerprintKind
 
         self.model = model.to(choose_device(device)).eval()
         self.target_index = int(target_index)
+        self.target = FingerprintKind(model).target_names[self.target_index]  # what the pictures name
         self.task = _task(model)
 
     def explain(self, smiles: str, index: int | None = None) -> MoleculeExplanation:
@@ -305,7 +309,7 @@ class FingerprintExplainer:
         return _numbered_as_written(MoleculeExplanation(
             smiles, mol, heavy, elements, {"fingerprint_occlusion": scores}, output, _prediction(self.task, output),
             coords=_layout(prepare_for_drawing(mol), heavy), standardized=standardized,
-            target=target_names(self.model)[self.target_index], task=self.task))
+            target=self.target, task=self.task))
 
 
 def make_explainer(kind, target: str | None = None, methods: Sequence[str] | None = None, steps: int = 50,
