@@ -25,8 +25,8 @@ import pandas as pd
 import sklearn
 
 from moleclip.processing.property_data import DATASETS, PAPER_TABLE_SEEDS, load_property_dataset, resolve_data_dir
-from moleclip.training.baselines import random_forest_baseline
-from moleclip.training.scoring import mean_std_ci
+from moleclip.training.kinds.baselines import random_forest_baseline
+from moleclip.training.evaluation.scoring import mean_std_ci
 
 RESULTS = Path(__file__).resolve().parent / "results" / "baselines_rf.json"
 

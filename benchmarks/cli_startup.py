@@ -92,8 +92,8 @@ def main() -> int:
              "transformers' auto classes and CLIP": [sys.executable, "-c", "from transformers import AutoConfig, "
                                                      "AutoModel, AutoImageProcessor, CLIPVisionModel"],
              "python -c 'import moleclip'": [sys.executable, "-c", "import moleclip"],
-             "python -c 'import moleclip.training.screening'": [sys.executable, "-c",
-                                                                "import moleclip.training.screening"],
+             "python -c 'import moleclip.training.inference.screening'": [sys.executable, "-c",
+                                                                "import moleclip.training.inference.screening"],
              "moleclip --help": [exe, "--help"]}
     cases.update({f"moleclip {name} --help": [exe, name, "--help"] for name in COMMANDS})
     results = {}

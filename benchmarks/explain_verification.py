@@ -134,7 +134,7 @@ def train_fingerprint_model(train: pd.DataFrame, seed: int, epochs: int = 60):
     """The paper's fingerprint MLP (Morgan radius 2, 2048 bits), full-batch Adam, on the same molecules."""
     from moleclip.processing.fingerprints import morgan_fingerprints
     from moleclip.property_head import TargetScaling
-    from moleclip.training.baselines import FingerprintPredictor
+    from moleclip.training.kinds.baselines import FingerprintPredictor
 
     bits = torch.as_tensor(morgan_fingerprints(train.smiles.tolist(), radius=2, n_bits=2048, progress=False,
                                                n_jobs=1).bits, dtype=torch.float32)
@@ -155,7 +155,7 @@ def train_fingerprint_model(train: pd.DataFrame, seed: int, epochs: int = 60):
 
 def held_out_mae(kind, test: pd.DataFrame) -> float:
     """Mean absolute error of a model's predictions (any `training.kinds` kind) on the held-out molecules."""
-    from moleclip.training.engine import predict
+    from moleclip.training.inference.engine import predict
 
     predictions, kept, _ = predict(kind, test.smiles.tolist(), device="cpu", progress=False, on_error="raise")
     return float(np.mean(np.abs(predictions[:, 0] - test.y.to_numpy()[kept])))
@@ -163,7 +163,7 @@ def held_out_mae(kind, test: pd.DataFrame) -> float:
 
 def measure(explainer, molecules: list[str]) -> dict:
     """Enrichment of every method of `explainer` over `molecules`, and the seconds per molecule."""
-    from moleclip.training.attribution import enrichment
+    from moleclip.training.explaining.attribution import enrichment
 
     scores = {method: [] for method in explainer.methods}
     causal, deltas = [], []
@@ -200,7 +200,7 @@ def verify(data_dir: Path, seed: int = 0, chembl: bool = True, steps: int = 16, 
 
 
 def _verify(data_dir, seed, chembl, steps, epochs, views, max_explained) -> dict:
-    from moleclip.training.explain import FingerprintExplainer, ImageExplainer
+    from moleclip.training.explaining.explainers import FingerprintExplainer, ImageExplainer
     from moleclip.training.kinds import FingerprintKind, ImageKind
 
     data = verification_set(data_dir, chembl=chembl, seed=seed)

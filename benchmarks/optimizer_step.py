@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 
 def _models() -> dict:
     from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction
-    from moleclip.training.baselines import FingerprintPredictor
+    from moleclip.training.kinds.baselines import FingerprintPredictor
 
     torch.manual_seed(0)
     head = FingerprintPredictor(2048, 1, "regression")

@@ -334,8 +334,8 @@ def train_throughput(preset: str, batch: int, steps: int, warmup: int, device: s
     synthetic batch."""
     from moleclip import MoleCLIPConfig, MoleCLIPModel
     from moleclip.processing.image_processing_moleclip import MoleCLIPImageProcessor
-    from moleclip.training.pretrain_config import PretrainConfig
-    from moleclip.training.pretrain_run import build_pretrain_optimizer
+    from moleclip.training.pretraining.config import PretrainConfig
+    from moleclip.training.pretraining.run import build_pretrain_optimizer
 
     ks = [300, 3000]
     model = MoleCLIPModel(MoleCLIPConfig.from_preset(preset, pseudo_label_classes=ks)).to(device).train()

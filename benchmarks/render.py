@@ -218,7 +218,7 @@ def backend_agreement(prepared: list, size: int) -> dict:
 
 def embedding_throughput(smiles: list[str], args) -> dict:
     from moleclip import MoleCLIPConfig, MoleCLIPImageProcessor, MoleCLIPModel
-    from moleclip.training.engine import embed
+    from moleclip.training.inference.engine import embed
     from moleclip.training.kinds import ImageKind
 
     from moleclip.processing.cores import available_cores

@@ -35,7 +35,7 @@ from moleclip.processing.property_data import DATASETS, PAPER_TABLE_SEEDS, resol
 from moleclip_cli.finetune import AUGMENTATIONS, HEAD_LRS
 from moleclip_cli.finetune import build_parser as finetune_parser
 from moleclip.training.finetuning import finetune
-from moleclip.training.search import format_number, paper_reference
+from moleclip.training.evaluation.search import format_number, paper_reference
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -66,10 +66,10 @@ def retrieval(smiles: list[str], seed: int) -> dict:
     import torch
     from PIL import Image
 
-    from moleclip.training.hub import load_backbone, load_processor
-    from moleclip.training.engine import embed
+    from moleclip.training.serving.hub import load_backbone, load_processor
+    from moleclip.training.inference.engine import embed
     from moleclip.training.kinds import ImageKind
-    from moleclip.training.vector_index import LibraryIndex, Query, build_faiss_index, embed_queries
+    from moleclip.training.retrieval.index import LibraryIndex, Query, build_faiss_index, embed_queries
 
     torch.manual_seed(seed)
     model, processor = load_backbone("tiny").eval(), load_processor("tiny")
@@ -117,7 +117,7 @@ def _structured(n: int, d: int, rng, basis) -> np.ndarray:
 
 
 def latency(sizes: list[int], dimensions: list[int], exact_only: list[int], seed: int) -> list[dict]:
-    from moleclip.training.vector_index import LibraryIndex, build_faiss_index
+    from moleclip.training.retrieval.index import LibraryIndex, build_faiss_index
 
     rows = []
     for d in dimensions:
@@ -228,7 +228,7 @@ def markdown(result: dict) -> str:
                       f"{c['size_at_512']:,} molecules (size x dimension {c['values']:,}; interpolated between {low:,} "
                       f"and {high:,}; {c['exact_us_per_vector_at_512_largest']} µs per molecule at the largest size). "
                       f"`--kind auto` switches to HNSW above {values:,} (size x dimension: {values // 512:,} molecules "
-                      f"at 512 dimensions, {values // 32:,} at 32); AUTO_HNSW_VALUES in training/vector_index.py says "
+                      f"at 512 dimensions, {values // 32:,} at 32); AUTO_HNSW_VALUES in training/retrieval/index.py says "
                       "from which runs. Timings on a shared machine vary with its load."]
     return "\n".join(lines) + "\n"
 
@@ -245,7 +245,7 @@ def main() -> int:
     import faiss
 
     from moleclip.processing.property_data import resolve_data_dir
-    from moleclip.training.vector_index import AUTO_HNSW_VALUES
+    from moleclip.training.retrieval.index import AUTO_HNSW_VALUES
 
     started = time.perf_counter()
     machine = describe_machine()

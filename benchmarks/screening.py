@@ -1,5 +1,5 @@
 """Screening at scale: `moleclip embed` (tiny preset) on the first N molecules of ZINC/MOSES, chunked and drawn by
-worker processes, writing shards as it goes (training/screening.py).
+worker processes, writing shards as it goes (training/inference/screening.py).
 
 Measures, for each N: wall time, molecules/s (and per core), and the peak resident memory of the command with its
 worker processes (psutil, polled every 0.1 s; the RSS of the main process and its children summed, so pages shared
@@ -97,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     results = args.results
     from moleclip.processing.cores import available_cores
-    from moleclip.training.screening import default_workers
+    from moleclip.training.inference.screening import default_workers
 
     cores = available_cores()
     workers = default_workers() if args.workers is None else args.workers

@@ -88,7 +88,7 @@ def report_skipped(skipped, table, what: str = "their output cells are left empt
 
 # ------------------------------------------------------------------ chunked, resumable runs (embed, predict)
 def add_screening_arguments(parser) -> None:
-    """The options of a chunked, resumable run (training/screening.py)."""
+    """The options of a chunked, resumable run (training/inference/screening.py)."""
     parser.add_argument("--chunk-size", type=int, default=5000,
                         help="molecules read, computed and written at a time (memory stays flat whatever the file "
                         "size; a killed run resumes from its last finished chunk)")
@@ -107,7 +107,7 @@ def screening_arguments(args) -> dict:
 
 
 def screening_workers(args) -> int:
-    from moleclip.training.screening import default_workers
+    from moleclip.training.inference.screening import default_workers
 
     if args.num_workers is not None and args.num_workers < 0:
         raise ValueError("--num-workers must be >= 0")
@@ -119,7 +119,7 @@ def report_screen(summary, skipped_what: str = "their output cells are left empt
     molecule, and what a resumed run kept from the earlier one."""
     import warnings
 
-    from moleclip.training.screening import skipped_message
+    from moleclip.training.inference.screening import skipped_message
 
     if summary.skipped:
         warnings.warn(skipped_message(summary, skipped_what), UserWarning, stacklevel=2)

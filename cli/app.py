@@ -38,13 +38,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from moleclip.training.app import build_app, require_gradio
+    from moleclip.training.serving.app import build_app, require_gradio
 
     require_gradio()  # before the model is loaded: the install advice at once
     if args.port is not None and not 1 <= args.port <= 65535:
         raise ValueError(f"--port must be 1 to 65535, got {args.port}")
     if args.device is not None:
-        from moleclip.training.devices import choose_device
+        from moleclip.training.inference.devices import choose_device
 
         choose_device(args.device)  # a device this machine lacks: said before the model loads
     blocks = build_app(args.model, steps=args.steps, trust_pickle=args.trust_pickle, device=args.device)

@@ -30,7 +30,7 @@ def run(args) -> int:
 
     from moleclip.convert_original import convert_original_checkpoint, original_processor
 
-    from moleclip.training.hub import push_model_dir, save_model_dir
+    from moleclip.training.serving.hub import push_model_dir, save_model_dir
 
     overrides = check_before_work(args)  # a model in the way is refused before the file is read
     model = convert_original_checkpoint(args.input, **overrides)

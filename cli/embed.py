@@ -10,7 +10,7 @@ the model (and its encoder's weights) and drawing settings, for `moleclip index`
 Any file size: the input is read --chunk-size rows at a time, drawn by --num-workers processes, and each chunk is
 written as it is done to `<output>.parts/`; the output is assembled from them at the end. A killed run started again
 with the same arguments computes only the missing chunks (--overwrite starts over). Under `accelerate launch` each
-process takes its share of the chunks. See training/screening.py and training/engine.py.
+process takes its share of the chunks. See training/inference/screening.py and training/inference/engine.py.
 
 Examples:
   moleclip embed --model tiny --input molecules.smi --output embeddings.parquet
@@ -41,7 +41,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from moleclip.training.screening import hold_output
+    from moleclip.training.inference.screening import hold_output
 
     from ._common import TABLE_SUFFIXES, check_output_suffix
 
@@ -57,7 +57,7 @@ def _provenance(args, model, processor, dimension: int) -> dict[bytes, bytes]:
     embeds its queries with the same model (checked by its encoder's weights) and drawing settings."""
     import json
 
-    from moleclip.training.vector_index import EMBEDDED_WITH_KEY
+    from moleclip.training.retrieval.index import EMBEDDED_WITH_KEY
 
     from ._common import encoder_fingerprint, model_name
 
@@ -73,10 +73,10 @@ def _embed(args) -> int:
     from pathlib import Path
 
     from moleclip.processing.tables import table_smiles_column
-    from moleclip.training import devices, screening
-    from moleclip.training.engine import EmbeddingChunks
+    from moleclip.training.inference import devices, screening
+    from moleclip.training.inference.engine import EmbeddingChunks
     from moleclip.training.kinds import ImageKind
-    from moleclip.training.hub import PRESETS, load_encoder, load_processor
+    from moleclip.training.serving.hub import PRESETS, load_encoder, load_processor
 
     from ._common import report_screen, screening_arguments, screening_workers
 

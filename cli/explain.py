@@ -88,7 +88,7 @@ def _refuse_forest(spec: str) -> None:
     """A random-forest folder would otherwise be refused as a pickle to trust, an option this command lacks."""
     from pathlib import Path
 
-    from moleclip.training.baselines import ForestPredictor
+    from moleclip.training.kinds.baselines import ForestPredictor
 
     if (Path(spec) / ForestPredictor.CONFIG_FILE).is_file():
         raise ValueError(f"{spec} holds a random forest; moleclip explain explains MoleCLIP and fingerprint-MLP models")
@@ -102,7 +102,7 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.device is not None:
-        from moleclip.training.devices import choose_device
+        from moleclip.training.inference.devices import choose_device
 
         choose_device(args.device)  # a device this machine lacks: said before anything is loaded
     check_run_folder(args.output_dir, OUTPUTS, overwrite=args.overwrite, inputs={"--input": args.input})
@@ -124,9 +124,9 @@ def _explain(args, table, folder) -> int:
     from tqdm.auto import tqdm
 
     from moleclip.processing.molecules import InvalidMoleculeError, SkippedMolecule
-    from moleclip.training.explain import atom_picture, heatmap_picture, make_explainer
+    from moleclip.training.explaining.explainers import atom_picture, heatmap_picture, make_explainer
     from moleclip.training.outputs import SKIPPED_COLUMN, mark_skipped, refuse_column_clash, write_atomically
-    from moleclip.training.prediction import load_predictor
+    from moleclip.training.inference.prediction import load_predictor
 
     from ._common import report_skipped, write_table
 

@@ -36,7 +36,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from moleclip.training.vector_index import (build_library_index, check_index_folder, read_embeddings,
+    from moleclip.training.retrieval.index import (build_library_index, check_index_folder, read_embeddings,
                                                  save_index)
 
     check_index_folder(args.output, args.overwrite, embeddings=args.embeddings)  # before reading a large file

@@ -94,7 +94,7 @@ def check_before_work(args) -> dict:
 
     check_writable(folder / "config.json", "--output-dir")  # a file in the way, a read-only place: said now
     if args.push_to_hub:
-        from moleclip.training.hub import check_push_possible
+        from moleclip.training.serving.hub import check_push_possible
 
         check_push_possible()
     ks = args.pseudo_label_classes
@@ -111,7 +111,7 @@ def check_before_work(args) -> dict:
 def run(args) -> int:
     import torch
 
-    from moleclip.training.hub import describe_backbone, load_backbone, load_processor, push_model_dir, save_model_dir
+    from moleclip.training.serving.hub import describe_backbone, load_backbone, load_processor, push_model_dir, save_model_dir
 
     overrides = check_before_work(args)  # before loading anything
     torch.manual_seed(args.seed)

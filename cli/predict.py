@@ -20,7 +20,7 @@ value); a MoleCLIP model adds `in_domain_embedding`, `nearest_embedding_similari
 (joblib = pickle).
 
 Any file size: read, drawn and written chunk by chunk, resumable, and shared among the processes of `accelerate
-launch`, as `moleclip embed` is (--chunk-size, --num-workers, --keep-parts, --overwrite; training/screening.py).
+launch`, as `moleclip embed` is (--chunk-size, --num-workers, --keep-parts, --overwrite; training/inference/screening.py).
 
 Examples:
   moleclip predict --model runs/esol/model --input new_molecules.csv --output predictions.csv
@@ -64,7 +64,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from moleclip.training.screening import hold_output
+    from moleclip.training.inference.screening import hold_output
 
     from ._common import TABLE_SUFFIXES, check_output_suffix
 
@@ -95,9 +95,9 @@ def _model_files(folder) -> dict:
 
 def _predict(args) -> int:
     from moleclip.processing.tables import table_smiles_column
-    from moleclip.training import screening
-    from moleclip.training.devices import process_rank
-    from moleclip.training.prediction import Predictor
+    from moleclip.training.inference import screening
+    from moleclip.training.inference.devices import process_rank
+    from moleclip.training.inference.prediction import Predictor
 
     from ._common import model_name, report_screen, screening_arguments, screening_workers
 

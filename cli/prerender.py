@@ -50,12 +50,12 @@ def run(args, hub_api=None) -> int:
     from ._common import read_input
 
     if args.push_to_hub:
-        from moleclip.training.hub import check_push_possible
+        from moleclip.training.serving.hub import check_push_possible
 
         check_push_possible(hub_api)  # now, not after drawing every molecule
     processor = None
     if args.model is not None:
-        from moleclip.training.hub import load_processor
+        from moleclip.training.serving.hub import load_processor
 
         processor = load_processor(args.model, size=args.size)
     smiles = read_input(args.input, args.smiles_column, limit=args.limit).smiles

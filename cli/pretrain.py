@@ -25,14 +25,14 @@ OPTIONS_FROM_PACKAGE = True
 
 
 def add_arguments(parser) -> None:
-    from moleclip.training.pretrain_config import PretrainConfig
+    from moleclip.training.pretraining.config import PretrainConfig
 
     PretrainConfig.add_arguments(parser)
 
 
 def run(args) -> int:
-    from moleclip.training.pretrain_config import PretrainConfig
-    from moleclip.training.pretrain_run import pretrain
+    from moleclip.training.pretraining.config import PretrainConfig
+    from moleclip.training.pretraining.run import pretrain
 
     summary = pretrain(PretrainConfig.from_namespace(args))
     if summary:

@@ -50,7 +50,7 @@ def run(args) -> int:
     if args.output and len(smiles) != 1:
         raise ValueError(f"--output takes one molecule, got {len(smiles)}: use --output-dir")
     if args.model:
-        from moleclip.training.hub import load_processor
+        from moleclip.training.serving.hub import load_processor
 
         processor = load_processor(args.model)
     else:

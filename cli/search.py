@@ -66,7 +66,7 @@ def run(args) -> int:
 def _queries(args):
     from pathlib import Path
 
-    from moleclip.training.vector_queries import Query, is_picture
+    from moleclip.training.retrieval.queries import Query, is_picture
 
     from ._common import read_input
 
@@ -106,10 +106,10 @@ def _check_same_model(args, recorded: dict, model) -> None:
 
 def _search(args) -> int:
     from moleclip.configuration_moleclip import MODEL_PRESETS
-    from moleclip.training.hub import load_encoder, load_processor
-    from moleclip.training.devices import choose_device
-    from moleclip.training.vector_index import load_index
-    from moleclip.training.vector_queries import embed_queries
+    from moleclip.training.serving.hub import load_encoder, load_processor
+    from moleclip.training.inference.devices import choose_device
+    from moleclip.training.retrieval.index import load_index
+    from moleclip.training.retrieval.queries import embed_queries
 
     from moleclip.training.outputs import STANDARDIZED_COLUMN
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
-from moleclip.training.app import MODEL_ENV, build_app
+from moleclip.training.serving.app import MODEL_ENV, build_app
 
 
 def model_spec(argv: list[str] | None = None) -> str:

@@ -1,7 +1,7 @@
 """Property task types: what each one predicts, its loss, its metrics and which way each metric improves.
 
 This is the one home of these facts. The config checks `task` and `regression_loss` against `TASK_TYPES`, the models'
-losses go through `property_loss`, `moleclip.training.scoring` reads the metrics and their directions from here, and
+losses go through `property_loss`, `moleclip.training.evaluation.scoring` reads the metrics and their directions from here, and
 the table loader infers a file's task with `infer_task`.
 
 * ``regression``: one or more continuous targets. The head learns them standardised (training-split mean and std, see

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moleclip.training.app import MoleculeApp, require_gradio
-from moleclip.training.prediction import Predictor
+from moleclip.training.serving.app import MoleculeApp, require_gradio
+from moleclip.training.inference.prediction import Predictor
 from moleclip_cli.main import main as cli
 
 from tests.tiny_models import finetune_tiny_models
@@ -156,7 +156,7 @@ def test_an_input_column_the_results_would_overwrite_is_refused(apps, tmp_path):
 
 def test_the_page_is_built_without_launching(apps):
     pytest.importorskip("gradio")
-    from moleclip.training.app import build_app
+    from moleclip.training.serving.app import build_app
 
     blocks = build_app(apps["fingerprint"])
     assert blocks.moleclip_app is apps["fingerprint"]
@@ -229,7 +229,7 @@ def test_the_page_in_a_real_browser(browser_tools, models, apps, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     require_gradio()
-    from moleclip.training.app import build_app
+    from moleclip.training.serving.app import build_app
 
     app = apps["moleclip"]
     port = _free_port()

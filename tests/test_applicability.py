@@ -1,4 +1,4 @@
-"""Nearest training neighbours, the applicability-domain threshold and its report (moleclip.training.applicability)."""
+"""Nearest training neighbours, the applicability-domain threshold and its report (moleclip.training.trust.applicability)."""
 
 import json
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from moleclip.processing.fingerprints import morgan_fingerprints
-from moleclip.training import applicability
-from moleclip.training.applicability import (ApplicabilityDomain, applicability_markdown, applicability_report,
+from moleclip.training.trust import applicability
+from moleclip.training.trust.applicability import (ApplicabilityDomain, applicability_markdown, applicability_report,
                                              cosine_matrix, cosine_neighbours, tanimoto_matrix, tanimoto_neighbours)
 
 

@@ -82,7 +82,7 @@ def test_the_processor_skips_a_column_with_missing_cells():
 # ----------------------------------------------------------------------------------------------------- checkpoints
 def _property_model_dir(folder):
     from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPImageProcessor
-    from moleclip.training.hub import save_model_dir
+    from moleclip.training.serving.hub import save_model_dir
 
     model = MoleCLIPForPropertyPrediction(MoleCLIPConfig.from_preset("tiny", num_targets=1))
     return save_model_dir(folder, model, MoleCLIPImageProcessor(size=model.config.vision_config.image_size))
@@ -308,8 +308,8 @@ def test_tables_in_other_dialects_are_read_or_refused_by_name(tmp_path):
 
 
 def test_pretraining_reports_left_out_molecules_by_their_file_line(tmp_path, capsys):
-    from moleclip.training.pretrain_table import load_pretraining_table
-    from moleclip.training.pretrain_config import PretrainConfig
+    from moleclip.training.pretraining.table import load_pretraining_table
+    from moleclip.training.pretraining.config import PretrainConfig
 
     (tmp_path / "in.csv").write_text("smiles\nCCO\nCCN\nnot_a_smiles\nc1ccccc1\nCCCC\nCCCO\nCCCN\nCC(C)O\n")
     table = load_pretraining_table(PretrainConfig(input=str(tmp_path / "in.csv"), output_dir=str(tmp_path / "out"),

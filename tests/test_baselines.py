@@ -9,7 +9,7 @@ from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
 from moleclip.processing.fingerprints import morgan_fingerprints
 from moleclip.processing.property_data import PropertyDataset
-from moleclip.training.baselines import fit_predict_forest, random_forest_baseline
+from moleclip.training.kinds.baselines import fit_predict_forest, random_forest_baseline
 
 # Ten scaffold families (acyclic included) of six chain lengths: 60 small molecules, known heavy-atom counts.
 RINGS = {"": 0, "c1ccccc1": 6, "C1CCCCC1": 6, "c1ccncc1": 6, "C1CCOC1": 5, "c1ccsc1": 5, "C1CC1": 3,

@@ -77,7 +77,7 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r} or m.split("
 def test_pretrain_options_come_when_the_command_is_chosen_and_follow_the_same_rules():
     """pretrain's options are the fields of the library's PretrainConfig, added only when the command is chosen (the
     test above): once there, each says what it is for and its default, like every other command's."""
-    from moleclip.training.pretrain_config import PretrainConfig
+    from moleclip.training.pretraining.config import PretrainConfig
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     command = sub.choices["pretrain"]
@@ -238,7 +238,7 @@ def test_embed_with_a_finetuned_model_gives_no_training_advice(tmp_path, smi_fil
     import torch
 
     from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPImageProcessor
-    from moleclip.training.hub import load_encoder
+    from moleclip.training.serving.hub import load_encoder
 
     torch.manual_seed(0)
     finetuned = MoleCLIPForPropertyPrediction(MoleCLIPConfig.from_preset("tiny", num_targets=1))
@@ -484,7 +484,7 @@ def test_warnings_are_one_line_like_errors(tmp_path):
 
     import torch
 
-    from moleclip.training.baselines import FingerprintPredictor
+    from moleclip.training.kinds.baselines import FingerprintPredictor
 
     torch.manual_seed(0)
     FingerprintPredictor(256, 1, "regression", hidden_size=16, target_names=["logS"]).save(tmp_path / "fp")

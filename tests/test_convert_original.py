@@ -161,7 +161,7 @@ def test_convert_original_command_saves_a_bgr_processor(released_file, tmp_path)
 
 def test_processors_for_each_kind_of_backbone(released_file, tmp_path):
     from moleclip.convert_original import ORIGINAL_PROCESSOR_SETTINGS, original_processor
-    from moleclip.training.hub import load_processor
+    from moleclip.training.serving.hub import load_processor
 
     path, _ = released_file
     assert ORIGINAL_PROCESSOR_SETTINGS == {"channel_order": "bgr"}

@@ -10,7 +10,7 @@ from rdkit import Chem
 from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPImageProcessor
 from moleclip.processing.fingerprints import morgan_fingerprints
 from moleclip.processing.rendering import DrawingStyle, fast_backend_available, prepare_for_drawing, render
-from moleclip.training.attribution import (
+from moleclip.training.explaining.attribution import (
     ATOM_ZONE,
     DrawingGeometry,
     assign_pixels,
@@ -23,7 +23,7 @@ from moleclip.training.attribution import (
     pool,
     spread_bits,
 )
-from moleclip.training.explain import ImageExplainer, make_explainer, resolve_target
+from moleclip.training.explaining.explainers import ImageExplainer, make_explainer, resolve_target
 from moleclip.training.kinds import FingerprintKind, ImageKind
 from moleclip_cli.main import main as cli
 
@@ -197,7 +197,7 @@ def test_image_explainer_uses_the_processors_drawing_and_normalisation(settings)
 
 
 def test_relative_delta_is_the_gap_over_the_change_explained():
-    from moleclip.training.explain import MoleculeExplanation
+    from moleclip.training.explaining.explainers import MoleculeExplanation
 
     ig = np.zeros((4, 4))
     ig[1, 1] = 1.1  # the map sums to 1.1 and is 0.1 over the change: f(drawing) - f(blank) = 1.0
@@ -224,8 +224,8 @@ def test_a_randomly_drawing_processor_is_refused():
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A two-target MoleCLIP folder (random weights: the command's plumbing, not its quality) and a fingerprint one."""
-    from moleclip.training.baselines import FingerprintPredictor
-    from moleclip.training.hub import save_model_dir
+    from moleclip.training.kinds.baselines import FingerprintPredictor
+    from moleclip.training.serving.hub import save_model_dir
 
     root = tmp_path_factory.mktemp("explain")
     model = _tiny(num_targets=2, names=("logS", "logP"))
@@ -280,7 +280,7 @@ def test_explain_a_fingerprint_model(saved, capsys):
     code = cli(["explain", "--model", str(root / "fp"), "--smiles", "CCO", "--output-dir", str(root / "fp2"),
                 "--methods", "integrated_gradients"])
     assert code == 2 and "fingerprint model is explained by fingerprint_occlusion only" in capsys.readouterr().err
-    from moleclip.training.baselines import ForestPredictor
+    from moleclip.training.kinds.baselines import ForestPredictor
 
     forest = root / "forest"
     forest.mkdir()
@@ -352,7 +352,7 @@ def _as_written(smiles: str) -> tuple[list[str], list[tuple[int, int]]]:
 def test_a_standardised_molecules_atoms_are_numbered_as_its_smiles_writes_them():
     """The parent of a salt, written canonically, lists its atoms in another order than the standardiser numbered
     them (NC(CO)c1ccccc1 for OCC(N)c1ccccc1.Cl): atom_index k must be atom k of explained_smiles, with its score."""
-    from moleclip.training.baselines import FingerprintPredictor
+    from moleclip.training.kinds.baselines import FingerprintPredictor
 
     torch.manual_seed(0)
     plain = FingerprintPredictor(256, 1, "regression", hidden_size=16, target_names=["logS"])

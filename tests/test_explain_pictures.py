@@ -8,7 +8,7 @@ import torch
 from rdkit import Chem
 
 from moleclip.processing.rendering import DrawingStyle, prepare_for_drawing, render
-from moleclip.training.explain import (
+from moleclip.training.explaining.explainers import (
     SIGNED_COLOURS,
     MoleculeExplanation,
     _atom_field,
@@ -131,7 +131,7 @@ def test_pictures_are_larger_than_the_drawing_and_cut_to_what_is_drawn():
 
 @pytest.fixture(scope="module")
 def fingerprint_model(tmp_path_factory):
-    from moleclip.training.baselines import FingerprintPredictor
+    from moleclip.training.kinds.baselines import FingerprintPredictor
 
     folder = tmp_path_factory.mktemp("fp") / "model"
     torch.manual_seed(0)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from moleclip import MoleCLIPForPropertyPrediction
-from moleclip.training.scoring import compute_metrics
+from moleclip.training.evaluation.scoring import compute_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -66,8 +66,8 @@ def finetune(out, data, *extra):
 
 
 def saved_predictions(model_dir, smiles):
-    from moleclip.training.hub import load_processor
-    from moleclip.training.engine import predict
+    from moleclip.training.serving.hub import load_processor
+    from moleclip.training.inference.engine import predict
     from moleclip.training.kinds import ImageKind
 
     model = MoleCLIPForPropertyPrediction.from_pretrained(model_dir).eval()
@@ -95,7 +95,7 @@ def test_frozen_mode_trains_only_the_head_and_writes_everything(frozen_run):
     from accelerate.utils import set_seed
 
     set_seed(0)
-    from moleclip.training.hub import load_backbone
+    from moleclip.training.serving.hub import load_backbone
 
     fresh = load_backbone("tiny", MoleCLIPForPropertyPrediction, num_targets=2)
     saved = MoleCLIPForPropertyPrediction.from_pretrained(out / "model")
@@ -193,7 +193,7 @@ def test_full_finetuning_draws_augments_and_is_deterministic(tmp_path, regressio
     # the encoder moved (unlike the frozen mode)
     from accelerate.utils import set_seed
 
-    from moleclip.training.hub import load_backbone
+    from moleclip.training.serving.hub import load_backbone
 
     set_seed(0)
     fresh = load_backbone("tiny", MoleCLIPForPropertyPrediction, num_targets=2)
@@ -217,7 +217,7 @@ def test_init_from_starts_from_the_previous_encoder(tmp_path, regression_csv):
 
 def test_r_groups_change_the_training_images():
     from moleclip.training.finetuning.inputs import ImageInputs
-    from moleclip.training.hub import load_backbone, load_processor
+    from moleclip.training.serving.hub import load_backbone, load_processor
 
     template = load_backbone("tiny", MoleCLIPForPropertyPrediction)
     smiles = ["CCO", "c1ccccc1"]  # ethanol has terminal C and O; benzene has no terminal atom
@@ -232,7 +232,7 @@ def test_r_groups_change_the_training_images():
 
 def test_augmentation_depends_on_seed_epoch_and_molecule_only():
     from moleclip.training.finetuning.inputs import ImageInputs
-    from moleclip.training.hub import load_backbone, load_processor
+    from moleclip.training.serving.hub import load_backbone, load_processor
 
     features = ImageInputs(load_backbone("tiny", MoleCLIPForPropertyPrediction), load_processor("tiny"),
                              ["CCO", "c1ccccc1O"], progress=False)
@@ -296,7 +296,7 @@ def test_init_factor_spreads_a_random_presets_embeddings(tmp_path, regression_cs
     assert config["vision_config"]["initializer_factor"] == 5
 
     from moleclip import MoleCLIPConfig, MoleCLIPModel
-    from moleclip.training.hub import load_processor
+    from moleclip.training.serving.hub import load_processor
 
     pixels = load_processor("tiny")(SMILES[:12], return_tensors="pt")["pixel_values"]
 
@@ -425,7 +425,7 @@ def test_multi_target_selection_criterion_is_stated(frozen_run):
 def test_encoder_and_head_get_the_reference_codes_adam_settings():
     # the reference trained the encoder with Adam (0.9, 0.98), eps 1e-6 and the head with PyTorch's defaults
     from moleclip.training.finetuning.inputs import ImageInputs
-    from moleclip.training.hub import load_backbone, load_processor
+    from moleclip.training.serving.hub import load_backbone, load_processor
     from moleclip.training.loop import build_optimizer
 
     inputs = ImageInputs(load_backbone("tiny", MoleCLIPForPropertyPrediction), load_processor("tiny"), ["CCO"],

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from moleclip.processing.splits import split_from_labels
-from moleclip.training.scoring import compute_metrics
+from moleclip.training.evaluation.scoring import compute_metrics
 from moleclip_cli.main import main as cli
 
 SUFFIXES = ["", "O", "N", "Cl", "c1ccccc1", "C(=O)O"]

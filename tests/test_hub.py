@@ -97,7 +97,7 @@ def assert_matches(result, model):
 
 
 def test_saved_folder_loads_with_remote_code_in_fresh_process(tmp_path, predictor):
-    from moleclip.training.hub import save_model_dir
+    from moleclip.training.serving.hub import save_model_dir
 
     folder = save_model_dir(tmp_path / "model", predictor, MoleCLIPImageProcessor(), card={"dataset": "toy"})
     files = {p.name for p in folder.iterdir()}
@@ -143,7 +143,7 @@ def process_fresh(folders: list[Path], smiles: list[str], calls: list[dict], use
 
 def test_saved_processors_draw_the_same_pixels_in_a_fresh_process_and_through_remote_code(tmp_path, predictor):
     from moleclip.processing.rendering import fast_backend_available
-    from moleclip.training.hub import save_model_dir
+    from moleclip.training.serving.hub import save_model_dir
 
     settings = {"hybrid": {}, "cairo": {"drawing_backend": "cairo"}, "bgr": {"channel_order": "bgr"}}
     if fast_backend_available():
@@ -233,7 +233,7 @@ class RecordingHub:
 
 
 def test_push_model_dir_then_pull_offline(tmp_path, predictor):
-    from moleclip.training.hub import push_model_dir, save_model_dir
+    from moleclip.training.serving.hub import push_model_dir, save_model_dir
 
     folder = save_model_dir(tmp_path / "model", predictor, MoleCLIPImageProcessor(), card={"repo_id": "lab/esol-moleclip"})
     (folder / "checkpoints" / "step_5").mkdir(parents=True)
@@ -262,7 +262,7 @@ def test_model_and_processor_push_to_hub(tmp_path, predictor, monkeypatch):
 
 
 def test_push_refuses_offline_mode(tmp_path, predictor, monkeypatch):
-    from moleclip.training.hub import HubUnavailableError, push_model_dir, save_model_dir
+    from moleclip.training.serving.hub import HubUnavailableError, push_model_dir, save_model_dir
 
     folder = save_model_dir(tmp_path / "m", predictor, MoleCLIPImageProcessor())
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -271,7 +271,7 @@ def test_push_refuses_offline_mode(tmp_path, predictor, monkeypatch):
 
 
 def test_unreachable_backbone_error_says_what_to_do(tmp_path, monkeypatch, go_offline):
-    from moleclip.training.hub import HubUnavailableError, load_backbone
+    from moleclip.training.serving.hub import HubUnavailableError, load_backbone
 
     go_offline(monkeypatch, tmp_path / "empty-cache")
     with pytest.raises(HubUnavailableError) as info:
@@ -281,7 +281,7 @@ def test_unreachable_backbone_error_says_what_to_do(tmp_path, monkeypatch, go_of
 
 
 def test_init_factor_scales_only_a_presets_random_weights(tmp_path):
-    from moleclip.training.hub import load_backbone
+    from moleclip.training.serving.hub import load_backbone
 
     torch.manual_seed(0)
     plain = load_backbone("tiny")
@@ -307,7 +307,7 @@ def test_a_fresh_head_is_announced_in_one_line_and_missing_encoder_weights_are_r
     from safetensors.torch import load_file, save_file
 
     from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPModel
-    from moleclip.training.hub import load_backbone
+    from moleclip.training.serving.hub import load_backbone
 
     MoleCLIPModel(MoleCLIPConfig.from_preset("tiny")).save_pretrained(tmp_path / "encoder")
     capfd.readouterr()
@@ -329,7 +329,7 @@ def test_a_push_over_an_earlier_push_leaves_none_of_the_earlier_models_files(tmp
     """A frozen run pushed first (its members are heads: ensemble/seed_1/member.json), a full run pushed to the same
     repository next: the frozen member's files must go, or predict reads the old head as seed 1's member."""
     from moleclip.training.finetuning.trust import MEMBER_FILE
-    from moleclip.training.hub import push_model_dir, save_model_dir
+    from moleclip.training.serving.hub import push_model_dir, save_model_dir
 
     hub = RecordingHub(tmp_path / "hub")
     first = save_model_dir(tmp_path / "frozen" / "model", predictor, MoleCLIPImageProcessor())
@@ -352,7 +352,7 @@ def test_a_push_over_an_earlier_push_leaves_none_of_the_earlier_models_files(tmp
 
 
 def test_a_push_that_may_be_public_says_it_carries_the_training_molecules(tmp_path, predictor):
-    from moleclip.training.hub import push_model_dir, save_model_dir
+    from moleclip.training.serving.hub import push_model_dir, save_model_dir
 
     folder = save_model_dir(tmp_path / "model", predictor, MoleCLIPImageProcessor())
     hub = RecordingHub(tmp_path / "hub")
@@ -371,7 +371,7 @@ def test_a_push_that_may_be_public_says_it_carries_the_training_molecules(tmp_pa
 @pytest.mark.parametrize("value, offline", [("1", True), ("TRUE", True), ("on", True), ("0", False), ("no", False),
                                             ("off", False), ("FALSE", False), ("", False)])
 def test_offline_mode_is_read_as_huggingface_hub_reads_it(monkeypatch, value, offline):
-    from moleclip.training.hub import HubUnavailableError, check_push_possible
+    from moleclip.training.serving.hub import HubUnavailableError, check_push_possible
 
     monkeypatch.setenv("HF_HUB_OFFLINE", value)
     if offline:

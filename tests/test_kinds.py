@@ -10,7 +10,7 @@ import torch
 
 from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPImageProcessor
 from moleclip.processing.fingerprints import morgan_fingerprints
-from moleclip.training.baselines import FingerprintPredictor, ForestPredictor
+from moleclip.training.kinds.baselines import FingerprintPredictor, ForestPredictor
 from moleclip.training.kinds import (KINDS, FingerprintKind, ForestKind, ImageKind, ModelKind, kind_of_folder,
                                      load_kind)
 
@@ -143,7 +143,7 @@ def atom_counts(tmp_path):
 
 
 def test_a_new_kind_is_one_class_and_a_registration_and_runs_through_the_engine(atom_counts):
-    from moleclip.training import engine
+    from moleclip.training.inference import engine
 
     kind = load_kind(str(atom_counts))
     assert isinstance(kind, AtomCountKind)
@@ -168,7 +168,7 @@ def test_a_new_kind_predicts_through_the_command_line_unchanged(atom_counts, tmp
 
 
 def test_models_that_prepare_alike_share_each_batchs_preparation(monkeypatch):
-    from moleclip.training import engine
+    from moleclip.training.inference import engine
 
     calls = []
     original = HeavyAtoms.__call__

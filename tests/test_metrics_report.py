@@ -1,6 +1,6 @@
 """Result tables beside the paper's numbers: each number in the right column, summaries over seeds said honestly."""
 
-from moleclip.training.search import final_markdown, summarize_values
+from moleclip.training.evaluation.search import final_markdown, summarize_values
 
 
 def _cells(table: str, row_label: str) -> list[str]:
@@ -105,7 +105,7 @@ def test_per_target_table_gives_no_spread_for_one_seed():
 
 
 def test_summary_says_when_seeds_are_missing_from_it():
-    from moleclip.training.search import format_summary
+    from moleclip.training.evaluation.search import format_summary
 
     # a seed whose test ROC-AUC is undefined (one class in its test part) is left out of the mean: the cell says so
     text = format_summary(summarize_values([0.8, float("nan"), 0.9]))

@@ -19,7 +19,7 @@ def _loaded_names(card: str) -> list[str]:
 
 
 def test_a_model_not_pushed_gets_a_placeholder_repository_in_its_card_not_n_a(tmp_path, encoder):
-    from moleclip.training.hub import save_model_dir
+    from moleclip.training.serving.hub import save_model_dir
 
     # init, convert-original and pretrain pass the --push-to-hub value, None when nothing is pushed
     folder = save_model_dir(tmp_path / "run" / "model", encoder, MoleCLIPImageProcessor(), card={"repo_id": None})
@@ -29,7 +29,7 @@ def test_a_model_not_pushed_gets_a_placeholder_repository_in_its_card_not_n_a(tm
 
 
 def test_an_encoder_card_does_not_say_a_preset_started_from_clip(tmp_path, encoder):
-    from moleclip.training.hub import save_model_dir
+    from moleclip.training.serving.hub import save_model_dir
 
     card = {"backbone": "the randomly initialised `tiny` preset", "training_summary": "none yet (initial weights)"}
     text = (save_model_dir(tmp_path / "m", encoder, MoleCLIPImageProcessor(), card=card) / "README.md").read_text()
@@ -40,7 +40,7 @@ def test_an_encoder_card_does_not_say_a_preset_started_from_clip(tmp_path, encod
 
 
 def test_a_moleclip_folder_without_its_processor_gets_the_default_one_with_a_warning(tmp_path, encoder):
-    from moleclip.training.hub import load_processor, save_model_dir
+    from moleclip.training.serving.hub import load_processor, save_model_dir
 
     # the paper's converted weights are fed B, G, R pictures; a default processor would feed them R, G, B
     folder = save_model_dir(tmp_path / "primary", encoder, MoleCLIPImageProcessor(channel_order="bgr"))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from moleclip_cli.main import main as cli
-from moleclip.training import plots
+from moleclip.training.evaluation import plots
 
 LONG_TITLE = ("y_solubility_measured_in_the_laboratory, head_lr=0.0004, encoder_lr=5e-06, augmentation=default, "
               "seed 2: test part")

@@ -43,7 +43,7 @@ def test_predict_new_smiles_keeps_every_row(trained, capsys):
     assert table.predicted_heavy.isna().tolist() == [False, True, False, True]
     assert table.moleclip_skipped.isna().tolist() == [True, False, True, False]  # the reason where there is none
 
-    from moleclip.training.hub import load_processor
+    from moleclip.training.serving.hub import load_processor
 
     model = MoleCLIPForPropertyPrediction.from_pretrained(root / "moleclip" / "model").eval()
     pixels = load_processor(str(root / "moleclip" / "model"))([NEW[i] for i in valid])["pixel_values"]
@@ -94,7 +94,7 @@ def test_moleclip_models_judge_the_domain_in_their_own_embedding_space(trained, 
     model = root / "moleclip" / "model"
     assert (model / "applicability_embedding" / "applicability.json").is_file()
     assert not (root / "fp" / "model" / "applicability_embedding").exists()  # fingerprints: Tanimoto only
-    from moleclip.training.prediction import Predictor
+    from moleclip.training.inference.prediction import Predictor
 
     predictor = Predictor.load(str(model))
     train = predictor.embedding_domain.reference_ids
@@ -121,7 +121,7 @@ def test_a_hub_model_predicts_with_the_ensemble_and_domain_pushed_beside_it(trai
     name must use them as predicting from the folder does, not the model alone (other numbers, no intervals)."""
     import huggingface_hub
 
-    from moleclip.training.prediction import Predictor
+    from moleclip.training.inference.prediction import Predictor
 
     root, _ = trained
     folder = root / "fp" / "model"
@@ -166,8 +166,8 @@ def test_an_unfinished_predict_does_not_resume_with_a_model_written_again(traine
     same folder, resuming would mix two models' predictions in one file. The run is refused instead."""
     import shutil
 
-    from moleclip.training import screening
-    from moleclip.training.baselines import FingerprintPredictor
+    from moleclip.training.inference import screening
+    from moleclip.training.kinds.baselines import FingerprintPredictor
 
     root, _ = trained
     folder = tmp_path / "model"

@@ -186,7 +186,7 @@ def test_a_damaged_store_stops_pretraining_instead_of_giving_blank_pictures(tmp_
 
 
 def test_prerender_push_in_offline_mode_is_refused_before_drawing(tmp_path, monkeypatch):
-    from moleclip.training.hub import HubUnavailableError
+    from moleclip.training.serving.hub import HubUnavailableError
     from moleclip_cli import prerender as command
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -24,8 +24,8 @@ from moleclip.processing.pretraining_data import (
 from moleclip.processing.rendering import CoordinateCache, DrawingStyle, render
 from moleclip.training.loop import OPTIMIZER_TEXT, checkpoint_dirs
 from moleclip.training.samplers import EpochBatches
-from moleclip.training.pretrain_config import KILL_ENV, PretrainConfig
-from moleclip.training.pretrain_run import build_param_groups, build_pretrain_optimizer, pretrain
+from moleclip.training.pretraining.config import KILL_ENV, PretrainConfig
+from moleclip.training.pretraining.run import build_param_groups, build_pretrain_optimizer, pretrain
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "training" / "pretrain.py"
@@ -571,7 +571,7 @@ def test_device_normalisation_matches_the_processor_in_both_channel_orders():
     import torch
 
     from moleclip.processing.image_processing_moleclip import MoleCLIPImageProcessor
-    from moleclip.training.pretrain_run import PretrainStep
+    from moleclip.training.pretraining.run import PretrainStep
 
     seen = []
 
@@ -592,7 +592,7 @@ def test_device_normalisation_matches_the_processor_in_both_channel_orders():
 
 def test_label_columns_of_a_csv_are_read_as_integer_classes(tmp_path):
     # the one table reader keeps CSV cells as text; pseudo-label columns must still become classes, or be refused
-    from moleclip.training.pretrain_table import load_pretraining_table
+    from moleclip.training.pretraining.table import load_pretraining_table
 
     path = tmp_path / "labelled.csv"
     path.write_text("smiles,label_k3\nCCO,0\nCCN,2\nc1ccccc1,1\n")
@@ -606,7 +606,7 @@ def test_label_columns_of_a_csv_are_read_as_integer_classes(tmp_path):
 def test_device_augmentation_is_a_function_of_the_sample_and_resumes_exactly(tmp_path, smi_file):
     # With augment_on="device" the workers hand over un-augmented pictures and a seed per view; the training step
     # augments the batch. The pictures a sample gets must not depend on its batch, and a resumed run must repeat.
-    from moleclip.training.pretrain_run import PretrainStep
+    from moleclip.training.pretraining.run import PretrainStep
 
     smiles = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "CCN(CC)CC"]
     workers = TwoViewDataset(smiles, seed=3, size=64)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from moleclip.processing.prerendered_store import prerender
-from moleclip.training.pretrain_run import pretrain
-from moleclip.training.pretrain_config import PretrainConfig
+from moleclip.training.pretraining.run import pretrain
+from moleclip.training.pretraining.config import PretrainConfig
 
 from test_pretrain import molecules
 
@@ -40,7 +40,7 @@ def test_validation_accuracy_counts_only_molecules_with_a_class():
 
     from accelerate import Accelerator
 
-    from moleclip.training.pretrain_run import make_evaluator
+    from moleclip.training.pretraining.run import make_evaluator
 
     class Step:  # the model's output for one batch: the classifier answers 0, 1, 0, 0
         def forward(self, model, batch):
@@ -84,7 +84,7 @@ def _smiles_without_pseudo_labels(tmp_path, monkeypatch):
 
 
 def test_a_missing_backbone_or_store_is_refused_before_the_pseudo_labels(tmp_path, monkeypatch):
-    from moleclip.training.hub import HubUnavailableError
+    from moleclip.training.serving.hub import HubUnavailableError
 
     source = _smiles_without_pseudo_labels(tmp_path, monkeypatch)
     settings = dict(input=str(source), batch_size=8, group_size=4, num_workers=0, progress=False, k=[3, 6])
@@ -101,7 +101,7 @@ def test_a_missing_backbone_or_store_is_refused_before_the_pseudo_labels(tmp_pat
 
 
 def test_a_push_that_cannot_happen_is_refused_before_the_training(tmp_path, monkeypatch):
-    from moleclip.training.hub import HubUnavailableError
+    from moleclip.training.serving.hub import HubUnavailableError
 
     source = _smiles_without_pseudo_labels(tmp_path, monkeypatch)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -114,7 +114,7 @@ def test_a_push_that_cannot_happen_is_refused_before_the_training(tmp_path, monk
 
 def test_a_run_folder_given_as_a_model_points_to_its_model_folder(tmp_path):
     from moleclip import MoleCLIPImageProcessor
-    from moleclip.training.hub import load_backbone, save_model_dir
+    from moleclip.training.serving.hub import load_backbone, save_model_dir
 
     run = tmp_path / "run"  # what a pretraining leaves: the run's files, and the model in run/model
     save_model_dir(run / "model", load_backbone("tiny"), MoleCLIPImageProcessor())
@@ -212,7 +212,7 @@ def test_a_run_from_a_moleclip_checkpoint_starts_its_pseudo_label_classifiers_af
 
 
 def test_resuming_a_cosine_schedule_with_another_length_is_warned_about(tmp_path):
-    from moleclip.training.pretrain_run import _check_resumed_config
+    from moleclip.training.pretraining.run import _check_resumed_config
 
     class Printer:
         def __init__(self):

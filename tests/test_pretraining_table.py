@@ -1,12 +1,12 @@
-"""The molecules and pseudo-labels of a pretraining run (`training/pretrain_table.py`), without training a model."""
+"""The molecules and pseudo-labels of a pretraining run (`training/pretraining/table.py`), without training a model."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from moleclip.processing.pseudo_labels import recorded_standardization
-from moleclip.training.pretrain_table import load_pretraining_table
-from moleclip.training.pretrain_config import PSEUDO_LABEL_FILE, PretrainConfig
+from moleclip.training.pretraining.table import load_pretraining_table
+from moleclip.training.pretraining.config import PSEUDO_LABEL_FILE, PretrainConfig
 
 # a salt, a charged acid and plain molecules: standardising to the parent changes some of them
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)[O-].[Na+]", "CCN(CC)CC.Cl", "O=C(O)c1ccccc1", "C1CCCCC1", "Clc1ccc(Br)cc1",

@@ -1,10 +1,10 @@
-"""Batched embedding (`training/engine.py`): batches are an implementation detail, never part of the answer."""
+"""Batched embedding (`training/inference/engine.py`): batches are an implementation detail, never part of the answer."""
 
 import numpy as np
 import torch
 
 from moleclip import MoleCLIPConfig, MoleCLIPImageProcessor, MoleCLIPModel
-from moleclip.training.engine import embed, predict
+from moleclip.training.inference.engine import embed, predict
 from moleclip.training.kinds import ImageKind
 
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)N", "CCCl", "c1ccncc1", "CC(C)O"]
@@ -41,8 +41,8 @@ def test_a_device_this_machine_lacks_is_refused_by_the_one_device_picker_everywh
     import pytest
 
     from moleclip import MoleCLIPForPropertyPrediction
-    from moleclip.training.baselines import FingerprintPredictor
-    from moleclip.training.explain import FingerprintExplainer, ImageExplainer
+    from moleclip.training.kinds.baselines import FingerprintPredictor
+    from moleclip.training.explaining.explainers import FingerprintExplainer, ImageExplainer
 
     config = MoleCLIPConfig.from_preset("tiny", pseudo_label_classes=[], num_targets=1)
     processor = MoleCLIPImageProcessor()

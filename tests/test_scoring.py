@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score, roc_auc_score
 
-from moleclip.training import scoring
+from moleclip.training.evaluation import scoring
 from moleclip.tasks import METRIC_HIGHER_IS_BETTER, TASK_TYPES
-from moleclip.training.scoring import MetricReport, compute_metrics, higher_is_better, load_metric, mean_std_ci
+from moleclip.training.evaluation.scoring import MetricReport, compute_metrics, higher_is_better, load_metric, mean_std_ci
 
 
 @pytest.fixture(autouse=True)
@@ -83,7 +83,7 @@ def test_evaluate_sees_the_helper_import_of_every_script():
 def test_documented_example_holds(name):
     import doctest
 
-    import moleclip.training.scoring
+    import moleclip.training.evaluation.scoring
 
     description = load_metric(name).inputs_description
     test = doctest.DocTestParser().get_doctest(description, {"moleclip": moleclip}, name, None, 0)
@@ -102,7 +102,7 @@ def test_metrics_load_in_a_fresh_process_with_an_empty_module_cache(tmp_path):
     code = textwrap.dedent(
         """
         import json
-        from moleclip.training.scoring import METRICS, load_metric
+        from moleclip.training.evaluation.scoring import METRICS, load_metric
 
         y, p = [0.0, 1.0, 0.0, 1.0, 1.0], [0.2, 0.9, 0.4, 0.3, 0.7]
         print(json.dumps({name: load_metric(name).compute(predictions=p, references=y)[name] for name in METRICS}))

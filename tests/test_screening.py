@@ -1,4 +1,4 @@
-"""Screening at scale (training/screening.py): chunked reading, drawing in workers, shards, resume, assembly, and the
+"""Screening at scale (training/inference/screening.py): chunked reading, drawing in workers, shards, resume, assembly, and the
 chunked `moleclip embed` / `moleclip predict` against the in-memory results. Tiny preset, ~40 molecules."""
 
 import gzip
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from moleclip.processing.tables import iter_molecule_table, read_molecule_table
-from moleclip.training import screening
+from moleclip.training.inference import screening
 from moleclip_cli.main import main as cli
 
 SMILES = ["C" * k + s for k in range(1, 8) for s in ["", "O", "N", "Cl", "c1ccccc1"]]  # 35 molecules
@@ -83,8 +83,8 @@ def _embed(root, out, *extra):
 
 
 def test_chunked_embed_equals_the_unchunked_result(library, tmp_path, capsys):
-    from moleclip.training.hub import load_backbone, load_processor
-    from moleclip.training.engine import embed
+    from moleclip.training.serving.hub import load_backbone, load_processor
+    from moleclip.training.inference.engine import embed
     from moleclip.training.kinds import ImageKind
 
     out = tmp_path / "e.csv"
@@ -110,7 +110,7 @@ def test_chunked_embed_equals_the_unchunked_result(library, tmp_path, capsys):
     table = pd.read_parquet(tmp_path / "e.parquet")
     assert table["id"].tolist() == IDS and table[columns].to_numpy().dtype == np.float32
     np.testing.assert_allclose(table.loc[kept, columns].to_numpy(), expected, rtol=1e-4, atol=1e-5)
-    from moleclip.training.vector_index import read_embeddings
+    from moleclip.training.retrieval.index import read_embeddings
 
     assert read_embeddings(tmp_path / "e.parquet").embedded_with["projection_dim"] == 32  # provenance kept
     assert _embed(library, tmp_path / "e.npy", "--chunk-size", "7", "--num-workers", "0") == 0
@@ -170,8 +170,8 @@ def test_a_killed_run_resumes_with_its_finished_shards(library, tmp_path, monkey
 
 
 def test_processes_of_a_launch_share_the_chunks(library, tmp_path):
-    from moleclip.training.engine import EmbeddingChunks
-    from moleclip.training.hub import load_backbone, load_processor
+    from moleclip.training.inference.engine import EmbeddingChunks
+    from moleclip.training.serving.hub import load_backbone, load_processor
     from moleclip.training.kinds import ImageKind
 
     spec = str(library / "tiny")
@@ -232,7 +232,7 @@ def finetuned(tmp_path_factory):
 
 
 def test_chunked_predict_equals_predictor_predict(finetuned, library, tmp_path, capsys):
-    from moleclip.training.prediction import Predictor
+    from moleclip.training.inference.prediction import Predictor
 
     predictor = Predictor.load(str(finetuned))
     assert predictor.trust is not None and predictor.domain is not None  # the ensemble and domain columns, per chunk

@@ -1,4 +1,4 @@
-"""The columns of a chunked run's output (training/screening.py): the input's columns are kept as they are, and the
+"""The columns of a chunked run's output (training/inference/screening.py): the input's columns are kept as they are, and the
 outputs never take their place or their name. A made-up `compute` stands in for the model, so these run in a blink."""
 
 import numpy as np
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from moleclip.processing.molecules import SkippedMolecule
-from moleclip.training import screening
+from moleclip.training.inference import screening
 
 
 def _fake_embedder(chunk):

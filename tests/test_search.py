@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from moleclip.training.search import (
+from moleclip.training.evaluation.search import (
     choose_setting,
     expand_grid,
     final_markdown,

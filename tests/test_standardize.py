@@ -169,8 +169,8 @@ def test_pseudo_labels_label_the_parents_and_pretrain_checks_it(tmp_path):
     assert not any("." in s for s in table["smiles"])
     assert recorded_standardization(labels) == "parent"
 
-    from moleclip.training.pretrain_table import _check_labelled_standardization
-    from moleclip.training.pretrain_config import PretrainConfig
+    from moleclip.training.pretraining.table import _check_labelled_standardization
+    from moleclip.training.pretraining.config import PretrainConfig
 
     config = PretrainConfig(input=str(labels), output_dir=str(tmp_path / "run"), backbone="tiny")
     with pytest.raises(ValueError, match="labelled with standardize=parent"):

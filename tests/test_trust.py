@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moleclip.training.uncertainty import conformal_quantile
+from moleclip.training.trust.uncertainty import conformal_quantile
 from moleclip_cli.main import main as cli
 
 SUFFIXES = ["", "O", "N", "Cl", "c1ccccc1", "C(=O)O"]
@@ -76,7 +76,7 @@ def test_shared_split_ensemble_is_calibrated_on_validation(shared):
 
 def test_the_served_ensembles_test_score_is_reported_beside_the_mean_over_seeds(shared):
     # what predict serves, scored on the test part, must be the number the results give for the ensemble
-    from moleclip.training.scoring import compute_metrics
+    from moleclip.training.evaluation.scoring import compute_metrics
 
     root, results = shared
     test = np.flatnonzero(PARTS == "test")
@@ -171,7 +171,7 @@ def test_frozen_moleclip_ensemble_and_old_folders(tmp_path):
     np.testing.assert_allclose(out.predicted_heavy_spread, members.std(0), rtol=1e-3, atol=1e-5)
     assert out.in_domain.notna().all()
     # the members are heads on model/'s encoder: one encoder in memory, and one encoder pass per batch for all of them
-    from moleclip.training.prediction import Predictor
+    from moleclip.training.inference.prediction import Predictor
 
     predictor = Predictor.load(str(model))
     members = [kind.model for _, kind in predictor._member_kinds()]
@@ -238,7 +238,7 @@ def test_full_finetuning_members_are_complete_folders(tmp_path):
 
 
 def test_a_call_in_which_no_molecule_is_usable_has_the_same_columns(shared):
-    from moleclip.training.prediction import Predictor
+    from moleclip.training.inference.prediction import Predictor
 
     root, _ = shared
     predictor = Predictor.load(str(root / "out" / "model"))
@@ -255,8 +255,8 @@ def test_confident_classifier_members_reach_the_ensemble_as_logits(tmp_path):
     import torch
 
     from moleclip.processing.fingerprints import morgan_fingerprints
-    from moleclip.training.prediction import Predictor
-    from moleclip.training.uncertainty import calibration_from_dict, ensemble
+    from moleclip.training.inference.prediction import Predictor
+    from moleclip.training.trust.uncertainty import calibration_from_dict, ensemble
 
     frame = pd.DataFrame({"smiles": SMILES, "big": (HEAVY > 5).astype(int), "part": PARTS})
     frame.to_csv(tmp_path / "cls.csv", index=False)
@@ -292,4 +292,4 @@ def test_prediction_and_the_finetuning_trust_do_not_import_each_other():
 
     tree = ast.parse(Path(trust.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert "moleclip.training.prediction" not in imported
+    assert "moleclip.training.inference.prediction" not in imported

@@ -1,5 +1,5 @@
-"""Ensembles, split-conformal intervals, probability calibration (moleclip.training.uncertainty) and their test
-reports (moleclip.training.uncertainty_report)."""
+"""Ensembles, split-conformal intervals, probability calibration (moleclip.training.trust.uncertainty) and their test
+reports (moleclip.training.trust.report)."""
 
 import json
 import math
@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from moleclip.training.uncertainty import (ConformalIntervals, ProbabilityCalibration, calibration_from_dict,
+from moleclip.training.trust.uncertainty import (ConformalIntervals, ProbabilityCalibration, calibration_from_dict,
                                            conformal_quantile, ensemble, min_calibration_size)
-from moleclip.training.uncertainty_report import (brier_score, classification_report, expected_calibration_error,
+from moleclip.training.trust.report import (brier_score, classification_report, expected_calibration_error,
                                                   regression_report, uncertainty_markdown)
 
 
@@ -277,7 +277,7 @@ def test_classification_report_shows_calibration_helps_and_formats():
 
 
 def test_coverage_shortfalls_flag_a_group_well_below_the_promise_not_a_chance_dip():
-    from moleclip.training.uncertainty_report import coverage_shortfalls
+    from moleclip.training.trust.report import coverage_shortfalls
 
     def report(coverage, n):
         return {"target_coverage": 0.9, "targets": {"y": {"n": n, "coverage": coverage}}}

@@ -1,4 +1,4 @@
-"""Searching a library by structure or by picture: `training/vector_index.py`, `moleclip index`, `moleclip search`.
+"""Searching a library by structure or by picture: `training/retrieval/index.py`, `moleclip index`, `moleclip search`.
 
 The tiny model's random weights give nearly the same embedding to every molecule (cosine ~0.9997), so a query finds
 its own molecule first only when it reaches the model as the very same pixels: that is what these tests check for
@@ -20,7 +20,7 @@ pytest.importorskip("faiss")
 
 from moleclip_cli.main import main as cli  # noqa: E402
 
-from moleclip.training import vector_index as vi  # noqa: E402
+from moleclip.training.retrieval import index as vi  # noqa: E402
 
 LIBRARY = ["CCO", "c1ccccc1O", "not_a_smiles", "CC(=O)Nc1ccc(O)cc1", "CCN", "OC(=O)c1ccccc1", "C1CCNCC1",
            "CC(C)Cc1ccc(cc1)C(C)C(=O)O", "Clc1ccccc1"]
@@ -227,7 +227,7 @@ def library(tmp_path_factory):
 
 
 def test_search_by_smiles_and_by_picture_finds_the_molecule_first(library, tmp_path, capsys):
-    from moleclip.training.hub import load_processor
+    from moleclip.training.serving.hub import load_processor
 
     root, model = library
     processor = load_processor(str(model))
@@ -256,7 +256,7 @@ def test_search_by_smiles_and_by_picture_finds_the_molecule_first(library, tmp_p
 
 
 def test_search_queries_file_and_k_above_library_size(library, tmp_path, capsys):
-    from moleclip.training.hub import load_processor
+    from moleclip.training.serving.hub import load_processor
 
     root, model = library
     load_processor(str(model)).to_pil("CCN").save(tmp_path / "ethylamine.png")
@@ -339,7 +339,7 @@ def test_embed_records_what_made_the_embeddings_and_search_uses_it(library, tmp_
     out = tmp_path / "emb.parquet"
     assert cli(["embed", "--model", str(model), "--input", str(root / "lib.csv"), "--output", str(out),
                 "--no-progress", "--standardize", "parent"]) == 0
-    from moleclip.training.vector_index import read_embeddings
+    from moleclip.training.retrieval.index import read_embeddings
 
     recorded = read_embeddings(out).embedded_with
     assert recorded == {"model": str(model.resolve()), "projection_dim": recorded["projection_dim"], "r_groups": False,

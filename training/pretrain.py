@@ -4,8 +4,8 @@
 Continued pretraining of a MoleCLIP encoder with the paper's objective (contrastive between two drawings of each
 molecule, negatives from the global batch, plus one cross-entropy per pseudo-label set) and optimiser (Adam with L2
 weight decay, no gradient clipping). Everything lives in the package: the settings, whose fields are the options, in
-`training/pretrain_config.py` (`PretrainConfig`), the input and pseudo-labels in `training/pretrain_table.py`, the run
-in `training/pretrain_run.py`. `python training/pretrain.py --help` lists the
+`training/pretraining/config.py` (`PretrainConfig`), the input and pseudo-labels in `training/pretraining/table.py`, the run
+in `training/pretraining/run.py`. `python training/pretrain.py --help` lists the
 options; the final model is written to `<output-dir>/model`.
 
 Examples:

@@ -1,7 +1,7 @@
 """Mean absolute error over one or more targets with missing labels, as an offline `evaluate` module.
 
 Shipped with the package so that evaluation never fetches metric code from the Hugging Face Hub (which fails offline
-and can change under a fixed package version). Load it with ``moleclip.training.scoring.load_metric("mae")``.
+and can change under a fixed package version). Load it with ``moleclip.training.evaluation.scoring.load_metric("mae")``.
 """
 
 import evaluate

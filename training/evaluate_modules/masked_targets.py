@@ -74,7 +74,7 @@ Returns:
     per_target (`list` of `float`): value for each target, NaN where a target {too_few}.
     {LEFT_OUT_DESCRIPTION}
 Examples:
-    >>> metric = moleclip.training.scoring.load_metric("{name}")
+    >>> metric = moleclip.training.evaluation.scoring.load_metric("{name}")
     >>> round(metric.compute(predictions=[1.0, 2.0, 4.0], references=[1.0, 2.0, 3.0])["{name}"], 4)
     {example_result}
 """

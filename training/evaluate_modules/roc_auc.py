@@ -2,7 +2,7 @@
 
 Shipped with the package because ``evaluate.load("roc_auc")`` fetches its script from the Hugging Face Hub, which
 fails offline and can change under a fixed package version. Load it with
-``moleclip.training.scoring.load_metric("roc_auc")``.
+``moleclip.training.evaluation.scoring.load_metric("roc_auc")``.
 """
 
 import warnings
@@ -32,7 +32,7 @@ Returns:
     per_target (`list` of `float`): ROC-AUC of each task, NaN for tasks left out.
     """ + LEFT_OUT_DESCRIPTION + """
 Examples:
-    >>> metric = moleclip.training.scoring.load_metric("roc_auc")
+    >>> metric = moleclip.training.evaluation.scoring.load_metric("roc_auc")
     >>> metric.compute(predictions=[0.1, 0.8, 0.4], references=[0, 1, 1])["roc_auc"]
     1.0
 """

@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 from moleclip import MoleCLIPForPropertyPrediction
 from moleclip.processing.augment import AUGMENTATION_PRESETS
 from moleclip.processing.seeding import sample_rng
-from moleclip.training.baselines import FP_BITS, FP_RADIUS, FeatureHeadModel, FingerprintPredictor
-from moleclip.training.engine import embed
+from moleclip.training.kinds.baselines import FP_BITS, FP_RADIUS, FeatureHeadModel, FingerprintPredictor
+from moleclip.training.inference.engine import embed
 from moleclip.training.kinds import ImageKind
 
 from .data import KeyedItems, PictureItems, PictureSource, TableItems, pass_batch

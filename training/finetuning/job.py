@@ -37,10 +37,10 @@ from moleclip.processing.property_data import PropertyDataset, load_property_dat
 from moleclip.processing.splits import canonical_smiles, split_leakage
 from moleclip.training.loop import OPTIMIZER_TEXT
 from moleclip.training.outputs import check_run_folder, hold_run_folder, write_atomically, write_delimited
-from moleclip.training.scoring import TASK_METRICS, higher_is_better
-from moleclip.training.search import expand_grid, final_markdown, paper_reference, public_view, run_search, \
+from moleclip.training.evaluation.scoring import TASK_METRICS, higher_is_better
+from moleclip.training.evaluation.search import expand_grid, final_markdown, paper_reference, public_view, run_search, \
     search_markdown, setting_name, summarize_runs, summarize_values
-from moleclip.training.uncertainty import probability_logits
+from moleclip.training.trust.uncertainty import probability_logits
 
 from . import report
 from .checks import check_args, refuse_foreign_folder
@@ -67,7 +67,7 @@ def _load_data(args) -> PropertyDataset:
 def _build_template(args, data: PropertyDataset) -> tuple[MoleCLIPForPropertyPrediction, object, str]:
     from accelerate.utils import set_seed
 
-    from moleclip.training.hub import describe_backbone, load_backbone, load_processor
+    from moleclip.training.serving.hub import describe_backbone, load_backbone, load_processor
 
     overrides = dict(task=data.task, num_targets=data.n_targets, target_names=list(data.target_names),
                      smiles_column=args.smiles_column, regression_loss=args.regression_loss, target_mean=None,
@@ -116,7 +116,7 @@ def finetune(args: argparse.Namespace, hub_api=None) -> dict:
     """
     check_args(args)
     if args.push_to_hub:
-        from moleclip.training.hub import check_push_possible
+        from moleclip.training.serving.hub import check_push_possible
 
         check_push_possible(hub_api)  # now, not after the training whose model it would push
     refuse_foreign_folder(Path(args.output_dir))
@@ -176,7 +176,7 @@ def _build_features(job: Job, molecules: Molecules) -> tuple[Molecules, Features
     args, data, mode, progress = job.args, molecules.data, molecules.mode, job.progress
     processor, backbone, inputs, bits = None, "Morgan fingerprints (radius 2, 2048 bits)", None, None
     if mode == "random_forest":
-        from moleclip.training.baselines import fingerprint_matrix
+        from moleclip.training.kinds.baselines import fingerprint_matrix
 
         bits, kept = fingerprint_matrix(data, progress=progress)
     elif mode == "fingerprint":
@@ -442,7 +442,7 @@ def _save(job: Job, results: dict, molecules: Molecules, features: Features, tra
                                                         training.options),
                                    training.options.select_key, features.backbone, model_dir)
     extra_files = {"results.json": (output_dir / "results.json").read_text(), "results.md": markdown}
-    from moleclip.training.hub import push_model_dir, save_model_dir, write_model_card
+    from moleclip.training.serving.hub import push_model_dir, save_model_dir, write_model_card
 
     if mode == "fingerprint":
         write_model_card(model_dir, kind, card, extra_files)
@@ -493,7 +493,7 @@ def _paper_row(args, data) -> dict | None:
 def _random_forest(job: Job, molecules: Molecules, bits: np.ndarray, splits: Splits) -> dict:
     """One forest per seed on the same splits; hyperparameters fixed in advance (no search), so validation is only
     reported. The forests are saved (model/ holds the seed best on validation) like every other mode's models."""
-    from moleclip.training.baselines import FP_RADIUS, ForestPredictor
+    from moleclip.training.kinds.baselines import FP_RADIUS, ForestPredictor
 
     args, rows, data, output_dir, acc = job.args, molecules.rows, molecules.data, job.output_dir, job.acc
     split_kind = molecules.split_kind
@@ -558,7 +558,7 @@ def _random_forest(job: Job, molecules: Molecules, bits: np.ndarray, splits: Spl
         report.write_results(output_dir, results, markdown)
         protocol = (f"{splits.source}, seeds {', '.join(map(str, args.seeds))}; one random forest of "
                     f"{args.rf_estimators} trees per seed (scikit-learn's defaults otherwise), fixed in advance")
-        from moleclip.training.hub import write_model_card
+        from moleclip.training.serving.hub import write_model_card
 
         write_model_card(model_dir, *report.model_card(args, data, rows.n_main, results, "random_forest", protocol,
                                                        key, results["backbone"], model_dir),

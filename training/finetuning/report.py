@@ -15,8 +15,8 @@ import numpy as np
 from moleclip.processing.property_data import PropertyDataset
 from moleclip.training.loop import OPTIMIZER_TEXT
 from moleclip.training.outputs import json_text, write_atomically, write_delimited, write_text_atomically
-from moleclip.training.scoring import TASK_METRICS
-from moleclip.training.search import public_view, setting_name
+from moleclip.training.evaluation.scoring import TASK_METRICS
+from moleclip.training.evaluation.search import public_view, setting_name
 
 from .parts import JobRows, prediction_frame
 from .run import Member
@@ -149,7 +149,7 @@ def write_plots(output_dir: Path, job_rows: JobRows, kept: Member, metric: str, 
                 regression_loss: str | None = None) -> dict:
     """Test-set parity / ROC plot, learning curves and the test predictions of the saved run (`job_rows`: the job's
     rows, whose input columns the table keeps as the run's own test_predictions.csv does)."""
-    from moleclip.training import plots
+    from moleclip.training.evaluation import plots
 
     folder = output_dir / "plots"
     data = job_rows.data
@@ -177,7 +177,7 @@ def write_plots(output_dir: Path, job_rows: JobRows, kept: Member, metric: str, 
 
 
 def _summary_table(summary: dict, title: str) -> list[str]:
-    from moleclip.training.search import format_summary
+    from moleclip.training.evaluation.search import format_summary
 
     names = [k for k in summary if k != "n"]
     return ["", title, "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names),
@@ -186,7 +186,7 @@ def _summary_table(summary: dict, title: str) -> list[str]:
 
 def _served_line(scores: dict | None) -> list[str]:
     """The ensemble's scores on a part (see `trust.ensemble_scores`), as one line under that part's per-seed table."""
-    from moleclip.training.search import format_number
+    from moleclip.training.evaluation.search import format_number
 
     shown = {k: v for k, v in (scores or {}).items() if k not in ("n", "loss")}
     if not shown:

@@ -24,7 +24,7 @@ from moleclip.processing.splits import Split
 from moleclip.tasks import is_regression
 from moleclip.training.loop import LoopSettings, TrainingLoop, build_optimizer, build_scheduler
 from moleclip.training.samplers import ShuffledBatchSampler
-from moleclip.training.scoring import TASK_METRICS, compute_metrics, higher_is_better
+from moleclip.training.evaluation.scoring import TASK_METRICS, compute_metrics, higher_is_better
 
 __all__ = ["RunOptions", "FinetuneRun", "Member", "ChosenRuns", "RunKeeper"]
 

@@ -4,7 +4,7 @@ the model folder for `moleclip predict --uncertainty --domain`.
 * Ensemble: every seed's model of the chosen setting is kept (`model/ensemble/seed_<s>/`, each a complete folder of
   its mode: MoleCLIP checkpoint, fingerprint MLP or random forest); predict returns their mean and spread. For a random
   forest the members are the seeds' forests (each already an average of trees; the spread is between forests).
-* Calibration on validation only (`training/uncertainty.py`; its test reports: `training/uncertainty_report.py`):
+* Calibration on validation only (`training/trust/uncertainty.py`; its test reports: `training/trust/report.py`):
   - shared split (every seed has the same validation and test rows: scaffold splits, or a split column with valid
     rows): the members form one ensemble on the same molecules, so intervals / probabilities are calibrated on the
     ensemble mean (and spread: normalised intervals are chosen when cross-validation on validation says they are
@@ -14,7 +14,7 @@ the model folder for `moleclip predict --uncertainty --domain`.
     part. Each member's own validation residuals (or logits) are then pooled, plain intervals (one width per target)
     are calibrated on them, and the report pools each member's own test part. Predict applies them around the
     ensemble mean, which is usually at least as accurate as one member: the intervals are then, if anything, wide.
-* Applicability domain (`training/applicability.py`): Tanimoto similarity of Morgan bits to the training molecules of
+* Applicability domain (`training/trust/applicability.py`): Tanimoto similarity of Morgan bits to the training molecules of
   the saved run (`model/`), threshold from its validation molecules; the report flags that run's test molecules. A
   MoleCLIP model also gets the same in its own embedding space (cosine; `save_embedding_domain`).
 
@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from moleclip.tasks import is_regression
-from moleclip.training.applicability import EMBEDDING_DOMAIN_DIR, ApplicabilityDomain, applicability_markdown, \
+from moleclip.training.trust.applicability import EMBEDDING_DOMAIN_DIR, ApplicabilityDomain, applicability_markdown, \
     applicability_report
-from moleclip.training.uncertainty import ConformalIntervals, ProbabilityCalibration, ensemble
-from moleclip.training.uncertainty_report import classification_report, coverage_shortfalls, regression_report, \
+from moleclip.training.trust.uncertainty import ConformalIntervals, ProbabilityCalibration, ensemble
+from moleclip.training.trust.report import classification_report, coverage_shortfalls, regression_report, \
     uncertainty_markdown
 
 from .run import Member, _scores
@@ -160,7 +160,7 @@ def save_embedding_domain(model_dir: Path, model, processor, data, kept: Member,
     embeddings to the training molecules', the threshold from the validation molecules' (as for Tanimoto), saved in
     `model_dir/applicability_embedding/`; returns a summary for results.json. A molecule can be near the training
     set in fingerprint terms and far in what the model sees, or the other way round: predict reports both."""
-    from moleclip.training.engine import embed
+    from moleclip.training.inference.engine import embed
     from moleclip.training.kinds import ImageKind
 
     rows = {part: np.asarray(kept.rows[part]) for part in ("train", "valid")}

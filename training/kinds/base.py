@@ -2,7 +2,7 @@
 
 A *kind* is what a model reads and how it is saved: MoleCLIP reads drawings (`image.py`), the fingerprint MLP and
 the random forest read Morgan bits (`fingerprint.py`, `forest.py`). Everything that runs a model (the engine in
-`training/engine.py`, and through it predict, embed, the app, explain, search and the frozen-encoder finetuning)
+`training/inference/engine.py`, and through it predict, embed, the app, explain, search and the frozen-encoder finetuning)
 talks to a :class:`ModelKind` only, so a new kind is one module with a class registered by :func:`register_kind`.
 
 The pieces of the interface:
@@ -180,14 +180,14 @@ def kind_of_folder(spec: str) -> type[ModelKind] | None:
 
 def load_kind(spec: str, trust_pickle: bool = False) -> ModelKind:
     """The finetuned model saved at `spec` (a folder or a Hub name), loaded by the kind that recognises it."""
-    from moleclip.training.hub import PRESETS
+    from moleclip.training.serving.hub import PRESETS
 
     if str(spec) in PRESETS:
         raise ValueError(f"{spec!r} is a randomly initialised preset, not a finetuned model: pass the model/ folder "
                          "that `moleclip finetune` wrote, or a Hub repository of one")
     kind = kind_of_folder(spec)
     if kind is None:
-        from moleclip.training.hub import read_model_config
+        from moleclip.training.serving.hub import read_model_config
 
         read_model_config(str(spec))  # a path that is not there, or a run folder holding model/: its own message
         raise ValueError(f"{spec} holds no model this package knows (kinds: {', '.join(KINDS)}); pass the model/ "

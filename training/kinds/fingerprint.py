@@ -54,17 +54,17 @@ class BitsKind(ModelKind):
 
 @register_kind("fingerprint")
 class FingerprintKind(BitsKind):
-    """A :class:`~moleclip.training.baselines.FingerprintPredictor` folder (`fingerprint_mlp.json`)."""
+    """A :class:`~moleclip.training.kinds.baselines.FingerprintPredictor` folder (`fingerprint_mlp.json`)."""
 
     @classmethod
     def recognises(cls, spec: str) -> bool:
-        from moleclip.training.baselines import FingerprintPredictor
+        from moleclip.training.kinds.baselines import FingerprintPredictor
 
         return (Path(spec).expanduser() / FingerprintPredictor.CONFIG_FILE).is_file()
 
     @classmethod
     def load(cls, spec: str, trust_pickle: bool = False) -> "FingerprintKind":
-        from moleclip.training.baselines import FingerprintPredictor
+        from moleclip.training.kinds.baselines import FingerprintPredictor
 
         return cls(FingerprintPredictor.load(Path(spec).expanduser()))
 

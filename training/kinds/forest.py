@@ -13,18 +13,18 @@ __all__ = ["ForestKind"]
 
 @register_kind("forest")
 class ForestKind(BitsKind):
-    """A :class:`~moleclip.training.baselines.ForestPredictor` folder (`random_forest.json` + joblib). It runs on the
+    """A :class:`~moleclip.training.kinds.baselines.ForestPredictor` folder (`random_forest.json` + joblib). It runs on the
     CPU whatever the device: the bits stay numpy arrays."""
 
     @classmethod
     def recognises(cls, spec: str) -> bool:
-        from moleclip.training.baselines import ForestPredictor
+        from moleclip.training.kinds.baselines import ForestPredictor
 
         return (Path(spec).expanduser() / ForestPredictor.CONFIG_FILE).is_file()
 
     @classmethod
     def load(cls, spec: str, trust_pickle: bool = False) -> "ForestKind":
-        from moleclip.training.baselines import ForestPredictor
+        from moleclip.training.kinds.baselines import ForestPredictor
 
         return cls(ForestPredictor.load(Path(spec).expanduser(), trust_pickle=trust_pickle))
 
@@ -37,7 +37,7 @@ class ForestKind(BitsKind):
     def forward(self, inputs, logits: bool = False, shared: dict | None = None) -> Outputs:
         values = self.model.predict(inputs)  # values, or positive-class probabilities, already
         if logits and is_classification(self.task):
-            from moleclip.training.uncertainty import probability_logits
+            from moleclip.training.trust.uncertainty import probability_logits
 
             values = probability_logits(values)  # as finetune takes a forest's probabilities into an ensemble
         return Outputs(values)

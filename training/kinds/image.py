@@ -62,7 +62,7 @@ class ImageKind(ModelKind):
     def load(cls, spec: str, trust_pickle: bool = False) -> "ImageKind":
         """A finetuned MoleCLIP property model. A pretrained encoder without a trained head is refused: its
         "predictions" would come from random weights."""
-        from moleclip.training.hub import load_backbone, load_processor, read_model_config
+        from moleclip.training.serving.hub import load_backbone, load_processor, read_model_config
 
         architectures = read_model_config(spec).get("architectures") or []
         if "MoleCLIPForPropertyPrediction" not in architectures:
@@ -74,7 +74,7 @@ class ImageKind(ModelKind):
         return cls(model.eval(), load_processor(spec))
 
     def save(self, folder: str | Path) -> Path:
-        from moleclip.training.hub import save_model_dir
+        from moleclip.training.serving.hub import save_model_dir
 
         return save_model_dir(folder, self.model, self.processor)
 

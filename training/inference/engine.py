@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from moleclip.processing.molecules import SkippedMolecule
-from moleclip.training.devices import choose_device
+from moleclip.training.inference.devices import choose_device
 from moleclip.training.kinds import ModelKind
 
 __all__ = ["EmbeddingChunks", "RunResult", "embed", "predict", "run"]

@@ -4,7 +4,7 @@ A user pastes SMILES (one a line, optionally a name after it, as in a .smi file)
 Parquet with a SMILES column) and sees, for each molecule: the drawing the model sees, the prediction with its
 interval or calibrated probability and the applicability-domain flag (all from :class:`Predictor`, the same numbers
 `moleclip predict` writes), an atom map (integrated gradients on the drawing for MoleCLIP models, Morgan-bit
-occlusion for fingerprint models, from :mod:`moleclip.training.explain`; it can be turned off for speed) and the
+occlusion for fingerprint models, from :mod:`moleclip.training.explaining.explainers`; it can be turned off for speed) and the
 nearest training molecules with their measured values. The whole batch can be downloaded as CSV: the input's
 columns, in input order, with the prediction columns.
 
@@ -36,7 +36,7 @@ import pandas as pd
 from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN, mark_skipped, mark_standardized, \
     refuse_column_clash, write_delimited
 from moleclip.tasks import is_classification, is_regression
-from moleclip.training.prediction import local_model_folder
+from moleclip.training.inference.prediction import local_model_folder
 
 __all__ = ["INSTALL_HINT", "MODEL_ENV", "AppOutput", "MoleculeApp", "build_app", "local_model_folder",
            "require_gradio"]
@@ -103,7 +103,7 @@ class MoleculeApp:
 
     @classmethod
     def load(cls, spec: str, trust_pickle: bool = False, device=None, **kwargs) -> "MoleculeApp":
-        from moleclip.training.prediction import Predictor
+        from moleclip.training.inference.prediction import Predictor
 
         folder = local_model_folder(spec)
         predictor = Predictor.load(folder, trust_pickle=trust_pickle, device=device)
@@ -241,7 +241,7 @@ class MoleculeApp:
 
     def _explainer(self, target: str):
         if target not in self._explainers:
-            from moleclip.training.explain import make_explainer
+            from moleclip.training.explaining.explainers import make_explainer
 
             predictor = self.predictor
             self._explainers[target] = make_explainer(predictor.kind, target=target, quick=True, steps=self.steps,
@@ -292,9 +292,9 @@ class MoleculeApp:
         return _figure(picture, caption, "moleclip-drawing")
 
     def _atom_map(self, smiles: str, row: int, target: str) -> str:
-        from moleclip.training.explain import atom_picture
+        from moleclip.training.explaining.explainers import atom_picture
 
-        from moleclip.training.explain import METHOD_WORDS
+        from moleclip.training.explaining.explainers import METHOD_WORDS
 
         try:
             explainer = self._explainer(target)

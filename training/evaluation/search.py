@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from moleclip.training.scoring import mean_std_ci
+from moleclip.training.evaluation.scoring import mean_std_ci
 
 __all__ = [
     "expand_grid",

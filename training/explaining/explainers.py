@@ -2,7 +2,7 @@
 
 A MoleCLIP model is explained on the very drawing it sees: the processor that comes with it draws the molecule (same
 size, back end, R-group setting) and turns it into pixel values (channel order, mean and std), and the pixel
-attributions (integrated gradients, attention rollout; see :mod:`moleclip.training.attribution`) are pooled onto the
+attributions (integrated gradients, attention rollout; see :mod:`moleclip.training.explaining.attribution`) are pooled onto the
 atoms through the drawer's own atom positions. Before anything is attributed, the molecule is drawn a second time
 from the prepared molecule the geometry is read from, and the two drawings must be identical. A model that
 standardises its input (the processor's or fingerprint model's `standardize` setting) is explained on the standardised
@@ -37,7 +37,7 @@ from rdkit import Chem
 
 from moleclip.processing.molecules import to_mol
 from moleclip.tasks import is_classification
-from moleclip.training.attribution import (
+from moleclip.training.explaining.attribution import (
     assign_pixels,
     attention_rollout,
     cls_patch_shares,
@@ -49,7 +49,7 @@ from moleclip.training.attribution import (
     pool,
     require_captum,
 )
-from moleclip.training.plots import fit_text
+from moleclip.training.evaluation.plots import fit_text
 
 __all__ = [
     "FINGERPRINT_METHODS",
@@ -218,7 +218,7 @@ class ImageExplainer:
         self.target_index, self.methods = int(target_index), tuple(methods)
         self.steps, self.internal_batch_size = int(steps), int(internal_batch_size)
         self.task = _task(model)
-        from moleclip.training.devices import choose_device
+        from moleclip.training.inference.devices import choose_device
         from moleclip.training.kinds import ImageKind
 
         self.target = ImageKind(model, processor).target_names[self.target_index]  # what the pictures name
@@ -292,7 +292,7 @@ class FingerprintExplainer:
     methods = FINGERPRINT_METHODS
 
     def __init__(self, model, target_index: int = 0, device=None):
-        from moleclip.training.devices import choose_device
+        from moleclip.training.inference.devices import choose_device
         from moleclip.training.kinds import FingerprintKind
 
         self.model = model.to(choose_device(device)).eval()

@@ -6,7 +6,7 @@
 * :class:`ProbabilityCalibration` (classification): temperature scaling (Guo et al. 2017, "On calibration of modern
   neural networks", ICML) or isotonic regression (Zadrozny & Elkan 2002), per target.
 
-How well they hold on a test part is scored apart, in :mod:`moleclip.training.uncertainty_report`.
+How well they hold on a test part is scored apart, in :mod:`moleclip.training.trust.report`.
 
 Everything is fitted on the validation part only; no choice here ever reads test labels. Arrays are ``[n]`` or
 ``[n, targets]``; NaN labels (missing targets) are skipped target by target. ``to_dict()`` gives plain JSON-ready

@@ -2,7 +2,7 @@
 
 `moleclip embed` and `moleclip predict` run here. The input is read in chunks (`processing.tables.
 iter_molecule_table`); each chunk goes to the command's `compute`, which runs the model through the engine
-(`training/engine.py`: drawing in DataLoader worker processes, the forward on the device); each chunk's output (every input column
+(`training/inference/engine.py`: drawing in DataLoader worker processes, the forward on the device); each chunk's output (every input column
 as written, the output columns, the skipped reason) is written at once, atomically, as one Parquet shard
 `<output>.parts/part-000123.parquet`. A manifest beside the shards records the arguments, the input file (size,
 modification time) and the chunk size, so a run started again with the same arguments keeps the finished shards and
@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from moleclip.processing.molecules import SkippedMolecule
-from moleclip.training.devices import process_rank
+from moleclip.training.inference.devices import process_rank
 from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN, mark_skipped, mark_standardized, \
     refuse_column_clash
 

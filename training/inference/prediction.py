@@ -30,7 +30,7 @@ def local_model_folder(spec: str) -> str:
     path = Path(spec).expanduser()
     if path.is_dir():
         return str(path)
-    from moleclip.training.hub import check_model_exists
+    from moleclip.training.serving.hub import check_model_exists
 
     check_model_exists(str(spec))  # a path that is not there: "not found", not a Hub request
     from huggingface_hub import snapshot_download
@@ -38,7 +38,7 @@ def local_model_folder(spec: str) -> str:
     try:
         return snapshot_download(repo_id=str(spec))
     except Exception as err:
-        from moleclip.training.hub import HubUnavailableError
+        from moleclip.training.serving.hub import HubUnavailableError
 
         raise HubUnavailableError(f"cannot load {spec!r} from the Hugging Face Hub: {type(err).__name__}: "
                                   f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no answer'}") from err
@@ -50,11 +50,11 @@ def _model_folder(spec: str, uncertainty: bool | None, domain: bool | None) -> s
     the Hub model would predict without them, its numbers differing from the same model's folder). When the whole
     repository cannot be fetched (offline, with only the model in the cache) and neither was asked for, the model is
     used alone, with a warning."""
-    from moleclip.training.hub import PRESETS
+    from moleclip.training.serving.hub import PRESETS
 
     if (uncertainty is False and domain is False) or str(spec) in PRESETS or Path(spec).expanduser().exists():
         return spec
-    from moleclip.training.hub import HubUnavailableError
+    from moleclip.training.serving.hub import HubUnavailableError
 
     try:
         return local_model_folder(spec)
@@ -156,7 +156,7 @@ class Predictor:
         The model and its ensemble members run together through the engine: members that prepare molecules as the
         model does share each batch's preparation (each molecule is drawn once), and heads on the model's own encoder
         (the frozen mode's members) share its embeddings. `num_workers` processes draw."""
-        from moleclip.training import engine
+        from moleclip.training.inference import engine
 
         smiles = list(smiles)
         members = self._member_kinds() if self.trust is not None else []
@@ -206,7 +206,7 @@ class Predictor:
         """The members' predictions (`members`: (folder, engine result)), combined: (ensemble values [N, T] with NaN
         rows where skipped, extra columns)."""
         from moleclip.training.finetuning.trust import interval_columns
-        from moleclip.training.uncertainty import calibration_from_dict, ensemble
+        from moleclip.training.trust.uncertainty import calibration_from_dict, ensemble
 
         task, names = self.task, self.target_names
         missing = {s.index for s in skipped}
@@ -274,7 +274,7 @@ def _neighbour_columns(domain, queries, kept, n: int, names, space: str = "") ->
     return columns
 
 def _read_embedding_domain(spec: str, wanted: bool | None):
-    from moleclip.training.applicability import EMBEDDING_DOMAIN_DIR, METADATA_FILE, ApplicabilityDomain
+    from moleclip.training.trust.applicability import EMBEDDING_DOMAIN_DIR, METADATA_FILE, ApplicabilityDomain
 
     folder = Path(spec) / EMBEDDING_DOMAIN_DIR
     if wanted is False or not (folder / METADATA_FILE).is_file():
@@ -297,7 +297,7 @@ def _read_trust(spec: str, wanted: bool | None) -> dict | None:
 
 
 def _read_domain(spec: str, wanted: bool | None):
-    from moleclip.training.applicability import METADATA_FILE, ApplicabilityDomain
+    from moleclip.training.trust.applicability import METADATA_FILE, ApplicabilityDomain
 
     if wanted is False:
         return None

@@ -30,7 +30,7 @@ from moleclip.processing.fingerprints import morgan_fingerprints
 from moleclip.processing.property_data import PropertyDataset
 from moleclip.processing.splits import DEFAULT_FRACTIONS, SPLIT_KINDS, make_split
 from moleclip.tasks import is_regression
-from moleclip.training.scoring import compute_metrics
+from moleclip.training.evaluation.scoring import compute_metrics
 
 __all__ = [
     "FP_RADIUS",

@@ -1,4 +1,4 @@
-"""The queries of a vector search (training/vector_index.py): SMILES and pictures of molecules, turned into vectors
+"""The queries of a vector search (training/retrieval/index.py): SMILES and pictures of molecules, turned into vectors
 exactly as the model sees molecules.
 
 * :class:`Query`: one query as the user gave it (a SMILES or a picture file's path) and where it was given.
@@ -87,7 +87,7 @@ def embed_queries(model, processor, queries: Sequence[Query], batch_size: int = 
     be read is an error naming its origin.
     """
     from moleclip.processing.molecules import shorten
-    from moleclip.training.engine import embed
+    from moleclip.training.inference.engine import embed
     from moleclip.training.kinds import ImageKind
 
     if not queries:

@@ -1,4 +1,4 @@
-"""How well uncertainty calibrated on validation (:mod:`moleclip.training.uncertainty`) holds on a test part.
+"""How well uncertainty calibrated on validation (:mod:`moleclip.training.trust.uncertainty`) holds on a test part.
 
 * :func:`regression_report` / :func:`classification_report` score intervals and calibrated probabilities on a test
   part (coverage and width; Brier score and expected calibration error, Naeini et al. 2015, AAAI; rank correlation of
@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 
 from moleclip.tasks import is_regression
-from moleclip.training.uncertainty import ConformalIntervals, ProbabilityCalibration, _check_shapes, \
+from moleclip.training.trust.uncertainty import ConformalIntervals, ProbabilityCalibration, _check_shapes, \
     _matrix, _nll, _sigmoid
 
 __all__ = ["ECE_BINS", "brier_score", "expected_calibration_error", "regression_report", "classification_report",

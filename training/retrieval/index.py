@@ -9,7 +9,7 @@
   column but the embeddings, plus `library_row`, the row's 0-based position in the embeddings file) and
   `manifest.json` (metric, kind, count, dimension, the embeddings file's SHA-256, and the model that made the
   embeddings when the file records it). The manifest is written last: a folder without one is an interrupted build.
-* The queries (SMILES and pictures of molecules) become vectors in `training/vector_queries.py`
+* The queries (SMILES and pictures of molecules) become vectors in `training/retrieval/queries.py`
   (:func:`embed_queries`, :func:`read_picture`, :class:`Query`; importable from here too).
 
 faiss is imported here only, and only when an index is built or read: it is an optional dependency
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from moleclip.training.outputs import SKIPPED_COLUMN
-from moleclip.training.vector_queries import PICTURE_SUFFIXES, Query, embed_queries, is_picture, read_picture
+from moleclip.training.retrieval.queries import PICTURE_SUFFIXES, Query, embed_queries, is_picture, read_picture
 
 __all__ = [
     "AUTO_HNSW_VALUES", "KINDS", "METRICS", "PICTURE_SUFFIXES", "EmbeddedLibrary", "LibraryIndex", "Query",

@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from moleclip.training.pretrain_config import CONFIG_FILE, KILL_ENV, MODEL_DIR, RESULTS_FILE, RUN_OUTPUTS, PretrainConfig
-from moleclip.training.pretrain_table import PretrainingTable, load_pretraining_table, split_positions
+from moleclip.training.pretraining.config import CONFIG_FILE, KILL_ENV, MODEL_DIR, RESULTS_FILE, RUN_OUTPUTS, PretrainConfig
+from moleclip.training.pretraining.table import PretrainingTable, load_pretraining_table, split_positions
 
 __all__ = ["pretrain", "build_param_groups", "build_pretrain_optimizer", "PretrainStep", "make_evaluator"]
 
@@ -36,7 +36,7 @@ def _start_label_heads_afresh(model, config: PretrainConfig, accelerator) -> Non
     carries some: its K-means numbered its clusters its own way, so class 17 of its classifier has nothing to do with
     class 17 of this run's labels (a run extended with --resume keeps its classifiers from its checkpoint)."""
     from moleclip.configuration_moleclip import MODEL_PRESETS
-    from moleclip.training.hub import read_model_config
+    from moleclip.training.serving.hub import read_model_config
 
     spec = str(config.backbone)
     if config.resume is not None or spec in MODEL_PRESETS or spec.endswith((".pth", ".pt")):
@@ -222,7 +222,7 @@ def _check_resumed_config(config: PretrainConfig, saved_file: Path, accelerator)
 def pretrain(config: PretrainConfig, hub_api=None) -> dict:
     """Run a pretraining described by `config`; returns the summary also written to `training_results.json`.
 
-    The final model goes to `<output_dir>/model` (see `pretrain_config` for the whole layout of the output folder).
+    The final model goes to `<output_dir>/model` (see `pretraining.config` for the whole layout of the output folder).
     One run per folder: a folder holding another run is refused unless the run resumes it (`resume`) or replaces it
     (`overwrite`: its files are removed first); a lock keeps a second process out while this one writes.
 
@@ -239,7 +239,7 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
                      inputs={"--input": config.input, "--prerendered": config.prerendered} if replacing else None)
     _check_sources(config)
     if config.push_to_hub:
-        from moleclip.training.hub import check_push_possible
+        from moleclip.training.serving.hub import check_push_possible
 
         check_push_possible(hub_api)  # now, not after the training whose model it would push
     with contextlib.ExitStack() as held:
@@ -252,7 +252,7 @@ def _check_sources(config: PretrainConfig) -> None:
     manifest opened."""
     from moleclip.configuration_moleclip import MODEL_PRESETS
     from moleclip.processing.prerendered_store import PrerenderedImages
-    from moleclip.training.hub import check_model_exists, read_model_config
+    from moleclip.training.serving.hub import check_model_exists, read_model_config
 
     spec = str(config.backbone)
     if spec not in MODEL_PRESETS:
@@ -378,7 +378,7 @@ def _read_molecules(config: PretrainConfig, accelerator) -> Molecules:
 def _build_encoder(config: PretrainConfig, molecules: Molecules, accelerator) -> Encoder:
     from accelerate.utils import set_seed
 
-    from moleclip.training.hub import load_backbone, load_processor
+    from moleclip.training.serving.hub import load_backbone, load_processor
 
     set_seed(config.seed)
     model = load_backbone(config.backbone, init_factor=config.init_factor, pseudo_label_classes=molecules.table.ks)
@@ -504,7 +504,7 @@ def _train(config: PretrainConfig, accelerator, encoder: Encoder, batches: Batch
 def _save(config: PretrainConfig, summary: dict, trained: Trained, processor, hub_api, accelerator) -> None:
     """training_results.json, and the model folder (<output-dir>/model) that a user loads and --push-to-hub uploads
     (main process only)."""
-    from moleclip.training.hub import describe_backbone, push_model_dir, save_model_dir
+    from moleclip.training.serving.hub import describe_backbone, push_model_dir, save_model_dir
     from moleclip.training.loop import unwrap
     from moleclip.training.outputs import json_text, write_text_atomically
 

@@ -35,7 +35,7 @@ __all__ = [
     "mean_std_ci",
 ]
 
-METRICS_DIR = Path(__file__).resolve().parent / "evaluate_modules"
+METRICS_DIR = Path(__file__).resolve().parent.parent / "evaluate_modules"
 # imported relatively by every metric script; evaluate copies it only from the script's own folder
 METRICS_HELPER = METRICS_DIR / "masked_targets.py"
 # Every metric a task type uses; each has its evaluate script here.

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from moleclip.training.pretrain_config import PSEUDO_LABEL_FILE, PretrainConfig
+from moleclip.training.pretraining.config import PSEUDO_LABEL_FILE, PretrainConfig
 
 __all__ = ["PretrainingTable", "load_pretraining_table", "split_positions"]
 

@@ -1,6 +1,6 @@
 """The settings of a pretraining run: `PretrainConfig`, its command line and its JSON file, and the run's file layout.
 
-It belongs to the library, which runs a pretraining from it (`pretrain_run.pretrain(config)`); the command line
+It belongs to the library, which runs a pretraining from it (`pretraining.run.pretrain(config)`); the command line
 builds `moleclip pretrain`'s options from its fields (`add_arguments`). Only the standard library at module level (the
 package's lists of schedules, optimizers and standardisations are imported when a config is built), so that `moleclip
 pretrain --help` pays for the package's import and nothing more (accelerate, RDKit's standardiser).
@@ -144,7 +144,7 @@ class PretrainConfig:
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")
         if self.init_factor is not None:
-            from moleclip.training.hub import check_init_factor
+            from moleclip.training.serving.hub import check_init_factor
 
             check_init_factor(self.backbone, self.init_factor)  # now, not after the pseudo-labels
         if self.epochs <= 0:

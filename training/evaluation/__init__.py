@@ -1,0 +1,1 @@
+"""Scoring and reporting: metrics, the grid search and its summaries over seeds, and the figures."""

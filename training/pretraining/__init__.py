@@ -1,0 +1,1 @@
+"""Pretraining: its settings (`PretrainConfig`), the input table and pseudo-labels, and the run."""

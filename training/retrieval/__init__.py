@@ -1,0 +1,1 @@
+"""Vector search: the index over embedded libraries and queries (SMILES or pictures) embedded as the library was."""
