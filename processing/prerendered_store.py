@@ -35,6 +35,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from huggingface_hub import HfApi
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -69,6 +72,7 @@ def image_columns(n_variants: int) -> list[str]:
 
 def store_features(n_variants: int):
     """The ``datasets.Features`` of a store's rows (their Arrow schema carries them to ``load_dataset``)."""
+    # datasets is not loaded by `import moleclip`; only the store's Hub side needs it
     import datasets
 
     columns = {"row": datasets.Value("int64"), "smiles": datasets.Value("string")}
@@ -138,8 +142,6 @@ class PrerenderedImages:
         return [str(self.path / name) for name in self.files]
 
     def _column(self, name: str) -> list:
-        import pyarrow.parquet as pq
-
         return [value for path in self.data_files()
                 for value in pq.read_table(path, columns=[name]).column(name).to_pylist()]
 
@@ -158,8 +160,6 @@ class PrerenderedImages:
         return np.array([where.get(s, -1) for s in smiles], dtype=np.int64)
 
     def _shard(self, shard: int):
-        import pyarrow.parquet as pq
-
         handle = self._open.pop(shard, None)
         if handle is None:
             # pre_buffer off: it coalesces reads for big scans; for one small row group it is pure overhead (1.7x)
@@ -213,6 +213,7 @@ class PrerenderedImages:
     def streaming(self, rank: int | None = None, world_size: int | None = None):
         """The store as a streaming ``datasets.IterableDataset`` (pictures decoded to PIL), this node's part if
         ``rank``/``world_size`` are given (whole shards per node when their count divides evenly)."""
+        # datasets is not loaded by `import moleclip`; only the streaming store needs it
         import datasets
 
         stream = datasets.load_dataset("parquet", data_files=self.data_files(), split="train", streaming=True)
@@ -240,8 +241,6 @@ def push_store_to_hub(path: str | os.PathLike, repo_id: str, private: bool | Non
     if api is None:
         if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
             raise RuntimeError("HF_HUB_OFFLINE is set: unset it to push to the Hub")
-        from huggingface_hub import HfApi
-
         api = HfApi()
     repo_id = api.create_repo(repo_id, repo_type="dataset", private=private, token=token, exist_ok=True).repo_id
     commit = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(store.path), token=token,
@@ -274,9 +273,6 @@ def draw_molecule(smiles: str, index: int, n_variants: int, seed: int,
 
 def _write_shard(task: tuple) -> dict:
     """Draw one shard and write it atomically (in a worker process); returns its manifest entry."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     folder, name, start, smiles, rows, processor, n_variants, seed, row_group_size = task
     final = Path(folder) / name
     partial = final.with_name(final.name + PARTIAL)
@@ -308,8 +304,6 @@ def _write_shard(task: tuple) -> dict:
 
 def _finished_shard(path: Path, expected: dict) -> dict | None:
     """A finished shard's manifest entry, if ``path`` holds the shard ``expected`` describes."""
-    import pyarrow.parquet as pq
-
     try:
         metadata = pq.read_metadata(path)
         entry = json.loads(metadata.metadata[b"moleclip"])

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from ..tasks import TASK_TYPES, infer_task, is_classification
 from .molecules import SkippedMolecule, list_skipped
@@ -227,6 +228,7 @@ class PropertyDataset:
 
 
 def _to_hf_dataset(smiles: list[str], targets: np.ndarray, target_names: list[str]):
+    # datasets is not loaded by `import moleclip`; only these helpers need it
     import datasets
 
     features = datasets.Features(
@@ -280,6 +282,7 @@ def _is_offline() -> bool:
 
 def _download(url: str, name: str) -> Path:
     """Fetch a public file into the Hugging Face datasets download cache (reused on later calls)."""
+    # datasets is not loaded by `import moleclip`; only these helpers need it
     import datasets
 
     return Path(datasets.DownloadManager(dataset_name=name).download(url))
@@ -507,8 +510,6 @@ def load_property_dataset(
     progress = None
     items: Sequence[str] = raw_smiles
     if len(raw_smiles) >= _PROGRESS_MIN_ROWS:
-        from tqdm.auto import tqdm
-
         progress = tqdm(raw_smiles, desc=f"Parsing {path.name}", unit="mol")
         items = progress
     prepared, bad, changed = standardize_smiles(items, standardize, on_error="skip", max_heavy_atoms=max_heavy_atoms)

@@ -21,6 +21,8 @@ from contextlib import nullcontext
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from .fingerprints import maccs_keys
@@ -77,6 +79,7 @@ def _thread_limit(n_threads: int | None):
     """Cap the BLAS/OpenMP threads scikit-learn uses; oversubscribed cores make mini-batch K-means many times slower."""
     if n_threads is None:
         return nullcontext()
+    # not loaded by `import moleclip`; only pseudo-labelling needs it
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=int(n_threads))
@@ -114,6 +117,7 @@ def fit_kmeans(
     ``n_init=1`` is scikit-learn's own choice for k-means++ initialisation; each extra initialisation repeats the
     k-means++ pass over ``3 * batch_size`` molecules, which dominates the run time for K in the thousands.
     """
+    # scikit-learn is not loaded by `import moleclip`; only pseudo-labelling needs it
     from sklearn.cluster import MiniBatchKMeans
 
     data = _as_float32(bits)
@@ -225,6 +229,7 @@ def pick_knee(curve: pd.DataFrame) -> int:
     Raises:
         ValueError: when the curve has no knee (for example a straight line, or too few points).
     """
+    # kneed is not loaded by `import moleclip`; only pseudo-labelling needs it
     from kneed import KneeLocator
 
     missing = {"k", "inertia"} - set(curve.columns)
@@ -375,9 +380,6 @@ STANDARDIZE_METADATA_KEY = b"moleclip.standardize"
 def write_pseudo_labels(frame: pd.DataFrame, path: str | os.PathLike, standardize: str = "none") -> None:
     """Write a pseudo-label table as Parquet, readable with ``datasets.load_dataset("parquet", data_files=path)``;
     `standardize` (how its molecules were prepared) goes into the file's metadata."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     if "smiles" not in frame.columns:
         raise KeyError(f"A pseudo-label table needs a 'smiles' column; got {list(frame.columns)}")
     if not label_columns(frame.columns):
@@ -392,8 +394,6 @@ def write_pseudo_labels(frame: pd.DataFrame, path: str | os.PathLike, standardiz
 def recorded_standardization(path: str | os.PathLike) -> str | None:
     """How the molecules of a Parquet table written by :func:`write_pseudo_labels` were standardised; None when the
     file does not say (other files, or tables written before the setting existed)."""
-    import pyarrow.parquet as pq
-
     if not str(path).lower().endswith(".parquet"):
         return None
     metadata = pq.read_schema(path).metadata or {}

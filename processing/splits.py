@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from rdkit import Chem
 from rdkit.Chem.Scaffolds import MurckoScaffold
+from tqdm.auto import tqdm
 
 from .molecules import to_mol
 
@@ -88,8 +89,6 @@ def scaffold_groups(smiles: Sequence, progress: bool | None = None) -> dict[str,
     """Positions of the molecules sharing each scaffold, scaffolds in order of first appearance."""
     items = smiles
     if progress if progress is not None else len(smiles) >= _PROGRESS_MIN:
-        from tqdm.auto import tqdm
-
         items = tqdm(smiles, desc="Scaffolds", unit="mol")
     groups: dict[str, list[int]] = {}
     for i, item in enumerate(items):

@@ -37,6 +37,8 @@ import contextlib
 import csv
 import gzip
 import io
+import itertools
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -44,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 __all__ = [
     "SMILES_COLUMN_NAMES",
@@ -168,8 +172,6 @@ def table_smiles_column(path: str | os.PathLike, smiles_column: str | None = Non
         if kind == "smi" or not path.is_file():
             return None
         if kind == "parquet":
-            import pyarrow.parquet as pq
-
             columns = pq.read_schema(path).names
         else:
             with _reading_errors(path), _open_text(path) as handle:
@@ -377,8 +379,6 @@ def read_molecule_table(
 
 
 def _parquet_smiles_column(path: Path, smiles_column: str | None) -> str:
-    import pyarrow.parquet as pq
-
     try:
         schema = pq.read_schema(path)
     except Exception as err:  # pyarrow raises ArrowInvalid and friends for a file that is not Parquet
@@ -402,8 +402,6 @@ def _parquet_frame(table, column: str) -> pd.DataFrame:
 
 
 def _read_parquet(path: Path, smiles_column: str | None, limit: int | None) -> MoleculeTable:
-    import pyarrow.parquet as pq
-
     column = _parquet_smiles_column(path, smiles_column)
     table = pq.read_table(path)
     if limit is not None:
@@ -442,8 +440,6 @@ def iter_molecule_table(path: str | os.PathLike, smiles_column: str | None = Non
 
 
 def _iter_smi(path: Path, smiles_column: str | None, chunk_rows: int):
-    import itertools
-
     # Whether the table has a name column depends on every line (any name, or a header naming one); a first pass
     # over the text (no rows kept) decides it, so that every chunk has the columns the whole table has.
     with _open_text(path) as handle:
@@ -484,8 +480,6 @@ def _iter_smi(path: Path, smiles_column: str | None, chunk_rows: int):
 def _iter_delimited(path: Path, kind: str, smiles_column: str | None, chunk_rows: int):
     # The csv module, record by record: it counts the lines of quoted multi-line fields, as the whole reader's slow
     # path does, and the delimiter is sniffed from the first line exactly as there.
-    import itertools
-
     with _open_text(path) as handle:
         first = handle.readline()
         reader = csv.reader(itertools.chain([first], handle), delimiter=_delimiter(first, kind))
@@ -526,9 +520,6 @@ def _iter_delimited(path: Path, kind: str, smiles_column: str | None, chunk_rows
 
 
 def _iter_parquet(path: Path, smiles_column: str | None, chunk_rows: int):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     column = _parquet_smiles_column(path, smiles_column)
     parquet = pq.ParquetFile(path)
     pending, count, first_row = [], 0, 1
@@ -559,11 +550,6 @@ def _integers_with_missing(path: Path, schema) -> list[str]:
     """The integer columns that pandas reads as float64 (NaN for a missing value) when it reads the whole file: those
     with a missing value anywhere and no pandas record making them nullable Int64. A chunk without missing values
     would otherwise come back as int64, and an ID column would be written 101 in one chunk and 104.0 in the next."""
-    import json
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     record = json.loads((schema.metadata or {}).get(b"pandas", b"{}"))
     typed = {entry.get("name"): entry.get("numpy_type") for entry in record.get("columns", [])}
     candidates = []
