@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import load
+from accelerate.utils.constants import RNG_STATE_NAME
 from tqdm.auto import tqdm
 
 __all__ = [
@@ -112,6 +114,7 @@ SCHEDULES = ("constant", "constant_with_warmup", "cosine")
 def _fused_possible(groups) -> bool:
     """Whether PyTorch's fused Adam kernels can take these parameters: floating point, on one device type they support."""
     try:
+        # a private torch API that a release may move: its absence only means no fused Adam
         from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
         supported = set(_get_fused_kernels_supported_devices())
@@ -204,9 +207,6 @@ def check_random_states(checkpoint: Path, process_index: int) -> None:
     longer the run it claims to resume. The file is read here with accelerate's own loader (which never runs code from
     a pickle), and anything short of complete states is an error naming the file.
     """
-    from accelerate.utils import load
-    from accelerate.utils.constants import RNG_STATE_NAME
-
     file = Path(checkpoint) / f"{RNG_STATE_NAME}_{process_index}.pkl"
     advice = ("resuming from it would not reproduce the run; resume from an earlier checkpoint (--resume PATH) or "
               "start again in a new folder")
@@ -244,6 +244,7 @@ class _MetricsLog:
         if self.enabled:
             self._drop_after(start_step)
             try:
+                # tensorboard is an optional extra (moleclip[tensorboard])
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"), purge_step=start_step + 1)

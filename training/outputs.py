@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import math
 import os
@@ -25,6 +26,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from moleclip.processing.standardize import standardize_smiles
 
 __all__ = ["check_writable", "write_atomically", "write_text_atomically", "check_run_folder", "hold_run_folder",
            "hold_output_file", "FolderInUseError", "SKIPPED_COLUMN", "STANDARDIZED_COLUMN", "mark_skipped",
@@ -57,8 +61,6 @@ def standardized_column(smiles, method: str) -> list | None:
     """The standardised SMILES of each entry (empty where standardisation failed), or None for `method` "none"."""
     if method == "none":
         return None
-    from moleclip.processing.standardize import standardize_smiles
-
     result = standardize_smiles(smiles, method)
     failed = {s.index for s in result.skipped}
     return ["" if i in failed else value for i, value in enumerate(result.smiles)]
@@ -113,8 +115,6 @@ _DECIMAL_TEXT = re.compile(r"[+-]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:
 def _text_kind(values) -> tuple[str, bool]:
     """("integer", "float", "text" or "empty" when no cell is written, whether a cell is empty) for a column of text
     cells."""
-    import pandas as pd
-
     cells = pd.Series(values, dtype=object)
     if not cells.map(lambda v: isinstance(v, str) or pd.isna(v)).all():
         return "text", False
@@ -147,8 +147,6 @@ def typed_text_columns(chunks) -> dict[str, str]:
 def text_as_numbers(values, kind: str):
     """Cells of a column :func:`typed_text_columns` found numeric, as numbers of its `kind`: float64 (NaN where
     empty) or integers (pandas' nullable Int64)."""
-    import pandas as pd
-
     cells = pd.Series(values, dtype=object)
     cells = cells.where(cells.notna() & (cells != ""), None)
     if kind == "float":
@@ -229,8 +227,6 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> 
 def _remove_dead_writers_files(path: Path) -> None:
     """Remove the temporary files of `path` that a killed process left (a kill skips write_atomically's clean-up):
     hidden, possibly as large as the output, and found by nothing else, they would stay beside it for good."""
-    import glob
-
     prefix = f".{path.name}.tmp-"
     for old in path.parent.glob(glob.escape(prefix) + "*"):
         pid = old.name[len(prefix):]
@@ -314,6 +310,7 @@ def _guarded(folder: Path) -> Iterator[None]:
     lock read between its creation and its pid being written looked dead. Where the folder cannot be locked (no
     fcntl, some network file systems) the lock file alone decides, as before."""
     try:
+        # POSIX only: Windows has no fcntl
         import fcntl
 
         handle = os.open(folder, os.O_RDONLY)

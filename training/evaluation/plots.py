@@ -136,6 +136,7 @@ def parity_plot(y_true, y_pred, path: str | Path, target_names: Sequence[str] | 
 def roc_plot(y_true, y_score, path: str | Path, target_names: Sequence[str] | None = None, title: str = "") -> Path:
     """ROC curve per task with its AUC, each panel titled with its target (label 1 is the positive class); a task
     whose labels here are all one class is marked as such. `title` goes over all panels."""
+    # scikit-learn is not loaded by `import moleclip`; only the ROC figure needs it
     from sklearn.metrics import roc_auc_score, roc_curve
 
     y_true, y_score = _as_2d(y_true), _as_2d(y_score)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from moleclip.tasks import METRIC_HIGHER_IS_BETTER, TASK_TYPES, get_task
 from moleclip.tasks import higher_is_better as _higher_is_better
@@ -58,6 +59,7 @@ def load_metric(name: str, **kwargs):
     Extra keyword arguments go to :func:`evaluate.load`. The module keeps its inputs in memory unless told otherwise:
     metrics here are computed on gathered predictions, so evaluate's cache files would only add disk traffic.
     """
+    # evaluate is not loaded by `import moleclip` (it pulls in datasets); only scoring needs it
     import evaluate
 
     script = METRICS_DIR / f"{_check_name(name)}.py"
@@ -164,8 +166,6 @@ def mean_std_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[floa
     The interval uses Student's t with ``n - 1`` degrees of freedom (``t * std / sqrt(n)``), appropriate for the
     handful of seeds behind each reported number. With one value the spread is unknown: std and half-width are NaN.
     """
-    from scipy import stats
-
     arr = np.asarray(list(values), dtype=np.float64).reshape(-1)
     if arr.size == 0:
         raise ValueError("mean_std_ci needs at least one value")

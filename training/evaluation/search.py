@@ -12,6 +12,7 @@ logic serves MoleCLIP finetuning, the fingerprint MLP and tests with made-up num
 
 from __future__ import annotations
 
+import csv
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from moleclip.processing.property_data import resolve_data_dir
 from moleclip.training.evaluation.scoring import mean_std_ci
 
 __all__ = [
@@ -284,10 +286,6 @@ def final_markdown(summary: Mapping, metrics: Sequence[str], label: str, paper: 
 
 def paper_reference(dataset: str, data_dir: str | Path | None = None) -> dict | None:
     """The paper's row for a named set from ``<data dir>/reference/paper_results.csv`` (None when unavailable)."""
-    import csv
-
-    from moleclip.processing.property_data import resolve_data_dir
-
     try:
         root = resolve_data_dir(data_dir)
     except FileNotFoundError:

@@ -39,6 +39,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from rdkit import Chem
+from rdkit.Chem import rdFingerprintGenerator
+
+from moleclip.processing.rendering import drawn_atom_coords
 
 __all__ = [
     "ATOM_ZONE",
@@ -117,8 +120,6 @@ def owners(mol: Chem.Mol) -> tuple[np.ndarray, int]:
 def drawing_geometry(prepared_mol: Chem.Mol, size: int, style=None, r_groups: bool = False,
                      backend: str = "hybrid") -> DrawingGeometry:
     """The geometry of the drawing ``render(prepared_mol, size, style, r_groups, backend)`` makes."""
-    from moleclip.processing.rendering import drawn_atom_coords
-
     xy = drawn_atom_coords(prepared_mol, size, style, r_groups, backend)
     bonds = np.array([(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in prepared_mol.GetBonds()],
                      dtype=np.int64).reshape(-1, 2)
@@ -210,6 +211,7 @@ def pool(pixel_map: np.ndarray, assignment: PixelAssignment) -> tuple[np.ndarray
 def require_captum():
     """captum's IntegratedGradients, or an ImportError that says how to install it."""
     try:
+        # captum is an optional extra (moleclip[explain])
         from captum.attr import IntegratedGradients
     except ImportError as err:
         raise ImportError(f'integrated gradients need captum ({err}); install it with pip install "moleclip[explain]"'
@@ -266,8 +268,6 @@ def patch_map_to_pixels(patch_map: np.ndarray, patch_size: int) -> np.ndarray:
 # -------------------------------------------------------------------------------------------------- fingerprints
 def morgan_environments(mol: Chem.Mol, radius: int, n_bits: int) -> tuple[np.ndarray, dict[int, list[tuple[int, ...]]]]:
     """(Morgan bits as `morgan_fingerprints` computes them, {bit: [atoms of each environment that sets it]})."""
-    from rdkit.Chem import rdFingerprintGenerator
-
     generator = rdFingerprintGenerator.GetMorganGenerator(radius=int(radius), fpSize=int(n_bits))
     info = rdFingerprintGenerator.AdditionalOutput()
     info.AllocateBitInfoMap()
@@ -327,6 +327,7 @@ def enrichment(scores: Sequence[np.ndarray], causal: Sequence[np.ndarray]) -> di
     per-molecule ROC-AUC of |score| for telling causal atoms from the others (0.5: chance; ties count half), and the
     number of molecules used.
     """
+    # scipy.stats is not loaded by `import moleclip`; only this check needs it
     from scipy.stats import rankdata
 
     shares, bases, ratios, hits, aucs = [], [], [], [], []

@@ -34,8 +34,11 @@ from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.ticker import FuncFormatter
 from PIL import Image
 from rdkit import Chem
+from rdkit.Chem.Draw import rdMolDraw2D
 
-from moleclip.processing.molecules import to_mol
+from moleclip.processing.molecules import InvalidMoleculeError, to_mol
+from moleclip.processing.rendering import DrawingStyle, prepare_for_drawing, render
+from moleclip.processing.standardize import standardize_mol
 from moleclip.tasks import is_classification
 from moleclip.training.explaining.attribution import (
     assign_pixels,
@@ -50,6 +53,8 @@ from moleclip.training.explaining.attribution import (
     require_captum,
 )
 from moleclip.training.evaluation.plots import fit_text
+from moleclip.training.inference.devices import choose_device
+from moleclip.training.kinds import FingerprintKind, ImageKind
 
 __all__ = [
     "FINGERPRINT_METHODS",
@@ -146,8 +151,6 @@ def _prediction(task: str, output: float) -> float:
 def _rows(mol: Chem.Mol) -> tuple[list[int], list[str]]:
     heavy = heavy_atoms(mol)
     if not heavy:
-        from moleclip.processing.molecules import InvalidMoleculeError
-
         raise InvalidMoleculeError(Chem.MolToSmiles(mol), None, "has no heavy atoms to explain")
     return heavy, [mol.GetAtomWithIdx(i).GetSymbol() for i in heavy]
 
@@ -159,8 +162,6 @@ def _prepared_input(smiles: str, index: int | None, method: str) -> tuple[Chem.M
     mol = to_mol(smiles, index)
     if method in (None, "none"):
         return mol, None
-    from moleclip.processing.standardize import standardize_mol
-
     mol = standardize_mol(mol, method, index)
     return mol, Chem.MolToSmiles(mol)
 
@@ -218,9 +219,6 @@ class ImageExplainer:
         self.target_index, self.methods = int(target_index), tuple(methods)
         self.steps, self.internal_batch_size = int(steps), int(internal_batch_size)
         self.task = _task(model)
-        from moleclip.training.inference.devices import choose_device
-        from moleclip.training.kinds import ImageKind
-
         self.target = ImageKind(model, processor).target_names[self.target_index]  # what the pictures name
         self.model = model.to(choose_device(device)).eval()
         self.device = next(self.model.parameters()).device
@@ -245,8 +243,6 @@ class ImageExplainer:
         return self.model(pixel_values=pixel_values).logits[:, self.target_index]
 
     def explain(self, smiles: str, index: int | None = None) -> MoleculeExplanation:
-        from moleclip.processing.rendering import DrawingStyle, prepare_for_drawing, render
-
         mol, standardized = _prepared_input(smiles, index, getattr(self.processor, "standardize", "none"))
         heavy, elements = _rows(mol)
         pictures, _, _ = self.processor.render_images([smiles], on_error="raise")
@@ -292,17 +288,12 @@ class FingerprintExplainer:
     methods = FINGERPRINT_METHODS
 
     def __init__(self, model, target_index: int = 0, device=None):
-        from moleclip.training.inference.devices import choose_device
-        from moleclip.training.kinds import FingerprintKind
-
         self.model = model.to(choose_device(device)).eval()
         self.target_index = int(target_index)
         self.target = FingerprintKind(model).target_names[self.target_index]  # what the pictures name
         self.task = _task(model)
 
     def explain(self, smiles: str, index: int | None = None) -> MoleculeExplanation:
-        from moleclip.processing.rendering import prepare_for_drawing
-
         mol, standardized = _prepared_input(smiles, index, self.model.settings.get("standardize", "none"))
         heavy, elements = _rows(mol)
         scores, output, _ = fingerprint_atom_scores(self.model, mol, self.target_index)
@@ -317,8 +308,6 @@ def make_explainer(kind, target: str | None = None, methods: Sequence[str] | Non
     """An explainer for a model kind (`training.kinds`, what `prediction.load_predictor` returns): a MoleCLIP model
     through its drawing, a fingerprint MLP through its Morgan bits. `target` by name (default: the only one).
     `quick` (without `methods`): the one method an interactive page can afford per molecule."""
-    from moleclip.training.kinds import FingerprintKind, ImageKind
-
     if not isinstance(kind, (ImageKind, FingerprintKind)) or not kind.has_predictions:
         raise ValueError(f"cannot explain a {kind.describe()} model: explain takes a finetuned MoleCLIP model or a "
                          "fingerprint MLP")
@@ -371,6 +360,7 @@ def _colouring(method: str, largest: float) -> tuple:
 def _panels_figure(explanation: MoleculeExplanation, count: int, size: int):
     """A figure of `count` panels of about `size` px, each with room for a title and a colour bar under it, titled
     with the target and the prediction; returns it, the panels and the width a panel's texts may take."""
+    # matplotlib is not loaded by `import moleclip`; only the pictures need it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -411,8 +401,6 @@ def _picture(fig, margin: int = 10) -> Image.Image:
 def _atom_field(mol: Chem.Mol, weights: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """(the molecule drawn on white at `size` px, RGB in 0..1; the sum over atoms of weight x a Gaussian around the
     atom, a third of a bond length wide, so the field at an atom is its own weight within a few per cent)."""
-    from rdkit.Chem.Draw import rdMolDraw2D
-
     drawer = rdMolDraw2D.MolDraw2DCairo(size, size)
     drawer.DrawMolecule(mol)
     drawer.FinishDrawing()
@@ -470,6 +458,7 @@ def heatmap_figure(explanation: MoleculeExplanation, scale: int = 2):
     relative to an even spread over the picture, from white (its smallest share) to orange."""
     if explanation.picture is None:
         raise ValueError("a fingerprint model's explanation has no drawing")
+    # scipy.ndimage is not loaded by `import moleclip`; only the fingerprint picture needs it
     from scipy.ndimage import gaussian_filter
 
     drawing = explanation.picture.astype(np.float64) / 255.0

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from moleclip import MoleCLIPForPropertyPrediction
 from moleclip.processing.augment import AUGMENTATION_PRESETS
+from moleclip.processing.fingerprints import morgan_fingerprints
 from moleclip.processing.seeding import sample_rng
 from moleclip.training.kinds.baselines import FP_BITS, FP_RADIUS, FeatureHeadModel, FingerprintPredictor
 from moleclip.training.inference.engine import embed
@@ -227,8 +228,6 @@ class FingerprintInputs(_PrecomputedFeatures):
     def __init__(self, smiles: Sequence[str], task: str, target_names: Sequence[str], regression_loss: str = "l1",
                  hidden_size: int = 512, num_layers: int = 3, dropout: float = 0.0, progress: bool = True,
                  standardize: str = "none", smiles_column: str | None = None):
-        from moleclip.processing.fingerprints import morgan_fingerprints
-
         # `smiles` were standardised when the table was read (if asked): the saved model only records how, so that
         # predict prepares new molecules the same way.
         result = morgan_fingerprints(list(smiles), radius=FP_RADIUS, n_bits=FP_BITS, progress=progress)

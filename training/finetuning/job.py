@@ -29,17 +29,30 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
 
 from moleclip import MoleCLIPForPropertyPrediction
-from moleclip.processing.molecules import warn_about_fragments
-from moleclip.processing.property_data import PropertyDataset, load_property_dataset
+from moleclip.processing.molecules import describe_skipped, warn_about_fragments
+from moleclip.processing.property_data import DATASETS, PropertyDataset, load_property_dataset
 from moleclip.processing.splits import canonical_smiles, split_leakage
+from moleclip.training.kinds.baselines import FP_RADIUS, ForestPredictor, fingerprint_matrix
 from moleclip.training.loop import OPTIMIZER_TEXT
 from moleclip.training.outputs import check_run_folder, hold_run_folder, write_atomically, write_delimited
 from moleclip.training.evaluation.scoring import TASK_METRICS, higher_is_better
 from moleclip.training.evaluation.search import expand_grid, final_markdown, paper_reference, public_view, run_search, \
     search_markdown, setting_name, summarize_runs, summarize_values
+from moleclip.training.serving.hub import (
+    check_push_possible,
+    describe_backbone,
+    load_backbone,
+    load_processor,
+    push_model_dir,
+    save_model_dir,
+    write_model_card,
+)
 from moleclip.training.trust.uncertainty import probability_logits
 
 from . import report
@@ -65,10 +78,6 @@ def _load_data(args) -> PropertyDataset:
 
 
 def _build_template(args, data: PropertyDataset) -> tuple[MoleCLIPForPropertyPrediction, object, str]:
-    from accelerate.utils import set_seed
-
-    from moleclip.training.serving.hub import describe_backbone, load_backbone, load_processor
-
     overrides = dict(task=data.task, num_targets=data.n_targets, target_names=list(data.target_names),
                      smiles_column=args.smiles_column, regression_loss=args.regression_loss, target_mean=None,
                      target_std=None)
@@ -91,8 +100,6 @@ def _build_template(args, data: PropertyDataset) -> tuple[MoleCLIPForPropertyPre
 
 def _warn_skipped(skipped, what: str) -> None:
     if skipped:
-        from moleclip.processing.molecules import describe_skipped
-
         warnings.warn(f"{what}: {describe_skipped(skipped)}; these molecules are left out", UserWarning, stacklevel=2)
 
 
@@ -116,8 +123,6 @@ def finetune(args: argparse.Namespace, hub_api=None) -> dict:
     """
     check_args(args)
     if args.push_to_hub:
-        from moleclip.training.serving.hub import check_push_possible
-
         check_push_possible(hub_api)  # now, not after the training whose model it would push
     refuse_foreign_folder(Path(args.output_dir))
     check_run_folder(args.output_dir, OUTPUTS, overwrite=args.overwrite,
@@ -146,8 +151,6 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
 
 
 def _start(args) -> Job:
-    from accelerate import Accelerator
-
     started = time.perf_counter()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -176,8 +179,6 @@ def _build_features(job: Job, molecules: Molecules) -> tuple[Molecules, Features
     args, data, mode, progress = job.args, molecules.data, molecules.mode, job.progress
     processor, backbone, inputs, bits = None, "Morgan fingerprints (radius 2, 2048 bits)", None, None
     if mode == "random_forest":
-        from moleclip.training.kinds.baselines import fingerprint_matrix
-
         bits, kept = fingerprint_matrix(data, progress=progress)
     elif mode == "fingerprint":
         inputs = FingerprintInputs(data.smiles, data.task, data.target_names, args.regression_loss,
@@ -381,8 +382,6 @@ def _combined_predictions(output_dir: Path, rows, members: list[Member], trust: 
     """predictions.csv: every seed's test predictions of the chosen setting, one block per seed, and with a shared
     split the ensemble's (seed "ensemble"); each interval (or calibrated probability) sits on the prediction it was
     calibrated for: the ensemble's on a shared split, each member's on per-seed splits."""
-    import pandas as pd
-
     data = rows.data
     names = list(data.target_names)
     frames = []
@@ -442,8 +441,6 @@ def _save(job: Job, results: dict, molecules: Molecules, features: Features, tra
                                                         training.options),
                                    training.options.select_key, features.backbone, model_dir)
     extra_files = {"results.json": (output_dir / "results.json").read_text(), "results.md": markdown}
-    from moleclip.training.serving.hub import push_model_dir, save_model_dir, write_model_card
-
     if mode == "fingerprint":
         write_model_card(model_dir, kind, card, extra_files)
     else:
@@ -479,8 +476,6 @@ def _paper_row(args, data) -> dict | None:
     """The paper's row for this job, only where it measured the same thing: a set named from the registry (a user's
     own file called esol.csv is another table) with the registry's target columns (not `nhcs --target-columns` of one
     of them). The table then shows it only on the paper's split kind (`final_markdown(split=...)`)."""
-    from moleclip.processing.property_data import DATASETS
-
     key = str(args.dataset).strip().lower()
     spec = DATASETS.get(key)
     if spec is None or Path(str(args.dataset)).expanduser().is_file():
@@ -493,8 +488,6 @@ def _paper_row(args, data) -> dict | None:
 def _random_forest(job: Job, molecules: Molecules, bits: np.ndarray, splits: Splits) -> dict:
     """One forest per seed on the same splits; hyperparameters fixed in advance (no search), so validation is only
     reported. The forests are saved (model/ holds the seed best on validation) like every other mode's models."""
-    from moleclip.training.kinds.baselines import FP_RADIUS, ForestPredictor
-
     args, rows, data, output_dir, acc = job.args, molecules.rows, molecules.data, job.output_dir, job.acc
     split_kind = molecules.split_kind
     setting = {"n_estimators": args.rf_estimators}
@@ -558,8 +551,6 @@ def _random_forest(job: Job, molecules: Molecules, bits: np.ndarray, splits: Spl
         report.write_results(output_dir, results, markdown)
         protocol = (f"{splits.source}, seeds {', '.join(map(str, args.seeds))}; one random forest of "
                     f"{args.rf_estimators} trees per seed (scikit-learn's defaults otherwise), fixed in advance")
-        from moleclip.training.serving.hub import write_model_card
-
         write_model_card(model_dir, *report.model_card(args, data, rows.n_main, results, "random_forest", protocol,
                                                        key, results["backbone"], model_dir),
                          {"results.json": (output_dir / "results.json").read_text(), "results.md": markdown})

@@ -15,6 +15,7 @@ import pandas as pd
 
 from moleclip.processing.property_data import PropertyDataset, load_property_dataset
 from moleclip.processing.splits import Split, make_split, split_from_labels
+from moleclip.processing.tables import read_molecule_table
 from moleclip.tasks import is_classification, prediction_prefix
 from moleclip.training.outputs import refuse_column_clash
 
@@ -46,8 +47,6 @@ class JobRows:
 
 def _frame(data: PropertyDataset, smiles_column: str | None) -> pd.DataFrame:
     """The input columns of the data set's rows (its file's rows less those the loader left out)."""
-    from moleclip.processing.tables import read_molecule_table
-
     fallback = pd.DataFrame({"smiles": data.smiles})
     if data.source is None:
         return fallback

@@ -11,15 +11,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from moleclip.processing.property_data import PropertyDataset
+from moleclip.training.evaluation import plots
 from moleclip.training.loop import OPTIMIZER_TEXT
 from moleclip.training.outputs import json_text, write_atomically, write_delimited, write_text_atomically
 from moleclip.training.evaluation.scoring import TASK_METRICS
-from moleclip.training.evaluation.search import public_view, setting_name
+from moleclip.training.evaluation.search import format_number, format_summary, public_view, setting_name
 
 from .parts import JobRows, prediction_frame
 from .run import Member
+from .trust import trust_markdown
 
 __all__ = ["write_results", "results_markdown", "per_target_markdown", "protocol_text", "model_card", "model_index",
            "write_plots"]
@@ -126,8 +129,6 @@ def model_card(args, data: PropertyDataset, n_molecules: int, results: dict, mod
 def model_index(title: str, data: PropertyDataset, split_kind: str, summary: dict, metrics: Sequence[str],
                 n_seeds: int) -> str:
     """The model card's `model-index` block (YAML) with the test scores."""
-    import yaml
-
     def seeds(m: str) -> str:
         # a seed without a finite score (one class in its test part) is not in the mean
         n = summary["test"][m].get("n", n_seeds)
@@ -149,8 +150,6 @@ def write_plots(output_dir: Path, job_rows: JobRows, kept: Member, metric: str, 
                 regression_loss: str | None = None) -> dict:
     """Test-set parity / ROC plot, learning curves and the test predictions of the saved run (`job_rows`: the job's
     rows, whose input columns the table keeps as the run's own test_predictions.csv does)."""
-    from moleclip.training.evaluation import plots
-
     folder = output_dir / "plots"
     data = job_rows.data
     rows = kept.rows["test"]
@@ -177,8 +176,6 @@ def write_plots(output_dir: Path, job_rows: JobRows, kept: Member, metric: str, 
 
 
 def _summary_table(summary: dict, title: str) -> list[str]:
-    from moleclip.training.evaluation.search import format_summary
-
     names = [k for k in summary if k != "n"]
     return ["", title, "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names),
             "| " + " | ".join(format_summary(summary[k]) for k in names) + " |"]
@@ -186,8 +183,6 @@ def _summary_table(summary: dict, title: str) -> list[str]:
 
 def _served_line(scores: dict | None) -> list[str]:
     """The ensemble's scores on a part (see `trust.ensemble_scores`), as one line under that part's per-seed table."""
-    from moleclip.training.evaluation.search import format_number
-
     shown = {k: v for k, v in (scores or {}).items() if k not in ("n", "loss")}
     if not shown:
         return []
@@ -285,8 +280,6 @@ def results_markdown(results: dict, data: PropertyDataset) -> str:
         metrics = list(runs[0]["per_target"]["test"])
         lines += ["", "### Per target", "", per_target_markdown(runs, metrics)]
     lines += parts_markdown(results)
-    from .trust import trust_markdown
-
     lines += trust_markdown(results)
     lines += [
         "",

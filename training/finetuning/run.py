@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 from moleclip.property_head import TargetScaling, loss_from_predictions
@@ -149,8 +150,6 @@ class FinetuneRun:
     def train(self) -> Member:
         """Train; the member's record is ``{"seed", "best_epoch", "valid": {...}, "test": {...}, ...}``, with the best
         epoch's weights and predictions."""
-        from accelerate.utils import set_seed
-
         acc, options, data = self.acc, self.options, self.data
         started = time.perf_counter()
         if acc.is_main_process and (self.run_dir / "metrics.csv").exists():

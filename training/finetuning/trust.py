@@ -23,12 +23,18 @@ Test labels are read only by the reports, never by a fit or a choice.
 
 from __future__ import annotations
 
+import copy
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
+from safetensors.torch import load_file, save_file
 
+from moleclip.processing.fingerprints import morgan_fingerprints
 from moleclip.tasks import is_regression
+from moleclip.training.inference.engine import embed
+from moleclip.training.kinds import ImageKind
 from moleclip.training.trust.applicability import EMBEDDING_DOMAIN_DIR, ApplicabilityDomain, applicability_markdown, \
     applicability_report
 from moleclip.training.trust.uncertainty import ConformalIntervals, ProbabilityCalibration, ensemble
@@ -102,8 +108,6 @@ def _warn_about_group_coverage(report: dict, group_column: str | None) -> None:
     """One line per target whose intervals, on the subgroup's test rows, cover well below the promise (activity
     cliffs: 0.46-0.59 for a promised 0.90 on one held-out set): the intervals are calibrated on validation as a
     whole, and a subgroup can be much harder."""
-    import warnings
-
     for name, coverage, n in coverage_shortfalls(report):
         warnings.warn(f"--group-column {group_column}: the {report['target_coverage']:g} prediction intervals of "
                       f"target {name} covered only {coverage:.2f} of the group's {n} test predictions; do not trust "
@@ -140,8 +144,6 @@ def ensemble_scores(data, members: list[Member], shared: bool, group: np.ndarray
 
 def _all_bits(data) -> np.ndarray:
     """Morgan bits (radius 2, 2048) of every molecule of the job, the applicability domain's representation."""
-    from moleclip.processing.fingerprints import morgan_fingerprints
-
     result = morgan_fingerprints(data.smiles, radius=2, n_bits=2048, progress=False, n_jobs=1)
     if len(result.kept) != len(data):  # every molecule here was already drawn or fingerprinted once
         raise ValueError(f"Morgan fingerprints failed for {len(data) - len(result.kept)} molecules")
@@ -160,9 +162,6 @@ def save_embedding_domain(model_dir: Path, model, processor, data, kept: Member,
     embeddings to the training molecules', the threshold from the validation molecules' (as for Tanimoto), saved in
     `model_dir/applicability_embedding/`; returns a summary for results.json. A molecule can be near the training
     set in fingerprint terms and far in what the model sees, or the other way round: predict reports both."""
-    from moleclip.training.inference.engine import embed
-    from moleclip.training.kinds import ImageKind
-
     rows = {part: np.asarray(kept.rows[part]) for part in ("train", "valid")}
     embeddings = {}
     for part, positions in rows.items():
@@ -198,8 +197,6 @@ def save_members(model_dir: Path, members: list[Member], restore, trust: dict, t
 def save_head_member(folder: Path, head_state: dict, scaling) -> None:
     """A frozen-mode member: every seed shares model/'s frozen encoder, so only its head (a few hundred kB, not a
     second copy of the encoder) and its target scaling are written."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in head_state.items()}, str(folder / "head.safetensors"))
@@ -212,10 +209,6 @@ def load_head_member(folder: Path, base):
     """`base` (the model/ folder's MoleCLIP model) with the member's head and target scaling, as a new model that
     shares `base`'s encoder module (the very same frozen weights: one copy in memory, and `Predictor` runs the
     encoder once for all such members)."""
-    import copy
-
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     record = json.loads((folder / MEMBER_FILE).read_text())
     if record.get("kind") != "head_on_encoder_of_parent_folder":

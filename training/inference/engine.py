@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from moleclip.processing.molecules import SkippedMolecule
+from moleclip.processing.molecules import InvalidMoleculeError, SkippedMolecule
 from moleclip.training.inference.devices import choose_device
 from moleclip.training.kinds import ModelKind
+from moleclip.training.outputs import embedding_columns, standardized_column
 
 __all__ = ["EmbeddingChunks", "RunResult", "embed", "predict", "run"]
 
@@ -160,8 +161,6 @@ def _raise_on_skipped(skipped: list, on_error: str) -> None:
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if on_error == "raise" and skipped:
-        from moleclip.processing.molecules import InvalidMoleculeError
-
         first = skipped[0]
         raise InvalidMoleculeError(first.smiles, first.index, first.reason)
 
@@ -177,8 +176,6 @@ class EmbeddingChunks:
         self.width = kind.embedding_width
 
     def __call__(self, chunk) -> tuple[dict, list, list | None]:
-        from moleclip.training.outputs import embedding_columns, standardized_column
-
         result = run([self.kind], chunk.smiles, batch_size=self.batch_size, device=self.device,
                      num_workers=self.num_workers, progress=False, embeddings=True, options=self.options)[0]
         return (embedding_columns(result.embeddings), result.skipped,

@@ -13,13 +13,22 @@ New molecules are prepared as the training molecules were (the model's `standard
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from huggingface_hub import snapshot_download, try_to_load_from_cache
 
 from moleclip.tasks import is_classification, prediction_prefix
+from moleclip.training.finetuning.trust import MEMBER_FILE, TRUST_FILE, interval_columns, load_head_member
+from moleclip.training.inference import engine
+from moleclip.training.kinds import ImageKind, load_kind
+from moleclip.training.outputs import standardized_column
+from moleclip.training.serving.hub import HubUnavailableError, PRESETS, check_model_exists
+from moleclip.training.trust.applicability import ApplicabilityDomain, EMBEDDING_DOMAIN_DIR, METADATA_FILE
+from moleclip.training.trust.uncertainty import calibration_from_dict, ensemble
 
 __all__ = ["Predictor", "PredictionResult", "load_predictor", "local_model_folder"]
 
@@ -30,16 +39,10 @@ def local_model_folder(spec: str) -> str:
     path = Path(spec).expanduser()
     if path.is_dir():
         return str(path)
-    from moleclip.training.serving.hub import check_model_exists
-
     check_model_exists(str(spec))  # a path that is not there: "not found", not a Hub request
-    from huggingface_hub import snapshot_download
-
     try:
         return snapshot_download(repo_id=str(spec))
     except Exception as err:
-        from moleclip.training.serving.hub import HubUnavailableError
-
         raise HubUnavailableError(f"cannot load {spec!r} from the Hugging Face Hub: {type(err).__name__}: "
                                   f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no answer'}") from err
 
@@ -50,19 +53,13 @@ def _model_folder(spec: str, uncertainty: bool | None, domain: bool | None) -> s
     the Hub model would predict without them, its numbers differing from the same model's folder). When the whole
     repository cannot be fetched (offline, with only the model in the cache) and neither was asked for, the model is
     used alone, with a warning."""
-    from moleclip.training.serving.hub import PRESETS
-
     if (uncertainty is False and domain is False) or str(spec) in PRESETS or Path(spec).expanduser().exists():
         return spec
-    from moleclip.training.serving.hub import HubUnavailableError
-
     try:
         return local_model_folder(spec)
     except HubUnavailableError as err:
         if uncertainty or domain or not _model_in_cache(spec):
             raise  # one message: with nothing in the cache, the model alone cannot be read either
-        import warnings
-
         warnings.warn(f"{err}; predicting with the model alone, without its ensemble and applicability domain",
                       UserWarning, stacklevel=3)
         return spec
@@ -70,8 +67,6 @@ def _model_folder(spec: str, uncertainty: bool | None, domain: bool | None) -> s
 
 def _model_in_cache(spec: str) -> bool:
     """Whether the Hub cache holds `spec`'s config (the model alone may then load offline)."""
-    from huggingface_hub import try_to_load_from_cache
-
     try:
         return isinstance(try_to_load_from_cache(str(spec), "config.json"), str)
     except Exception:  # not a valid repository name, say
@@ -82,8 +77,6 @@ def load_predictor(spec: str, trust_pickle: bool = False):
     """The finetuned model at `spec` (a folder or Hub repo), loaded by the kind the registry recognises it as
     (`training.kinds`). A forest is loaded only with `trust_pickle` (its joblib file runs pickle); a pretrained
     encoder without a trained head is refused: its "predictions" would come from random weights."""
-    from moleclip.training.kinds import load_kind
-
     return load_kind(spec, trust_pickle=trust_pickle)
 
 
@@ -156,8 +149,6 @@ class Predictor:
         The model and its ensemble members run together through the engine: members that prepare molecules as the
         model does share each batch's preparation (each molecule is drawn once), and heads on the model's own encoder
         (the frozen mode's members) share its embeddings. `num_workers` processes draw."""
-        from moleclip.training.inference import engine
-
         smiles = list(smiles)
         members = self._member_kinds() if self.trust is not None else []
         # members give logits for classification, as finetune took them (the ensemble averages their probabilities)
@@ -166,8 +157,6 @@ class Predictor:
                              logits=[False] + [is_classification(self.task)] * len(members),
                              embeddings=[self.embedding_domain is not None] + [False] * len(members))
         main, skipped = results[0], results[0].skipped
-        from moleclip.training.outputs import standardized_column
-
         result = PredictionResult(skipped=list(skipped), standardized=standardized_column(smiles, self.standardize))
         values, extra, names = main.values, {}, self.target_names
         if members:
@@ -187,15 +176,11 @@ class Predictor:
     # ------------------------------------------------------------------ ensemble
     def _member_kinds(self) -> list:
         """(folder, kind) of each ensemble member; a frozen-mode member is a head on the main model's encoder."""
-        from moleclip.training.finetuning.trust import MEMBER_FILE, load_head_member
-
         if self._members is None:
             self._members = []
             for folder in self.trust["members"]:
                 path = Path(self.spec) / folder
                 if (path / MEMBER_FILE).is_file():
-                    from moleclip.training.kinds import ImageKind
-
                     kind = ImageKind(load_head_member(path, self.kind.model), self.kind.processor)
                 else:
                     kind = load_predictor(str(path), trust_pickle=self.trust_pickle)
@@ -205,9 +190,6 @@ class Predictor:
     def _ensemble_columns(self, smiles, skipped, members):
         """The members' predictions (`members`: (folder, engine result)), combined: (ensemble values [N, T] with NaN
         rows where skipped, extra columns)."""
-        from moleclip.training.finetuning.trust import interval_columns
-        from moleclip.training.trust.uncertainty import calibration_from_dict, ensemble
-
         task, names = self.task, self.target_names
         missing = {s.index for s in skipped}
         usable = np.array([i not in missing for i in range(len(smiles))])
@@ -274,8 +256,6 @@ def _neighbour_columns(domain, queries, kept, n: int, names, space: str = "") ->
     return columns
 
 def _read_embedding_domain(spec: str, wanted: bool | None):
-    from moleclip.training.trust.applicability import EMBEDDING_DOMAIN_DIR, METADATA_FILE, ApplicabilityDomain
-
     folder = Path(spec) / EMBEDDING_DOMAIN_DIR
     if wanted is False or not (folder / METADATA_FILE).is_file():
         return None  # fingerprint models and folders written before it have only the Tanimoto domain
@@ -283,8 +263,6 @@ def _read_embedding_domain(spec: str, wanted: bool | None):
 
 
 def _read_trust(spec: str, wanted: bool | None) -> dict | None:
-    from moleclip.training.finetuning.trust import TRUST_FILE
-
     if wanted is False:
         return None
     path = Path(spec) / TRUST_FILE
@@ -297,8 +275,6 @@ def _read_trust(spec: str, wanted: bool | None) -> dict | None:
 
 
 def _read_domain(spec: str, wanted: bool | None):
-    from moleclip.training.trust.applicability import METADATA_FILE, ApplicabilityDomain
-
     if wanted is False:
         return None
     if not (Path(spec) / METADATA_FILE).is_file():

@@ -17,6 +17,8 @@ reads the whole input (reading is cheap next to drawing) so chunk numbers agree 
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
 import itertools
 import json
 import os
@@ -28,11 +30,33 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
+from numpy.lib.format import open_memmap
+from tqdm.auto import tqdm
 
-from moleclip.processing.molecules import SkippedMolecule
+from moleclip.processing.cores import available_cores
+from moleclip.processing.molecules import SkippedMolecule, list_skipped
+from moleclip.processing.splits import canonical_smiles
+from moleclip.processing.tables import iter_molecule_table
 from moleclip.training.inference.devices import process_rank
-from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN, mark_skipped, mark_standardized, \
-    refuse_column_clash
+from moleclip.training.outputs import (
+    SKIPPED_COLUMN,
+    STANDARDIZED_COLUMN,
+    check_writable,
+    hold_output_file,
+    mark_skipped,
+    mark_standardized,
+    refuse_column_clash,
+    text_as_numbers,
+    typed_text_columns,
+    write_atomically,
+    write_delimited,
+    write_text_atomically,
+)
 
 __all__ = ["ScreenSummary", "default_workers", "hold_output", "parts_folder", "screen", "skipped_message"]
 
@@ -47,8 +71,6 @@ _after_chunk: Callable[[int], None] | None = None
 
 def default_workers() -> int:
     """Drawing processes: the free cores (one is left for the main process, which feeds the model)."""
-    from moleclip.processing.cores import available_cores
-
     return max(available_cores() - 1, 0)
 
 
@@ -60,8 +82,6 @@ def parts_folder(output: str | os.PathLike) -> Path:
 def hold_output(output: str | os.PathLike) -> Iterator[None]:
     """Hold the output file while it is computed: in the main process only (the other processes of a launch write
     only their own shards, and would otherwise be refused by the main process's lock)."""
-    from moleclip.training.outputs import hold_output_file
-
     with hold_output_file(output) if process_rank()[0] == 0 else contextlib.nullcontext():
         yield
 
@@ -92,8 +112,6 @@ def _input_record(path: Path) -> dict:
 
 def _prepare_parts(parts: Path, manifest: dict, overwrite: bool) -> None:
     """Start the shard folder, or check that the one there belongs to this run (same arguments, same input)."""
-    from moleclip.training.outputs import write_text_atomically
-
     if parts.exists() and overwrite:
         shutil.rmtree(parts)
     if parts.exists():
@@ -118,11 +136,6 @@ def _part(parts: Path, k: int) -> Path:
 
 
 def _write_part(path: Path, frame: pd.DataFrame) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from moleclip.training.outputs import write_atomically
-
     table = pa.Table.from_pandas(frame, preserve_index=False)
     write_atomically(path, lambda tmp: pq.write_table(table, tmp))
 
@@ -154,9 +167,6 @@ def screen(input: str | os.PathLike, output: str | os.PathLike, compute, argumen
     goes into a Parquet output's schema. `rank`/`world`/`sync` default to the launch's (`process_rank`, accelerate's
     wait_for_everyone).
     """
-    from moleclip.processing.tables import iter_molecule_table
-    from moleclip.training.outputs import check_writable
-
     if chunk_rows < 1:
         raise ValueError(f"--chunk-size must be >= 1, got {chunk_rows}")
     input, output = Path(input).expanduser(), Path(output)
@@ -182,8 +192,6 @@ def screen(input: str | os.PathLike, output: str | os.PathLike, compute, argumen
         _prepare_parts(parts, manifest, overwrite)
         summary.kept = sum(1 for _ in parts.glob("part-*.parquet"))  # the others wait at the barrier: none is new
     sync()
-    from tqdm.auto import tqdm
-
     try:
         with tqdm(unit="mol", desc="screening", disable=not progress or rank != 0) as bar:
             for k, chunk in enumerate(itertools.chain([first], chunks)):
@@ -222,8 +230,6 @@ def screen(input: str | os.PathLike, output: str | os.PathLike, compute, argumen
 def skipped_message(summary: ScreenSummary, what: str = "their output cells are left empty") -> str:
     """The warning about the molecules that could not be used, by their line in the input file (as
     cli/_common.report_skipped words it for a table read whole)."""
-    from moleclip.processing.molecules import list_skipped
-
     more = summary.skipped - len(summary.examples)
     return (f"{summary.skipped} of {summary.rows} molecules could not be used: "
             f"{list_skipped(summary.examples, line_of=int)}{f' and {more} more' if more > 0 else ''}; {what} and the "
@@ -237,10 +243,6 @@ def _sync(world: int) -> Callable[[], None]:
     that does not see the launch's processes is an error, never a barrier that does not wait."""
     if world == 1:
         return lambda: None
-    import torch
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
     if state.num_processes != world:
         raise RuntimeError(f"the launch has {world} processes but accelerate sees {state.num_processes} "
@@ -257,10 +259,6 @@ def _assemble(paths: list[Path], output: Path, summary: ScreenSummary, metadata:
               inputs: list) -> None:
     """Put the shards together, in input order, into `output` (atomically), one shard in memory at a time; count
     and sample the skipped rows for the report. `inputs`: the input's columns (a .npy holds the others' emb_i)."""
-    import pyarrow.parquet as pq
-
-    from moleclip.training.outputs import write_atomically
-
     structures = []
     for path in paths:
         table = pq.read_table(path, columns=[summary.smiles_column, SKIPPED_COLUMN, LINE_COLUMN]).to_pandas()
@@ -289,17 +287,11 @@ def _assemble(paths: list[Path], output: Path, summary: ScreenSummary, metadata:
 def _structure_keys(smiles: list[str]) -> np.ndarray:
     """A 64-bit hash of each molecule's canonical SMILES: 8 bytes a row, so that repeats can be counted over a file
     of any size (two different molecules share a hash with odds of about n^2 / 2^65)."""
-    import hashlib
-
-    from moleclip.processing.splits import canonical_smiles
-
     return np.array([int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
                      for key in canonical_smiles(smiles)], dtype=np.uint64)
 
 
 def _shard_frames(paths: list[Path]) -> Iterator[pd.DataFrame]:
-    import pyarrow.parquet as pq
-
     for path in paths:
         yield pq.read_table(path).to_pandas().drop(columns=[LINE_COLUMN])
 
@@ -310,9 +302,6 @@ def _output_schema(paths: list[Path]):
     order is that of the shard with the most columns and every shard is filled to it, never written as it came (a
     short shard's cells would go under other columns' headers). A column typed differently in two shards (all-missing in one:
     null; True/False in another) takes the type that holds both."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     schemas = [pq.read_schema(path) for path in paths]
     widest = max(schemas, key=lambda schema: len(schema.names))
     schema = pa.unify_schemas([widest, *schemas], promote_options="permissive").remove_metadata()
@@ -320,10 +309,6 @@ def _output_schema(paths: list[Path]):
 
 
 def _write_delimited(paths: list[Path], tmp: Path, sep: str) -> None:
-    import gzip
-
-    from moleclip.training.outputs import write_delimited
-
     names = _output_schema(paths)[0].names
     # newline="": pandas writes "\n" itself, as to_csv to a path does, so the file is the one write_table writes
     opener = gzip.open if tmp.name.lower().endswith(".gz") else open
@@ -335,11 +320,6 @@ def _write_delimited(paths: list[Path], tmp: Path, sep: str) -> None:
 def _numeric_inputs(paths: list[Path], inputs: list) -> dict[str, str]:
     """The input's text columns (a CSV's are all text) whose every cell, in every shard, is a number as written
     (`outputs.typed_text_columns`): a Parquet output stores them as numbers, the type they have."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from moleclip.training.outputs import typed_text_columns
-
     schema = pq.read_schema(paths[0])
     text = [name for name in inputs if name in schema.names
             and (pa.types.is_string(schema.field(name).type) or pa.types.is_large_string(schema.field(name).type))]
@@ -351,11 +331,6 @@ def _numeric_inputs(paths: list[Path], inputs: list) -> dict[str, str]:
 def _write_parquet(paths: list[Path], tmp: Path, metadata: dict | None, numbers: dict[str, str]) -> None:
     """The shards as one Parquet file; `numbers` ({column: kind}, from :func:`_numeric_inputs`) are stored as
     numbers."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from moleclip.training.outputs import text_as_numbers
-
     schema, first = _output_schema(paths)
     for name, kind in numbers.items():
         number = pa.float64() if kind == "float" else pa.int64()
@@ -382,9 +357,6 @@ def _pandas_record(paths: list[Path], schema, numbers: dict[str, str] | None = N
     floats), put together from the shards' records: each column's from a shard in which it is not all missing (that
     shard knows its type), no index (the rows are numbered afresh), never the line column; a text column stored as
     numbers (`numbers`: {column: "float", "int64" or "Int64"}) recorded as such. None when no shard has one."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     records, found = [], {}
     for path in paths:
         shard = pq.read_schema(path)
@@ -413,10 +385,6 @@ def _pandas_record(paths: list[Path], schema, numbers: dict[str, str] | None = N
 def _assemble_npy(paths: list[Path], output: Path, kept: int, inputs: list) -> None:
     """The embedding matrix of the molecules that could be drawn, and their input rows (`<name>.rows.npy`): the
     emb_i columns the run added, never an input column that happens to be named emb_something."""
-    from numpy.lib.format import open_memmap
-
-    from moleclip.training.outputs import write_atomically
-
     def matrix(tmp):
         out, rows, at, offset = None, np.zeros(kept, dtype=np.int64), 0, 0
         for frame in _shard_frames(paths):

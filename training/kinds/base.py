@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+from rdkit.Chem import Draw
 
-from moleclip.processing.molecules import SkippedMolecule
+from moleclip.processing.molecules import SkippedMolecule, to_mol
 from moleclip.tasks import default_target_names
+from moleclip.training.serving.hub import PRESETS, read_model_config
 
 __all__ = ["KINDS", "ModelKind", "Outputs", "Prepared", "kind_of_folder", "load_kind", "register_kind"]
 
@@ -144,10 +146,6 @@ class ModelKind(abc.ABC):
     def picture(self, smiles: str):
         """(a picture of the molecule, its caption) for the app. By default RDKit's drawing, which shows which
         molecule it is; a kind that reads pictures shows the one it sees."""
-        from rdkit.Chem import Draw
-
-        from moleclip.processing.molecules import to_mol
-
         return (Draw.MolToImage(to_mol(smiles), size=(224, 224)),
                 f"the molecule (this model, a {self.describe()}, sees no picture)")
 
@@ -180,15 +178,11 @@ def kind_of_folder(spec: str) -> type[ModelKind] | None:
 
 def load_kind(spec: str, trust_pickle: bool = False) -> ModelKind:
     """The finetuned model saved at `spec` (a folder or a Hub name), loaded by the kind that recognises it."""
-    from moleclip.training.serving.hub import PRESETS
-
     if str(spec) in PRESETS:
         raise ValueError(f"{spec!r} is a randomly initialised preset, not a finetuned model: pass the model/ folder "
                          "that `moleclip finetune` wrote, or a Hub repository of one")
     kind = kind_of_folder(spec)
     if kind is None:
-        from moleclip.training.serving.hub import read_model_config
-
         read_model_config(str(spec))  # a path that is not there, or a run folder holding model/: its own message
         raise ValueError(f"{spec} holds no model this package knows (kinds: {', '.join(KINDS)}); pass the model/ "
                          "folder that `moleclip finetune` wrote")

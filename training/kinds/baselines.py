@@ -20,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from tqdm.auto import tqdm
 
 from moleclip.modeling_moleclip import MoleCLIPPropertyOutput
+from moleclip.processing.standardize import check_standardization
 from moleclip.property_head import PropertyHead, TargetScaling, scaled_property_outputs
 from moleclip.processing.fingerprints import morgan_fingerprints
 from moleclip.processing.property_data import PropertyDataset
@@ -88,16 +90,12 @@ class FingerprintPredictor(FeatureHeadModel):
 
     def __init__(self, *args, radius: int = FP_RADIUS, standardize: str = "none", smiles_column: str | None = None,
                  **kwargs):
-        from moleclip.processing.standardize import check_standardization
-
         super().__init__(*args, **kwargs)
         self.settings["radius"] = radius
         self.settings["standardize"] = check_standardization(standardize)
         self.settings["smiles_column"] = smiles_column
 
     def save(self, folder: str | Path) -> Path:
-        from safetensors.torch import save_file
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         mean, std = self.target_scaling.statistics()
@@ -108,8 +106,6 @@ class FingerprintPredictor(FeatureHeadModel):
 
     @classmethod
     def load(cls, folder: str | Path) -> "FingerprintPredictor":
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         settings = json.loads((folder / cls.CONFIG_FILE).read_text())
         model = cls(**settings)
@@ -203,6 +199,7 @@ class ForestPredictor:
         return out
 
     def save(self, folder: str | Path) -> Path:
+        # joblib is not loaded by `import moleclip`; only a forest's save and load need it
         import joblib
 
         folder = Path(folder)
@@ -213,6 +210,7 @@ class ForestPredictor:
 
     @classmethod
     def load(cls, folder: str | Path, trust_pickle: bool = False) -> "ForestPredictor":
+        # joblib is not loaded by `import moleclip`; only a forest's save and load need it
         import joblib
 
         folder = Path(folder)

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from moleclip.processing.fingerprints import morgan_fingerprints
 from moleclip.tasks import predictions_from_logits
 from moleclip.training.kinds.base import ModelKind, Outputs, Prepared, register_kind
+from moleclip.training.kinds.baselines import FingerprintPredictor
 
 __all__ = ["FingerprintKind", "MorganBits"]
 
@@ -30,8 +32,6 @@ class MorganBits:
         return ("morgan", self.radius, self.n_bits, self.standardize)
 
     def __call__(self, smiles: Sequence[str]) -> Prepared:
-        from moleclip.processing.fingerprints import morgan_fingerprints
-
         result = morgan_fingerprints(list(smiles), radius=self.radius, n_bits=self.n_bits, n_jobs=1, progress=False,
                                      standardize=self.standardize)
         return Prepared(result.bits, np.asarray(result.kept, dtype=np.int64), list(result.skipped))
@@ -58,14 +58,10 @@ class FingerprintKind(BitsKind):
 
     @classmethod
     def recognises(cls, spec: str) -> bool:
-        from moleclip.training.kinds.baselines import FingerprintPredictor
-
         return (Path(spec).expanduser() / FingerprintPredictor.CONFIG_FILE).is_file()
 
     @classmethod
     def load(cls, spec: str, trust_pickle: bool = False) -> "FingerprintKind":
-        from moleclip.training.kinds.baselines import FingerprintPredictor
-
         return cls(FingerprintPredictor.load(Path(spec).expanduser()))
 
     def save(self, folder: str | Path) -> Path:

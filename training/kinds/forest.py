@@ -6,7 +6,9 @@ from pathlib import Path
 
 from moleclip.tasks import is_classification
 from moleclip.training.kinds.base import Outputs, register_kind
+from moleclip.training.kinds.baselines import ForestPredictor
 from moleclip.training.kinds.fingerprint import BitsKind
+from moleclip.training.trust.uncertainty import probability_logits
 
 __all__ = ["ForestKind"]
 
@@ -18,14 +20,10 @@ class ForestKind(BitsKind):
 
     @classmethod
     def recognises(cls, spec: str) -> bool:
-        from moleclip.training.kinds.baselines import ForestPredictor
-
         return (Path(spec).expanduser() / ForestPredictor.CONFIG_FILE).is_file()
 
     @classmethod
     def load(cls, spec: str, trust_pickle: bool = False) -> "ForestKind":
-        from moleclip.training.kinds.baselines import ForestPredictor
-
         return cls(ForestPredictor.load(Path(spec).expanduser(), trust_pickle=trust_pickle))
 
     def save(self, folder: str | Path) -> Path:
@@ -37,8 +35,6 @@ class ForestKind(BitsKind):
     def forward(self, inputs, logits: bool = False, shared: dict | None = None) -> Outputs:
         values = self.model.predict(inputs)  # values, or positive-class probabilities, already
         if logits and is_classification(self.task):
-            from moleclip.training.trust.uncertainty import probability_logits
-
             values = probability_logits(values)  # as finetune takes a forest's probabilities into an ensemble
         return Outputs(values)
 

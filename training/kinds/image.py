@@ -12,6 +12,7 @@ import torch
 from moleclip import MoleCLIPForPropertyPrediction, MoleCLIPImageProcessor
 from moleclip.tasks import predictions_from_logits
 from moleclip.training.kinds.base import ModelKind, Outputs, Prepared, register_kind
+from moleclip.training.serving.hub import load_backbone, load_processor, read_model_config, save_model_dir
 
 __all__ = ["ImageKind"]
 
@@ -62,8 +63,6 @@ class ImageKind(ModelKind):
     def load(cls, spec: str, trust_pickle: bool = False) -> "ImageKind":
         """A finetuned MoleCLIP property model. A pretrained encoder without a trained head is refused: its
         "predictions" would come from random weights."""
-        from moleclip.training.serving.hub import load_backbone, load_processor, read_model_config
-
         architectures = read_model_config(spec).get("architectures") or []
         if "MoleCLIPForPropertyPrediction" not in architectures:
             raise ValueError(
@@ -74,8 +73,6 @@ class ImageKind(ModelKind):
         return cls(model.eval(), load_processor(spec))
 
     def save(self, folder: str | Path) -> Path:
-        from moleclip.training.serving.hub import save_model_dir
-
         return save_model_dir(folder, self.model, self.processor)
 
     @property

@@ -26,6 +26,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 
+from moleclip.processing.standardize import check_standardization
+
+from moleclip.training.loop import OPTIMIZERS, SCHEDULES
+
+from moleclip.training.serving.hub import check_init_factor
+
 __all__ = ["PretrainConfig", "CONFIG_FILE", "PSEUDO_LABEL_FILE", "RESULTS_FILE", "MODEL_DIR", "KILL_ENV", "RUN_OUTPUTS"]
 
 CONFIG_FILE = "pretrain_config.json"
@@ -144,21 +150,15 @@ class PretrainConfig:
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")
         if self.init_factor is not None:
-            from moleclip.training.serving.hub import check_init_factor
-
             check_init_factor(self.backbone, self.init_factor)  # now, not after the pseudo-labels
         if self.epochs <= 0:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
-        from moleclip.training.loop import OPTIMIZERS, SCHEDULES  # (torch: only once a config is built)
-
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.augment_on not in ("auto", "workers", "device"):
             raise ValueError(f"augment_on must be auto, workers or device, got {self.augment_on!r}")
-        from moleclip.processing.standardize import check_standardization
-
         check_standardization(self.standardize)
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")

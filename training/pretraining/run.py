@@ -14,6 +14,8 @@ Module level: standard library only; torch, accelerate and the model are importe
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import dataclasses
 import datetime
 import json
@@ -24,8 +26,51 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+import torch
+
+from accelerate import Accelerator, InitProcessGroupKwargs
+
+from accelerate.utils import set_seed
+
+from torch.utils.data import DataLoader
+
+from moleclip.configuration_moleclip import MODEL_PRESETS
+from moleclip.processing.augment_batched import augment_batch
+from moleclip.processing.cores import available_cores
+from moleclip.processing.image_processing_moleclip import MoleCLIPImageProcessor
+from moleclip.processing.pretraining_data import (
+    FixedBatches,
+    PrerenderedImages,
+    TwoViewDataset,
+    VALID_STREAM,
+    collate_two_views,
+)
+from moleclip.training.loop import (
+    LoopSettings,
+    OPTIMIZER_TEXT,
+    STATE_FILE,
+    TrainingLoop,
+    build_optimizer,
+    build_scheduler,
+    latest_checkpoint,
+    unwrap,
+)
+from moleclip.training.outputs import check_run_folder, hold_run_folder, json_text, write_text_atomically
 from moleclip.training.pretraining.config import CONFIG_FILE, KILL_ENV, MODEL_DIR, RESULTS_FILE, RUN_OUTPUTS, PretrainConfig
 from moleclip.training.pretraining.table import PretrainingTable, load_pretraining_table, split_positions
+from moleclip.training.samplers import EpochBatches, GroupedClassBatchSampler
+from moleclip.training.serving.hub import (
+    check_model_exists,
+    check_push_possible,
+    describe_backbone,
+    load_backbone,
+    load_processor,
+    push_model_dir,
+    read_model_config,
+    save_model_dir,
+)
 
 __all__ = ["pretrain", "build_param_groups", "build_pretrain_optimizer", "PretrainStep", "make_evaluator"]
 
@@ -35,9 +80,6 @@ def _start_label_heads_afresh(model, config: PretrainConfig, accelerator) -> Non
     """A new run's pseudo-label classifiers start from scratch, also when the backbone is a MoleCLIP checkpoint that
     carries some: its K-means numbered its clusters its own way, so class 17 of its classifier has nothing to do with
     class 17 of this run's labels (a run extended with --resume keeps its classifiers from its checkpoint)."""
-    from moleclip.configuration_moleclip import MODEL_PRESETS
-    from moleclip.training.serving.hub import read_model_config
-
     spec = str(config.backbone)
     if config.resume is not None or spec in MODEL_PRESETS or spec.endswith((".pth", ".pt")):
         return  # resumed: the checkpoint's classifiers are loaded next; presets and .pth files have none
@@ -71,8 +113,6 @@ def build_param_groups(model, config: PretrainConfig) -> list[dict]:
 
 def build_pretrain_optimizer(model, config: PretrainConfig):
     """`config.optimizer` ("adam": the paper's L2 decay; "adamw") over the groups of `build_param_groups`."""
-    from moleclip.training.loop import build_optimizer
-
     return build_optimizer(build_param_groups(model, config), kind=config.optimizer)
 
 
@@ -85,8 +125,6 @@ class PretrainStep:
         self.ks = list(ks)
         self.augmentation = augmentation  # applied here only to batches that carry `augment_seeds`
         if processor is None:
-            from moleclip.processing.image_processing_moleclip import MoleCLIPImageProcessor
-
             processor = MoleCLIPImageProcessor()
         # its normalisation and channel order (BGR for the paper's converted weights), as inference applies them
         self.processor = processor
@@ -102,10 +140,6 @@ class PretrainStep:
     def forward(self, model, batch):
         plain, styled = batch["pixel_values"], batch["augmented_pixel_values"]
         if "augment_seeds" in batch:
-            import torch
-
-            from moleclip.processing.augment_batched import augment_batch
-
             # both views in one batched pass; each picture's choices come from its own seed (see TwoViewDataset)
             seeds = batch["augment_seeds"].cpu()
             both = augment_batch(torch.cat([plain, styled]), self.augmentation,
@@ -130,8 +164,6 @@ class PretrainStep:
             for k, value in zip(self.ks, output.classification_losses.detach()):
                 parts[f"classification_loss_k{k}"] = value
         if self.dump_file is not None:
-            from moleclip.training.loop import unwrap
-
             record = {"call": self.calls, "step": step, "epoch": progress.epoch,
                       "indices": batch["indices"].tolist(), "logits_shape": list(output.logits_per_view.shape),
                       "contrastive_loss": float(parts["contrastive_loss"]),
@@ -151,8 +183,6 @@ def make_evaluator(accelerator, step: PretrainStep, loader, ks: list[int]):
     An accuracy counts the molecules with a class only: one that could not be drawn comes with label -100, which the
     cross-entropy ignores, and is not a wrong answer of the classifier.
     """
-    import torch
-
     def evaluate(model) -> dict[str, float]:
         model.eval()
         names = ["loss", "contrastive_loss"] + [f"classification_loss_k{k}" for k in ks]
@@ -184,8 +214,6 @@ def make_evaluator(accelerator, step: PretrainStep, loader, ks: list[int]):
 
 # ---------------------------------------------------------------------------------------------------- the run
 def _default_workers(num_processes: int) -> int:
-    from moleclip.processing.cores import available_cores
-
     return max(0, available_cores() // max(1, num_processes) - 1)
 
 
@@ -228,10 +256,6 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
 
     `hub_api` (an `HfApi`-like object) is used for `push_to_hub` instead of a real `HfApi` (tests pass a stand-in).
     """
-    import contextlib
-
-    from moleclip.training.outputs import check_run_folder
-
     config.check_required()
     replacing = config.overwrite and config.resume is None  # a resume removes nothing
     check_run_folder(config.output_dir, RUN_OUTPUTS, overwrite=config.overwrite or config.resume is not None,
@@ -239,8 +263,6 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
                      inputs={"--input": config.input, "--prerendered": config.prerendered} if replacing else None)
     _check_sources(config)
     if config.push_to_hub:
-        from moleclip.training.serving.hub import check_push_possible
-
         check_push_possible(hub_api)  # now, not after the training whose model it would push
     with contextlib.ExitStack() as held:
         return _pretrain(config, hub_api, held)
@@ -250,10 +272,6 @@ def _check_sources(config: PretrainConfig) -> None:
     """Refuse a backbone or pre-rendered store that cannot be had, before the pseudo-labels are computed (an hour on
     ChEMBL) rather than after: the backbone's config.json is read (from its folder, the cache or the Hub), the store's
     manifest opened."""
-    from moleclip.configuration_moleclip import MODEL_PRESETS
-    from moleclip.processing.prerendered_store import PrerenderedImages
-    from moleclip.training.serving.hub import check_model_exists, read_model_config
-
     spec = str(config.backbone)
     if spec not in MODEL_PRESETS:
         check_model_exists(spec)
@@ -262,8 +280,6 @@ def _check_sources(config: PretrainConfig) -> None:
     if config.prerendered:
         PrerenderedImages(config.prerendered)
     if config.resume is not None and config.resume != "latest":
-        from moleclip.training.loop import STATE_FILE
-
         checkpoint = Path(config.resume).expanduser()
         if not (checkpoint / STATE_FILE).is_file():
             what = "does not exist" if not checkpoint.exists() else f"is not a complete checkpoint (no {STATE_FILE})"
@@ -341,10 +357,6 @@ def _pretrain(config: PretrainConfig, hub_api, held) -> dict:
 def _open_run(config: PretrainConfig, held) -> tuple["object", PretrainConfig]:
     """The accelerator, and the config as this run uses and saves it (augmentation's place resolved); the main
     process holds the run folder and writes the config into it."""
-    from accelerate import Accelerator, InitProcessGroupKwargs
-
-    from moleclip.training.outputs import hold_run_folder, write_text_atomically
-
     # Pseudo-labels may be computed on the main process while the others wait at a barrier: allow for it.
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -376,10 +388,6 @@ def _read_molecules(config: PretrainConfig, accelerator) -> Molecules:
 
 
 def _build_encoder(config: PretrainConfig, molecules: Molecules, accelerator) -> Encoder:
-    from accelerate.utils import set_seed
-
-    from moleclip.training.serving.hub import load_backbone, load_processor
-
     set_seed(config.seed)
     model = load_backbone(config.backbone, init_factor=config.init_factor, pseudo_label_classes=molecules.table.ks)
     _start_label_heads_afresh(model, config, accelerator)
@@ -393,15 +401,6 @@ def _build_batches(config: PretrainConfig, accelerator, molecules: Molecules, en
     """Training batches group molecules of one fine pseudo-class (`GroupedClassBatchSampler`); drawing workers share
     the cores with the training step; held-out batches are fixed. Both views are drawn through the encoder's
     processor, the one saved with the model."""
-    import numpy as np
-    import torch
-    from torch.utils.data import DataLoader
-
-    from moleclip.processing.cores import available_cores
-    from moleclip.processing.pretraining_data import (
-        VALID_STREAM, FixedBatches, PrerenderedImages, TwoViewDataset, collate_two_views)
-    from moleclip.training.samplers import EpochBatches, GroupedClassBatchSampler
-
     table, train_pos, valid_pos = molecules.table, molecules.train, molecules.valid
     world, rank = accelerator.num_processes, accelerator.process_index
     image_size, processor = encoder.image_size, encoder.processor
@@ -452,8 +451,6 @@ def _plan_steps(config: PretrainConfig, batches: Batches) -> StepPlan:
 
 
 def _report_plan(config: PretrainConfig, accelerator, molecules: Molecules, batches: Batches, plan: StepPlan) -> None:
-    import torch
-
     table, world = molecules.table, accelerator.num_processes
     accelerator.print(
         f"{len(table.smiles)} molecules ({len(molecules.train)} train, {len(molecules.valid)} validation), pseudo-labels "
@@ -467,9 +464,6 @@ def _report_plan(config: PretrainConfig, accelerator, molecules: Molecules, batc
 def _train(config: PretrainConfig, accelerator, encoder: Encoder, batches: Batches, plan: StepPlan,
            ks: list[int]) -> Trained:
     """The loop, with a validation before the first step of a new run (validation_initial.json) and after the last."""
-    from moleclip.training.loop import LoopSettings, TrainingLoop, build_scheduler, latest_checkpoint
-    from moleclip.training.outputs import json_text, write_text_atomically
-
     output_dir = Path(config.output_dir)
     optimizer = build_pretrain_optimizer(encoder.model, config)
     scheduler = build_scheduler(optimizer, config.schedule, warmup_steps=config.warmup_steps,
@@ -504,10 +498,6 @@ def _train(config: PretrainConfig, accelerator, encoder: Encoder, batches: Batch
 def _save(config: PretrainConfig, summary: dict, trained: Trained, processor, hub_api, accelerator) -> None:
     """training_results.json, and the model folder (<output-dir>/model) that a user loads and --push-to-hub uploads
     (main process only)."""
-    from moleclip.training.serving.hub import describe_backbone, push_model_dir, save_model_dir
-    from moleclip.training.loop import unwrap
-    from moleclip.training.outputs import json_text, write_text_atomically
-
     output_dir = Path(config.output_dir)
     model_dir = output_dir / MODEL_DIR
     summary["model_dir"] = str(model_dir)
@@ -534,8 +524,6 @@ def _save(config: PretrainConfig, summary: dict, trained: Trained, processor, hu
 
 def _optimizer_text(config: PretrainConfig) -> str:
     """The optimiser as a person should read it: Adam's decay is an L2 term, AdamW's is decoupled."""
-    from moleclip.training.loop import OPTIMIZER_TEXT
-
     name = OPTIMIZER_TEXT[config.optimizer]
     clipping = f"gradient norm clipped at {config.max_grad_norm:g}" if config.max_grad_norm else "no gradient clipping"
     return (f"{name}, encoder lr {config.encoder_lr:g} (decay {config.encoder_weight_decay:g}), classifier lr "
@@ -545,8 +533,6 @@ def _optimizer_text(config: PretrainConfig) -> str:
 def _summary(config: PretrainConfig, molecules: Molecules, plan: StepPlan, trained: Trained, world: int,
              seconds: float) -> dict:
     """What training_results.json holds, with the model card's summary line."""
-    import csv
-
     table, state, final_valid = molecules.table, trained.state, trained.final_valid
     train_pos, valid_pos = molecules.train, molecules.valid
     output_dir = Path(config.output_dir)

@@ -14,6 +14,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+import pandas as pd
+
+from moleclip.processing.molecules import list_skipped
+from moleclip.processing.pretraining_data import smiles_digest
+from moleclip.processing.pseudo_labels import (
+    LABEL_PREFIX,
+    compute_pseudo_labels,
+    label_columns,
+    recorded_standardization,
+    write_pseudo_labels,
+)
+from moleclip.processing.seeding import sample_rng
+from moleclip.processing.tables import read_molecule_table
+from moleclip.training.outputs import write_atomically, write_text_atomically
 from moleclip.training.pretraining.config import PSEUDO_LABEL_FILE, PretrainConfig
 
 __all__ = ["PretrainingTable", "load_pretraining_table", "split_positions"]
@@ -32,8 +48,6 @@ class PretrainingTable:
 
 def _read_input(config: PretrainConfig):
     """The input as a frame with a `smiles` column (the package's one table reader: formats, column choice, errors)."""
-    from moleclip.processing.tables import read_molecule_table
-
     table = read_molecule_table(config.input, config.smiles_column, limit=config.limit)
     frame = table.frame
     if table.smiles_column != "smiles":
@@ -44,8 +58,6 @@ def _read_input(config: PretrainConfig):
 
 
 def _columns_by_k(columns) -> dict[int, str]:
-    from moleclip.processing.pseudo_labels import LABEL_PREFIX, label_columns
-
     found = label_columns([str(c) for c in columns])
     if isinstance(found, dict):  # {K: column}
         return dict(found)
@@ -53,8 +65,6 @@ def _columns_by_k(columns) -> dict[int, str]:
 
 
 def _labels_from_columns(frame, config: PretrainConfig):
-    import numpy as np
-
     found = _columns_by_k(frame.columns)
     if not found:
         return None
@@ -79,9 +89,6 @@ def _integer_column(column, name: str, lines=None):
     A molecule without a class (a null in Parquet, an empty CSV cell) is refused with its row (and its line in the
     file, from `lines`), before anything else is said about the column.
     """
-    import numpy as np
-    import pandas as pd
-
     def line(i: int) -> str:  # said where it is not the row number (a CSV's header, blank lines; not Parquet)
         known = lines is not None and i < len(lines) and int(lines[i]) != i + 1
         return f" (line {int(lines[i])} of the file)" if known else ""
@@ -110,12 +117,6 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
     Computing happens on the main process only (the others wait and read the saved file), and the result is saved to
     `<output_dir>/pseudo_labels.parquet` so that a resumed run trains on the very same labels without recomputing.
     """
-    import numpy as np
-    import pandas as pd
-
-    from moleclip.processing.pseudo_labels import compute_pseudo_labels, write_pseudo_labels
-    from moleclip.training.outputs import write_atomically, write_text_atomically
-
     frame = _read_input(config)
     if frame.empty:
         raise ValueError(f"{config.input} holds no molecules")
@@ -129,8 +130,6 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
     ks = config.k or [300, 3000]
     out = Path(config.output_dir) / PSEUDO_LABEL_FILE
     meta_file = out.with_suffix(".json")
-    from moleclip.processing.pretraining_data import smiles_digest
-
     wanted = {"input_sha1": smiles_digest(frame["smiles"].tolist()), "k": ks, "seed": config.seed,
               "standardize": config.standardize}
     is_main = accelerator is None or accelerator.is_main_process
@@ -145,8 +144,6 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
                                             n_jobs=config.pseudo_label_jobs, progress=config.progress,
                                             standardize=config.standardize)
         if info.get("skipped"):
-            from moleclip.processing.molecules import list_skipped
-
             skipped = info["skipped"]
             lines = frame.attrs.get("lines")
             line_of = (lambda i: int(lines[i])) if lines is not None else (lambda i: i + 2)  # header is line 1
@@ -178,8 +175,6 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
 def _check_labelled_standardization(config: PretrainConfig) -> None:
     """Labels given in the input describe the molecules as they were prepared when labelled: drawing them prepared
     another way would pair each picture with another molecule's label."""
-    from moleclip.processing.pseudo_labels import recorded_standardization
-
     recorded = recorded_standardization(config.input)
     if (recorded or "none") == config.standardize:
         return
@@ -194,8 +189,6 @@ def _check_labelled_standardization(config: PretrainConfig) -> None:
 
 def _kept_rows(table, info, frame):
     """Input rows of the labelled molecules (invalid SMILES are left out by the labelling)."""
-    import numpy as np
-
     for key in ("kept", "kept_indices", "rows"):
         value = info.get(key) if isinstance(info, dict) else getattr(info, key, None)
         if value is not None and len(value) == len(table):
@@ -216,8 +209,6 @@ def _kept_rows(table, info, frame):
 
 
 def _jsonable(value):
-    import numpy as np
-
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items() if not isinstance(v, np.ndarray) or v.size <= 64}
     if isinstance(value, (list, tuple)):
@@ -235,10 +226,6 @@ def _jsonable(value):
 
 def split_positions(n: int, config: PretrainConfig, num_processes: int):
     """(train positions, valid positions): a seeded random held-out slice, at most `max_valid` molecules."""
-    import numpy as np
-
-    from moleclip.processing.seeding import sample_rng
-
     n_valid = min(config.max_valid, int(round(config.valid_fraction * n))) if config.valid_fraction > 0 else 0
     if 0 < n_valid < num_processes:
         n_valid = 0

@@ -29,8 +29,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
-from moleclip.training.outputs import SKIPPED_COLUMN
+from moleclip import __version__
+from moleclip.processing.tables import iter_molecule_table, read_molecule_table, table_smiles_column
+from moleclip.training.outputs import (
+    SKIPPED_COLUMN,
+    check_run_folder,
+    hold_run_folder,
+    write_atomically,
+    write_text_atomically,
+)
 from moleclip.training.retrieval.queries import PICTURE_SUFFIXES, Query, embed_queries, is_picture, read_picture
 
 __all__ = [
@@ -76,6 +85,7 @@ HIT_COLUMNS = ("query_number", "query", "query_type", "rank", "score", LIBRARY_R
 
 def _faiss():
     try:
+        # faiss is an optional extra (moleclip[index])
         import faiss
     except ImportError as err:
         raise ImportError('vector search needs faiss, which is not installed: pip install "moleclip[index]" '
@@ -132,8 +142,6 @@ def _embedding_columns(columns, path: Path) -> list[str]:
 def _read_embedded_with(path: Path) -> dict | None:
     if not path.name.lower().endswith((".parquet", ".pq")):
         return None
-    import pyarrow.parquet as pq
-
     try:
         metadata = pq.read_schema(path).metadata or {}
     except Exception:  # pyarrow's own errors for a file that is not Parquet: the reader reports it, naming the file
@@ -157,10 +165,6 @@ def read_embeddings(path: str | os.PathLike, smiles_column: str | None = None) -
     Raises FileNotFoundError, ValueError (no embedding columns, a damaged row, no row with an embedding, a .npy file,
     which holds no SMILES) and the table reader's errors (no SMILES column: name it with `smiles_column`).
     """
-    from moleclip.processing.tables import iter_molecule_table
-
-    from moleclip.processing.tables import table_smiles_column
-
     path = Path(os.fspath(path)).expanduser()
     if path.name.lower().endswith(".npy"):
         raise ValueError(f"{path}: a .npy embeddings file holds no SMILES or IDs; embed to .parquet or .csv instead")
@@ -189,8 +193,6 @@ def read_embeddings(path: str | os.PathLike, smiles_column: str | None = None) -
         blocks.append(vectors[kept])
         skipped, offset = skipped + int(empty.sum()), offset + len(frame)
     if columns is None:  # a header and no rows: the header must still be an embeddings file's
-        from moleclip.processing.tables import read_molecule_table
-
         _embedding_columns(read_molecule_table(path, smiles_column).frame.columns, path)
     if not sum(len(block) for block in blocks):
         raise ValueError(f"{path}: no row has an embedding")
@@ -362,8 +364,6 @@ def build_library_index(library: EmbeddedLibrary, metric: str = "cosine", kind: 
     count, dimension = library.vectors.shape
     chosen = choose_kind(kind, count, dimension)
     index = build_faiss_index(library.vectors, metric, chosen)
-    from moleclip import __version__
-
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -390,8 +390,6 @@ def build_library_index(library: EmbeddedLibrary, metric: str = "cosine", kind: 
 def check_index_folder(folder: str | os.PathLike, overwrite: bool = False, embeddings=None) -> None:
     """Refuse, before any work, a folder that holds an index (unless `overwrite`) or cannot be written, and an
     `embeddings` file that the overwrite would remove (a library.parquet inside the old index)."""
-    from moleclip.training.outputs import check_run_folder
-
     folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--output {folder}: a file is in the way; an index is a folder")
@@ -406,8 +404,6 @@ def check_index_folder(folder: str | os.PathLike, overwrite: bool = False, embed
 def save_index(index: LibraryIndex, folder: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write the index folder: each file atomically, the manifest last, while holding the folder's lock. With
     `overwrite`, a previous index there is removed first, so no old file is ever read with a new manifest."""
-    from moleclip.training.outputs import hold_run_folder, write_atomically, write_text_atomically
-
     faiss = _faiss()
     folder = Path(folder).expanduser()
     check_index_folder(folder, overwrite)

@@ -16,6 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageOps
+
+from moleclip.processing.molecules import shorten
+
+from moleclip.training.inference.engine import embed
+
+from moleclip.training.kinds import ImageKind
 
 __all__ = ["PICTURE_SUFFIXES", "Query", "embed_queries", "is_picture", "read_picture"]
 
@@ -47,8 +54,6 @@ def read_picture(path: str | os.PathLike):
     square with the molecule centred; the processor then resizes it to its size. Raises FileNotFoundError, OSError
     (not a picture PIL can read) or ValueError (16-bit or floating-point pixels, an absurd size).
     """
-    from PIL import Image, ImageOps
-
     path = Path(os.fspath(path)).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"picture not found: {path}")
@@ -86,10 +91,6 @@ def embed_queries(model, processor, queries: Sequence[Query], batch_size: int = 
     order and normalisation. Every query must be usable: the first SMILES that cannot be drawn or picture that cannot
     be read is an error naming its origin.
     """
-    from moleclip.processing.molecules import shorten
-    from moleclip.training.inference.engine import embed
-    from moleclip.training.kinds import ImageKind
-
     if not queries:
         raise ValueError("no queries given")
     items = []

@@ -33,10 +33,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from moleclip.processing.molecules import shorten
+from moleclip.processing.tables import read_molecule_table, table_smiles_column
+from moleclip.training.explaining.explainers import METHOD_WORDS, atom_picture, make_explainer
 from moleclip.training.outputs import SKIPPED_COLUMN, STANDARDIZED_COLUMN, mark_skipped, mark_standardized, \
     refuse_column_clash, write_delimited
 from moleclip.tasks import is_classification, is_regression
-from moleclip.training.inference.prediction import local_model_folder
+from moleclip.training.inference.prediction import Predictor, local_model_folder
 
 __all__ = ["INSTALL_HINT", "MODEL_ENV", "AppOutput", "MoleculeApp", "build_app", "local_model_folder",
            "require_gradio"]
@@ -60,6 +63,7 @@ KEEP_REQUESTS = 20
 def require_gradio():
     """gradio, or an ImportError that says how to install it."""
     try:
+        # gradio is an optional extra (moleclip[app])
         import gradio
     except ImportError as err:
         raise ImportError(f"the MoleCLIP app needs gradio, which is not installed: {INSTALL_HINT}") from err
@@ -103,8 +107,6 @@ class MoleculeApp:
 
     @classmethod
     def load(cls, spec: str, trust_pickle: bool = False, device=None, **kwargs) -> "MoleculeApp":
-        from moleclip.training.inference.prediction import Predictor
-
         folder = local_model_folder(spec)
         predictor = Predictor.load(folder, trust_pickle=trust_pickle, device=device)
         return cls(predictor, name=kwargs.pop("name", None) or str(spec), **kwargs)
@@ -138,8 +140,6 @@ class MoleculeApp:
         if text is None or not str(text).strip():
             return self._message_only("**Nothing to predict:** paste SMILES, one a line (optionally a name after "
                                       "each), or upload a table.")
-        from moleclip.processing.tables import read_molecule_table
-
         # The box is read as a .smi file is, so its rules (names after the SMILES, blank lines, a `smiles` header)
         # are those of every other input of the package.
         with tempfile.TemporaryDirectory(dir=self._ensure_workdir()) as folder:
@@ -151,8 +151,6 @@ class MoleculeApp:
     def _from_file(self, path, smiles_column, atom_maps, target) -> AppOutput:
         if path is None or (isinstance(path, (list, tuple)) and not path):
             return self._message_only("**Nothing to predict:** upload a CSV, TSV or Parquet file with a SMILES column.")
-        from moleclip.processing.tables import read_molecule_table, table_smiles_column
-
         path = getattr(path, "name", path)  # older gradio hands over a tempfile wrapper, newer a path
         column = (smiles_column or "").strip() or None
         try:
@@ -196,8 +194,6 @@ class MoleculeApp:
 
         lines = [f"Predicted **{len(out) - len(skipped)} of {len(out)}** molecule(s) with {_code(self.name)}."]
         if skipped:
-            from moleclip.processing.molecules import shorten
-
             listed = "; ".join(f"{where(s.index)} {_code(shorten(s.smiles) or '(empty)')}: {_md(s.reason)}"
                                for s in list(skipped.values())[:10])
             more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
@@ -241,8 +237,6 @@ class MoleculeApp:
 
     def _explainer(self, target: str):
         if target not in self._explainers:
-            from moleclip.training.explaining.explainers import make_explainer
-
             predictor = self.predictor
             self._explainers[target] = make_explainer(predictor.kind, target=target, quick=True, steps=self.steps,
                                                       device=predictor.device)
@@ -292,10 +286,6 @@ class MoleculeApp:
         return _figure(picture, caption, "moleclip-drawing")
 
     def _atom_map(self, smiles: str, row: int, target: str) -> str:
-        from moleclip.training.explaining.explainers import atom_picture
-
-        from moleclip.training.explaining.explainers import METHOD_WORDS
-
         try:
             explainer = self._explainer(target)
             explanation = explainer.explain(smiles, index=row)

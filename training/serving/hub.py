@@ -14,16 +14,20 @@ import json
 import logging
 import os
 import re
+import warnings
 from pathlib import Path
 
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+from transformers.utils import cached_file, logging as hf_logging
 
 from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPImageProcessor, MoleCLIPModel, __version__
 from moleclip.configuration_moleclip import MODEL_PRESETS as PRESETS
-
-logger = logging.getLogger(__name__)
+from moleclip.convert_original import convert_original_checkpoint, original_processor
 from moleclip.model_cards import render_model_card
 from moleclip.tasks import default_target_names
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["HubUnavailableError", "check_init_factor", "check_model_exists", "check_push_possible", "load_backbone",
            "load_encoder", "load_processor", "looks_like_local_path", "read_model_config", "save_model_dir",
@@ -43,9 +47,6 @@ _WAYS_FORWARD = ("pass a local folder (a saved MoleCLIP or CLIP checkpoint), the
 
 def _hub_help(spec: str, err: BaseException | None = None, reason: str | None = None) -> HubUnavailableError:
     """One line saying why `spec` could not be had from the Hub, and what to do instead."""
-    from huggingface_hub import constants
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
     if reason is None:
         if isinstance(err, GatedRepoError):
             reason = "it is a gated repository: accept its terms on huggingface.co, then `hf auth login`"
@@ -75,8 +76,6 @@ def _hub_file(spec: str, filename: str) -> str:
     """Local path of `filename` of Hub repository `spec`: from the cache, else downloaded. Fails at once, with the
     advice of :func:`_hub_help`, when offline or when the Hub cannot be reached: huggingface_hub itself would retry a
     failed request for a file it has not cached for about 25 s, and transformers asks for several files."""
-    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
-
     cached = try_to_load_from_cache(spec, filename)
     if isinstance(cached, str):
         return cached
@@ -85,8 +84,6 @@ def _hub_file(spec: str, filename: str) -> str:
     try:  # one request, no retries: is the Hub there, and is the repository?
         get_hf_file_metadata(hf_hub_url(spec, filename), timeout=constants.HF_HUB_ETAG_TIMEOUT)
     except Exception as err:
-        from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
-
         if isinstance(err, EntryNotFoundError):
             raise FileNotFoundError(f"{spec} on the Hugging Face Hub has no {filename}: not a model repository") from err
         if isinstance(err, HfHubHTTPError):
@@ -94,8 +91,6 @@ def _hub_file(spec: str, filename: str) -> str:
         raise _hub_help(spec, reason=f"the Hugging Face Hub cannot be reached ({type(err).__name__}: "
                                      f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no answer'}) "
                                      "and it is not in the local cache") from err
-    from transformers.utils import cached_file
-
     try:
         return cached_file(spec, filename)
     except Exception as err:
@@ -186,8 +181,6 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, model_class=MoleCLIPModel, init_
         return model_class(MoleCLIPConfig.from_preset(spec, **config_overrides))
     check_model_exists(spec)
     if spec.endswith((".pth", ".pt")):
-        from moleclip.convert_original import convert_original_checkpoint
-
         encoder = convert_original_checkpoint(spec, **config_overrides)
         return encoder if model_class is MoleCLIPModel else _encoder_to(model_class, encoder, config_overrides)
     model_type = _model_type_of(spec)
@@ -240,8 +233,6 @@ def _quiet_loading():
 
     A filter, not a higher level: transformers reads its logger's level to decide what else to check and log.
     """
-    from transformers.utils import logging as hf_logging
-
     report = logging.getLogger("transformers.modeling_utils")  # the logger the report is written to
     bars = hf_logging.is_progress_bar_enabled()
     report.addFilter(_drop_load_report)
@@ -297,15 +288,11 @@ def load_processor(spec: str, **overrides) -> MoleCLIPImageProcessor:
     if path.is_dir() and (path / "config.json").is_file() and _model_type_of(spec) == MoleCLIPConfig.model_type:
         # model.save_pretrained(folder) alone leaves a folder like this. The default processor stands in, said aloud:
         # it may draw other pictures (channel order, size, back end) than the model was trained on.
-        import warnings
-
         warnings.warn(f"{spec} has no preprocessor_config.json: its molecules are drawn with the default processor "
                       "(R, G, B; 224 px). If the model was trained on other pictures (the paper's converted weights "
                       "take B, G, R), save its processor in the folder (processor.save_pretrained(folder))",
                       UserWarning, stacklevel=2)
     if spec.endswith((".pth", ".pt")):
-        from moleclip.convert_original import original_processor
-
         return original_processor(**overrides)
     if not path.exists() and spec not in PRESETS:
         try:
@@ -386,8 +373,6 @@ def _warn_of_training_molecules(folder: Path, repo_id: str) -> None:
     """Say it when an upload that may be public carries the training molecules and their measured values: a finetuned
     model's applicability domain keeps them (predict's nearest-training-molecule columns), and a company's assay data
     would otherwise go to the Hub with nothing said."""
-    import warnings
-
     carriers = []
     for path in sorted(folder.rglob("applicability.json")):
         try:

@@ -27,8 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import sparse
 
+from moleclip.processing.fingerprints import morgan_fingerprints
 from moleclip.tasks import get_task, is_regression
+from moleclip.training.outputs import write_atomically, write_text_atomically
 
 __all__ = ["Neighbours", "tanimoto_matrix", "cosine_matrix", "tanimoto_neighbours", "cosine_neighbours",
            "ApplicabilityDomain", "applicability_report", "applicability_markdown", "DEFAULT_QUANTILE"]
@@ -86,8 +89,6 @@ class _Tanimoto:
         self.count = train.sum(1, dtype=np.float64)
 
     def __call__(self, query: np.ndarray) -> np.ndarray:
-        from scipy import sparse
-
         sim = np.asarray(sparse.csr_matrix(query, dtype=np.float32) @ self.train, dtype=np.float64)
         union = query.sum(1, dtype=np.float64)[:, None] + self.count[None, :] - sim
         # in place; where the union is 0 the intersection is 0 too, which is the value wanted there
@@ -229,8 +230,6 @@ class ApplicabilityDomain:
         the rows that parsed, ``.kept`` their positions, ``.skipped`` the rest)."""
         if self.metric != "tanimoto":
             raise ValueError("this domain compares embeddings, not fingerprints")
-        from moleclip.processing.fingerprints import morgan_fingerprints
-
         return morgan_fingerprints(smiles, radius=self.fingerprint["radius"], n_bits=self.fingerprint["n_bits"],
                                    n_jobs=n_jobs, progress=False)
 
@@ -245,8 +244,6 @@ class ApplicabilityDomain:
     def save(self, folder) -> Path:
         """Write ``applicability.json`` and ``applicability_reference.npy`` (fingerprints packed 8 bits a byte with
         ``np.packbits``: 256 bytes a molecule at 2048 bits) into ``folder``; returns the folder."""
-        from moleclip.training.outputs import write_atomically, write_text_atomically
-
         folder = Path(folder)
         matrix = np.packbits(self.reference, axis=1) if self.metric == "tanimoto" else self.reference
         write_atomically(folder / REFERENCE_FILE, lambda path: np.save(path, matrix, allow_pickle=False))
@@ -284,6 +281,7 @@ def _group_scores(task: str, y: np.ndarray, pred: np.ndarray) -> dict:
             out[j] = {"n": int(yj.size), "mae": float(np.mean(np.abs(yj - pj))) if yj.size else math.nan,
                       "rmse": float(np.sqrt(np.mean((yj - pj) ** 2))) if yj.size else math.nan}
         else:
+            # scikit-learn is not loaded by `import moleclip`; only classification scores need it
             from sklearn.metrics import roc_auc_score
 
             both = np.unique(yj).size == 2

@@ -62,6 +62,7 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's rho; NaN when undefined (fewer than 3 molecules, or a constant input such as one member)."""
     if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return math.nan
+    # scipy.stats is not loaded by `import moleclip`; only this check needs it
     from scipy.stats import spearmanr
 
     return float(spearmanr(a, b).statistic)
@@ -125,6 +126,7 @@ def coverage_shortfalls(report: dict, significance: float = 0.05) -> list[tuple[
     """The targets of a :func:`regression_report` whose coverage is well below the promised level: (name, coverage,
     n) where, had the intervals held their promise, so few of n labels or fewer falling inside would have had a
     binomial probability below `significance` (a small part's chance shortfall is no alarm; a large one is)."""
+    # scipy.stats is not loaded by `import moleclip`; only this check needs it
     from scipy.stats import binom
 
     out = []

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.optimize import minimize_scalar
 
 from moleclip.tasks import get_task, is_regression
 
@@ -303,8 +304,6 @@ def _nll(y: np.ndarray, logit_or_p: np.ndarray, is_logit: bool = True) -> float:
 def _fit_temperature(y: np.ndarray, z: np.ndarray) -> float:
     """T minimising NLL(sigmoid(z / T)) (Guo et al. 2017). NLL is convex in 1/T, hence unimodal in log T: a bounded
     1-D Brent search over log T finds the minimum."""
-    from scipy.optimize import minimize_scalar
-
     lo, hi = (math.log(t) for t in T_RANGE)
     best = minimize_scalar(lambda u: _nll(y, z * math.exp(-u)), bounds=(lo, hi), method="bounded",
                            options={"xatol": 1e-6})
@@ -315,6 +314,7 @@ def _fit_isotonic(y: np.ndarray, z: np.ndarray) -> list:
     """Isotonic map logit -> probability, as its thresholds ``[x, p]`` (applied by linear interpolation, clipped at
     the ends, exactly as sklearn's predict with out_of_bounds="clip"). Probabilities are kept within
     [0.5/(n+1), 1 - 0.5/(n+1)]: n labels cannot support certainty, and a held-out 0 or 1 would give infinite NLL."""
+    # scikit-learn is not loaded by `import moleclip`; only calibration needs it
     from sklearn.isotonic import IsotonicRegression
 
     floor = 0.5 / (y.size + 1)
