@@ -119,14 +119,13 @@ def test_moleclip_models_judge_the_domain_in_their_own_embedding_space(trained, 
 def test_a_hub_model_predicts_with_the_ensemble_and_domain_pushed_beside_it(trained, monkeypatch):
     """`moleclip finetune --push-to-hub` uploads the ensemble and the domain with the model: predicting from the Hub
     name must use them as predicting from the folder does, not the model alone (other numbers, no intervals)."""
-    import huggingface_hub
-
+    from moleclip.training.inference import prediction
     from moleclip.training.inference.prediction import Predictor
 
     root, _ = trained
     folder = root / "fp" / "model"
     fetched = []
-    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+    monkeypatch.setattr(prediction, "snapshot_download",
                         lambda repo_id, **kwargs: fetched.append(repo_id) or str(folder))
     from_hub = Predictor.load("lab/moleclip-heavy").predict(NEW, progress=False)
     from_folder = Predictor.load(str(folder)).predict(NEW, progress=False)
@@ -141,7 +140,7 @@ def test_a_hub_model_predicts_with_the_ensemble_and_domain_pushed_beside_it(trai
     def offline(repo_id, **kwargs):
         raise OSError("offline, and not in the cache")
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    monkeypatch.setattr(prediction, "snapshot_download", offline)
     with pytest.raises(OSError, match="cannot load 'lab/moleclip-heavy'"):
         Predictor.load("lab/moleclip-heavy", uncertainty=True)
     # nothing of it in the cache either: one error, no warning about "the model alone" that cannot load anyway
