@@ -1,6 +1,9 @@
 """Result tables beside the paper's numbers: each number in the right column, summaries over seeds said honestly."""
 
+import pytest
+
 from moleclip.training.evaluation.search import final_markdown, summarize_values
+from moleclip.training.finetuning.report import loss_name, selection_text
 
 
 def _cells(table: str, row_label: str) -> list[str]:
@@ -204,3 +207,11 @@ def test_reproduce_paper_records_the_split_the_run_used(monkeypatch, tmp_path, c
     assert report["datasets"]["nhcs"]["split"] == "scaffold" and report["datasets"]["nhcs"]["seeds"] == [7]
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("nhcs "))
     assert "0.0138" not in line  # the paper's random-split number is not set beside a scaffold-split one
+
+
+def test_a_report_refuses_a_task_it_does_not_know():
+    # A task outside tasks.py once fell through to classification's words ("binary cross-entropy") in the report.
+    with pytest.raises(ValueError, match="task must be one of"):
+        loss_name("multiclass", None)
+    with pytest.raises(ValueError, match="task must be one of"):
+        selection_text("multiclass", 1, "loss", None)

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from moleclip.tasks import METRIC_LABELS  # noqa: E402
+from moleclip.tasks import METRIC_LABELS, is_classification, is_regression  # noqa: E402
 
 __all__ = ["parity_plot", "roc_plot", "learning_curves", "plot_predictions", "fit_text"]
 
@@ -162,9 +162,9 @@ def roc_plot(y_true, y_score, path: str | Path, target_names: Sequence[str] | No
 def plot_predictions(task: str, y_true, y_pred, path: str | Path, target_names: Sequence[str] | None = None,
                      title: str = "", units: Mapping[str, str] | None = None) -> Path:
     """Parity plot for regression (axes in `units`), ROC curves for classification."""
-    if task == "regression":
+    if is_regression(task):
         return parity_plot(y_true, y_pred, path, target_names, title, units)
-    if task == "classification":
+    if is_classification(task):
         return roc_plot(y_true, y_pred, path, target_names, title)
     raise ValueError(f"no plot for task {task!r}")
 

@@ -338,13 +338,13 @@ def _score_key(explanation: MoleculeExplanation, method: str) -> str:
     """What a colour bar measures, in words."""
     if method == "attention_rollout":
         return "share of the pooled token's attention (1 = all of it)"
-    what = (f"the logit of {explanation.target}" if explanation.task == "classification"
+    what = (f"the logit of {explanation.target}" if is_classification(explanation.task)
             else f"predicted {explanation.target}" if explanation.target else "the model's output")
     return f"contribution to {what} (pink lowers it, green raises it)"
 
 
 def _headline(explanation: MoleculeExplanation) -> str:
-    if explanation.task == "classification":
+    if is_classification(explanation.task):
         return f"{explanation.target}: predicted probability {explanation.prediction:.3g}"
     return f"{explanation.target or 'output'}: predicted {explanation.prediction:.4g}"
 

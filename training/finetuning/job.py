@@ -38,6 +38,7 @@ from moleclip import MoleCLIPForPropertyPrediction
 from moleclip.processing.molecules import describe_skipped, warn_about_fragments
 from moleclip.processing.property_data import DATASETS, PropertyDataset, load_property_dataset
 from moleclip.processing.splits import canonical_smiles, split_leakage
+from moleclip.tasks import get_task, is_classification, is_regression, prediction_prefix
 from moleclip.training.kinds.baselines import FP_RADIUS, ForestPredictor, fingerprint_matrix
 from moleclip.training.loop import OPTIMIZER_TEXT
 from moleclip.training.outputs import check_run_folder, hold_run_folder, write_atomically, write_delimited
@@ -321,9 +322,9 @@ def _results(job: Job, molecules: Molecules, features: Features, splits: Splits,
             "scheduler": args.scheduler, "select_on": args.select_on, "select_key": f"valid_{options.select_key}",
             "select_mode": options.select_mode,
             "selection": report.selection_text(data.task, data.n_targets, options.select_key, args.regression_loss),
-            "standardized_targets": data.task == "regression",
+            "standardized_targets": get_task(data.task).standardized_targets,
             "r_groups": bool(args.r_groups), "frozen_views": args.frozen_views if mode == "frozen" else None,
-            "regression_loss": args.regression_loss if data.task == "regression" else None,
+            "regression_loss": args.regression_loss if is_regression(data.task) else None,
             "grid": training.grid, "split_sizes": {str(s): list(v.sizes) for s, v in splits.by_seed.items()},
             "leakage": {str(s): {k: v for k, v in found.items() if k != "examples"}
                         for s, found in splits.leakage.items()},
@@ -393,7 +394,7 @@ def _combined_predictions(output_dir: Path, rows, members: list[Member], trust: 
         frames.append(prediction_frame(rows, m.rows["test"], pred, m.seed, extra))
     if trust is not None and trust["scope"] == "ensemble":
         ens = trust["test_ensemble"]
-        prefix = "probability" if data.task == "classification" else "predicted"
+        prefix = prediction_prefix(data.task)
         extra = {f"{prefix}_{name}_spread": ens.spread[:, j] for j, name in enumerate(names)}
         extra.update(interval_columns(data.task, names, trust["calibration"], ens.mean, ens.spread))
         frames.append(prediction_frame(rows, members[0].rows["test"], ens.mean, "ensemble", extra))
@@ -422,7 +423,7 @@ def _save(job: Job, results: dict, molecules: Molecules, features: Features, tra
     inputs, processor, best = features.inputs, features.processor, training.kept.best
     model_dir = output_dir / "model"
     saved = inputs.restore(best.weights, best.setting)
-    if data.task == "regression":
+    if is_regression(data.task):
         saved.set_target_scaling(best.target_scaling)  # a MoleCLIP model keeps it in its config, not weights
     if mode == "fingerprint":
         saved.save(model_dir)
@@ -452,10 +453,10 @@ def _save(job: Job, results: dict, molecules: Molecules, features: Features, tra
 
     def restore(member: Member, folder: Path) -> None:
         if mode == "frozen":  # the encoder is model/'s, untouched by training: keep only each seed's head
-            save_head_member(folder, member.weights, member.target_scaling if data.task == "regression" else None)
+            save_head_member(folder, member.weights, member.target_scaling if is_regression(data.task) else None)
             return
         model = inputs.restore(member.weights, member.setting)
-        if data.task == "regression":
+        if is_regression(data.task):
             model.set_target_scaling(member.target_scaling)
         if mode == "fingerprint":
             model.save(folder)
@@ -503,7 +504,7 @@ def _random_forest(job: Job, molecules: Molecules, bits: np.ndarray, splits: Spl
         run = {"seed": seed, **{part: dict(_scores(data.task, data.targets[idx], raw[part], data.target_names))
                                 for part, idx in parts.items()}, "split_sizes": list(split.sizes)}
         member = Member(run, setting, name, rows={"train": split.train, **parts}, forest=forest,
-                        predictions={part: probability_logits(v) if data.task == "classification" else v
+                        predictions={part: probability_logits(v) if is_classification(data.task) else v
                                      for part, v in raw.items()})
         _finish_run(job, molecules, splits, member, output_dir / "runs" / "search" / name / f"seed_{seed}")
         members.append(member)

@@ -14,6 +14,7 @@ import numpy as np
 import yaml
 
 from moleclip.processing.property_data import PropertyDataset
+from moleclip.tasks import is_classification, is_regression
 from moleclip.training.evaluation import plots
 from moleclip.training.loop import OPTIMIZER_TEXT
 from moleclip.training.outputs import json_text, write_atomically, write_delimited, write_text_atomically
@@ -38,7 +39,7 @@ def write_results(output_dir: Path, results: dict, markdown: str) -> None:
 
 def loss_name(task: str, regression_loss: str | None) -> str:
     """The training loss in words: L1 or squared error for regression, binary cross-entropy for classification."""
-    if task != "regression":
+    if not is_regression(task):
         return "binary cross-entropy"
     return {"l1": "L1", "mse": "squared error"}.get(regression_loss or "l1", regression_loss)
 
@@ -47,7 +48,7 @@ def selection_text(task: str, n_targets: int, select_key: str, regression_loss: 
     """How epochs and settings are chosen, exactly, including how it differs from the reported metric."""
     if select_key != "loss":
         return f"validation {select_key}, the reported metric itself"
-    if task != "regression":
+    if not is_regression(task):
         return f"validation loss ({loss_name(task, None)}, missing labels masked, averaged over the labelled entries)"
     text = (f"validation loss: the {loss_name(task, regression_loss)} on targets standardised with the training "
             "part's mean and std (the training loss)")
@@ -77,7 +78,7 @@ def protocol_text(args, data: PropertyDataset, split_kind: str, mode: str, grid:
     if args.final_epochs:
         text += f", {args.final_epochs} epochs for the final runs"
     text += f"; grid over {axes}" if axes else ""
-    if data.task == "regression":
+    if is_regression(data.task):
         text += "; regression targets standardised with the training part's mean and std, predictions in raw units"
     text += (f"; the test score of a run is taken at its best-validation epoch and settings are chosen on the mean "
              f"over seeds of the same validation value: "
@@ -138,7 +139,7 @@ def model_index(title: str, data: PropertyDataset, split_kind: str, summary: dic
                "name": f"test {m.upper() if m != 'roc_auc' else 'ROC-AUC'} (mean of {seeds(m)})"}
               for m in metrics if m in summary["test"] and math.isfinite(summary["test"][m]["mean"])]
     block = {"model-index": [{"name": title, "results": [{
-        "task": {"type": "tabular-regression" if data.task == "regression" else "tabular-classification",
+        "task": {"type": "tabular-regression" if is_regression(data.task) else "tabular-classification",
                  "name": "Molecular property prediction"},
         "dataset": {"name": data.name, "type": data.name, "split": f"test ({split_kind} split)"},
         "metrics": scores,
@@ -155,17 +156,17 @@ def write_plots(output_dir: Path, job_rows: JobRows, kept: Member, metric: str, 
     rows = kept.rows["test"]
     pred = kept.predictions["test"]
     table = prediction_frame(job_rows, rows, pred, kept.seed)
-    if data.task == "classification":
+    if is_classification(data.task):
         pred = 1.0 / (1.0 + np.exp(-pred))
     run = kept.run
     title = f"{data.name}, {setting_name(kept.setting, varied) or 'fixed setting'}, seed {run['seed']}"
     written = {}
-    name = "parity_test.png" if data.task == "regression" else "roc_test.png"
+    name = "parity_test.png" if is_regression(data.task) else "roc_test.png"
     written["test"] = str(plots.plot_predictions(data.task, data.targets[rows], pred, folder / name,
                                                  data.target_names, title=f"{title}: test part", units=data.units))
     curves = Path(run["metrics_csv"])
     if curves.is_file():
-        loss = loss_name(data.task, regression_loss) + (", standardised targets" if data.task == "regression" else "")
+        loss = loss_name(data.task, regression_loss) + (", standardised targets" if is_regression(data.task) else "")
         units = {data.units.get(target, "") for target in data.target_names}
         written["learning_curves"] = str(plots.learning_curves(
             curves, folder / "learning_curves.png", metric=metric, best_epoch=run["best_epoch"], title=title,

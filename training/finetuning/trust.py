@@ -80,7 +80,7 @@ def build_trust(data, members: list[Member], kept: Member, shared: bool, coverag
 
     def test_report(inside: np.ndarray) -> dict:
         spread = None if test_spread is None else test_spread[inside]
-        make = regression_report if task == "regression" else classification_report
+        make = regression_report if is_regression(task) else classification_report
         out = make(y[test_rows[inside]], test_mean[inside], calibration, spread=spread)
         out["scope"], out["n_members"] = ("ensemble" if shared else "members"), len(members)
         return out
@@ -89,7 +89,7 @@ def build_trust(data, members: list[Member], kept: Member, shared: bool, coverag
     group_report = None
     if group is not None:
         group_report = test_report(group[test_rows])
-        if task == "regression":
+        if is_regression(task):
             _warn_about_group_coverage(group_report, group_column)
 
     bits = _all_bits(data)
