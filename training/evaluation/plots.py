@@ -79,6 +79,15 @@ def _names(n: int, target_names: Sequence[str] | None) -> list[str]:
     return list(target_names) if target_names is not None else [f"target {j}" for j in range(n)]
 
 
+def _panels(y_true, other, other_name: str, target_names: Sequence[str] | None, title: str):
+    """The two arrays as [N, T], one name per target, and a figure with a panel per target (see `_grid`)."""
+    y_true, other = _as_2d(y_true), _as_2d(other)
+    if y_true.shape != other.shape:
+        raise ValueError(f"y_true has shape {y_true.shape} but {other_name} {other.shape}")
+    names = _names(y_true.shape[1], target_names)
+    return (y_true, other, names, *_grid(y_true.shape[1], title))
+
+
 def _with_unit(text: str, unit: str | None) -> str:
     return f"{text} ({unit})" if unit else text
 
@@ -104,11 +113,7 @@ def parity_plot(y_true, y_pred, path: str | Path, target_names: Sequence[str] | 
 
     `title` goes over all panels (the data set, setting, seed and part); each panel's axes name its target, with its
     unit from `units` (target -> unit) where given."""
-    y_true, y_pred = _as_2d(y_true), _as_2d(y_pred)
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true has shape {y_true.shape} but y_pred {y_pred.shape}")
-    names = _names(y_true.shape[1], target_names)
-    fig, axes, width, height = _grid(y_true.shape[1], title)
+    y_true, y_pred, names, fig, axes, width, height = _panels(y_true, y_pred, "y_pred", target_names, title)
     for j, ax in enumerate(axes):
         mask = ~np.isnan(y_true[:, j]) & np.isfinite(y_pred[:, j])
         t, p = y_true[mask, j], y_pred[mask, j]
@@ -139,11 +144,7 @@ def roc_plot(y_true, y_score, path: str | Path, target_names: Sequence[str] | No
     # scikit-learn is not loaded by `import moleclip`; only the ROC figure needs it
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    y_true, y_score = _as_2d(y_true), _as_2d(y_score)
-    if y_true.shape != y_score.shape:
-        raise ValueError(f"y_true has shape {y_true.shape} but y_score {y_score.shape}")
-    names = _names(y_true.shape[1], target_names)
-    fig, axes, width, height = _grid(y_true.shape[1], title)
+    y_true, y_score, names, fig, axes, width, height = _panels(y_true, y_score, "y_score", target_names, title)
     for j, ax in enumerate(axes):
         mask = ~np.isnan(y_true[:, j])
         t, s = y_true[mask, j], y_score[mask, j]
