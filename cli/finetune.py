@@ -18,6 +18,7 @@ Modes:
   --freeze-encoder           embeddings are computed once; only the head is trained: minutes on a CPU
   --baseline fingerprint     Morgan radius 2, 2048 bits into the same MLP head, same splits, grid and loop
   --baseline random_forest   a random forest on the same bits, same splits and seeds
+  --baseline svr             a Tanimoto-kernel SVM (SVR / calibrated SVC) on the same bits, C chosen on validation
 
 Writes <output-dir>/results.json and results.md (the table beside the paper's), plots/, runs/ (each run's
 metrics.csv and test_predictions.csv), predictions.csv (every seed's test predictions of the chosen setting, with
@@ -90,9 +91,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--frozen-views", type=int, default=1,
                    help="augmented embeddings per training molecule and preset in --freeze-encoder mode")
     g.add_argument("--r-groups", action="store_true", help="draw terminal C O N S F Cl Br I atoms as R1..R8 labels")
-    g.add_argument("--baseline", choices=("fingerprint", "random_forest"), default=None,
-                   help="Morgan r2 2048-bit baseline: the same MLP head (fingerprint) or a random forest")
+    g.add_argument("--baseline", choices=("fingerprint", "random_forest", "svr"), default=None,
+                   help="Morgan r2 2048-bit baseline: the same MLP head (fingerprint), a random forest or a "
+                        "Tanimoto-kernel support vector machine (svr)")
     g.add_argument("--rf-estimators", type=int, default=500, help="trees of --baseline random_forest")
+    g.add_argument("--svr-c", type=float, nargs="+", default=[0.1, 1.0, 10.0, 100.0],
+                   help="values of C that --baseline svr chooses from, per target on validation")
     g.add_argument("--head-hidden-size", type=int, default=None,
                    help="width of the head's hidden layers (default: the backbone config's (512 for the paper's shape; "
                         "512 for the fingerprint baseline))")
@@ -166,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# What a random forest never reads: the neural network's model, head, grid, optimiser and training loop.
+# What a random forest or SVM never reads: the neural network's model, head, grid, optimiser and training loop.
 NEURAL_ONLY = ("model", "init_factor", "backbone_seed", "frozen_views", "head_hidden_size", "head_num_layers",
                "regression_loss", "head_lr", "encoder_lr", "weight_decay", "augmentation", "head_dropout", "optimizer",
                "epochs", "final_epochs", "batch_size", "eval_batch_size", "select_on", "max_grad_norm", "scheduler",
@@ -177,14 +181,16 @@ def refuse_ignored_options(args: argparse.Namespace) -> None:
     """`--baseline random_forest` with a neural-network option set to anything but its default is refused, naming the
     options: the forest would silently ignore them. At its default an option says nothing (argparse cannot tell a
     value typed by the user from its default, and an option at its default asks for nothing)."""
-    if args.baseline != "random_forest":
+    own = {"random_forest": "rf_estimators", "svr": "svr_c"}
+    if args.baseline not in own:
         return
     parser = build_parser()
     flags = {action.dest: action.option_strings[-1] for action in parser._actions if action.option_strings}
-    given = [flags[name] for name in NEURAL_ONLY if getattr(args, name) != parser.get_default(name)]
+    others = [name for baseline, name in own.items() if baseline != args.baseline]
+    given = [flags[name] for name in (*NEURAL_ONLY, *others) if getattr(args, name) != parser.get_default(name)]
     if given:
-        raise ValueError(f"--baseline random_forest does not use {', '.join(given)} (options of the neural models): "
-                         "leave them out (the forest's own option is --rf-estimators)")
+        raise ValueError(f"--baseline {args.baseline} does not use {', '.join(given)} (options of other models): "
+                         f"leave them out (its own option is {flags[own[args.baseline]]})")
 
 
 def run(args: argparse.Namespace, hub_api=None) -> int:

@@ -10,6 +10,7 @@ from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from moleclip.processing.fingerprints import morgan_fingerprints
 from moleclip.processing.property_data import PropertyDataset
 from moleclip.training.kinds.baselines import fit_predict_forest, random_forest_baseline
+from moleclip.training.kinds.svm import C_GRID, SVMPredictor, tanimoto_kernel
 
 # Ten scaffold families (acyclic included) of six chain lengths: 60 small molecules, known heavy-atom counts.
 RINGS = {"": 0, "c1ccccc1": 6, "C1CCCCC1": 6, "c1ccncc1": 6, "C1CCOC1": 5, "c1ccsc1": 5, "C1CC1": 3,
@@ -104,3 +105,81 @@ def test_freesolv_forest_beats_the_mean():
     # on a random split, where fingerprints explain most of the variance
     random = random_forest_baseline(ds, "random", seeds=(1,), n_estimators=20, progress=False)
     assert 0.3 < random[1]["test"]["r2"] < 1
+
+
+# ---------------------------------------------------------------------------------------------- Tanimoto SVM
+def _svm_data():
+    bits = morgan_fingerprints(SMILES, radius=2, n_bits=2048, progress=False).bits
+    order = np.random.default_rng(0).permutation(len(SMILES))
+    train, valid, test = order[:40], order[40:50], order[50:]
+    return bits, HEAVY[:, None], train, valid, test
+
+
+def test_tanimoto_kernel_is_the_hand_computed_ratio_and_one_on_the_diagonal():
+    a = np.array([[1, 1, 0, 0], [1, 0, 1, 1], [0, 0, 0, 0]], dtype=np.uint8)
+    b = np.array([[1, 1, 1, 0], [0, 0, 0, 0]], dtype=np.uint8)
+    # |a&b| / (|a| + |b| - |a&b|): 2/(2+3-2), 2/(3+3-2), 0/(0+3-0); an empty row meets an empty row as identical
+    expected = np.array([[2 / 3, 0.0], [2 / 4, 0.0], [0.0, 1.0]])
+    np.testing.assert_allclose(tanimoto_kernel(a, b), expected)
+    np.testing.assert_allclose(np.diag(tanimoto_kernel(a, a)), 1.0)
+
+
+def test_svr_beats_the_training_mean_on_held_out_rows():
+    bits, y, train, valid, test = _svm_data()
+    model = SVMPredictor.fit("regression", bits[train], y[train], bits[valid], y[valid], "rmse", seed=0)
+    rmse = np.sqrt(np.mean((model.predict(bits[test])[:, 0] - y[test, 0]) ** 2))
+    mean_rmse = np.sqrt(np.mean((y[train, 0].mean() - y[test, 0]) ** 2))
+    assert rmse < 0.75 * mean_rmse, (rmse, mean_rmse)  # 0.86 against 1.56 when written
+    assert model.chosen_c["0"] in C_GRID
+
+
+def test_svm_chooses_c_on_validation_only():
+    bits, y, train, valid, test = _svm_data()
+    picked = SVMPredictor.fit("regression", bits[train], y[train], bits[valid], y[valid], "rmse", seed=0)
+    # the validation labels decide C: reversed validation labels choose differently ...
+    flipped = SVMPredictor.fit("regression", bits[train], y[train], bits[valid], -y[valid], "rmse", seed=0)
+    assert picked.settings["targets"][0]["validation"] != flipped.settings["targets"][0]["validation"]
+    # ... and test rows never enter the fit: the test labels cannot reach it, and the test predictions stay the same
+    noisy = y.copy()
+    noisy[test] = np.random.default_rng(1).normal(size=(len(test), 1)) * 100
+    again = SVMPredictor.fit("regression", bits[train], noisy[train], bits[valid], noisy[valid], "rmse", seed=0)
+    assert again.chosen_c == picked.chosen_c
+    np.testing.assert_array_equal(again.predict(bits[test]), picked.predict(bits[test]))
+
+
+def test_svm_choice_follows_the_validation_score():
+    bits, y, train, valid, _ = _svm_data()
+    model = SVMPredictor.fit("regression", bits[train], y[train], bits[valid], y[valid], "rmse", seed=0)
+    scores = model.settings["targets"][0]["validation"]
+    assert float(min(scores, key=scores.get)) == model.chosen_c["0"]
+
+
+def test_svm_save_load_predict_gives_the_same_numbers_without_pickle(tmp_path):
+    bits, _, train, valid, test = _svm_data()
+    y = np.stack([HEAVY, HAS_N], axis=1)
+    y[::7, 0] = np.nan  # a missing label is skipped for its target only
+    for task, targets, metric in (("regression", y[:, :1], "rmse"), ("classification", y[:, 1:], "roc_auc")):
+        model = SVMPredictor.fit(task, bits[train], targets[train], bits[valid], targets[valid], metric, seed=0)
+        model.save(tmp_path / task)
+        loaded = SVMPredictor.load(tmp_path / task)
+        np.testing.assert_array_equal(loaded.predict(bits[test]), model.predict(bits[test]))
+        assert np.isfinite(model.predict(bits[test])).all()
+    probabilities = loaded.predict(bits)[:, 0]
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+    assert probabilities[HAS_N == 1].mean() > probabilities[HAS_N == 0].mean() + 0.3
+    assert not list(tmp_path.rglob("*.joblib")) and not list(tmp_path.rglob("*.pkl"))
+
+
+def test_svm_probabilities_match_scikit_learns_calibrated_classifier():
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import SVC
+
+    bits, _, train, valid, test = _svm_data()
+    y = HAS_N[:, None]
+    model = SVMPredictor.fit("classification", bits[train], y[train], bits[valid], y[valid], "roc_auc", seed=0)
+    c = model.chosen_c["0"]
+    reference = CalibratedClassifierCV(SVC(kernel="precomputed", C=c, random_state=0), method="sigmoid",
+                                       ensemble=False, cv=3).fit(tanimoto_kernel(bits[train], bits[train]),
+                                                                 y[train, 0].astype(int))
+    expected = reference.predict_proba(tanimoto_kernel(bits[test], bits[train]))[:, 1]
+    np.testing.assert_allclose(model.predict(bits[test])[:, 0], expected, rtol=1e-6)

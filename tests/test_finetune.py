@@ -287,6 +287,28 @@ def test_random_forest_refuses_the_neural_options_it_would_ignore(tmp_path, regr
     assert not (tmp_path / "rf").exists()
 
 
+def test_svr_baseline_classifies_with_c_chosen_per_target_and_refuses_other_models_options(
+        tmp_path, classification_csv, capsys):
+    from moleclip_cli.main import main as cli
+
+    assert main(["--dataset", str(classification_csv), "--output-dir", str(tmp_path / "svr"), "--split", "random",
+                 "--no-progress", "--no-plots", "--baseline", "svr", "--seeds", "1", "--svr-c", "1", "10",
+                 "--target-columns", "big", "has_o"]) == 0
+    results = json.loads((tmp_path / "svr" / "results.json").read_text())
+    assert results["mode"] == "svr" and results["protocol"]["c_grid"] == [1.0, 10.0]
+    (run,) = results["final"]["runs"]
+    assert set(run["chosen_C"]) == {"big", "has_o"} and set(run["chosen_C"].values()) <= {1.0, 10.0}
+    assert "roc_auc" in results["final"]["summary"]["test"]
+    assert "Tanimoto SVM" in (tmp_path / "svr" / "results.md").read_text()
+    argv = ["finetune", "--dataset", str(classification_csv), "--output-dir", str(tmp_path / "refused"), "--baseline",
+            "svr", "--no-progress", "--head-lr", "1e-3", "--rf-estimators", "10"]
+    capsys.readouterr()
+    assert cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("moleclip finetune: error: --baseline svr"), err
+    assert "--head-lr" in err and "--rf-estimators" in err and not (tmp_path / "refused").exists()
+
+
 def test_init_factor_spreads_a_random_presets_embeddings(tmp_path, regression_csv):
     # CLIP's initialisation maps mostly-white drawings to nearly one embedding; a larger scale is what lets a
     # randomly initialised preset learn from scratch (BENCHMARKS.md, ESOL), so the option must reach the encoder.

@@ -176,3 +176,26 @@ def test_input_columns_the_prediction_tables_would_overwrite_are_refused_before_
         assert code == 2 and not out.exists()
         err = capsys.readouterr().err
         assert f"has column(s) {column}, which the job's prediction tables write" in err and "rename them" in err
+
+
+def test_svr_is_saved_without_pickle_and_predicts(tmp_path, tables, capsys):
+    root, main, _ = tables
+    results = finetune(tmp_path / "svr", main, "--baseline", "svr", "--seeds", "1", "2", "--split-column", "part")
+    model = tmp_path / "svr" / "model"
+    assert (model / "tanimoto_svm.npz").is_file() and not list(model.rglob("*.joblib"))
+    assert all(run["chosen_C"]["heavy"] in (0.1, 1.0, 10.0, 100.0) for run in results["final"]["runs"])
+    new = tmp_path / "new.csv"
+    pd.DataFrame({"smiles": [SMILES[i] for i in np.flatnonzero(PARTS == "test")]}).to_csv(new, index=False)
+    out = tmp_path / "pred.csv"
+    assert cli(["predict", "--model", str(model), "--input", str(new), "--output", str(out), "--no-progress",
+                "--no-uncertainty"]) == 0  # no --trust-pickle: nothing in the folder runs pickle
+    seed = results["saved_model"]["seed"]
+    own = pd.read_csv(next((tmp_path / "svr" / "runs").glob(f"*/*/seed_{seed}/test_predictions.csv")))
+    np.testing.assert_allclose(pd.read_csv(out).predicted_heavy, own.predicted_heavy, rtol=1e-6)
+    assert cli(["predict", "--model", str(model), "--input", str(new), "--output", str(out), "--no-progress",
+                "--uncertainty"]) == 0
+    combined = pd.read_csv(tmp_path / "svr" / "predictions.csv", dtype={"seed": str})
+    ens = combined[combined.seed == "ensemble"]
+    np.testing.assert_allclose(pd.read_csv(out).predicted_heavy_upper, ens.predicted_heavy_upper, rtol=1e-6)
+    card = (model / "README.md").read_text()
+    assert "Tanimoto kernel" in card and "--trust-pickle" not in card

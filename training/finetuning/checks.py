@@ -43,6 +43,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--head-num-layers must be >= 0 (0: one linear layer), got {args.head_num_layers}")
     if args.frozen_views < 1 or args.rf_estimators < 1:
         raise ValueError("--frozen-views and --rf-estimators must be >= 1")
+    if not all(c > 0 for c in getattr(args, "svr_c", [1.0])):
+        raise ValueError(f"--svr-c values must be positive, got {args.svr_c}")
     if args.init_factor is not None and not args.init_factor > 0:
         raise ValueError(f"--init-factor must be positive, got {args.init_factor}")
     if args.num_workers < 0:

@@ -14,8 +14,8 @@ after the main rows, are scored every epoch like test and reported apart, and ar
 The options and the output folder are checked first (`checks.py`). A job is then a sequence of named stages handing
 each other the records of `records.py`: `_start` (`Job`), `_read_molecules` (`Molecules`), `_build_features`
 (`Features`), `_make_splits` (`Splits`), `_train` (`Training`: search and final runs, each run a `run.Member`),
-`_results`, `_add_trust` (ensemble, calibration, domain) and `_save`; the random-forest baseline's `_random_forest`
-takes the place of the last four.
+`_results`, `_add_trust` (ensemble, calibration, domain) and `_save`; the random-forest and SVM baselines'
+`_bits_baseline` takes the place of the last four.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from moleclip.processing.property_data import DATASETS, PropertyDataset, load_pr
 from moleclip.processing.splits import canonical_smiles, split_leakage
 from moleclip.tasks import get_task, is_classification, is_regression, prediction_prefix
 from moleclip.training.kinds.baselines import FP_RADIUS, ForestPredictor, fingerprint_matrix
+from moleclip.training.kinds.svm import SVMPredictor
 from moleclip.training.loop import OPTIMIZER_TEXT
 from moleclip.training.outputs import check_run_folder, hold_run_folder, write_atomically, write_delimited
 from moleclip.training.evaluation.scoring import TASK_METRICS, higher_is_better
@@ -70,7 +71,8 @@ __all__ = ["finetune"]
 # What a job writes in its folder: present before a job starts means another job's results are there.
 OUTPUTS = ("results.json", "results.md", "runs", "plots", "model", "predictions.csv")
 MODE_LABELS = {"full": "MoleCLIP (this run)", "frozen": "MoleCLIP, frozen encoder (this run)",
-               "fingerprint": "FP-MLP baseline (this run)", "random_forest": "Random forest (this run)"}
+               "fingerprint": "FP-MLP baseline (this run)", "random_forest": "Random forest (this run)",
+               "svr": "Tanimoto SVM (this run)"}
 
 
 def _load_data(args) -> PropertyDataset:
@@ -140,8 +142,8 @@ def _finetune(args: argparse.Namespace, hub_api, held: contextlib.ExitStack) -> 
     if job.acc.is_main_process:  # only now: a job that fails while loading leaves no empty folder behind
         held.enter_context(hold_run_folder(job.output_dir, OUTPUTS if args.overwrite else ()))
     splits = _make_splits(job, molecules)
-    if molecules.mode == "random_forest":
-        return _random_forest(job, molecules, features.bits, splits)
+    if molecules.mode in ("random_forest", "svr"):
+        return _bits_baseline(job, molecules, features.bits, splits)
     training = _train(job, molecules, features, splits)
     results = _results(job, molecules, features, splits, training)
     if job.acc.is_main_process:
@@ -179,7 +181,7 @@ def _build_features(job: Job, molecules: Molecules) -> tuple[Molecules, Features
     left out, with a warning)."""
     args, data, mode, progress = job.args, molecules.data, molecules.mode, job.progress
     processor, backbone, inputs, bits = None, "Morgan fingerprints (radius 2, 2048 bits)", None, None
-    if mode == "random_forest":
+    if mode in ("random_forest", "svr"):
         bits, kept = fingerprint_matrix(data, progress=progress)
     elif mode == "fingerprint":
         inputs = FingerprintInputs(data.smiles, data.task, data.target_names, args.regression_loss,
@@ -486,24 +488,37 @@ def _paper_row(args, data) -> dict | None:
     return paper_reference(key, args.data_dir)
 
 
-def _random_forest(job: Job, molecules: Molecules, bits: np.ndarray, splits: Splits) -> dict:
-    """One forest per seed on the same splits; hyperparameters fixed in advance (no search), so validation is only
-    reported. The forests are saved (model/ holds the seed best on validation) like every other mode's models."""
+def _bits_baseline(job: Job, molecules: Molecules, bits: np.ndarray, splits: Splits) -> dict:
+    """One random forest (hyperparameters fixed in advance) or Tanimoto SVM (C chosen per target on validation) per
+    seed on the same splits; test never enters a choice. The models are saved (model/ holds the seed best on
+    validation) like every other mode's models."""
     args, rows, data, output_dir, acc = job.args, molecules.rows, molecules.data, job.output_dir, job.acc
-    split_kind = molecules.split_kind
-    setting = {"n_estimators": args.rf_estimators}
-    name = f"n_estimators={args.rf_estimators}"
+    split_kind, mode = molecules.split_kind, molecules.mode
+    if mode == "svr":
+        setting = {"C": list(args.svr_c)}
+        name = "C=" + ",".join(f"{c:g}" for c in args.svr_c)
+        selected_by = f"C chosen per target and seed on validation {data.metric} only"
+    else:
+        setting = {"n_estimators": args.rf_estimators}
+        name = f"n_estimators={args.rf_estimators}"
+        selected_by = "fixed hyperparameters (no search)"
     members = []
     for seed, split in splits.by_seed.items():
-        forest = ForestPredictor.fit(data.task, bits[split.train], data.targets[split.train], seed,
-                                     n_estimators=args.rf_estimators, target_names=data.target_names,
-                                     radius=FP_RADIUS, standardize=args.standardize,
-                                     smiles_column=args.smiles_column)
+        facts = dict(target_names=data.target_names, radius=FP_RADIUS, standardize=args.standardize,
+                     smiles_column=args.smiles_column)
+        if mode == "svr":
+            model = SVMPredictor.fit(data.task, bits[split.train], data.targets[split.train], bits[split.valid],
+                                     data.targets[split.valid], data.metric, seed, c_grid=args.svr_c, **facts)
+        else:
+            model = ForestPredictor.fit(data.task, bits[split.train], data.targets[split.train], seed,
+                                        n_estimators=args.rf_estimators, **facts)
         parts = {"valid": split.valid, "test": split.test, **splits.extra_parts}
-        raw = {part: forest.predict(bits[idx]) for part, idx in parts.items()}
+        raw = {part: model.predict(bits[idx]) for part, idx in parts.items()}
         run = {"seed": seed, **{part: dict(_scores(data.task, data.targets[idx], raw[part], data.target_names))
                                 for part, idx in parts.items()}, "split_sizes": list(split.sizes)}
-        member = Member(run, setting, name, rows={"train": split.train, **parts}, forest=forest,
+        if mode == "svr":
+            run["chosen_C"] = model.chosen_c
+        member = Member(run, setting, name, rows={"train": split.train, **parts}, estimator=model,
                         predictions={part: probability_logits(v) if is_classification(data.task) else v
                                      for part, v in raw.items()})
         _finish_run(job, molecules, splits, member, output_dir / "runs" / "search" / name / f"seed_{seed}")
@@ -512,13 +527,14 @@ def _random_forest(job: Job, molecules: Molecules, bits: np.ndarray, splits: Spl
     summary = summarize_runs(runs)
     served = ensemble_scores(data, members, shared_split(splits.by_seed), splits.group)
     searched = {"entries": [{"setting": setting, "name": name, "runs": runs, "summary": summary}], "chosen": 0,
-                "varied": [], "selected_by": "fixed hyperparameters (no search)"}
+                "varied": [], "selected_by": selected_by}
     results = {
-        "dataset": molecules.dataset_info, "mode": "random_forest",
+        "dataset": molecules.dataset_info, "mode": mode,
         "backbone": "Morgan fingerprints (radius 2, 2048 bits)",
         "protocol": {"split": split_kind, "split_source": splits.source, "fractions": list(args.fractions),
                      "seeds": list(args.seeds), "epochs": None, "final_epochs": None,
-                     "select_key": "none (fixed hyperparameters)", "n_estimators": args.rf_estimators,
+                     "select_key": selected_by if mode == "svr" else "none (fixed hyperparameters)",
+                     **({"c_grid": list(args.svr_c)} if mode == "svr" else {"n_estimators": args.rf_estimators}),
                      "split_sizes": {str(s): list(v.sizes) for s, v in splits.by_seed.items()},
                      "group_column": args.group_column},
         "search": searched, "chosen_setting": setting, "chosen_name": name,
@@ -526,7 +542,7 @@ def _random_forest(job: Job, molecules: Molecules, bits: np.ndarray, splits: Spl
         "paper": _paper_row(args, data),
     }
     metrics = list(TASK_METRICS[data.task])
-    results["final_table"] = final_markdown(summary, metrics, MODE_LABELS["random_forest"], results["paper"],
+    results["final_table"] = final_markdown(summary, metrics, MODE_LABELS[mode], results["paper"],
                                             data.metric, split=split_kind, ensemble=served)
     results["search_table"] = search_markdown(searched, data.metric, data.metric)
     if acc.is_main_process:
@@ -539,20 +555,22 @@ def _random_forest(job: Job, molecules: Molecules, bits: np.ndarray, splits: Spl
 
         best = max(members, key=rank)
         model_dir = output_dir / "model"
-        best.forest.save(model_dir)
+        best.estimator.save(model_dir)
         results["saved_model"] = {"dir": str(model_dir), "setting": setting, "seed": best.seed,
                                   "valid": best.run["valid"], "test": best.run["test"],
-                                  "chosen_by": f"validation {key} among the seeds' forests"}
+                                  "chosen_by": f"validation {key} among the seeds' models"}
         trust = _add_trust(results, rows, ChosenRuns(best, members), splits, args.coverage)
-        results["saved_model"]["trust"] = save_members(model_dir, members, lambda m, f: m.forest.save(f), trust,
-                                                       data.task, "random_forest")
+        results["saved_model"]["trust"] = save_members(model_dir, members, lambda m, f: m.estimator.save(f), trust,
+                                                       data.task, mode)
         results["predictions"] = _combined_predictions(output_dir, rows, members, trust)
         results["wall_seconds"] = round(time.perf_counter() - job.started, 1)
         markdown = report.results_markdown(results, data)
         report.write_results(output_dir, results, markdown)
-        protocol = (f"{splits.source}, seeds {', '.join(map(str, args.seeds))}; one random forest of "
-                    f"{args.rf_estimators} trees per seed (scikit-learn's defaults otherwise), fixed in advance")
-        write_model_card(model_dir, *report.model_card(args, data, rows.n_main, results, "random_forest", protocol,
+        protocol = f"{splits.source}, seeds {', '.join(map(str, args.seeds))}; " + (
+            f"one Tanimoto-kernel SVM per target and seed, C from {name[2:]} chosen on validation {data.metric}"
+            if mode == "svr" else f"one random forest of {args.rf_estimators} trees per seed (scikit-learn's defaults "
+            "otherwise), fixed in advance")
+        write_model_card(model_dir, *report.model_card(args, data, rows.n_main, results, mode, protocol,
                                                        key, results["backbone"], model_dir),
                          {"results.json": (output_dir / "results.json").read_text(), "results.md": markdown})
         print(markdown)

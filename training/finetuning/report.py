@@ -93,7 +93,7 @@ def protocol_text(args, data: PropertyDataset, split_kind: str, mode: str, grid:
 def model_card(args, data: PropertyDataset, n_molecules: int, results: dict, mode: str, protocol: str,
                select_on: str, backbone: str, model_dir: Path) -> tuple[str, dict]:
     """The card kind and what fills it, for the model folder of any mode: a MoleCLIP checkpoint ("property") or a
-    fingerprint MLP / random forest ("baseline"), each with the job's protocol, table and model-index scores."""
+    fingerprint MLP / random forest / Tanimoto SVM ("baseline"), each with the job's protocol, table and model-index scores."""
     title = f"moleclip-{data.name}" if mode in ("full", "frozen") else f"moleclip-{data.name}-{mode}-baseline"
     seeds = results["protocol"]["seeds"]
     card = {
@@ -114,6 +114,11 @@ def model_card(args, data: PropertyDataset, n_molecules: int, results: dict, mod
                                  f"({args.head_num_layers or 3} x {args.head_hidden_size or 512} hidden units)")
         card["selection"] = (f"each run's score is taken at its epoch with the best validation {select_on}, and "
                              "settings were chosen on validation only.")
+    elif mode == "svr":
+        card["model_summary"] = ("a support vector machine per target (SVR, or SVC with sigmoid calibration) on a "
+                                 "Tanimoto kernel of Morgan fingerprints (radius 2, 2048 bits)")
+        card["selection"] = ("C was chosen per target and seed on validation only, from "
+                             + ", ".join(f"{c:g}" for c in args.svr_c) + "; test scores never entered any choice.")
     else:
         card["model_summary"] = (f"a random forest of {args.rf_estimators} trees per seed on Morgan fingerprints "
                                  "(radius 2, 2048 bits)")
@@ -254,6 +259,9 @@ def results_markdown(results: dict, data: PropertyDataset) -> str:
     if results["mode"] == "random_forest":  # no epochs, and nothing is chosen per run
         lines[-1] = (f"A forest is grown once per seed, with {results['search']['selected_by']}: its test score is "
                      "that forest's, and test scores never enter any choice.")
+    if results["mode"] == "svr":
+        lines[-1] = (f"One SVM per target is fitted once per seed, with {results['search']['selected_by']} (chosen C "
+                     "per seed in results.json); test scores never enter any choice.")
     if p.get("selection"):
         lines.append(f"Selection criterion: {p['selection']}.")
     if p.get("split_source"):

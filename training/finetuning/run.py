@@ -60,7 +60,7 @@ class RunOptions:
 class Member:
     """One run (a setting, a seed) as the job keeps it: `run`, what results.json reports of it, and what only the job
     uses: the best epoch's weights, its predictions and rows per part ("train", "valid", "test", and "external" with
-    --test-file), the target scaling of a regression, or the fitted forest of the random-forest baseline."""
+    --test-file), the target scaling of a regression, or the fitted estimator of the random-forest or SVM baseline."""
 
     run: dict
     setting: dict
@@ -69,7 +69,7 @@ class Member:
     predictions: dict[str, np.ndarray]
     weights: dict | None = None
     target_scaling: TargetScaling | None = None
-    forest: object = None
+    estimator: object = None
 
     @property
     def seed(self) -> int:
