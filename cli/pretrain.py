@@ -6,7 +6,8 @@
 
 Objective: a symmetric contrastive loss between a plain and a randomly styled, augmented drawing of each molecule
 (negatives from the global batch), plus one cross-entropy per K-means pseudo-label set of MACCS keys (--k, computed on
-the fly when the input has no label_k<K> columns). Batches: groups of --group-size molecules of one fine class.
+the fly when the input has no label_k<K> columns); --tasks classification or contrastive trains one of them alone.
+Batches: groups of --group-size molecules of one fine class (shuffled molecules for the contrastive task alone).
 Optimiser: torch.optim.Adam with L2 weight decay (0.1 on the encoder, lr 5e-6; classifiers lr 0.01, no decay), betas
 (0.9, 0.98), eps 1e-6, no gradient clipping, constant schedule: the paper's. --optimizer adamw for decoupled decay.
 

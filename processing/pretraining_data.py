@@ -126,6 +126,8 @@ class TwoViewDataset(Dataset):
         processor: the image processor that draws both views (the model's: its drawing settings apply; default: a
             default processor of side ``size``). Molecules are drawn as given: the table is prepared (standardised)
             before it gets here.
+        styled_view: draw the randomly styled second view (False: the classification task alone, which reads only
+            the plain drawing; items then have no ``augmented_pixel_values``).
 
     Items are dicts of ``pixel_values`` / ``augmented_pixel_values`` (uint8 ``[3, H, W]``), ``pseudo_labels``
     (int64 ``[n_label_sets]``, when labels are given), ``index`` and, with ``augment_on="device"``, ``augment_seeds``
@@ -148,7 +150,9 @@ class TwoViewDataset(Dataset):
         store_slots: np.ndarray | None = None,
         augment_on: str = "workers",
         processor: MoleCLIPImageProcessor | None = None,
+        styled_view: bool = True,
     ):
+        self.styled_view = bool(styled_view)
         if augment_on not in AUGMENT_ON:
             raise ValueError(f"augment_on must be one of {list(AUGMENT_ON)}, got {augment_on!r}")
         self.augment_on = augment_on
@@ -224,8 +228,9 @@ class TwoViewDataset(Dataset):
         smiles = self.smiles[index]
         # augmentation is this dataset's (both views, after drawing); the table's SMILES are already prepared
         views = [self.processor.render_images(smiles, randomize_drawing=randomize, augmentation="none",
-                                              standardize="none", seed=rng)[0][0] for randomize in (False, True)]
-        return views[0], views[1]
+                                              standardize="none", seed=rng)[0][0]
+                 for randomize in ((False, True) if self.styled_view else (False,))]
+        return views[0], views[-1] if self.styled_view else None
 
     def __getitem__(self, key) -> dict[str, torch.Tensor | int]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
@@ -258,10 +263,12 @@ class TwoViewDataset(Dataset):
             self._drawn += 1
             if self.augment_on == "workers":
                 view1 = augment(pair[0], self.augmentation, augment_rng)
-                view2 = augment(pair[1], self.augmentation, augment_rng)
+                view2 = augment(pair[1], self.augmentation, augment_rng) if self.styled_view else None
             else:
                 view1, view2 = pair
-        item = {"pixel_values": _to_chw(view1), "augmented_pixel_values": _to_chw(view2), "index": int(self.ids[index])}
+        item = {"pixel_values": _to_chw(view1), "index": int(self.ids[index])}
+        if self.styled_view:
+            item["augmented_pixel_values"] = _to_chw(view2)
         if self.augment_on == "device":
             # each view its own stream of the sample's coordinates, so the two views never share their choices
             item["augment_seeds"] = torch.tensor(
@@ -275,10 +282,9 @@ def collate_two_views(items: list[dict]) -> dict[str, torch.Tensor]:
     """Stack samples of :class:`TwoViewDataset` into a batch (uint8 pictures; ``indices`` for bookkeeping)."""
     batch = {
         "pixel_values": torch.stack([it["pixel_values"] for it in items]),
-        "augmented_pixel_values": torch.stack([it["augmented_pixel_values"] for it in items]),
         "indices": torch.tensor([it["index"] for it in items], dtype=torch.int64),
     }
-    for key in ("pseudo_labels", "augment_seeds"):
+    for key in ("augmented_pixel_values", "pseudo_labels", "augment_seeds"):
         if key in items[0]:
             batch[key] = torch.stack([it[key] for it in items])
     return batch

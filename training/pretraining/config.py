@@ -32,7 +32,7 @@ from moleclip.training.loop import OPTIMIZERS, SCHEDULES
 
 from moleclip.training.serving.hub import check_init_factor
 
-__all__ = ["PretrainConfig", "CONFIG_FILE", "PSEUDO_LABEL_FILE", "RESULTS_FILE", "MODEL_DIR", "KILL_ENV", "RUN_OUTPUTS"]
+__all__ = ["PretrainConfig", "TASKS", "CONFIG_FILE", "PSEUDO_LABEL_FILE", "RESULTS_FILE", "MODEL_DIR", "KILL_ENV", "RUN_OUTPUTS"]
 
 CONFIG_FILE = "pretrain_config.json"
 PSEUDO_LABEL_FILE = "pseudo_labels.parquet"
@@ -45,6 +45,8 @@ RUN_OUTPUTS = (CONFIG_FILE, PSEUDO_LABEL_FILE, "pseudo_labels.json", "metrics.cs
 KILL_ENV = "MOLECLIP_TEST_KILL_AT_STEP"
 # Settings renamed since they were first written to pretrain_config.json: old name -> new name.
 RENAMED = {"head_lr": "classifier_lr", "head_weight_decay": "classifier_weight_decay"}
+# The pretraining tasks, in the order a config records them; a config file written before `tasks` was a setting ran both.
+TASKS = ("classification", "contrastive")
 
 
 def _opt(help_text: str, **extra) -> dict:
@@ -91,6 +93,12 @@ class PretrainConfig:
     init_factor: float | None = field(default=None, metadata=_opt(
         "scale of a preset's random initialisation (CLIP's: 1). At 1, drawings get nearly the same embedding for "
         "every molecule and the contrastive task starts stuck at chance; 5 spreads them"))
+    # ---- objective
+    tasks: list[str] = field(default=TASKS, metadata=_opt(
+        "what the loss trains: classification (the K-means pseudo-labels of MACCS keys, one linear classifier per K), "
+        "contrastive (a plain against a randomly styled drawing of each molecule), or both, as in the paper. "
+        "Contrastive only computes no pseudo-labels and trains no classifiers; classification only draws one picture "
+        "per molecule"))
     # ---- batches
     batch_size: int = field(default=256, metadata=_opt("global batch (all processes) of one forward pass"))
     group_size: int = field(default=32, metadata=_opt("molecules of the same fine pseudo-class placed together"))
@@ -130,6 +138,11 @@ class PretrainConfig:
         "write per-process batch contents (molecule ids, contrastive logits shape, first embeddings) here"))
 
     def __post_init__(self):
+        given = [self.tasks] if isinstance(self.tasks, str) else list(self.tasks or [])
+        unknown = [t for t in given if t not in TASKS]
+        if unknown or not given:
+            raise ValueError(f"tasks must be classification, contrastive or both, got {' '.join(map(str, given)) or 'none'}")
+        self.tasks = [t for t in TASKS if t in given]  # one spelling per choice, so that a resumed run compares equal
         for name in ("batch_size", "group_size", "gradient_accumulation_steps", "log_every", "max_valid",
                      "coordinate_cache_size"):
             if getattr(self, name) < 1:
@@ -177,6 +190,9 @@ class PretrainConfig:
                                      f"{['none' if k is None else k for k in self.k]}") from None
                 if any(k < 2 for k in self.k) or len(set(self.k)) != len(self.k):
                     raise ValueError(f"k must be distinct values >= 2, got {self.k}")
+            if "classification" not in self.tasks:
+                raise ValueError("--k sets the pseudo-labels of the classification task, which --tasks contrastive "
+                                 "leaves out: drop --k, or add classification to --tasks")
 
     def check_required(self) -> None:
         missing = [f.name for f in dataclasses.fields(self) if f.metadata.get("required") and getattr(self, f.name) is None]
@@ -211,7 +227,8 @@ class PretrainConfig:
             flag = "--" + f.name.replace("_", "-")
             help_text = f.metadata.get("help", "")
             if f.default is not None and not f.metadata.get("required"):
-                help_text += f" [default: {f.default}]"
+                shown = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+                help_text += f" [default: {shown}]"
             if kind is bool:
                 parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
                 continue

@@ -58,9 +58,17 @@ from moleclip.training.loop import (
     unwrap,
 )
 from moleclip.training.outputs import check_run_folder, hold_run_folder, json_text, write_text_atomically
-from moleclip.training.pretraining.config import CONFIG_FILE, KILL_ENV, MODEL_DIR, RESULTS_FILE, RUN_OUTPUTS, PretrainConfig
+from moleclip.training.pretraining.config import (
+    CONFIG_FILE,
+    KILL_ENV,
+    MODEL_DIR,
+    RESULTS_FILE,
+    RUN_OUTPUTS,
+    TASKS,
+    PretrainConfig,
+)
 from moleclip.training.pretraining.table import PretrainingTable, load_pretraining_table, split_positions
-from moleclip.training.samplers import EpochBatches, GroupedClassBatchSampler
+from moleclip.training.samplers import EpochBatches, GroupedClassBatchSampler, ShuffledBatchSampler
 from moleclip.training.serving.hub import (
     check_model_exists,
     check_push_possible,
@@ -138,16 +146,20 @@ class PretrainStep:
         self.kill_at = int(kill) if kill else None
 
     def forward(self, model, batch):
-        plain, styled = batch["pixel_values"], batch["augmented_pixel_values"]
+        """The model's output on `batch`: the contrastive loss when it carries the styled view, the classification
+        losses when it carries pseudo-labels (the run's tasks decide what its batches hold)."""
+        plain, styled = batch["pixel_values"], batch.get("augmented_pixel_values")
         if "augment_seeds" in batch:
             # both views in one batched pass; each picture's choices come from its own seed (see TwoViewDataset)
             seeds = batch["augment_seeds"].cpu()
-            both = augment_batch(torch.cat([plain, styled]), self.augmentation,
-                                 seeds[:, 0].tolist() + seeds[:, 1].tolist(), channels_last=False)
-            plain, styled = both[: len(plain)], both[len(plain):]
+            views = [plain] if styled is None else [plain, styled]
+            both = augment_batch(torch.cat(views), self.augmentation,
+                                 [s for view in range(len(views)) for s in seeds[:, view].tolist()], channels_last=False)
+            plain, styled = both[: len(plain)], (None if styled is None else both[len(plain):])
         return model(
             pixel_values=self.processor.normalize_pixels(plain, input_data_format="channels_first"),
-            augmented_pixel_values=self.processor.normalize_pixels(styled, input_data_format="channels_first"),
+            augmented_pixel_values=(None if styled is None else
+                                    self.processor.normalize_pixels(styled, input_data_format="channels_first")),
             pseudo_labels=batch.get("pseudo_labels"),
         )
 
@@ -159,33 +171,38 @@ class PretrainStep:
             os.kill(os.getpid(), signal.SIGKILL)  # a hard crash: no cleanup, no final save
         output = self.forward(model, batch)
         # Tensors, not floats: the loop sums them on the device and reads them at log steps only.
-        parts = {"contrastive_loss": output.contrastive_loss.detach()}
+        parts = {}
+        if output.contrastive_loss is not None:
+            parts["contrastive_loss"] = output.contrastive_loss.detach()
         if output.classification_losses is not None:
             for k, value in zip(self.ks, output.classification_losses.detach()):
                 parts[f"classification_loss_k{k}"] = value
         if self.dump_file is not None:
-            record = {"call": self.calls, "step": step, "epoch": progress.epoch,
-                      "indices": batch["indices"].tolist(), "logits_shape": list(output.logits_per_view.shape),
-                      "contrastive_loss": float(parts["contrastive_loss"]),
+            contrastive = output.logits_per_view is not None
+            record = {"call": self.calls, "step": step, "epoch": progress.epoch, "indices": batch["indices"].tolist(),
+                      "logits_shape": list(output.logits_per_view.shape) if contrastive else None,
+                      "contrastive_loss": float(parts["contrastive_loss"]) if contrastive else None,
                       "logit_scale": float(unwrap(model).logit_scale.exp())}
             if self.calls < self.dump_embeddings:
                 record["image_embeds"] = output.image_embeds.detach().float().tolist()
-                record["augmented_image_embeds"] = output.augmented_image_embeds.detach().float().tolist()
+                if contrastive:
+                    record["augmented_image_embeds"] = output.augmented_image_embeds.detach().float().tolist()
             with open(self.dump_file, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
         self.calls += 1
         return output.loss, parts
 
 
-def make_evaluator(accelerator, step: PretrainStep, loader, ks: list[int]):
-    """Validation: mean loss parts and pseudo-label accuracies over the held-out batches, across processes.
+def make_evaluator(accelerator, step: PretrainStep, loader, ks: list[int], contrastive: bool = True):
+    """Validation: mean loss parts (those of the run's tasks: `contrastive`, and a classification per K of `ks`) and
+    pseudo-label accuracies over the held-out batches, across processes.
 
     An accuracy counts the molecules with a class only: one that could not be drawn comes with label -100, which the
     cross-entropy ignores, and is not a wrong answer of the classifier.
     """
     def evaluate(model) -> dict[str, float]:
         model.eval()
-        names = ["loss", "contrastive_loss"] + [f"classification_loss_k{k}" for k in ks]
+        names = ["loss"] + ["contrastive_loss"] * contrastive + [f"classification_loss_k{k}" for k in ks]
         totals = torch.zeros(len(names), dtype=torch.float64, device=accelerator.device)
         hits = torch.zeros(len(ks), dtype=torch.float64, device=accelerator.device)
         counted = torch.zeros(len(ks), dtype=torch.float64, device=accelerator.device)
@@ -194,7 +211,7 @@ def make_evaluator(accelerator, step: PretrainStep, loader, ks: list[int]):
             for batch in loader:
                 batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
                 out = step.forward(model, batch)
-                values = [out.loss, out.contrastive_loss]
+                values = [out.loss] + [out.contrastive_loss] * contrastive
                 values += list(out.classification_losses) if ks else []
                 totals += torch.stack([v.detach().double() for v in values])
                 for j, logits in enumerate(out.label_logits or []):
@@ -234,8 +251,9 @@ def _check_resumed_config(config: PretrainConfig, saved_file: Path, accelerator)
     if not saved_file.is_file():
         return
     saved = PretrainConfig.saved_settings(saved_file.read_text())
-    # A file written before `optimizer` was a setting comes from a run that used AdamW.
+    # A file written before `optimizer` was a setting comes from a run that used AdamW; before `tasks`, both tasks.
     saved.setdefault("optimizer", "adamw")
+    saved.setdefault("tasks", list(TASKS))
     harmless = {"resume", "overwrite", "push_to_hub", "hub_private", "progress", "num_workers", "max_steps", "epochs", "save_every",
                 "save_total_limit", "eval_every", "log_every", "debug_dump_dir", "pseudo_label_jobs", "coordinate_cache_size",
                 "prerendered"}
@@ -245,6 +263,19 @@ def _check_resumed_config(config: PretrainConfig, saved_file: Path, accelerator)
     if changed:
         accelerator.print("warning: resuming with changed settings (the run will not repeat the original exactly): " +
                           ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+
+
+def _refuse_other_tasks(config: PretrainConfig) -> None:
+    """A resumed run trains the tasks it started with: its checkpoint holds the classifiers (or none) and optimiser
+    state of those tasks, and its pseudo-labels were computed (or not) for them. Every process reads the file, so
+    that all of them stop."""
+    saved_file = Path(config.output_dir) / CONFIG_FILE
+    if config.resume is None or not saved_file.is_file():
+        return
+    saved = PretrainConfig.saved_settings(saved_file.read_text()).get("tasks", list(TASKS))
+    if list(saved) != config.tasks:
+        raise ValueError(f"the run in {config.output_dir} trained --tasks {' '.join(saved)}; it cannot be resumed with "
+                         f"--tasks {' '.join(config.tasks)}: resume with its tasks, or start a new run in another folder")
 
 
 def pretrain(config: PretrainConfig, hub_api=None) -> dict:
@@ -262,6 +293,7 @@ def pretrain(config: PretrainConfig, hub_api=None) -> dict:
                      resumable=True,
                      inputs={"--input": config.input, "--prerendered": config.prerendered} if replacing else None)
     _check_sources(config)
+    _refuse_other_tasks(config)
     if config.push_to_hub:
         check_push_possible(hub_api)  # now, not after the training whose model it would push
     with contextlib.ExitStack() as held:
@@ -391,6 +423,10 @@ def _build_encoder(config: PretrainConfig, molecules: Molecules, accelerator) ->
     set_seed(config.seed)
     model = load_backbone(config.backbone, init_factor=config.init_factor, pseudo_label_classes=molecules.table.ks)
     _start_label_heads_afresh(model, config, accelerator)
+    if "contrastive" not in config.tasks:
+        # the temperature belongs to the contrastive loss: without it, it is kept as it is (and a parameter without
+        # a gradient would stall distributed data parallel)
+        model.logit_scale.requires_grad_(False)
     # the processor saved with the model draws the pretraining pictures too: its drawing settings apply to both
     processor = load_processor(config.backbone, size=model.config.vision_config.image_size)
     processor.standardize = config.standardize  # the table's SMILES are already prepared; saved for users of the model
@@ -417,15 +453,21 @@ def _build_batches(config: PretrainConfig, accelerator, molecules: Molecules, en
     def dataset(positions, **kwargs):
         smiles = [table.smiles[i] for i in positions]
         slots = store_slots[positions] if store is not None else None
-        return TwoViewDataset(smiles, table.labels[positions], seed=config.seed, size=image_size,
+        labels = table.labels[positions] if table.ks else None  # contrastive only: no classification targets
+        return TwoViewDataset(smiles, labels, seed=config.seed, size=image_size,
                               augmentation=config.augmentation, ids=table.ids[positions],
                               coordinate_cache_size=config.coordinate_cache_size, prerendered=store, store_slots=slots,
-                              augment_on=config.augment_on, processor=processor, **kwargs)
+                              augment_on=config.augment_on, processor=processor,
+                              styled_view="contrastive" in config.tasks, **kwargs)
 
-    fine = int(np.argmax(table.ks))  # batches group molecules of the finest label set
-    sampler = GroupedClassBatchSampler(table.labels[train_pos, fine], group_size=config.group_size,
-                                       groups_per_batch=config.groups_per_batch, num_replicas=world, rank=rank,
-                                       seed=config.seed, drop_last=True)
+    if table.ks:
+        fine = int(np.argmax(table.ks))  # batches group molecules of the finest label set
+        sampler = GroupedClassBatchSampler(table.labels[train_pos, fine], group_size=config.group_size,
+                                           groups_per_batch=config.groups_per_batch, num_replicas=world, rank=rank,
+                                           seed=config.seed, drop_last=True)
+    else:  # contrastive only: no pseudo-classes to group by
+        sampler = ShuffledBatchSampler(len(train_pos), config.batch_size, seed=config.seed, drop_last=True,
+                                       num_replicas=world, rank=rank)
     workers = _default_workers(world) if config.num_workers is None else config.num_workers
     if accelerator.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # Drawing workers and the training step share the cores. An OpenMP thread without a core of its own makes
@@ -453,8 +495,8 @@ def _plan_steps(config: PretrainConfig, batches: Batches) -> StepPlan:
 def _report_plan(config: PretrainConfig, accelerator, molecules: Molecules, batches: Batches, plan: StepPlan) -> None:
     table, world = molecules.table, accelerator.num_processes
     accelerator.print(
-        f"{len(table.smiles)} molecules ({len(molecules.train)} train, {len(molecules.valid)} validation), pseudo-labels "
-        f"K = {table.ks}; {world} process(es) x {config.batch_size // world} molecules a batch, {batches.per_epoch} "
+        f"{len(table.smiles)} molecules ({len(molecules.train)} train, {len(molecules.valid)} validation), "
+        f"{_tasks_text(config, table.ks)}; {world} process(es) x {config.batch_size // world} molecules a batch, {batches.per_epoch} "
         f"batches an epoch; {plan.max_steps} optimizer steps ({plan.max_steps / plan.steps_per_epoch:.2f} epochs); "
         f"{batches.workers} drawing worker(s) per process{batches.store_text}; "
         f"{torch.get_num_threads()} torch thread(s) per process; optimizer {config.optimizer}, gradient clipping "
@@ -470,7 +512,8 @@ def _train(config: PretrainConfig, accelerator, encoder: Encoder, batches: Batch
                                 total_steps=plan.max_steps)
     step = PretrainStep(ks, dump_dir=config.debug_dump_dir, rank=accelerator.process_index,
                         processor=encoder.processor, augmentation=config.augmentation)
-    evaluate = make_evaluator(accelerator, step, batches.valid, ks) if batches.valid is not None else None
+    evaluate = (make_evaluator(accelerator, step, batches.valid, ks, contrastive="contrastive" in config.tasks)
+                if batches.valid is not None else None)
     settings = LoopSettings(
         output_dir=str(output_dir), max_steps=plan.max_steps,
         gradient_accumulation_steps=config.gradient_accumulation_steps, max_grad_norm=config.max_grad_norm,
@@ -530,6 +573,14 @@ def _optimizer_text(config: PretrainConfig) -> str:
             f"{config.classifier_lr:g} (decay {config.classifier_weight_decay:g}), {clipping}")
 
 
+def _tasks_text(config: PretrainConfig, ks: list[int]) -> str:
+    """The objective as the run's opening line and the model card say it."""
+    classification = f"classification (K = {', '.join(map(str, ks))})"
+    if config.tasks == list(TASKS):
+        return f"contrastive + {classification}"
+    return "contrastive only" if config.tasks == ["contrastive"] else f"{classification} only"
+
+
 def _summary(config: PretrainConfig, molecules: Molecules, plan: StepPlan, trained: Trained, world: int,
              seconds: float) -> dict:
     """What training_results.json holds, with the model card's summary line."""
@@ -554,13 +605,15 @@ def _summary(config: PretrainConfig, molecules: Molecules, plan: StepPlan, train
                  if rows else "no loss logged")
     if final_valid:
         loss_text += f"; validation loss {final_valid['valid_loss']:.3f}"
+    views = 2 if "contrastive" in config.tasks else 1  # the classification task alone reads the plain drawing only
+    grouping = f"groups of {config.group_size} of one pseudo-class" if table.ks else "shuffled"
     card = (f"{state.global_step} optimizer steps ({epochs:.2f} epochs over {len(train_pos):,} molecules of "
             f"`{Path(config.input).name}`), batch {config.batch_size * config.gradient_accumulation_steps} "
-            f"(groups of {config.group_size} of one pseudo-class), {world} process(es); contrastive + classification "
-            f"(K = {', '.join(map(str, table.ks))}); {_optimizer_text(config)}, {config.schedule} schedule; {loss_text}")
+            f"({grouping}), {world} process(es); {_tasks_text(config, table.ks)}; {_optimizer_text(config)}, "
+            f"{config.schedule} schedule; {loss_text}")
     return {
-        "steps": state.global_step, "max_steps": plan.max_steps, "epochs": epochs, "molecules_seen": molecules,
-        "images_seen": 2 * molecules, "train_molecules": int(len(train_pos)), "valid_molecules": int(len(valid_pos)),
+        "tasks": list(config.tasks), "steps": state.global_step, "max_steps": plan.max_steps, "epochs": epochs, "molecules_seen": molecules,
+        "images_seen": views * molecules, "train_molecules": int(len(train_pos)), "valid_molecules": int(len(valid_pos)),
         "pseudo_label_ks": table.ks, "pseudo_labels": table.source, "processes": world, "wall_seconds": seconds,
         "first_logged": first, "last_logged": last, "initial_validation": initial_valid, "final_validation": final_valid,
         "best_valid_loss": state.best_value, "best_step": state.best_step, "card_summary": card,

@@ -28,6 +28,7 @@ from moleclip.processing.pseudo_labels import (
     write_pseudo_labels,
 )
 from moleclip.processing.seeding import sample_rng
+from moleclip.processing.standardize import standardize_smiles
 from moleclip.processing.tables import read_molecule_table
 from moleclip.training.outputs import write_atomically, write_text_atomically
 from moleclip.training.pretraining.config import PSEUDO_LABEL_FILE, PretrainConfig
@@ -120,6 +121,8 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
     frame = _read_input(config)
     if frame.empty:
         raise ValueError(f"{config.input} holds no molecules")
+    if "classification" not in config.tasks:
+        return _unlabelled_table(frame, config, accelerator)
     given = _labels_from_columns(frame, config)
     if given is not None:
         labels, ks, columns = given
@@ -144,11 +147,7 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
                                             n_jobs=config.pseudo_label_jobs, progress=config.progress,
                                             standardize=config.standardize)
         if info.get("skipped"):
-            skipped = info["skipped"]
-            lines = frame.attrs.get("lines")
-            line_of = (lambda i: int(lines[i])) if lines is not None else (lambda i: i + 2)  # header is line 1
-            print(f"warning: {len(skipped)} of {len(frame)} molecules left out of pretraining: "
-                  f"{list_skipped(skipped, limit=3, line_of=line_of)}", flush=True)
+            _warn_left_out(info["skipped"], frame)
         kept = _kept_rows(table, info, frame)
         table = table.copy()
         table.insert(0, "row", kept)
@@ -170,6 +169,28 @@ def load_pretraining_table(config: PretrainConfig, accelerator=None) -> Pretrain
     labels = np.stack([table[columns[k]].to_numpy() for k in ks], axis=1).astype(np.int64)
     return PretrainingTable(table["smiles"].astype(str).tolist(), labels, ks, table["row"].to_numpy(np.int64),
                             f"computed on the fly (MACCS keys, mini-batch K-means, seed {config.seed})")
+
+
+def _unlabelled_table(frame, config: PretrainConfig, accelerator) -> PretrainingTable:
+    """The molecules of a contrastive-only run: no pseudo-labels (none are computed, label columns are not read), but
+    prepared and checked as the labelling would have (a SMILES that does not parse is left out and listed)."""
+    is_main = accelerator is None or accelerator.is_main_process
+    if is_main:
+        print("contrastive task only: no pseudo-labels are computed", flush=True)
+    prepared = standardize_smiles(frame["smiles"].tolist(), config.standardize)
+    bad = {s.index for s in prepared.skipped}
+    if bad and is_main:
+        _warn_left_out(prepared.skipped, frame)
+    kept = np.array([i for i in range(len(frame)) if i not in bad], dtype=np.int64)
+    return PretrainingTable([prepared.smiles[i] for i in kept], np.zeros((len(kept), 0), dtype=np.int64), [], kept,
+                            "none (contrastive task only)")
+
+
+def _warn_left_out(skipped, frame) -> None:
+    lines = frame.attrs.get("lines")
+    line_of = (lambda i: int(lines[i])) if lines is not None else (lambda i: i + 2)  # header is line 1
+    print(f"warning: {len(skipped)} of {len(frame)} molecules left out of pretraining: "
+          f"{list_skipped(skipped, limit=3, line_of=line_of)}", flush=True)
 
 
 def _check_labelled_standardization(config: PretrainConfig) -> None:
