@@ -137,6 +137,47 @@ def test_an_unwritable_output_fails_before_any_work(tmp_path, capsys, monkeypatc
     assert status == 2 and "a folder is in the way" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["embed", "predict"])
+@pytest.mark.parametrize("variant", ["the same absolute path", "a relative path to it", "a symlink to it",
+                                     "a hard link to it"])
+def test_an_output_that_is_the_input_file_is_refused(tmp_path, capsys, monkeypatch, command, variant):
+    """An output that is the command's own input table, however it is named (the same path, a relative path from
+    elsewhere, a symlink or a hard link to it): the results would take the input's place. Refused in one line,
+    exit 2, before the model is loaded, and the input is left as it was."""
+    import os
+
+    from moleclip_cli.main import main
+
+    table = tmp_path / "molecules.csv"
+    table.write_text("smiles\nCCO\nc1ccccc1\n")
+    model = "tiny" if command == "embed" else str(_property_model_dir(tmp_path / "model"))
+    output = str(table)
+    if variant == "a relative path to it":
+        (tmp_path / "elsewhere").mkdir()
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        output = os.path.join("..", "molecules.csv")
+    elif variant == "a symlink to it":
+        (tmp_path / "link.csv").symlink_to(table)
+        output = str(tmp_path / "link.csv")
+    elif variant == "a hard link to it":
+        os.link(table, tmp_path / "hard.csv")
+        output = str(tmp_path / "hard.csv")
+    capsys.readouterr()  # what saving the model printed
+    status = main([command, "--model", model, "--input", str(table), "--output", output, "--no-progress"])
+    error = capsys.readouterr().err
+    assert status == 2 and "is the same file as --input" in error and error.count("\n") == 1, error
+    assert table.read_text() == "smiles\nCCO\nc1ccccc1\n"
+
+
+def test_an_output_beside_the_input_is_still_written(tmp_path):
+    """The check above compares files, not names: an output in the input's folder, with the input's stem, is fine."""
+    from moleclip_cli.main import main
+
+    (tmp_path / "molecules.csv").write_text("smiles\nCCO\n")
+    assert main(["embed", "--model", "tiny", "--input", str(tmp_path / "molecules.csv"),
+                 "--output", str(tmp_path / "molecules.parquet"), "--no-progress"]) == 0
+
+
 def test_a_failed_write_leaves_the_previous_file_whole(tmp_path):
     from moleclip.training.outputs import write_atomically
 
