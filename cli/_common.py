@@ -39,14 +39,15 @@ def read_input(path: str, smiles_column: str | None = None, limit: int | None = 
     return read_molecule_table(path, smiles_column, limit=limit)
 
 
-def check_output_suffix(path: str, allowed=TABLE_SUFFIXES, option: str = "--output") -> None:
-    """Refuse an output the command cannot write (a type it does not know, a place it may not write), before any
-    work is done."""
+def check_output_suffix(path: str, allowed=TABLE_SUFFIXES, option: str = "--output",
+                        inputs: dict | None = None) -> None:
+    """Refuse an output the command cannot write (a type it does not know, a place it may not write, one of the files
+    in `inputs`, {option: path}, that it reads), before any work is done."""
     from moleclip.training.outputs import check_writable
 
     if not str(path).lower().endswith(tuple(allowed)):
         raise ValueError(f"{option} {path}: unsupported file type; use one of {', '.join(allowed)}")
-    check_writable(path, option)
+    check_writable(path, option, inputs)
 
 
 def write_table(frame, path: str, metadata: dict[bytes, bytes] | None = None) -> None:

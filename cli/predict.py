@@ -68,7 +68,7 @@ def run(args) -> int:
 
     from ._common import TABLE_SUFFIXES, check_output_suffix
 
-    check_output_suffix(args.output, TABLE_SUFFIXES)
+    check_output_suffix(args.output, TABLE_SUFFIXES, inputs={"--input": args.input})
     if args.batch_size < 1:
         raise ValueError("--batch-size must be >= 1")
     with hold_output(args.output):  # a second process writing the same file is refused, not silently lost

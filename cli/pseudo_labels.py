@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() != ".parquet":
         raise ValueError(f"--output must be a .parquet file, got {output.name}")
-    check_writable(output, "--output")  # now, not after the fingerprints and K-means (an hour on ChEMBL)
+    check_writable(output, "--output", {"--input": args.input})  # now, not after the fingerprints and K-means (an hour on ChEMBL)
 
     started = time.perf_counter()
     table = read_input(args.input, args.smiles_column)

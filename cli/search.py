@@ -54,7 +54,7 @@ def run(args) -> int:
 
     from ._common import check_output_suffix
 
-    check_output_suffix(args.output)
+    check_output_suffix(args.output, inputs={"--queries": args.queries})
     if args.k < 1:
         raise ValueError(f"-k must be at least 1, got {args.k}")
     if not args.query and args.queries is None:

@@ -113,6 +113,63 @@ def test_predict_refuses_a_checkpoint_that_would_give_random_predictions(tmp_pat
     assert "would use random weights" in error and error.count("\n") == 1
 
 
+def _recast(weights_file, name_part, dtype):
+    """Store the first tensor of `weights_file` whose name contains `name_part` as `dtype`; its name."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(weights_file))
+    name = next(k for k in weights if name_part in k)
+    weights[name] = weights[name].to(dtype)
+    save_file(weights, str(weights_file), metadata={"format": "pt"})
+    return name
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int8", "bool"])
+@pytest.mark.parametrize("model_kind", ["a MoleCLIP folder", "a fingerprint model"])
+def test_weights_stored_in_a_dtype_no_model_uses_are_refused(tmp_path, capsys, model_kind, dtype):
+    """Weights that are not floating point (integers, booleans) in a model's weights file: loading would cast them
+    to float32 without a word and predict as confidently as ever. Refused in one line, exit 2, naming the file and
+    the tensor, for a MoleCLIP checkpoint folder (transformers loads it) and a fingerprint model (our own loader)."""
+    import torch
+
+    from moleclip.training.kinds.baselines import FingerprintPredictor
+    from moleclip_cli.main import main
+
+    if model_kind == "a MoleCLIP folder":
+        folder = _property_model_dir(tmp_path / "model")
+        weights, part = folder / "model.safetensors", "head."
+    else:
+        folder = FingerprintPredictor(256, 1, "regression", hidden_size=16, target_names=["logS"]).save(tmp_path / "fp")
+        weights, part = folder / FingerprintPredictor.WEIGHTS_FILE, "weight"
+    name = _recast(weights, part, getattr(torch, dtype))
+    (tmp_path / "new.smi").write_text("CCO\n")
+    capsys.readouterr()
+    status = main(["predict", "--model", str(folder), "--input", str(tmp_path / "new.smi"),
+                   "--output", str(tmp_path / "out.csv"), "--no-progress"])
+    error = capsys.readouterr().err
+    assert status == 2 and error.count("\n") == 1 and not (tmp_path / "out.csv").exists(), error
+    assert f"{weights}: tensor {name} is stored as" in error and "not as the floating-point weights" in error
+
+
+@pytest.mark.parametrize("dtype", ["int32", "bool"])
+def test_an_ensemble_member_stored_in_a_dtype_no_model_uses_is_refused(tmp_path, dtype):
+    """The same for a frozen-mode ensemble member, whose head weights are read on their own by `predict
+    --uncertainty`; a head saved in float16 or float64 still loads."""
+    import torch
+
+    from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction
+    from moleclip.training.finetuning.trust import load_head_member, save_head_member
+
+    base = MoleCLIPForPropertyPrediction(MoleCLIPConfig.from_preset("tiny", num_targets=1))
+    for kept in (torch.float16, torch.float64):
+        save_head_member(tmp_path / "kept", {k: v.to(kept) for k, v in base.head.state_dict().items()}, None)
+        load_head_member(tmp_path / "kept", base)
+    save_head_member(tmp_path / "seed_1", base.head.state_dict(), None)
+    name = _recast(tmp_path / "seed_1" / "head.safetensors", "weight", getattr(torch, dtype))
+    with pytest.raises(ValueError, match=rf"head.safetensors: tensor {name} is stored as (I32|BOOL)"):
+        load_head_member(tmp_path / "seed_1", base)
+
+
 # --------------------------------------------------------------------------------------------------------- outputs
 def test_an_unwritable_output_fails_before_any_work(tmp_path, capsys, monkeypatch):
     import os
@@ -135,6 +192,47 @@ def test_an_unwritable_output_fails_before_any_work(tmp_path, capsys, monkeypatc
     status = main(["embed", "--model", "tiny", "--input", str(tmp_path / "new.smi"),
                    "--output", str(tmp_path / "folder.csv"), "--no-progress"])
     assert status == 2 and "a folder is in the way" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["embed", "predict"])
+@pytest.mark.parametrize("variant", ["the same absolute path", "a relative path to it", "a symlink to it",
+                                     "a hard link to it"])
+def test_an_output_that_is_the_input_file_is_refused(tmp_path, capsys, monkeypatch, command, variant):
+    """An output that is the command's own input table, however it is named (the same path, a relative path from
+    elsewhere, a symlink or a hard link to it): the results would take the input's place. Refused in one line,
+    exit 2, before the model is loaded, and the input is left as it was."""
+    import os
+
+    from moleclip_cli.main import main
+
+    table = tmp_path / "molecules.csv"
+    table.write_text("smiles\nCCO\nc1ccccc1\n")
+    model = "tiny" if command == "embed" else str(_property_model_dir(tmp_path / "model"))
+    output = str(table)
+    if variant == "a relative path to it":
+        (tmp_path / "elsewhere").mkdir()
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        output = os.path.join("..", "molecules.csv")
+    elif variant == "a symlink to it":
+        (tmp_path / "link.csv").symlink_to(table)
+        output = str(tmp_path / "link.csv")
+    elif variant == "a hard link to it":
+        os.link(table, tmp_path / "hard.csv")
+        output = str(tmp_path / "hard.csv")
+    capsys.readouterr()  # what saving the model printed
+    status = main([command, "--model", model, "--input", str(table), "--output", output, "--no-progress"])
+    error = capsys.readouterr().err
+    assert status == 2 and "is the same file as --input" in error and error.count("\n") == 1, error
+    assert table.read_text() == "smiles\nCCO\nc1ccccc1\n"
+
+
+def test_an_output_beside_the_input_is_still_written(tmp_path):
+    """The check above compares files, not names: an output in the input's folder, with the input's stem, is fine."""
+    from moleclip_cli.main import main
+
+    (tmp_path / "molecules.csv").write_text("smiles\nCCO\n")
+    assert main(["embed", "--model", "tiny", "--input", str(tmp_path / "molecules.csv"),
+                 "--output", str(tmp_path / "molecules.parquet"), "--no-progress"]) == 0
 
 
 def test_a_failed_write_leaves_the_previous_file_whole(tmp_path):

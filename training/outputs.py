@@ -1,6 +1,7 @@
 """Writing the files the package hands to a user: checked first, written whole or not at all.
 
-* :func:`check_writable` runs before any work: a read-only or impossible output path fails at once, not after an hour.
+* :func:`check_writable` runs before any work: a read-only or impossible output path fails at once, not after an hour,
+  and an output that is the command's own input file is refused instead of replacing it.
 * :func:`write_atomically` writes to a temporary name in the same folder and renames it into place only when the
   writer has finished: a crash or a full disk leaves the previous good file intact and never a truncated file that
   reads cleanly.
@@ -30,7 +31,7 @@ import pandas as pd
 
 from moleclip.processing.standardize import standardize_smiles
 
-__all__ = ["check_writable", "write_atomically", "write_text_atomically", "check_run_folder", "hold_run_folder",
+__all__ = ["check_writable", "refuse_output_onto_input", "write_atomically", "write_text_atomically", "check_run_folder", "hold_run_folder",
            "hold_output_file", "FolderInUseError", "SKIPPED_COLUMN", "STANDARDIZED_COLUMN", "mark_skipped",
            "mark_standardized", "standardized_column", "embedding_columns", "refuse_column_clash", "write_delimited",
            "table_cells", "typed_text_columns", "json_text"]
@@ -181,9 +182,29 @@ class FolderInUseError(OSError):
     """Another live process is writing this folder."""
 
 
-def check_writable(path: str | os.PathLike, option: str = "--output") -> Path:
-    """Refuse an output path that cannot be written: an existing folder in its place, or a folder (the nearest one
-    that exists) this process may not write in."""
+def refuse_output_onto_input(path: str | os.PathLike, option: str = "--output",
+                             inputs: Mapping[str, str | os.PathLike | None] | None = None) -> None:
+    """Refuse an output that is one of the files the command reads (`inputs`: {option: path}): by another spelling
+    (relative, through a symlink) or a hard link, writing it would replace the user's input with the results."""
+    output = Path(path).expanduser()
+    for input_option, value in (inputs or {}).items():
+        if value is None or not str(value):
+            continue
+        source = Path(value).expanduser()
+        same = source.resolve() == output.resolve()
+        if not same and source.exists() and output.exists():
+            same = os.path.samefile(source, output)  # a hard link: two names, one file
+        if same:
+            raise ValueError(f"{option} {path} is the same file as {input_option} {value}: writing it would replace "
+                             "the input; choose another output file")
+
+
+def check_writable(path: str | os.PathLike, option: str = "--output",
+                   inputs: Mapping[str, str | os.PathLike | None] | None = None) -> Path:
+    """Refuse an output path that cannot be written: an existing folder in its place, a folder (the nearest one that
+    exists) this process may not write in, or one of the command's `inputs` ({option: path}, see
+    :func:`refuse_output_onto_input`)."""
+    refuse_output_onto_input(path, option, inputs)
     path = Path(path).expanduser()
     if path.is_dir():
         raise ValueError(f"{option} {path}: a folder is in the way; give a file name")

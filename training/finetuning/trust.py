@@ -29,12 +29,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from moleclip.processing.fingerprints import morgan_fingerprints
 from moleclip.tasks import is_regression
 from moleclip.training.inference.engine import embed
 from moleclip.training.kinds import ImageKind
+from moleclip.training.serving.hub import load_weights
 from moleclip.training.trust.applicability import EMBEDDING_DOMAIN_DIR, ApplicabilityDomain, applicability_markdown, \
     applicability_report
 from moleclip.training.trust.uncertainty import ConformalIntervals, ProbabilityCalibration, ensemble
@@ -214,7 +215,7 @@ def load_head_member(folder: Path, base):
     if record.get("kind") != "head_on_encoder_of_parent_folder":
         raise ValueError(f"{folder / MEMBER_FILE}: unknown member kind {record.get('kind')!r}")
     model = copy.deepcopy(base, memo={id(base.moleclip): base.moleclip})
-    model.head.load_state_dict(load_file(str(folder / "head.safetensors")))
+    model.head.load_state_dict(load_weights(folder / "head.safetensors"))
     if record["target_mean"] is not None:
         model.set_target_scaling(record["target_mean"], record["target_std"])
     return model.eval()

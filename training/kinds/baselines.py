@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from tqdm.auto import tqdm
@@ -33,6 +33,7 @@ from moleclip.processing.property_data import PropertyDataset
 from moleclip.processing.splits import DEFAULT_FRACTIONS, SPLIT_KINDS, make_split
 from moleclip.tasks import is_regression
 from moleclip.training.evaluation.scoring import compute_metrics
+from moleclip.training.serving.hub import load_weights
 
 __all__ = [
     "FP_RADIUS",
@@ -109,7 +110,7 @@ class FingerprintPredictor(FeatureHeadModel):
         folder = Path(folder)
         settings = json.loads((folder / cls.CONFIG_FILE).read_text())
         model = cls(**settings)
-        model.load_state_dict(load_file(str(folder / cls.WEIGHTS_FILE)))
+        model.load_state_dict(load_weights(folder / cls.WEIGHTS_FILE))
         return model.eval()
 
 

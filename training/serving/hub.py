@@ -19,6 +19,8 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
 from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+from safetensors import safe_open
+from safetensors.torch import load_file
 from transformers.utils import cached_file, logging as hf_logging
 
 from moleclip import MoleCLIPConfig, MoleCLIPForPropertyPrediction, MoleCLIPImageProcessor, MoleCLIPModel, __version__
@@ -125,6 +127,43 @@ def read_model_config(spec: str) -> dict:
     return json.loads(Path(_hub_file(spec, "config.json")).read_text())
 
 
+# The dtypes (safetensors' names) weights are kept in. Every model here computes in floating point; an integer or
+# boolean tensor in a weights file is not one it saved, and loading casts it to float32 without a word, after which
+# the model predicts as confidently as ever.
+FLOATING_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+
+
+def check_weight_dtypes(path: str | Path) -> None:
+    """Refuse a safetensors file that holds a tensor of a dtype no model uses, reading its header only (no tensor is
+    loaded, so this runs before anything casts them)."""
+    with safe_open(str(path), framework="pt") as weights:
+        for name in weights.keys():
+            dtype = weights.get_slice(name).get_dtype()
+            if dtype not in FLOATING_DTYPES:
+                raise ValueError(f"{path}: tensor {name} is stored as {dtype}, not as the floating-point weights a "
+                                 f"model uses ({', '.join(FLOATING_DTYPES.values())}), and loading would cast it "
+                                 "silently: save or download the checkpoint again")
+
+
+def load_weights(path: str | Path) -> dict:
+    """The tensors of a safetensors file whose dtypes :func:`check_weight_dtypes` accepts."""
+    check_weight_dtypes(path)
+    return load_file(str(path))
+
+
+def _check_checkpoint_dtypes(spec: str) -> None:
+    """:func:`check_weight_dtypes` for every weights file of a checkpoint folder (shards too), or of a Hub
+    checkpoint's single file once it is in the cache."""
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        files = sorted(folder.glob("*.safetensors"))
+    else:
+        cached = try_to_load_from_cache(spec, "model.safetensors")
+        files = [cached] if isinstance(cached, str) else []
+    for path in files:
+        check_weight_dtypes(path)
+
+
 def load_encoder(spec: str) -> MoleCLIPModel:
     """The encoder alone, for embedding molecules (`embed`, `search`): no pseudo-label classifier is built, as none is
     used, so a finetuned model's folder (which has none) loads without the announcement that new ones are initialised
@@ -190,9 +229,11 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, model_class=MoleCLIPModel, init_
             for key, value in config_overrides.items():
                 setattr(config, key, value)
             config._validate_moleclip()
+            _check_checkpoint_dtypes(spec)  # a local folder's before transformers casts them to float32
             with _quiet_loading():
                 model, info = model_class.from_pretrained(spec, config=config, dtype="float32",
                                                           ignore_mismatched_sizes=True, output_loading_info=True)
+            _check_checkpoint_dtypes(spec)  # a Hub checkpoint's, now that it is in the cache
             _check_loaded(model_class, spec, info, new_heads)
             return model
         if model_type in ("clip", "clip_vision_model"):
