@@ -307,6 +307,22 @@ def test_tables_in_other_dialects_are_read_or_refused_by_name(tmp_path):
         read_molecule_table(tmp_path / "utf16.csv")
 
 
+def test_a_table_that_would_lose_records_is_refused_by_the_command(tmp_path, capsys):
+    """Bad input, through `moleclip embed`: a stray quote that a quote 50 lines later closes (which wrote 50 of 100
+    embeddings with exit status 0): one line and exit status 2, with nothing written."""
+    from moleclip_cli.main import main
+
+    rows = ["id,smiles"] + [f"cpd{i},{'C' * (i % 5 + 1)}" for i in range(100)]
+    rows[11], rows[61] = '"' + rows[11], rows[61].replace(",", '",')
+    (tmp_path / "quote.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out.csv"
+    status = main(["embed", "--model", "tiny", "--input", str(tmp_path / "quote.csv"), "--output", str(out),
+                   "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    words = "quote.csv: line 12: a double quote opens a field in column 'id' that closes only on line 62"
+    assert status == 2 and words in err and "\n" not in err and not out.exists(), err
+
+
 def test_pretraining_reports_left_out_molecules_by_their_file_line(tmp_path, capsys):
     from moleclip.training.pretraining.table import load_pretraining_table
     from moleclip.training.pretraining.config import PretrainConfig
