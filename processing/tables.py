@@ -23,8 +23,10 @@ Formats, chosen by the file name (case-insensitive), each optionally gzipped (``
 
 Text is UTF-8, with or without a byte-order mark. Anything else fails with an error that names the file.
 
-The SMILES column is ``smiles_column`` when given (exactly as spelt in the header), else the first column named
-``smiles``, ``canonical_smiles``, ``smi`` or ``mol`` in that order of preference, ignoring case and surrounding spaces.
+The SMILES column is ``smiles_column`` when given (exactly as spelt in the header), else the one column named
+``smiles``, ``canonical_smiles``, ``smi`` or ``mol``, ignoring case and surrounding spaces; a table with several such
+columns (``SMILES`` and ``smiles``, or ``smiles`` and ``canonical_smiles``) is refused, naming them, for the user to
+choose one.
 
 Nothing is validated here: a SMILES that does not parse comes back as written, so that the parsing step reports it
 with its line. Each row's line in the file is kept: the header is line 1, so a one-record-a-line CSV's first data row
@@ -78,7 +80,7 @@ _DEFAULT_NAME_COLUMN = "name"
 
 
 class ColumnNotFoundError(KeyError, ValueError):
-    """A named column is not in the table, or no SMILES column could be recognised.
+    """A named column is not in the table, or no SMILES column (or several) could be recognised.
 
     Both a KeyError (a missing key) and a ValueError (a bad input), so either ``except`` catches it; its message reads
     plainly (a bare KeyError would print its message in quotes).
@@ -139,7 +141,9 @@ def _columns_text(columns) -> str:
 
 def find_smiles_column(columns, smiles_column: str | None = None, source: str = "the table") -> str:
     """The SMILES column among ``columns``: ``smiles_column`` if given (it must be present, spelt exactly), else the
-    first recognised name (:data:`SMILES_COLUMN_NAMES`, ignoring case). Raises :class:`ColumnNotFoundError`."""
+    one column with a recognised name (:data:`SMILES_COLUMN_NAMES`, ignoring case and surrounding spaces). Raises
+    :class:`ColumnNotFoundError` when none is found, or several: which of them holds the molecules meant is the user's
+    choice, not the reader's."""
     columns = list(columns)
     if smiles_column is not None:
         if smiles_column in columns:
@@ -147,14 +151,14 @@ def find_smiles_column(columns, smiles_column: str | None = None, source: str = 
         raise ColumnNotFoundError(
             f"column {smiles_column!r} not found in {source}; its columns are {_columns_text(columns)}"
         )
-    folded = {}
-    for column in columns:
-        folded.setdefault(str(column).strip().lower(), column)
-    for name in SMILES_COLUMN_NAMES:
-        if name in columns:
-            return name
-        if name in folded:
-            return folded[name]
+    candidates = [column for column in columns if str(column).strip().lower() in SMILES_COLUMN_NAMES]
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        raise ColumnNotFoundError(
+            f"several SMILES columns in {source}: {_columns_text(candidates)}; choose one with smiles_column=... "
+            "(--smiles-column on the command line)"
+        )
     raise ColumnNotFoundError(
         f"no SMILES column found in {source}: looked for {', '.join(SMILES_COLUMN_NAMES)} (any case) among the "
         f"columns {_columns_text(columns)}; name it with smiles_column=... (--smiles-column on the command line)"
@@ -386,8 +390,8 @@ def read_molecule_table(
     Raises:
         FileNotFoundError / IsADirectoryError: no such file.
         ValueError: an unsupported file type, a file that is not UTF-8 text or not gzip, a malformed record.
-        ColumnNotFoundError (a KeyError and a ValueError): ``smiles_column`` is absent, or no SMILES column is
-            recognised.
+        ColumnNotFoundError (a KeyError and a ValueError): ``smiles_column`` is absent, or no SMILES column or
+            several are recognised.
     """
     path = Path(os.fspath(path)).expanduser()
     if not path.exists():

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moleclip.processing.tables import iter_molecule_table, read_molecule_table
+from moleclip.processing.tables import ColumnNotFoundError, iter_molecule_table, read_molecule_table
 
 
 def _whole_and_chunked(path, **kwargs):
@@ -166,3 +166,21 @@ def test_quoted_fields_holding_the_delimiter_or_quotes_still_read(tmp_path, name
     assert len(table) == 9 and table.line_numbers.tolist() == list(range(2, 11))
     assert table.frame.loc[2, "id"] == f"cpd{delimiter}2" and table.frame.loc[2, "y"] == 'say "2"'
 
+
+@pytest.mark.parametrize("header,candidates", [("SMILES,smiles,y", "'SMILES', 'smiles'"),
+                                               ("id, Smiles ,canonical_smiles", "' Smiles ', 'canonical_smiles'")])
+def test_several_smiles_columns_are_refused_unless_one_is_chosen(tmp_path, header, candidates):
+    """Bad input: several columns the reader would recognise as the SMILES column (two spellings of `smiles`, or
+    `smiles` beside `canonical_smiles`), of which one was used silently. Refused naming them; a chosen one is read."""
+    path = _write(tmp_path / "two.csv", header + "\nCC,CCO,C\n")
+    with pytest.raises(ColumnNotFoundError, match=f"several SMILES columns in .*two.csv: {candidates}; choose one"):
+        read_molecule_table(path)
+    with pytest.raises(ColumnNotFoundError, match="several SMILES columns"):
+        list(iter_molecule_table(path))
+    frame = pd.read_csv(path, dtype=str)
+    frame.to_parquet(tmp_path / "two.parquet", index=False)
+    with pytest.raises(ColumnNotFoundError, match="several SMILES columns"):
+        read_molecule_table(tmp_path / "two.parquet")
+    chosen = header.split(",")[1]
+    assert read_molecule_table(path, smiles_column=chosen).smiles == ["CCO"]
+    assert [c.smiles for c in iter_molecule_table(path, smiles_column=chosen)] == [["CCO"]]
