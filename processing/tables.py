@@ -11,8 +11,11 @@ Formats, chosen by the file name (case-insensitive), each optionally gzipped (``
   ``smiles`` (any case) is a header: it names the SMILES column and, with a second field, the name column. The table
   has the SMILES column (``smiles`` unless the header spells it otherwise) and, when any line has a name or the header
   names one, a name column (``name`` by default; ``""`` for a line without a name).
-- ``.csv``, ``.tsv`` / ``.tab``: a header line naming the columns, then one record a line (quoted fields may span
-  lines). The delimiter is the kind's (comma, tab) unless the header holds none of it but a semicolon, tab or ``|``. Every cell is read as text, exactly as written: no conversion of ``NA``, ``null`` or ``""`` to missing
+- ``.csv``, ``.tsv`` / ``.tab``: a header line naming the columns, then one record a line. A quoted field may hold
+  the delimiter, but not a line break: a field running over several lines is refused, naming the line where its
+  quote opened, as is a quote never closed or followed by more text after it closes. A molecule table needs no
+  multi-line field, and a stray quote (an ID written ``"cpd10``) would otherwise swallow every record up to the next
+  quote into one cell. The delimiter is the kind's (comma, tab) unless the header holds none of it but a semicolon, tab or ``|``. Every cell is read as text, exactly as written: no conversion of ``NA``, ``null`` or ``""`` to missing
   values, no numbers (an ID ``0001`` stays ``"0001"``, a SMILES ``NA`` stays ``"NA"``). Blank lines are skipped; a
   record with fewer fields than the header is padded with ``""``, one with more is an error.
 - ``.parquet``, ``.pq``: the columns keep the types they were written with (Parquet is typed already), except the
@@ -20,12 +23,14 @@ Formats, chosen by the file name (case-insensitive), each optionally gzipped (``
 
 Text is UTF-8, with or without a byte-order mark. Anything else fails with an error that names the file.
 
-The SMILES column is ``smiles_column`` when given (exactly as spelt in the header), else the first column named
-``smiles``, ``canonical_smiles``, ``smi`` or ``mol`` in that order of preference, ignoring case and surrounding spaces.
+The SMILES column is ``smiles_column`` when given (exactly as spelt in the header), else the one column named
+``smiles``, ``canonical_smiles``, ``smi`` or ``mol``, ignoring case and surrounding spaces; a table with several such
+columns (``SMILES`` and ``smiles``, or ``smiles`` and ``canonical_smiles``) is refused, naming them, for the user to
+choose one.
 
 Nothing is validated here: a SMILES that does not parse comes back as written, so that the parsing step reports it
 with its line. Each row's line in the file is kept: the header is line 1, so a one-record-a-line CSV's first data row
-is line 2; blank lines and multi-line records are counted as they are in the file. A Parquet file has no lines: its
+is line 2; blank lines are counted as they are in the file. A Parquet file has no lines: its
 rows are numbered from 1.
 
 Flat imports only (pandas, numpy, the standard library), so the module can travel with Hugging Face remote code.
@@ -75,7 +80,7 @@ _DEFAULT_NAME_COLUMN = "name"
 
 
 class ColumnNotFoundError(KeyError, ValueError):
-    """A named column is not in the table, or no SMILES column could be recognised.
+    """A named column is not in the table, or no SMILES column (or several) could be recognised.
 
     Both a KeyError (a missing key) and a ValueError (a bad input), so either ``except`` catches it; its message reads
     plainly (a bare KeyError would print its message in quotes).
@@ -136,7 +141,9 @@ def _columns_text(columns) -> str:
 
 def find_smiles_column(columns, smiles_column: str | None = None, source: str = "the table") -> str:
     """The SMILES column among ``columns``: ``smiles_column`` if given (it must be present, spelt exactly), else the
-    first recognised name (:data:`SMILES_COLUMN_NAMES`, ignoring case). Raises :class:`ColumnNotFoundError`."""
+    one column with a recognised name (:data:`SMILES_COLUMN_NAMES`, ignoring case and surrounding spaces). Raises
+    :class:`ColumnNotFoundError` when none is found, or several: which of them holds the molecules meant is the user's
+    choice, not the reader's."""
     columns = list(columns)
     if smiles_column is not None:
         if smiles_column in columns:
@@ -144,14 +151,14 @@ def find_smiles_column(columns, smiles_column: str | None = None, source: str = 
         raise ColumnNotFoundError(
             f"column {smiles_column!r} not found in {source}; its columns are {_columns_text(columns)}"
         )
-    folded = {}
-    for column in columns:
-        folded.setdefault(str(column).strip().lower(), column)
-    for name in SMILES_COLUMN_NAMES:
-        if name in columns:
-            return name
-        if name in folded:
-            return folded[name]
+    candidates = [column for column in columns if str(column).strip().lower() in SMILES_COLUMN_NAMES]
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        raise ColumnNotFoundError(
+            f"several SMILES columns in {source}: {_columns_text(candidates)}; choose one with smiles_column=... "
+            "(--smiles-column on the command line)"
+        )
     raise ColumnNotFoundError(
         f"no SMILES column found in {source}: looked for {', '.join(SMILES_COLUMN_NAMES)} (any case) among the "
         f"columns {_columns_text(columns)}; name it with smiles_column=... (--smiles-column on the command line)"
@@ -279,34 +286,71 @@ def _read_delimited(text: str, delimiter: str, limit: int | None) -> tuple[pd.Da
             if limit is not None:
                 frame, lines = frame.iloc[:limit], lines[:limit]
             return frame, lines
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)  # lines as the file has them
     header: list[str] | None = None
     rows: list[list[str]] = []
     lines: list[int] = []
-    previous = 0
-    try:
-        for record in reader:
-            start, previous = previous + 1, reader.line_num
-            if not any(record):
-                continue  # a blank line (or a record of empty fields only): nothing written there
-            if header is None:
-                header = record
-                continue
-            if limit is not None and len(rows) >= limit:
-                break
-            if len(record) > len(header):
-                raise _ReadError(f"line {start} has {len(record)} fields, but the header names {len(header)} columns")
-            if len(record) < len(header):
-                record = record + [""] * (len(header) - len(record))
-            rows.append(record)
-            lines.append(start)
-    except csv.Error as err:
-        raise _ReadError(f"line {reader.line_num}: {err}") from err
+    for start, record in _records(io.StringIO(text, newline=""), delimiter):  # lines as the file has them
+        if header is None:
+            header = record
+            continue
+        if limit is not None and len(rows) >= limit:
+            break
+        rows.append(_fit_to_header(record, header, start))
+        lines.append(start)
     if header is None:
         raise _ReadError("the file is empty: expected a header line naming the columns")
     _check_header(header)
     columns = {name: list(values) for name, values in zip(header, zip(*rows))} if rows else {n: [] for n in header}
     return pd.DataFrame(columns, dtype=str), np.asarray(lines, dtype=np.int64)
+
+
+def _records(lines, delimiter: str):
+    """(first line, fields) of each record that is not blank, the header first, read by the csv module from an
+    iterable of the file's lines (newlines kept). Strictly: a field that runs over several lines, a quote never
+    closed, or text after a closing quote is a _ReadError naming the line where the quote opened, since a stray quote
+    would otherwise merge the records up to the next quote into one field, and the table would lose them silently."""
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    header, previous = None, 0
+    try:
+        for record in reader:
+            start, previous = previous + 1, reader.line_num
+            if previous > start:
+                raise _ReadError(_spanning_record_message(record, header, start, previous))
+            if not any(record):
+                continue  # a blank line (or a record of empty fields only): nothing written there
+            header = record if header is None else header
+            yield start, record
+    except csv.Error as err:
+        opened = previous + 1  # the line the failing record began on, where its quote opened
+        if str(err) == "unexpected end of data":
+            raise _ReadError(f"line {opened}: a double quote opens a field and is never closed (a stray quote?), so "
+                             "the rest of the file would be one field: remove the quote, or close it") from err
+        if "expected after" in str(err):
+            closed = f" on line {reader.line_num}" if reader.line_num != opened else ""
+            raise _ReadError(f"line {opened}: a field that opens with a double quote goes on after its closing quote"
+                             f"{closed} (a stray quote?): remove it, or quote the whole field and double the quotes "
+                             'inside it ("")') from err
+        raise _ReadError(f"line {reader.line_num}: {err}") from err
+
+
+def _spanning_record_message(record: list[str], header: list[str] | None, start: int, end: int) -> str:
+    field = next((i for i, value in enumerate(record) if "\n" in value or "\r" in value), 0)
+    if header is None:
+        where = f"field {field + 1} of the header"
+    elif field < len(header):
+        where = f"column {header[field]!r}"
+    else:
+        where = f"field {field + 1}"
+    return (f"line {start}: a double quote opens a field in {where} that closes only on line {end}, making lines "
+            f"{start}-{end} one record (a stray quote?); a molecule table's fields hold no line breaks, so this is "
+            'refused: remove the quote (or double it, "", inside a quoted field), or put the field on one line')
+
+
+def _fit_to_header(record: list[str], header: list[str], line: int) -> list[str]:
+    """A record with as many fields as the header: a short one padded with "", a long one an error."""
+    if len(record) > len(header):
+        raise _ReadError(f"line {line} has {len(record)} fields, but the header names {len(header)} columns")
+    return record + [""] * (len(header) - len(record))
 
 
 def _check_header(header: list[str]) -> None:
@@ -346,8 +390,8 @@ def read_molecule_table(
     Raises:
         FileNotFoundError / IsADirectoryError: no such file.
         ValueError: an unsupported file type, a file that is not UTF-8 text or not gzip, a malformed record.
-        ColumnNotFoundError (a KeyError and a ValueError): ``smiles_column`` is absent, or no SMILES column is
-            recognised.
+        ColumnNotFoundError (a KeyError and a ValueError): ``smiles_column`` is absent, or no SMILES column or
+            several are recognised.
     """
     path = Path(os.fspath(path)).expanduser()
     if not path.exists():
@@ -478,41 +522,30 @@ def _iter_smi(path: Path, smiles_column: str | None, chunk_rows: int):
 
 
 def _iter_delimited(path: Path, kind: str, smiles_column: str | None, chunk_rows: int):
-    # The csv module, record by record: it counts the lines of quoted multi-line fields, as the whole reader's slow
-    # path does, and the delimiter is sniffed from the first line exactly as there.
+    # The csv module, record by record, as the whole reader's slow path reads them (the same refusals), and the
+    # delimiter sniffed from the first line exactly as there.
     with _open_text(path) as handle:
         first = handle.readline()
-        reader = csv.reader(itertools.chain([first], handle), delimiter=_delimiter(first, kind))
         header, column = None, None
         rows: list[list[str]] = []
         lines: list[int] = []
-        previous = 0
 
         def chunk():
             frame = pd.DataFrame(dict(zip(header, zip(*rows))) if rows else {n: [] for n in header}, dtype=str)
             return MoleculeTable(frame=frame, smiles_column=column, line_numbers=np.asarray(lines, dtype=np.int64),
                                  path=path)
 
-        try:
-            for record in reader:
-                start, previous = previous + 1, reader.line_num
-                if not any(record):
-                    continue
-                if header is None:
-                    header = record
-                    _check_header(header)
-                    column = find_smiles_column(header, smiles_column, source=str(path))
-                    continue
-                if len(record) > len(header):
-                    raise _ReadError(f"line {start} has {len(record)} fields, but the header names {len(header)} "
-                                     "columns")
-                rows.append(record + [""] * (len(header) - len(record)))
-                lines.append(start)
-                if len(rows) == chunk_rows:
-                    yield chunk()
-                    rows, lines = [], []
-        except csv.Error as err:
-            raise _ReadError(f"line {reader.line_num}: {err}") from err
+        for start, record in _records(itertools.chain([first], handle), _delimiter(first, kind)):
+            if header is None:
+                header = record
+                _check_header(header)
+                column = find_smiles_column(header, smiles_column, source=str(path))
+                continue
+            rows.append(_fit_to_header(record, header, start))
+            lines.append(start)
+            if len(rows) == chunk_rows:
+                yield chunk()
+                rows, lines = [], []
         if header is None:
             raise _ReadError("the file is empty: expected a header line naming the columns")
         if rows:

@@ -3,9 +3,11 @@
 To add a case, add a row to the table of its kind; each row says what comes in and what the message must say.
 """
 
+import re
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from moleclip.processing.molecules import MAX_SMILES_LENGTH, InvalidMoleculeError, parse_many, to_mol
@@ -404,6 +406,28 @@ def test_tables_in_other_dialects_are_read_or_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match="utf16.csv is not UTF-8"):
         read_molecule_table(tmp_path / "utf16.csv")
 
+
+def test_a_table_that_would_lose_records_or_guess_its_smiles_column_is_refused_by_the_command(tmp_path, capsys):
+    """Bad input, through `moleclip embed`: a stray quote that a quote 50 lines later closes (which wrote 50 of 100
+    embeddings with exit status 0), and two SMILES columns differing in case (the second used silently). Each is
+    one line and exit status 2, with nothing written; choosing the column reads the second table."""
+    from moleclip_cli.main import main
+
+    rows = ["id,smiles"] + [f"cpd{i},{'C' * (i % 5 + 1)}" for i in range(100)]
+    rows[11], rows[61] = '"' + rows[11], rows[61].replace(",", '",')
+    (tmp_path / "quote.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "two.csv").write_text("SMILES,smiles,y\nCCO,CCN,1\nCC,CCCC,2\n")
+    out = tmp_path / "out.csv"
+    for table, words in (("quote.csv", "quote.csv: line 12: a double quote opens a field in column 'id' that closes "
+                                       "only on line 62"),
+                         ("two.csv", "several SMILES columns in .*two.csv: 'SMILES', 'smiles'")):
+        status = main(["embed", "--model", "tiny", "--input", str(tmp_path / table), "--output", str(out),
+                       "--no-progress"])
+        err = capsys.readouterr().err.strip()
+        assert status == 2 and re.search(words, err) and "\n" not in err and not out.exists(), err
+    assert main(["embed", "--model", "tiny", "--input", str(tmp_path / "two.csv"), "--smiles-column", "smiles",
+                 "--output", str(out), "--no-progress"]) == 0
+    assert pd.read_csv(out)["smiles"].tolist() == ["CCN", "CCCC"]
 
 def test_pretraining_reports_left_out_molecules_by_their_file_line(tmp_path, capsys):
     from moleclip.training.pretraining.table import load_pretraining_table

@@ -260,10 +260,10 @@ def test_default_data_dir_is_shared_data_beside_the_checkout():
 
 
 def test_text_cells_kept_as_written_and_lines_counted(tmp_path):
-    """Through the one table reader: a UTF-8 BOM, blank lines and a quoted multi-line cell; targets become floats,
-    every other column stays text."""
+    """Through the one table reader: a UTF-8 BOM, blank lines and a quoted cell holding a comma; targets become
+    floats, every other column stays text."""
     path = tmp_path / "t.csv"
-    path.write_bytes('\ufeffid,smiles,y\n0001,CCO,1.5\n\n"00\n02",not_a_smiles,2\n0003,CC,NA\n'.encode())
+    path.write_bytes('\ufeffid,smiles,y\n0001,CCO,1.5\n\n"00,02",not_a_smiles,2\n0003,CC,NA\n'.encode())
     with pytest.warns(UserWarning, match="line 4 'not_a_smiles'"):
         ds = load_property_dataset(path, target_columns=["y"])
     assert ds.smiles == ["CCO", "CC"] and [s.line for s in ds.skipped] == [4]

