@@ -5,23 +5,12 @@ import json
 import math
 
 import pytest
-import torch
 
 from moleclip.processing import pseudo_labels
 from moleclip.processing.image_processing_moleclip import MoleCLIPImageProcessor
 from moleclip.training.pretraining.config import PretrainConfig
 from moleclip.training.pretraining.run import pretrain
-from test_pretrain import molecules
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread(monkeypatch):
-    # see test_pretrain.one_torch_thread
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    yield
-    torch.set_num_threads(threads)
+from test_pretrain import molecules, one_torch_thread  # noqa: F401  (the autouse fixture applies here too)
 
 
 @pytest.fixture

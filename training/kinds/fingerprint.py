@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -38,7 +39,21 @@ class MorganBits:
 
 
 class BitsKind(ModelKind):
-    """What the two Morgan-bit kinds share: their preparation, read from the saved settings."""
+    """What the Morgan-bit kinds share: their preparation, read from the saved settings, and their folder: the
+    `network` class's CONFIG_FILE names the kind, and the network saves and loads itself."""
+
+    network: ClassVar[type]
+
+    @classmethod
+    def recognises(cls, spec: str) -> bool:
+        return (Path(spec).expanduser() / cls.network.CONFIG_FILE).is_file()
+
+    @classmethod
+    def load(cls, spec: str, trust_pickle: bool = False) -> "BitsKind":
+        return cls(cls.network.load(Path(spec).expanduser()))
+
+    def save(self, folder: str | Path) -> Path:
+        return self.model.save(folder)
 
     def preparer(self, **options) -> MorganBits:
         s = self.settings
@@ -56,16 +71,7 @@ class BitsKind(ModelKind):
 class FingerprintKind(BitsKind):
     """A :class:`~moleclip.training.kinds.baselines.FingerprintPredictor` folder (`fingerprint_mlp.json`)."""
 
-    @classmethod
-    def recognises(cls, spec: str) -> bool:
-        return (Path(spec).expanduser() / FingerprintPredictor.CONFIG_FILE).is_file()
-
-    @classmethod
-    def load(cls, spec: str, trust_pickle: bool = False) -> "FingerprintKind":
-        return cls(FingerprintPredictor.load(Path(spec).expanduser()))
-
-    def save(self, folder: str | Path) -> Path:
-        return self.model.save(folder)
+    network = FingerprintPredictor
 
     def to_device(self, inputs, device, **options):
         return torch.as_tensor(inputs, dtype=torch.float32, device=device)

@@ -18,16 +18,11 @@ class ForestKind(BitsKind):
     """A :class:`~moleclip.training.kinds.baselines.ForestPredictor` folder (`random_forest.json` + joblib). It runs on the
     CPU whatever the device: the bits stay numpy arrays."""
 
-    @classmethod
-    def recognises(cls, spec: str) -> bool:
-        return (Path(spec).expanduser() / ForestPredictor.CONFIG_FILE).is_file()
+    network = ForestPredictor
 
     @classmethod
     def load(cls, spec: str, trust_pickle: bool = False) -> "ForestKind":
         return cls(ForestPredictor.load(Path(spec).expanduser(), trust_pickle=trust_pickle))
-
-    def save(self, folder: str | Path) -> Path:
-        return self.model.save(folder)
 
     def to(self, device) -> "ForestKind":
         return self

@@ -184,16 +184,7 @@ class SVMPredictor:
 class SVMKind(BitsKind):
     """A :class:`SVMPredictor` folder (`tanimoto_svm.json` + npz; no pickle). Runs on the CPU whatever the device."""
 
-    @classmethod
-    def recognises(cls, spec: str) -> bool:
-        return (Path(spec).expanduser() / SVMPredictor.CONFIG_FILE).is_file()
-
-    @classmethod
-    def load(cls, spec: str, trust_pickle: bool = False) -> "SVMKind":
-        return cls(SVMPredictor.load(Path(spec).expanduser()))
-
-    def save(self, folder: str | Path) -> Path:
-        return self.model.save(folder)
+    network = SVMPredictor
 
     def to(self, device) -> "SVMKind":
         return self
