@@ -31,7 +31,7 @@ from moleclip.property_head import PropertyHead, TargetScaling, scaled_property_
 from moleclip.processing.fingerprints import morgan_fingerprints
 from moleclip.processing.property_data import PropertyDataset
 from moleclip.processing.splits import DEFAULT_FRACTIONS, SPLIT_KINDS, make_split
-from moleclip.tasks import is_regression
+from moleclip.tasks import is_classification, is_regression
 from moleclip.training.evaluation.scoring import compute_metrics
 from moleclip.training.serving.hub import load_weights
 
@@ -44,6 +44,7 @@ __all__ = [
     "fingerprint_matrix",
     "fit_predict_forest",
     "random_forest_baseline",
+    "unfittable_target",
 ]
 
 FP_RADIUS, FP_BITS = 2, 2048
@@ -128,6 +129,20 @@ def fingerprint_matrix(
     return result.bits, result.kept
 
 
+def unfittable_target(task: str, y: np.ndarray, name) -> tuple[str, float | None] | None:
+    """What a per-target baseline (forest, SVM) does with a target it cannot fit, after saying so: ("none", None)
+    for a target without training labels (its predictions are NaN), ("constant", c) for a classification target
+    with one class in training (it predicts that class); None for a target it can fit (`y`: its labelled values)."""
+    if not len(y):
+        warnings.warn(f"Target {name} has no training labels; its predictions are left as NaN", UserWarning)
+        return "none", None
+    if is_classification(task) and np.unique(y).size < 2:
+        warnings.warn(f"Task {name} has a single class in the training set; predicting that class everywhere",
+                      UserWarning)
+        return "constant", float(y[0])
+    return None
+
+
 class ForestPredictor:
     """Fitted random forest(s) on Morgan bits, usable by `moleclip predict` like a fingerprint-MLP folder.
 
@@ -168,17 +183,12 @@ class ForestPredictor:
         estimators = []
         for j in range(n_targets):
             mask = ~np.isnan(y_train[:, j])
-            if not mask.any():
-                warnings.warn(f"Target {j} has no training labels; its predictions are left as NaN", UserWarning)
-                estimators.append(("none", None))
-                continue
             xj, yj = x_train[mask], y_train[mask, j]
-            if is_regression(task):
+            unfittable = unfittable_target(task, yj, j)
+            if unfittable is not None:
+                estimators.append(unfittable)
+            elif is_regression(task):
                 estimators.append(("forest", RandomForestRegressor(**kwargs).fit(xj, yj)))
-            elif np.unique(yj).size < 2:
-                warnings.warn(f"Task {j} has a single class in the training set; predicting that class everywhere",
-                              UserWarning)
-                estimators.append(("constant", float(yj[0])))
             else:
                 estimators.append(("forest", RandomForestClassifier(**kwargs).fit(xj, yj.astype(np.int64))))
         return cls(task, estimators, settings)

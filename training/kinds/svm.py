@@ -11,7 +11,6 @@ vectors' bits (packed) and dual coefficients in ``tanimoto_svm.npz``; predicting
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 from moleclip.tasks import is_classification, is_regression
 from moleclip.training.evaluation.scoring import compute_metrics, higher_is_better
 from moleclip.training.kinds.base import Outputs, register_kind
-from moleclip.training.kinds.baselines import FP_RADIUS
+from moleclip.training.kinds.baselines import FP_RADIUS, unfittable_target
 from moleclip.training.kinds.fingerprint import BitsKind
 from moleclip.training.trust.uncertainty import probability_logits
 
@@ -103,15 +102,11 @@ class SVMPredictor:
         targets, arrays = [], {}
         for j in range(n_targets):
             rows = np.flatnonzero(~np.isnan(y_train[:, j]))
-            if not len(rows):
-                warnings.warn(f"Target {names[j]} has no training labels; its predictions are left as NaN", UserWarning)
-                targets.append({"kind": "none"})
-                continue
             y = y_train[rows, j]
-            if is_classification(task) and np.unique(y).size < 2:
-                warnings.warn(f"Task {names[j]} has a single class in the training set; predicting that class "
-                              "everywhere", UserWarning)
-                targets.append({"kind": "constant", "value": float(y[0])})
+            unfittable = unfittable_target(task, y, names[j])
+            if unfittable is not None:
+                kind, value = unfittable
+                targets.append({"kind": kind} if value is None else {"kind": kind, "value": value})
                 continue
             mean, std = (float(y.mean()), float(y.std())) if is_regression(task) else (0.0, 1.0)
             std = std if std > 0 else 1.0
